@@ -1,0 +1,1 @@
+"""Workstation tooling: turn the upstream models into the verified ONNX folders soundmond loads."""

@@ -1,0 +1,93 @@
+"""`python -m export <family> ...` (also `soundmond-export`): upstream model -> verified ONNX model folder."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib import import_module
+from pathlib import Path
+
+from export.common import EXIT_OK, EXIT_USAGE, ExportError
+
+logger = logging.getLogger("export")
+
+# family -> module with `add_arguments(parser)` and `run(args) -> Path`
+FAMILIES = {
+    "ast": "export.ast_model",
+    "birdnet": "export.birdnet_model",
+    "yamnet": "export.yamnet_model",
+}
+
+EPILOG = """\
+examples:
+  python -m export birdnet --out models/birdnet
+  python -m export yamnet --tflite ../shared/models/yamnet/yamnet.tflite --out models/yamnet
+  python -m export ast --model MIT/ast-finetuned-audioset-10-10-0.4593 --frames 512 --quantize int8 --out models/ast
+  python -m export ast --model ./ast-checkout --out models/ast          (a local directory works offline)
+
+Each export writes a folder (model.onnx, labels, model.json) through a temporary folder renamed into place,
+after checking the ONNX model against the original runtime on real audio (--check-audio, default: the
+project's fixtures). On success the folder path is printed on stdout; logs go to stderr.
+
+exit codes:
+  0  exported and verified
+  1  the ONNX model missed its parity target (nothing written)
+  2  bad arguments, unreachable hub or unknown model id, unexpected input file (nothing written)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Export AST, BirdNET or YAMNet to a verified ONNX model folder for soundmond.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="family", required=True, metavar="{ast,birdnet,yamnet}")
+    for family, module_name in FAMILIES.items():
+        module = import_module(module_name)
+        p = sub.add_parser(
+            family,
+            help=module.__doc__.strip().splitlines()[0] if module.__doc__ else family,
+            description=module.__doc__,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--out", type=Path, required=True, help="the model folder to write")
+        p.add_argument("--force", action="store_true", help="replace an existing folder")
+        p.add_argument(
+            "--check-audio",
+            type=Path,
+            default=None,
+            help="folder of real recordings for the parity check (default: tests/fixtures/audio)",
+        )
+        module.add_arguments(p)
+        runner: Callable[[argparse.Namespace], Path] = module.run
+        p.set_defaults(run=runner)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        folder = args.run(args)
+    except ExportError as exc:
+        print(f"export {args.family}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"export {args.family}: interrupted; nothing written", file=sys.stderr)
+        return 130
+    print(folder)
+    return EXIT_OK
+
+
+__all__ = ["main", "build_parser", "EXIT_USAGE"]
