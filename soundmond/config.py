@@ -1,0 +1,358 @@
+"""The configuration: one pydantic schema, loaded and validated once; unknown keys are rejected.
+
+Errors name the YAML key path and line and say how to fix it, e.g.
+`models.birds.min_confidence: Input should be less than or equal to 1 (line 42) - use a value between 0 and 1`.
+Secrets (the MQTT password) never live in the YAML: they come from an environment variable or a systemd credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/soundmond/config.yaml"))
+SECRET_KEYS = {"password", "api_key", "apikey", "token", "secret"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StationConfig(_Section):
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = "station-1"
+    latitude: Annotated[float, Field(ge=-90, le=90)] | None = None
+    longitude: Annotated[float, Field(ge=-180, le=180)] | None = None
+    name: str | None = None
+
+
+class FileSourceConfig(_Section):
+    type: Literal["file"] = "file"
+    path: Path = Path("recordings")
+    realtime: bool = False
+    recursive: bool = True
+
+
+class MicSourceConfig(_Section):
+    type: Literal["mic"] = "mic"
+    device: str | int | None = None
+    sample_rate_hz: Annotated[int, Field(ge=8000, le=384000)] = 48000
+    channels: Annotated[int, Field(ge=1, le=32)] = 1
+    channel: Annotated[int, Field(ge=0)] | None = None
+    block_ms: Annotated[int, Field(ge=5, le=1000)] = 100
+    gain_db: Annotated[float, Field(ge=-40, le=60)] = 0.0
+    remove_dc: bool = True
+    stall_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    flat_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    reopen_backoff_s: Annotated[float, Field(gt=0)] = 1.0
+    reopen_backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
+    queue_blocks: Annotated[int, Field(ge=4)] = 200
+
+
+SourceConfig = Annotated[FileSourceConfig | MicSourceConfig, Field(discriminator="type")]
+
+
+class WindowConfig(_Section):
+    length_s: Annotated[float, Field(ge=1.0, le=60.0)] = 5.0
+    hop_s: Annotated[float, Field(gt=0.0, le=60.0)] = 5.0
+    min_rms_dbfs: Annotated[float, Field(le=0)] | None = None  # quiet windows below this skip the models (counted)
+    backlog_windows: Annotated[int, Field(ge=1, le=1000)] = 12
+    backlog_policy: Literal["drop_oldest", "thin"] = "drop_oldest"
+
+    @model_validator(mode="after")
+    def _hop_not_longer(self) -> WindowConfig:
+        if self.hop_s > self.length_s:
+            raise ValueError("windows.hop_s must not be longer than windows.length_s (audio would be skipped)")
+        return self
+
+
+class TaggerConfig(_Section):
+    family: Literal["yamnet", "ast"] = "yamnet"
+    path: Path = Path("models/yamnet")
+    top_k: Annotated[int, Field(ge=1, le=50)] = 5
+    threads: Annotated[int, Field(ge=1, le=64)] = 1
+    pooling: Literal["mean", "max"] = "mean"
+
+
+class LocationFilterConfig(_Section):
+    enabled: bool = False
+    week: Annotated[int, Field(ge=-1, le=48)] | Literal["auto"] = "auto"
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.03
+
+
+class BirdConfig(_Section):
+    enabled: bool = True
+    path: Path = Path("models/birdnet")
+    threads: Annotated[int, Field(ge=1, le=64)] = 1
+    chunk_overlap_s: Annotated[float, Field(ge=0.0, lt=3.0)] = 0.0
+    sensitivity: Annotated[float, Field(ge=0.5, le=1.5)] = 1.0
+    min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    location_filter: LocationFilterConfig = LocationFilterConfig()
+
+
+class HeadConfig(_Section):
+    path: Path | None = None  # None: the head shipped for the tagger family
+
+
+class ModelsConfig(_Section):
+    tagger: TaggerConfig = TaggerConfig()
+    birds: BirdConfig = BirdConfig()
+    head: HeadConfig = HeadConfig()
+
+
+class FrequencyAlertConfig(_Section):
+    span_s: Annotated[int, Field(ge=60)] = 3600
+    k: Annotated[float, Field(gt=0)] = 3.0
+    baseline_days: Annotated[int, Field(ge=1, le=365)] = 7
+    min_baseline_days: Annotated[int, Field(ge=1, le=365)] = 3
+
+
+class IndustrialRiseConfig(_Section):
+    span_s: Annotated[int, Field(ge=60)] = 3600
+    margin: Annotated[float, Field(gt=0, le=1)] = 0.2
+    baseline_days: Annotated[int, Field(ge=1, le=365)] = 7
+    min_windows: Annotated[int, Field(ge=1)] = 30
+
+
+class BirdActivityDropConfig(_Section):
+    span_s: Annotated[int, Field(ge=60)] = 3600
+    drop_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
+    baseline_days: Annotated[int, Field(ge=1, le=365)] = 7
+
+
+class AlertsConfig(_Section):
+    rare_species: list[str] = Field(default_factory=list)
+    rare_occurrence_below: Annotated[float, Field(ge=0, le=1)] | None = 0.01
+    low_confidence_below: Annotated[float, Field(ge=0, le=1)] = 0.5
+    unknown_sound_below: Annotated[float, Field(ge=0, le=1)] = 0.3
+    frequency: FrequencyAlertConfig = FrequencyAlertConfig()
+    industrial_rise: IndustrialRiseConfig = IndustrialRiseConfig()
+    bird_activity_drop: BirdActivityDropConfig = BirdActivityDropConfig()
+    cooldown_s: Annotated[float, Field(ge=0)] = 3600.0
+    clear_after_s: Annotated[float, Field(ge=0)] = 600.0
+    disabled: list[str] = Field(default_factory=list)
+
+
+class AggregationConfig(_Section):
+    spans_s: list[Annotated[int, Field(ge=10)]] = Field(default_factory=lambda: [60, 3600, 86400])
+
+    @field_validator("spans_s")
+    @classmethod
+    def _non_empty_sorted(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one span in seconds, e.g. [60, 3600, 86400]")
+        return sorted(set(v))
+
+
+class StoreConfig(_Section):
+    path: Path = Path("var/soundmond.db")
+    retention_days: Annotated[float, Field(gt=0)] = 90
+    max_size_mb: Annotated[float, Field(gt=0)] = 2048
+    batch_size: Annotated[int, Field(ge=1, le=10000)] = 50
+    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    outbox_max_rows: Annotated[int, Field(ge=100)] = 100_000
+    outbox_full_policy: Literal["drop_oldest_detections", "refuse_new"] = "drop_oldest_detections"
+
+
+class TlsConfig(_Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+
+class MqttConfig(_Section):
+    enabled: bool = False
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    protocol: Literal["3.1.1", "5"] = "5"
+    client_id: str | None = None
+    topic_prefix: str | None = None  # default soundmond/<station_id>
+    username: str | None = None
+    password_env: str | None = "SOUNDMOND_MQTT_PASSWORD"
+    password_credential: str | None = "mqtt_password"
+    tls: TlsConfig | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 60
+    publish_windows: bool = False
+    soundscape_interval_s: Annotated[float, Field(ge=1)] = 60.0
+    heartbeat_interval_s: Annotated[float, Field(ge=1)] = 60.0
+    reconnect_min_s: Annotated[float, Field(gt=0)] = 1.0
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 60.0
+    home_assistant_discovery: bool = False
+    discovery_prefix: str = "homeassistant"
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Section):
+    station: StationConfig = StationConfig()
+    source: SourceConfig = FileSourceConfig()
+    windows: WindowConfig = WindowConfig()
+    models: ModelsConfig = ModelsConfig()
+    aggregation: AggregationConfig = AggregationConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    store: StoreConfig = StoreConfig()
+    mqtt: MqttConfig = MqttConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    key: str
+    problem: str
+    line: int | None
+    hint: str
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        return f"{self.key}: {self.problem}{where} - {self.hint}"
+
+
+class ConfigError(Exception):
+    """The configuration file cannot be used; `problems` lists every key that is wrong."""
+
+    def __init__(self, path: Path | str, problems: list[ConfigProblem]) -> None:
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: Config
+    path: Path | None
+    sha256: str  # of the file's bytes (reported in heartbeats)
+
+    def resolve(self, p: Path) -> Path:
+        """Relative paths in the config are relative to the config file's folder."""
+        if p.is_absolute() or self.path is None:
+            return p
+        return (self.path.parent / p).resolve()
+
+
+def _line_index(text: str) -> dict[tuple[str, ...], int]:
+    """Map every key path of a YAML document to its 1-based line."""
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                path = (*prefix, str(key_node.value))
+                lines[path] = key_node.start_mark.line + 1
+                walk(value_node, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                path = (*prefix, str(i))
+                lines[path] = item.start_mark.line + 1
+                walk(item, path)
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _hint(error_type: str, key: str, msg: str) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    if error_type == "extra_forbidden":
+        if leaf.lower() in SECRET_KEYS:
+            return (
+                "secrets never go in the YAML: set mqtt.password_env (an environment variable name) or "
+                "mqtt.password_credential (a systemd LoadCredential name) instead"
+            )
+        return "remove it or check its spelling against the commented config.yaml"
+    if error_type in ("missing",):
+        return "add this key"
+    if error_type.startswith(("greater", "less")):
+        return "use a value within the allowed range"
+    if error_type in ("literal_error", "union_tag_invalid"):
+        return "use one of the allowed values"
+    if error_type.endswith(("_type", "_parsing")):
+        return "use a value of the right type"
+    return "fix the value"
+
+
+def _problems_from(exc: ValidationError, lines: dict[tuple[str, ...], int]) -> list[ConfigProblem]:
+    problems = []
+    for err in exc.errors():
+        # drop the discriminator tag pydantic inserts for tagged unions (e.g. source.mic.device)
+        loc = [str(p) for p in err["loc"] if p not in ("file", "mic") or err["loc"][0] != "source"]
+        key = ".".join(loc) or "(top level)"
+        line = None
+        for n in range(len(loc), 0, -1):
+            line = lines.get(tuple(loc[:n]))
+            if line:
+                break
+        msg = err["msg"].removeprefix("Value error, ")
+        problems.append(ConfigProblem(key, msg, line, _hint(err["type"], key, msg)))
+    return problems
+
+
+def parse_config(text: str, path: Path | str = "<config>") -> Config:
+    """Validate YAML text; raise `ConfigError` listing every problem with its key path and line."""
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(
+            path, [ConfigProblem("(yaml)", f"not valid YAML: {getattr(exc, 'problem', exc)}", line,
+                                 "check indentation and quoting around that line")]
+        ) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, [ConfigProblem("(top level)", "the file must be a mapping of sections", 1,
+                                               "start from the commented config.yaml")])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, _problems_from(exc, _line_index(text))) from exc
+
+
+def load_config(path: Path | str | None = None) -> LoadedConfig:
+    """Load the config from `path`, or the first default location that exists, or built-in defaults."""
+    if path is None:
+        for candidate in DEFAULT_CONFIG_PATHS:
+            if candidate.is_file():
+                path = candidate
+                break
+    if path is None:
+        return LoadedConfig(Config(), None, hashlib.sha256(b"").hexdigest())
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, [ConfigProblem("(file)", f"cannot read ({exc.strerror})", None,
+                                               "give the path of a readable config.yaml")]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [ConfigProblem("(file)", "not UTF-8 text", None, "save it as UTF-8")]) from exc
+    return LoadedConfig(parse_config(text, path), path.resolve(), hashlib.sha256(raw).hexdigest())
+
+
+def read_secret(env_name: str | None, credential_name: str | None) -> str | None:
+    """A secret from systemd's $CREDENTIALS_DIRECTORY/<name> first, else the environment variable. Never logged."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credential_name and cred_dir:
+        cred = Path(cred_dir) / credential_name
+        if cred.is_file():
+            return cred.read_text().rstrip("\r\n")
+    if env_name:
+        value = os.environ.get(env_name)
+        if value:
+            return value
+    return None
