@@ -1,14 +1,14 @@
-"""AST input features in numpy: the kaldi-style 128-bin log-mel fbank of `transformers.ASTFeatureExtractor`.
+"""AST input features in numpy: the kaldi-style log-mel fbank of `transformers.ASTFeatureExtractor`.
 
-The daemon is torch-free, and `ASTFeatureExtractor` calls torch even on its numpy path, so this module reproduces
-that numpy path (`transformers.audio_utils.spectrogram` with kaldi settings, padding/truncation to `max_length`
-frames, normalisation `(x - mean) / (2 * std)`) vectorised over frames. `tests/test_features.py` checks it against
-the transformers implementation on real recordings.
+The daemon is torch-free, and `ASTFeatureExtractor` calls torch even on its numpy path, so this module
+reproduces that numpy path (`transformers.audio_utils.spectrogram` with kaldi settings, padding/truncation to
+`max_length` frames, normalisation `(x - mean) / (2 * std)`), vectorised over frames.
+`tests/test_features.py` checks it against the transformers implementation on real recordings.
 
-Framing (kaldi, `snip_edges`): 25 ms frames (400 samples at 16 kHz) every 10 ms (160 samples), no centring, so
-`n` samples give `1 + (n - 400) // 160` frames; per frame: remove the DC offset, pre-emphasis 0.97, symmetric Hann
-window, 512-point FFT, power spectrum, 128 triangular filters on the kaldi mel scale (20 Hz to Nyquist), natural log
-with a floor of float32 epsilon.
+Framing (kaldi, `snip_edges`): 25 ms frames (400 samples at 16 kHz) every 10 ms (160 samples), no centring,
+so `n` samples give `1 + (n - 400) // 160` frames. Per frame: remove the DC offset, pre-emphasis 0.97,
+symmetric Hann window, 512-point FFT, power spectrum, 128 triangular filters on the kaldi mel scale (20 Hz to
+Nyquist), natural log with a floor of float32 epsilon.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ AUDIOSET_STD = 4.5689974
 
 
 def samples_for_frames(frames: int) -> int:
-    """Audio samples that `frames` fbank frames cover exactly (no padding frames): (frames - 1) * 160 + 400."""
+    """Samples that `frames` fbank frames cover exactly (no padding frames): (frames - 1) * 160 + 400."""
     return (frames - 1) * HOP_LENGTH + FRAME_LENGTH
 
 
@@ -68,10 +68,10 @@ def kaldi_mel_filters(num_mel_bins: int, sampling_rate: int, fft_length: int = F
 
 @dataclass(frozen=True)
 class ASTFeatures:
-    """AST input features for one window of mono 16-kHz audio: `features(samples) -> [max_length, num_mel_bins]`.
+    """AST input features of one window of mono 16-kHz audio: `features(samples) -> [max_length, mel bins]`.
 
-    The settings are the `extra.features` of an AST model's `model.json` (`from_sidecar_extra`); the defaults are
-    those of `MIT/ast-finetuned-audioset-10-10-0.4593`.
+    The settings are the `extra.features` of an AST model's `model.json` (`from_sidecar_extra`); the defaults
+    are those of `MIT/ast-finetuned-audioset-10-10-0.4593`.
     """
 
     num_mel_bins: int = 128
@@ -151,7 +151,7 @@ class ASTFeatures:
         emphasised[:, 0] = frames[:, 0] * (1.0 - PREEMPHASIS)
         emphasised *= self._window
         spectrum = np.fft.rfft(emphasised, n=FFT_LENGTH, axis=1)
-        # transformers stores the STFT as complex64 before taking the power: do the same, for identical output.
+        # transformers stores the STFT as complex64 before taking the power: same here, for identical output.
         spectrum64 = spectrum.astype(np.complex64)
         power = np.abs(spectrum64, dtype=np.float64) ** 2
         mel = np.maximum(MEL_FLOOR, power @ self._mel_filters)
