@@ -110,3 +110,17 @@ class Alert:
     message: str
     evidence: dict[str, object] = field(default_factory=dict)  # window ids, scores, baselines
     alert_id: str = field(default_factory=new_id)
+
+
+CaptureState = Literal["starting", "running", "lost", "flat", "clipped"]
+
+
+@dataclass(frozen=True)
+class CaptureEvent:
+    """A change of the capture state, reported once per change by a live source."""
+
+    state: CaptureState
+    previous: CaptureState
+    ts_unix_s: float
+    message: str
+    detail: dict[str, object] = field(default_factory=dict)  # device, error, reopen attempts, overflows
