@@ -30,10 +30,12 @@ class AudioWindow:
     start_s: float  # offset of the first sample within its source (file or capture session)
     sample_rate_hz: int
     samples: npt.NDArray[np.float32]  # mono float32 in [-1, 1]
+    padded_samples: int = 0  # zeros appended at the end (a file's short tail): not audio that was heard
 
     @property
     def duration_s(self) -> float:
-        return self.samples.shape[0] / self.sample_rate_hz
+        """Seconds of real audio in the window (padding excluded)."""
+        return (self.samples.shape[0] - self.padded_samples) / self.sample_rate_hz
 
     @property
     def end_s(self) -> float:
