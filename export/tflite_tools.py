@@ -1,0 +1,266 @@
+"""TFLite -> ONNX helpers shared by the TFLite exporters (BirdNET, YAMNet).
+
+- `describe_tflite` / `litert_interpreter` / `run_litert`: read a TFLite file's signature and run it with LiteRT
+  (`ai-edge-litert`, the runtime birdnetlib uses), one row at a time, optionally reading intermediate tensors.
+- `convert_tflite`: tf2onnx's TFLite converter with custom rewriters, errors translated to `ExportError`.
+- `real_dft_rewriter`: replaces TFLite's `RFFT2D -> Squeeze -> Cast(complex -> float)` (the cast keeps the real
+  part), which stock tf2onnx refuses, by the real part of an ONNX `DFT` computed in float64.
+- `rename_io` / `set_batch_dim`: give the ONNX graph the input/output names and the dynamic batch name the sidecar
+  promises.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from export.common import ExportError
+
+logger = logging.getLogger(__name__)
+
+# onnx dtype codes (onnx.TensorProto.FLOAT / DOUBLE), kept here so importing this module does not import onnx.
+_ONNX_FLOAT = 1
+_ONNX_DOUBLE = 11
+
+DFT_DTYPES = {"float32": _ONNX_FLOAT, "float64": _ONNX_DOUBLE}
+
+
+@dataclass(frozen=True)
+class TfliteTensor:
+    """One input or output of a TFLite model; -1 in `shape` is a dynamic dimension."""
+
+    name: str
+    index: int
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class TfliteSignature:
+    inputs: tuple[TfliteTensor, ...]
+    outputs: tuple[TfliteTensor, ...]
+    tensor_names: frozenset[str]
+
+
+def litert_interpreter(path: Path, *, preserve_all_tensors: bool = False, num_threads: int = 2) -> Any:
+    """A LiteRT interpreter with tensors allocated. `preserve_all_tensors` keeps intermediates readable.
+
+    LiteRT warns that preserving all tensors is meant for debugging; that is exactly our use (reading an embedding
+    for a parity check), so the warning is silenced here.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+            interpreter = Interpreter(
+                model_path=str(path),
+                num_threads=num_threads,
+                experimental_preserve_all_tensors=preserve_all_tensors,
+            )
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"{path}: not a TFLite model LiteRT can load ({first_line})") from exc
+    return interpreter
+
+
+def describe_tflite(path: Path) -> TfliteSignature:
+    """Inputs, outputs (with dynamic dimensions as -1) and all tensor names of a TFLite file."""
+    interpreter = litert_interpreter(path)
+
+    def tensors(details: list[dict[str, Any]]) -> tuple[TfliteTensor, ...]:
+        return tuple(
+            TfliteTensor(
+                name=d["name"],
+                index=int(d["index"]),
+                shape=tuple(int(s) for s in d.get("shape_signature", d["shape"])),
+                dtype=np.dtype(d["dtype"]).name,
+            )
+            for d in details
+        )
+
+    return TfliteSignature(
+        inputs=tensors(interpreter.get_input_details()),
+        outputs=tensors(interpreter.get_output_details()),
+        tensor_names=frozenset(d["name"] for d in interpreter.get_tensor_details()),
+    )
+
+
+def tensor_index(interpreter: Any, name: str) -> int:
+    for detail in interpreter.get_tensor_details():
+        if detail["name"] == name:
+            return int(detail["index"])
+    raise ExportError(f"the TFLite model has no tensor named {name!r}")
+
+
+def run_litert(
+    interpreter: Any, rows: npt.NDArray[np.float32], tensor_names: Sequence[str]
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Run a single-input TFLite model on each row of `rows` (batch 1), returning the named tensors stacked.
+
+    Intermediate tensors are only readable when the interpreter preserves all tensors.
+    """
+    input_index = int(interpreter.get_input_details()[0]["index"])
+    indices = {name: tensor_index(interpreter, name) for name in tensor_names}
+    out: dict[str, list[npt.NDArray[np.float32]]] = {name: [] for name in tensor_names}
+    for row in rows:
+        interpreter.set_tensor(input_index, np.ascontiguousarray(row[None, ...], dtype=np.float32))
+        interpreter.invoke()
+        for name, index in indices.items():
+            out[name].append(np.array(interpreter.get_tensor(index)[0], dtype=np.float32, copy=True))
+    return {name: np.stack(values) for name, values in out.items()}
+
+
+def real_dft_rewriter(dft_dtype: str = "float64") -> Callable[[Any, list[Any]], list[Any]]:
+    """A tf2onnx rewriter for TFLite spectrograms that keep the real part of an FFT.
+
+    TFLite graphs converted from `tf.signal.stft` + `tf.cast(..., tf.float32)` hold `RFFT2D` (over a size-1 axis and
+    the frame axis) -> `Squeeze` -> `Cast(complex64 -> float32)`; TFLite's cast keeps the real part. tf2onnx only
+    accepts `ComplexAbs` after an FFT. This rewriter replaces the three ops by
+    `Cast(to dft_dtype) -> Unsqueeze -> DFT(onesided) -> Gather(real) -> Cast(float32) -> Squeeze`.
+
+    float64 matters: the models compress the spectrum with a power law, which amplifies the rounding error of small
+    bins, and a float32 DFT then drifts visibly on silence and pure tones.
+    """
+    if dft_dtype not in DFT_DTYPES:
+        raise ValueError(f"dft_dtype must be one of {sorted(DFT_DTYPES)}, not {dft_dtype!r}")
+    onnx_dtype = DFT_DTYPES[dft_dtype]
+
+    def rewrite(g: Any, ops: list[Any]) -> list[Any]:
+        from tf2onnx import utils
+        from tf2onnx.graph_builder import GraphBuilder
+
+        for rfft in [op for op in ops if op.type == "RFFT2D"]:
+            squeezes = g.find_output_consumers(rfft.output[0])
+            if len(squeezes) != 1 or squeezes[0].type != "Squeeze":
+                continue
+            squeeze = squeezes[0]
+            casts = g.find_output_consumers(squeeze.output[0])
+            if len(casts) != 1 or casts[0].type != "Cast":
+                continue
+            cast = casts[0]
+            frames = rfft.input[0]
+            shape = g.get_shape(frames)
+            fft_length = rfft.inputs[1].get_tensor_value(as_list=True)
+            if shape is None or len(fft_length) != 2 or fft_length[0] != 1 or shape[-2] != 1:
+                continue  # only the 1-D case (a size-1 axis before the frame axis) is handled
+            if shape[-1] not in (-1, fft_length[1]):
+                continue  # padding / cropping to fft_length is not implemented
+            rank = len(shape)
+            logger.debug("rewriting %s (frames %s, fft length %s) as a %s DFT", rfft.name, shape, fft_length, dft_dtype)
+            wide = g.make_node("Cast", [frames], attr={"to": onnx_dtype}).output[0]
+            real_signal = GraphBuilder(g).make_unsqueeze({"data": wide, "axes": [rank]})  # [..., 1, L, 1]
+            spectrum = g.make_node("DFT", [real_signal], attr={"axis": rank - 1, "onesided": 1}).output[0]
+            zero = g.make_const(utils.make_name(f"{rfft.name}_real_index"), np.array(0, dtype=np.int64)).output[0]
+            real = g.make_node("Gather", [spectrum, zero], attr={"axis": rank}).output[0]
+            real32 = g.make_node("Cast", [real], attr={"to": _ONNX_FLOAT}).output[0]
+            g.replace_input(squeeze, squeeze.input[0], real32, 0)
+            g.set_dtype(squeeze.output[0], _ONNX_FLOAT)
+            g.replace_all_inputs(cast.output[0], squeeze.output[0])
+            g.remove_node(cast.name)
+            g.remove_node(rfft.name)
+        return list(g.get_nodes())
+
+    return rewrite
+
+
+def convert_tflite(
+    path: Path,
+    *,
+    opset: int = 17,
+    output_names: Sequence[str] | None = None,
+    rewriters: Sequence[Callable[[Any, list[Any]], list[Any]]] = (),
+) -> Any:
+    """tf2onnx's TFLite converter -> onnx.ModelProto, checked with the ONNX checker.
+
+    tf2onnx converts TFLite with `continue_on_error`: an op it cannot map stays in the graph under its TF name, so
+    the result is checked here and a leftover op is reported instead of producing a model that fails to load.
+    """
+    import onnx
+    import tf2onnx
+
+    try:
+        with warnings.catch_warnings():
+            # tf2onnx reads the flatbuffer through tf.lite.Interpreter, which warns that it is deprecated
+            warnings.filterwarnings(
+                "ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated", category=UserWarning
+            )
+            model, _ = tf2onnx.convert.from_tflite(
+                str(path),
+                opset=opset,
+                output_names=list(output_names) if output_names else None,
+                custom_rewriter=list(rewriters) or None,
+            )
+    except Exception as exc:  # tf2onnx raises bare Exceptions, ValueErrors, AssertionErrors...
+        raise ExportError(f"tf2onnx could not convert {path.name}: {type(exc).__name__}: {exc}") from exc
+    known = {schema.name for schema in onnx.defs.get_all_schemas()}
+    leftovers = sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx") and n.op_type not in known})
+    if leftovers:
+        raise ExportError(f"tf2onnx left unconverted ops in {path.name}: {', '.join(leftovers)}")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the ONNX model converted from {path.name} is invalid: {exc}") from exc
+    return model
+
+
+def rename_io(model: Any, names: Mapping[str, str]) -> None:
+    """Rename graph inputs/outputs (and every reference to them) in place: {old name: new name}."""
+    graph = model.graph
+    present = {v.name for v in graph.input} | {v.name for v in graph.output}
+    missing = sorted(set(names) - present)
+    if missing:
+        raise ExportError(f"the converted graph has no input/output named {', '.join(missing)}")
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.name in names:
+            value.name = names[value.name]
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in names:
+                node.input[i] = names[name]
+        for i, name in enumerate(node.output):
+            if name in names:
+                node.output[i] = names[name]
+
+
+def set_batch_dim(model: Any, name: str = "batch") -> None:
+    """Name the first (dynamic) dimension of every graph input and output `name`."""
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = name
+        elif dims:
+            raise ExportError(f"{value.name}: the batch dimension is fixed to {dims[0].dim_value}, not dynamic")
+
+
+def ort_session(path: Path, num_threads: int = 2) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+__all__ = [
+    "DFT_DTYPES",
+    "TfliteSignature",
+    "TfliteTensor",
+    "convert_tflite",
+    "describe_tflite",
+    "litert_interpreter",
+    "ort_session",
+    "real_dft_rewriter",
+    "rename_io",
+    "run_litert",
+    "set_batch_dim",
+    "tensor_index",
+]
