@@ -1,0 +1,125 @@
+"""`Analyzer`: one window in, one `WindowResult` out (tagger -> head, bird model), with the audio resampled once
+per model rate and shared between models.
+
+A model that fails on a window marks that window `error` with the reason; the next window is analysed as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from soundmond.audio import resample
+from soundmond.data import AudioWindow, BirdOutput, TaggerOutput, WindowResult
+from soundmond.protocols import BirdModel, GroupHead, Tagger
+
+logger = logging.getLogger(__name__)
+
+CLIP_LEVEL = 0.999
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    if samples.size == 0:
+        return -math.inf
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return 20.0 * math.log10(rms) if rms > 0 else -math.inf
+
+
+def clipped_fraction(samples: np.ndarray) -> float:
+    if samples.size == 0:
+        return 0.0
+    return float(np.mean(np.abs(samples) >= CLIP_LEVEL))
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """A window's result plus the raw model outputs (for training, evaluation and debugging)."""
+
+    result: WindowResult
+    tagger_output: TaggerOutput | None
+    bird_output: BirdOutput | None
+
+
+class Analyzer:
+    def __init__(
+        self,
+        tagger: Tagger | None,
+        birds: BirdModel | None,
+        head: GroupHead | None,
+        *,
+        min_rms_dbfs: float | None = None,
+    ) -> None:
+        if head is not None and tagger is not None and head.tagger_family != tagger.family:
+            raise ValueError(f"the head was trained on '{head.tagger_family}' outputs, the tagger is '{tagger.family}'")
+        self.tagger = tagger
+        self.birds = birds
+        self.head = head
+        self.min_rms_dbfs = min_rms_dbfs
+        self.windows_skipped_quiet = 0
+        self.windows_failed = 0
+
+    def analyze(self, window: AudioWindow) -> Analysis:
+        started = time.perf_counter()
+        real = window.samples[: window.samples.shape[0] - window.padded_samples]
+        level = rms_dbfs(real)
+        clipped = clipped_fraction(real)
+        base = {
+            "window_id": window.window_id,
+            "source": window.source,
+            "start_unix_s": window.start_unix_s,
+            "start_s": window.start_s,
+            "end_s": window.end_s,
+            "rms_dbfs": level,
+            "clipped_fraction": clipped,
+        }
+        if self.min_rms_dbfs is not None and level < self.min_rms_dbfs:
+            self.windows_skipped_quiet += 1
+            logger.debug("window %s at %.1f dBFS is below the gate: models skipped", window.window_id, level)
+            return Analysis(
+                WindowResult(**base, group=None, tagger_top=(), tagger_top_score=0.0, species=(),
+                             bird_top_score=0.0, compute_ms=_ms(started), status="skipped_quiet"),
+                None, None,
+            )
+        resampled: dict[int, np.ndarray] = {}
+
+        def at(rate: int) -> np.ndarray:
+            if rate not in resampled:
+                resampled[rate] = resample(window.samples, window.sample_rate_hz, rate)
+            return resampled[rate]
+
+        tagger_output = bird_output = None
+        group = None
+        try:
+            if self.tagger is not None:
+                tagger_output = self.tagger.tag(at(self.tagger.sample_rate_hz))
+                if self.head is not None:
+                    group = self.head.predict(tagger_output)
+            if self.birds is not None:
+                bird_output = self.birds.detect(at(self.birds.sample_rate_hz), start_unix_s=window.start_unix_s)
+        except Exception as exc:  # a model failing on one window must not stop the stream
+            self.windows_failed += 1
+            logger.exception("window %s of %s: analysis failed", window.window_id, window.source)
+            return Analysis(
+                WindowResult(**base, group=None, tagger_top=(), tagger_top_score=0.0, species=(),
+                             bird_top_score=0.0, compute_ms=_ms(started), status="error",
+                             error=f"{type(exc).__name__}: {exc}"),
+                None, None,
+            )
+        result = WindowResult(
+            **base,
+            group=group,
+            tagger_top=tagger_output.top if tagger_output else (),
+            tagger_top_score=tagger_output.top[0].score if tagger_output and tagger_output.top else 0.0,
+            species=bird_output.species if bird_output else (),
+            bird_top_score=bird_output.top_score if bird_output else 0.0,
+            compute_ms=_ms(started),
+        )
+        return Analysis(result, tagger_output, bird_output)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
