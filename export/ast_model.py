@@ -142,7 +142,7 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, SourceInfo]:
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", HUB_TIMEOUT_S)
     from huggingface_hub import snapshot_download
 
-    logger.info("fetching %s%s from the Hugging Face hub", repo_id, f" @ {revision}" if revision else "")
+    logger.debug("fetching %s%s from the Hugging Face hub", repo_id, f" @ {revision}" if revision else "")
     try:
         snapshot = Path(
             snapshot_download(
