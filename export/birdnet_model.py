@@ -2,7 +2,8 @@
 
 example:
   python -m export birdnet --out models/birdnet
-  python -m export birdnet --tflite BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite --sha256 55f3e405... --out models/birdnet
+  python -m export birdnet --tflite ./BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite --out models/birdnet \
+      --sha256 55f3e4055b1a13bfa9a2452731d0d34f6a02d6b775a334362665892794165e4c
 
 The species model gets `audio` [N, 144000] (3 s mono at 48 kHz) -> `logits` [N, 6522] and `embedding` [N, 1024].
 Its spectrogram FFTs (TFLite RFFT2D, of which BirdNET keeps the real part) become ONNX DFTs computed in float64.
