@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/soundmond/config.yaml"))
 SECRET_KEYS = {"password", "api_key", "apikey", "token", "secret"}
@@ -64,11 +64,13 @@ class WindowConfig(_Section):
     backlog_windows: Annotated[int, Field(ge=1, le=1000)] = 12
     backlog_policy: Literal["drop_oldest", "thin"] = "drop_oldest"
 
-    @model_validator(mode="after")
-    def _hop_not_longer(self) -> WindowConfig:
-        if self.hop_s > self.length_s:
-            raise ValueError("windows.hop_s must not be longer than windows.length_s (audio would be skipped)")
-        return self
+    @field_validator("hop_s")
+    @classmethod
+    def _hop_not_longer(cls, hop_s: float, info: ValidationInfo) -> float:
+        length_s = info.data.get("length_s")
+        if length_s is not None and hop_s > length_s:
+            raise ValueError(f"must not be longer than windows.length_s ({length_s}): audio would go unanalysed")
+        return hop_s
 
 
 class TaggerConfig(_Section):
@@ -289,6 +291,8 @@ def _problems_from(exc: ValidationError, lines: dict[tuple[str, ...], int]) -> l
     for err in exc.errors():
         # drop the discriminator tag pydantic inserts for tagged unions (e.g. source.mic.device)
         loc = [str(p) for p in err["loc"] if p not in ("file", "mic") or err["loc"][0] != "source"]
+        if err["type"] == "union_tag_invalid":
+            loc.append(str((err.get("ctx") or {}).get("discriminator", "type")).strip("'"))
         key = ".".join(loc) or "(top level)"
         line = None
         for n in range(len(loc), 0, -1):

@@ -1,0 +1,313 @@
+"""The `soundmond` command: run, analyze, check-config, devices, listen.
+
+Machine-readable output goes to stdout, logs and progress to stderr. Exit codes (also in `--help`):
+  0  success
+  1  some inputs could not be analysed (each named on stderr); everything else was processed
+  2  bad usage or an invalid configuration (every problem listed as `key.path: problem (line N) - how to fix`)
+  3  a model folder or head is missing, damaged or does not match the configuration
+  4  no usable audio input device (run `soundmond devices`)
+  5  a fatal runtime error (the store cannot be written, ...): systemd restarts the service
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from soundmond import __version__
+from soundmond.config import ConfigError, LoadedConfig, load_config
+
+logger = logging.getLogger("soundmond")
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_USAGE = 2
+EXIT_MODELS = 3
+EXIT_DEVICE = 4
+EXIT_FATAL = 5
+
+EXIT_CODES = """\
+exit codes:
+  0  success
+  1  some inputs could not be analysed (each named on stderr); the rest was processed
+  2  bad usage or invalid configuration (each problem as `key.path: problem (line N) - how to fix`)
+  3  a model folder or head is missing, damaged or does not match the configuration
+  4  no usable audio input device (see `soundmond devices`)
+  5  fatal runtime error (e.g. the store cannot be written)
+"""
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _load(args: argparse.Namespace) -> LoadedConfig:
+    loaded = load_config(args.config)
+    _setup_logging("DEBUG" if getattr(args, "verbose", False) else loaded.config.logging.level)
+    return loaded
+
+
+def _report_config_error(exc: ConfigError) -> int:
+    print(f"{exc.path}: invalid configuration", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# ---------------------------------------------------------------- check-config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(str(problem))
+        return EXIT_USAGE
+    where = loaded.path or "built-in defaults (no config file found)"
+    print(f"ok: {where}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- analyze
+
+
+def _window_record(analysis: Any) -> dict[str, Any]:
+    r = analysis.result
+    return {
+        "file": r.source,
+        "window_id": r.window_id,
+        "start_s": round(r.start_s, 3),
+        "end_s": round(r.end_s, 3),
+        "start_utc": _iso(r.start_unix_s),
+        "status": r.status,
+        "error": r.error,
+        "group": r.group.group if r.group else None,
+        "group_probabilities": {k: round(v, 4) for k, v in r.group.probabilities.items()} if r.group else None,
+        "tagger_top": [{"label": s.label, "score": round(s.score, 4)} for s in r.tagger_top],
+        "species": [
+            {"scientific_name": s.scientific_name, "common_name": s.common_name, "confidence": round(s.confidence, 4)}
+            | ({"occurrence": round(s.occurrence, 4)} if s.occurrence is not None else {})
+            for s in r.species
+        ],
+        "rms_dbfs": None if math.isinf(r.rms_dbfs) else round(r.rms_dbfs, 1),
+        "clipped_fraction": round(r.clipped_fraction, 4),
+        "compute_ms": round(r.compute_ms, 1),
+    }
+
+
+def _iso(unix_s: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+CSV_FIELDS = ["file", "start_s", "end_s", "start_utc", "status", "group", "p_natural", "p_industrial", "p_other",
+              "tagger_top", "species", "error"]
+
+
+def _csv_row(rec: dict[str, Any]) -> dict[str, Any]:
+    probs = rec["group_probabilities"] or {}
+    return {
+        "file": rec["file"], "start_s": rec["start_s"], "end_s": rec["end_s"], "start_utc": rec["start_utc"],
+        "status": rec["status"], "group": rec["group"] or "",
+        "p_natural": probs.get("natural", ""), "p_industrial": probs.get("industrial", ""),
+        "p_other": probs.get("other", ""),
+        "tagger_top": "; ".join(f"{t['label']}:{t['score']}" for t in rec["tagger_top"]),
+        "species": "; ".join(f"{s['scientific_name']}:{s['confidence']}" for s in rec["species"]),
+        "error": rec["error"] or "",
+    }
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from soundmond.runtime import ModelLoadError, Session, build_session
+
+    try:
+        loaded = _load(args)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    errors: list[tuple[Path, str]] = []
+    try:
+        session: Session = build_session(loaded, with_store=False)
+    except ModelLoadError as exc:
+        print(f"soundmond: {exc}", file=sys.stderr)
+        return EXIT_MODELS
+    from soundmond.sources import FileSource
+
+    cfg = loaded.config
+    source = FileSource(
+        args.paths, cfg.windows.length_s, cfg.windows.hop_s,
+        on_error=lambda path, problem: errors.append((path, problem)),
+    )
+    out = sys.stdout
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS) if args.format == "csv" else None
+    if writer:
+        writer.writeheader()
+    alerts_raised: list[Any] = []
+    last_ts = 0.0
+    stop = threading.Event()
+    for window in source.windows(stop):
+        analysis, alerts = session.process(window, now=window.start_unix_s + window.duration_s)
+        last_ts = max(last_ts, window.start_unix_s + window.duration_s)
+        alerts_raised.extend(alerts)
+        rec = _window_record(analysis)
+        if writer:
+            writer.writerow(_csv_row(rec))
+        else:
+            out.write(json.dumps(rec) + "\n")
+        out.flush()
+    if args.summary:
+        summary = {
+            "summary": session.aggregator.snapshot(last_ts).to_dict() if last_ts else None,
+            "alerts": [_alert_record(a) for a in alerts_raised],
+            "files_analysed": source.files_done,
+            "files_failed": [{"file": str(p), "problem": m} for p, m in errors],
+        }
+        if writer:
+            print("# " + json.dumps(summary), file=out)
+        else:
+            out.write(json.dumps(summary) + "\n")
+    for path, problem in errors:
+        print(f"soundmond analyze: {path}: {problem}", file=sys.stderr)
+    if errors:
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def _alert_record(alert: Any) -> dict[str, Any]:
+    return {
+        "alert_id": alert.alert_id, "type": alert.type, "severity": alert.severity, "key": alert.key,
+        "ts": _iso(alert.ts_unix_s), "message": alert.message, "evidence": alert.evidence,
+    }
+
+
+# ---------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from soundmond.daemon import run_daemon
+
+    try:
+        loaded = _load(args)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    return run_daemon(loaded, source_override=args.source, realtime=args.realtime)
+
+
+# ---------------------------------------------------------------- devices
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    try:
+        from soundmond.capture import CaptureError, list_input_devices
+    except OSError as exc:  # PortAudio missing
+        print(f"soundmond devices: {exc} - install PortAudio (scripts/install-system-deps.sh)", file=sys.stderr)
+        return EXIT_DEVICE
+    try:
+        devices = list_input_devices()
+    except CaptureError as exc:
+        print(f"soundmond devices: {exc}", file=sys.stderr)
+        return EXIT_DEVICE
+    if args.json:
+        for d in devices:
+            print(json.dumps(d))
+    else:
+        buf = io.StringIO()
+        buf.write(f"{'index':>5}  {'rate_hz':>8}  {'ch':>3}  name\n")
+        for d in devices:
+            buf.write(f"{d['index']:>5}  {int(d['default_samplerate']):>8}  {d['max_input_channels']:>3}  {d['name']}\n")
+        print(buf.getvalue(), end="")
+    if not devices:
+        print("soundmond devices: no input device found", file=sys.stderr)
+        return EXIT_DEVICE
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="soundmond",
+        description="Listens to the soundscape: natural vs industrial shares, bird species, alerts, over MQTT.",
+        epilog="examples:\n  soundmond run --config /etc/soundmond/config.yaml\n"
+               "  soundmond analyze recordings/ --summary > windows.jsonl\n"
+               "  soundmond check-config config.yaml\n\n" + EXIT_CODES,
+        formatter_class=raw,
+    )
+    parser.add_argument("--version", action="version", version=f"soundmond {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog=f"example:\n  {example}\n\n{EXIT_CODES}", formatter_class=raw)
+        return p
+
+    p = add("run", "run the daemon on the configured source (microphone or recordings)",
+            "soundmond run --config /etc/soundmond/config.yaml")
+    p.add_argument("--config", type=Path, default=None, help="config file (default: ./config.yaml, /etc/soundmond)")
+    p.add_argument("--source", type=Path, default=None,
+                   help="replay this file or folder instead of the configured source")
+    p.add_argument("--realtime", action="store_true", help="with --source: replay at real-time pace")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_run)
+
+    p = add("analyze", "analyse recordings and print one record per window (JSON lines or CSV) on stdout",
+            "soundmond analyze field/20260501_053000.WAV --format csv --summary")
+    p.add_argument("paths", nargs="+", type=Path, help="audio files or folders (wav, flac, mp3, ogg, opus)")
+    p.add_argument("--config", type=Path, default=None, help="config file (models, windows, alert rules)")
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("--summary", action="store_true", help="add the aggregate and the alerts at the end")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_analyze)
+
+    p = add("check-config", "validate a config file; prints `key.path: problem (line N) - how to fix`",
+            "soundmond check-config /etc/soundmond/config.yaml")
+    p.add_argument("config", nargs="?", type=Path, default=None)
+    p.set_defaults(func=cmd_check_config)
+
+    p = add("devices", "list audio input devices with their index, default rate and channels",
+            "soundmond devices --json")
+    p.add_argument("--json", action="store_true", help="one JSON object per device")
+    p.set_defaults(func=cmd_devices)
+
+    try:
+        from soundmond.listen import add_listen_arguments, run_listen
+    except ImportError:
+        pass
+    else:
+        p = add("listen", "print alerts and soundscape updates from one or many stations (MQTT subscriber)",
+                "soundmond listen --host broker.local --topic 'soundmond/+/alerts' --json")
+        add_listen_arguments(p)
+        p.set_defaults(func=run_listen)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
