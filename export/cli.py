@@ -48,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="family", required=True, metavar="{ast,birdnet,yamnet}")
     for family, module_name in FAMILIES.items():
-        module = import_module(module_name)
+        try:
+            module = import_module(module_name)
+        except ImportError as exc:  # one family's missing dependency must not break the others
+            p = sub.add_parser(family, help=f"(unavailable: {exc})")
+            p.set_defaults(run=_unavailable(family, exc))
+            continue
         p = sub.add_parser(
             family,
             help=module.__doc__.strip().splitlines()[0] if module.__doc__ else family,
@@ -68,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         runner: Callable[[argparse.Namespace], Path] = module.run
         p.set_defaults(run=runner)
     return parser
+
+
+def _unavailable(family: str, exc: ImportError) -> Callable[[argparse.Namespace], Path]:
+    def run(args: argparse.Namespace) -> Path:
+        raise ExportError(f"the {family} exporter cannot run here: {exc} (pip install -e '.[export]')")
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

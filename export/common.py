@@ -160,10 +160,10 @@ def require_parity(parity: Parity, what: str) -> None:
     if target is not None and parity.max_abs_logit_diff > target:
         raise ParityError(
             f"{what}: max abs output difference {parity.max_abs_logit_diff:.3g} vs {parity.reference} "
-            f"exceeds the target {target:g} on {parity.chunks} real chunks; nothing written"
+            f"exceeds the target {target:g} on {parity.chunks} chunks; nothing written"
         )
     if target is not None and parity.top5_agreement < 1.0:
         raise ParityError(
             f"{what}: top-5 differs from {parity.reference} on "
-            f"{round((1 - parity.top5_agreement) * parity.chunks)} of {parity.chunks} real chunks; nothing written"
+            f"{round((1 - parity.top5_agreement) * parity.chunks)} of {parity.chunks} chunks; nothing written"
         )

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SIDECAR_NAME = "model.json"
-SIDECAR_SCHEMA_VERSION = 1
+SIDECAR_SCHEMA_VERSION: Final = 1
 
 Family = Literal["ast", "yamnet", "birdnet"]
 
