@@ -262,14 +262,14 @@ def _patch_forward(model: ASTForAudioClassification) -> Callable[..., dict[str, 
         embedding = model.classifier.layernorm(pooled)
         return {"logits": model.classifier.dense(embedding), "embedding": embedding}
 
-    model.forward = forward  # type: ignore[method-assign]
+    model.forward = forward
     return forward
 
 
 def _onnx_config(model: ASTForAudioClassification) -> Any:
     from optimum.exporters.onnx.model_configs import ASTOnnxConfig
 
-    class ASTWithEmbeddingOnnxConfig(ASTOnnxConfig):  # type: ignore[misc]
+    class ASTWithEmbeddingOnnxConfig(ASTOnnxConfig):
         @property
         def outputs(self) -> dict[str, dict[int, str]]:
             return {"logits": {0: "batch_size"}, "embedding": {0: "batch_size"}}
@@ -482,7 +482,10 @@ def export_ast(
             final_path = int8_path
         shutil.copyfile(final_path, folder / MODEL_FILE)
 
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    id2label = model.config.id2label or {}
+    if sorted(id2label) != list(range(model.config.num_labels)):
+        raise ExportError(f"{model_dir}: config id2label does not name all {model.config.num_labels} labels")
+    labels = [str(id2label[i]) for i in range(model.config.num_labels)]
     (folder / LABELS_FILE).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
     inputs, outputs = _specs(folder / MODEL_FILE)
     extra["features"] = {

@@ -53,8 +53,8 @@ def kaldi_mel_filters(num_mel_bins: int, sampling_rate: int, fft_length: int = F
     triangularize_in_mel_space=True, min_frequency=20, max_frequency=sampling_rate // 2, norm=None)`.
     """
     num_bins = fft_length // 2 + 1
-    mel_min = _kaldi_mel(np.float64(MIN_FREQUENCY_HZ))
-    mel_max = _kaldi_mel(np.float64(sampling_rate // 2))
+    mel_min = _kaldi_mel(np.asarray(MIN_FREQUENCY_HZ, dtype=np.float64))
+    mel_max = _kaldi_mel(np.asarray(sampling_rate // 2, dtype=np.float64))
     mel_edges = np.linspace(mel_min, mel_max, num_mel_bins + 2)
     bin_width_hz = sampling_rate / ((num_bins - 1) * 2)
     fft_mels = _kaldi_mel(bin_width_hz * np.arange(num_bins, dtype=np.float64))
