@@ -53,6 +53,7 @@ def atomic_output_dir(out: Path, force: bool = False) -> Iterator[Path]:
         raise ExportError(f"{out} already exists; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; the daemon may run as another user and must read the folder
     try:
         yield tmp
         if out.exists():
