@@ -1,0 +1,145 @@
+"""The message contract: builders produce payloads their JSON Schemas accept; every schema requires the envelope."""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from soundmond import messages
+from soundmond.config import MqttConfig, StationConfig
+from soundmond.data import Alert, GroupPrediction, LabelScore, SpeciesScore, WindowResult
+
+STATION = StationConfig(id="jura-1", latitude=46.5, longitude=6.1, name="Jura forest")
+BARE = StationConfig(id="bare")
+T = 1_716_537_600.25  # 2024-05-24T08:00:00.250Z
+
+
+def window_result(**kw: Any) -> WindowResult:
+    base: dict[str, Any] = dict(
+        window_id="w1", source="mic:default", start_unix_s=T, start_s=0.0, end_s=5.0,
+        group=GroupPrediction("natural", {"natural": 0.7, "industrial": 0.2, "other": 0.1}),
+        tagger_top=(LabelScore("Bird", 0.81), LabelScore("Wind", 0.3)), tagger_top_score=0.81,
+        species=(SpeciesScore("Turdus merula", "Eurasian Blackbird", 0.91, 0.4),), bird_top_score=0.91,
+        rms_dbfs=-32.5, clipped_fraction=0.0, compute_ms=120.0,
+    )
+    base.update(kw)
+    return WindowResult(**base)
+
+
+def all_payloads() -> list[dict[str, Any]]:
+    alert = Alert("RARE_SPECIES", "RARE_SPECIES:Bubo bubo", "warning", T, "Eurasian Eagle-Owl heard",
+                  {"window_ids": ["w1"], "confidence": 0.8})
+    snapshot = {"spans": {3600: {"windows": 700, "shares": {"natural": 0.6, "industrial": 0.3, "other": 0.1},
+                                 "species": {"Turdus merula": 3, "Bubo bubo": 9}},
+                          60: {"windows": 0, "shares": None, "species": {}}}}
+    heartbeat = {"uptime_s": 12.5, "rtf": 0.05, "dropped_windows": 0, "capture_state": "running",
+                 "disk": {"db_bytes": 1000, "free_bytes": 10**9}, "models": {"tagger": "yamnet@abc", "birds": None},
+                 "config_sha256": "0" * 64, "something_new": [1, 2]}
+    out = []
+    for st in (STATION, BARE):
+        out += [
+            messages.window_payload(window_result(), st),
+            messages.window_payload(window_result(group=None, status="skipped_quiet", rms_dbfs=-math.inf,
+                                                  species=(), tagger_top=()), st),
+            messages.detection_payload(SpeciesScore("Turdus merula", "Eurasian Blackbird", 0.91), st,
+                                       window_id="w1", ts_unix_s=T),
+            messages.alert_payload(alert, st),
+            messages.soundscape_payload(snapshot, st, ts_unix_s=T),
+            messages.heartbeat_payload(heartbeat, st, ts_unix_s=T),
+        ]
+    return out
+
+
+def test_every_builder_output_validates_and_encodes() -> None:
+    payloads = all_payloads()
+    assert {p["type"] for p in payloads} == set(messages.MESSAGE_TYPES)
+    for p in payloads:
+        messages.validate(p)
+        assert json.loads(messages.encode(p)) == p
+        assert p["schema"] == "soundmond.v1"
+        assert p["ts"].endswith("Z")
+    with_loc = [p for p in payloads if p["station_id"] == "jura-1"]
+    assert all(p["location"] == {"lat": 46.5, "lon": 6.1} for p in with_loc)
+    assert all("location" not in p for p in payloads if p["station_id"] == "bare")
+
+
+def test_payload_details() -> None:
+    w, quiet, det, alert, scape, hb = all_payloads()[:6]
+    assert w["event_id"] == "w1" and w["shares"]["natural"] == 0.7 and w["group"] == "natural"
+    assert quiet["rms_dbfs"] is None and quiet["shares"] is None  # -inf dBFS is not JSON
+    assert alert["alert_type"] == "RARE_SPECIES" and alert["severity"] == "warning"
+    assert messages.iso_utc(T) == "2024-05-24T08:00:00.250Z" == alert["ts"]
+    assert [s["span_s"] for s in scape["spans"]] == [60, 3600]  # shortest first (HA reads spans[0])
+    assert [s["scientific_name"] for s in scape["spans"][1]["species"]] == ["Bubo bubo", "Turdus merula"]
+    assert hb["extra"] == {"something_new": [1, 2]} and hb["capture_state"] == "running"
+    assert det["event_id"] != alert["event_id"]
+
+
+def test_event_ids_are_unique_per_event() -> None:
+    ids = [messages.detection_payload(SpeciesScore("A b", "C", 0.5), BARE, window_id="w", ts_unix_s=T)["event_id"]
+           for _ in range(200)]
+    assert len(set(ids)) == 200
+
+
+@pytest.mark.parametrize("kind", messages.MESSAGE_TYPES)
+def test_schema_rejects_missing_event_id(kind: str) -> None:
+    payload = next(p for p in all_payloads() if p["type"] == kind)
+    messages.validate(payload)
+    broken = {k: v for k, v in payload.items() if k != "event_id"}
+    with pytest.raises(messages.InvalidMessage, match="event_id"):
+        messages.validate(broken)
+
+
+@pytest.mark.parametrize("kind", messages.MESSAGE_TYPES)
+def test_schema_files_are_draft_2020_12_with_envelope(kind: str) -> None:
+    text = resources.files("soundmond").joinpath("schemas", f"{kind}.v1.json").read_text("utf-8")
+    schema = json.loads(text)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"].endswith(f"/{kind}.v1.json")
+    assert {"schema", "type", "station_id", "event_id", "ts"} <= set(schema["required"])
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda p: p.update(ts="2024-05-24 08:00:00"), "ts"),
+        (lambda p: p.update(schema="soundmond.v2"), "schema"),
+        (lambda p: p.update(severity="fatal"), "severity"),
+        (lambda p: p.update(surprise=1), "surprise"),
+        (lambda p: p.update(location={"lat": 91, "lon": 0}), "lat"),
+    ],
+)
+def test_schema_rejects_bad_alerts(mutate: Any, match: str) -> None:
+    payload = messages.alert_payload(Alert("X", "X", "info", T, "m"), STATION)
+    mutate(payload)
+    with pytest.raises(messages.InvalidMessage, match=match):
+        messages.validate(payload)
+
+
+def test_validate_rejects_unknown_or_missing_type() -> None:
+    with pytest.raises(messages.InvalidMessage, match="unknown message type"):
+        messages.validate({"type": "nope"})
+    with pytest.raises(messages.InvalidMessage, match="type"):
+        messages.validate({"event_id": "x"})
+
+
+def test_topics_and_ha_discovery() -> None:
+    t = messages.Topics.for_station(MqttConfig(), STATION)
+    assert t.prefix == "soundmond/jura-1" and t.status == "soundmond/jura-1/status"
+    assert t.for_kind("alert") == "soundmond/jura-1/alerts" and t.for_kind("detection").endswith("/detections")
+    assert messages.Topics.for_station(MqttConfig(topic_prefix="city/noise/"), STATION).alerts == "city/noise/alerts"
+    with pytest.raises(ValueError, match="wildcards"):
+        messages.Topics.for_station(MqttConfig(topic_prefix="a/+/b"), STATION)
+    configs = messages.ha_discovery(STATION, t)
+    topics = [c[0] for c in configs]
+    assert topics == [f"homeassistant/sensor/soundmond_jura-1/{o}/config" for o in
+                      ("natural_share", "industrial_share", "last_species", "last_alert", "capture_state")]
+    for _, cfg in configs:
+        assert cfg["availability_topic"] == t.status
+        assert cfg["payload_available"] == "online" and cfg["payload_not_available"] == "offline"
+        assert cfg["unique_id"].startswith("soundmond_jura-1_")
+        assert cfg["state_topic"].startswith(t.prefix + "/")
