@@ -186,7 +186,8 @@ def convert_stock(tflite: Path) -> ModelProto:
             model, _ = tf2onnx.convert.from_tflite(str(tflite), opset=OPSET)
     except Exception as exc:  # tf2onnx raises bare Exceptions of many kinds; translate at the boundary
         raise ExportError(f"{tflite}: tf2onnx could not convert it ({type(exc).__name__}: {exc})") from exc
-    model: ModelProto = model
+    if not isinstance(model, ModelProto):
+        raise ExportError(f"{tflite}: tf2onnx returned no ONNX model")
     return model
 
 
@@ -213,7 +214,7 @@ class _Graph:
         """int8 weights stored as int8 (a quarter of the size) and cast to float in the graph (exact)."""
         return self.op("Cast", [self.const(w, "w_int8", np.int8)], to=TensorProto.FLOAT)
 
-    def op(self, op_type: str, inputs: list[str], output: str | None = None, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: list[str], output: str | None = None, **attrs: Any) -> str:
         out = output or self.name(op_type.lower())
         self.new_nodes.append(helper.make_node(op_type, inputs, [out], name=self.name(op_type), **attrs))
         return out
