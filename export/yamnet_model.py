@@ -3,8 +3,8 @@
 Why not plain `tf2onnx --tflite`: the published yamnet.tflite is dynamic-range quantized. Its weights are int8,
 including the DFT and mel matrices of the in-graph spectrogram, and the TFLite runtime quantizes the float
 activations to int8 at run time before every such op (the "hybrid" kernels). tf2onnx instead dequantizes the
-weights and multiplies float activations, a different model: the first op that diverges is the DFT matmul (0.4 %),
-the log of the mel spectrogram amplifies it (log-mel off by up to 3.8 on quiet bins) and scores end up off by
+weights and multiplies float activations, a different model: the first op that diverges is the DFT matmul (0.4 % off),
+the log of the mel spectrogram amplifies it (log-mel off by up to 6 on quiet bins) and scores end up off by
 up to 0.78. This exporter converts with tf2onnx, then rewrites the graph so each int8-weight op quantizes its
 input the way ai-edge-litert's default (XNNPACK) kernels do (per-row asymmetric int8, XNNPACK's rounding), and
 rebuilds the framing front end for a dynamic batch.
@@ -611,7 +611,7 @@ def _sidecar_extra(result: ParityResult, class_map: Path) -> dict[str, object]:
         "matrices, the 13 pointwise convolutions and the classifier. TFLite's XNNPACK kernels quantize each of "
         "those ops' float inputs to int8 at run time (per row / per pixel, asymmetric); tf2onnx dequantizes the "
         "weights and multiplies float inputs, a different model. The first op that diverges is the DFT matmul "
-        "(0.4 %), the log of the mel spectrogram amplifies it (log-mel off by up to 3.8) and scores differ by "
+        "(0.4 %), the log of the mel spectrogram amplifies it (log-mel off by up to 6) and scores differ by "
         "up to 0.78 (top-5 identical on 69 % of frames). Framing, padding and convolution layout are correct.",
         "fix": "tf2onnx conversion, then graph surgery: each int8-weight op gets XNNPACK's dynamic int8 "
         "quantization of its input (xnn_f32_qd8_asymmetric_quantization_params, round half to even) and "
