@@ -223,3 +223,51 @@ def test_ast_head_round_trip(ast_tiny_dir: Path, tmp_path: Path) -> None:
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
     with pytest.raises(HeadError, match="trained on 'ast'"):
         load_head(path, "yamnet")
+
+
+# --- training helpers ------------------------------------------------------------------------------------------------
+
+
+def test_source_group_keeps_recordings_together() -> None:
+    from soundmond.training import source_group
+
+    assert source_group({"original_id": "freesound:11687 take A"}) == "freesound:11687"
+    assert source_group({"original_id": "freesound:11687 take B"}) == "freesound:11687"
+    assert source_group({"file": "audio/industrial/dcase2020t2_machine_normal_id_00_00000003.flac"}) == "dcase:id_00"
+    assert source_group({"original_id": "XC328987", "file": "x.flac"}) == "XC328987"
+    maad = {"file": "a.flac", "source_repo": "scikit-maad/scikit-maad", "source_path": "data/x.wav"}
+    assert source_group(maad) == "scikit-maad/scikit-maad:data/x.wav"
+
+
+def test_cut_windows() -> None:
+    from soundmond.training import cut_windows
+
+    assert [w.size for w in cut_windows(np.zeros(16000 * 12, np.float32), 16000)] == [80000, 80000]
+    assert [w.size for w in cut_windows(np.ones(16000 * 3, np.float32), 16000)] == [80000]  # padded
+
+
+def test_training_script_without_corpus_exits_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train_default_head.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--corpus", str(tmp_path / "none"), "--out", str(tmp_path / "h.skops")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "corpus not found" in proc.stderr and not (tmp_path / "h.skops").exists()
+
+
+@pytest.mark.shared
+def test_corpus_grouping(shared_corpus: Path) -> None:
+    from soundmond.training import read_corpus
+
+    clips = read_corpus(shared_corpus)
+    assert len(clips) == 347
+    groups_of_source: dict[str, set[str]] = {}
+    for clip in clips:
+        groups_of_source.setdefault(clip.source, set()).add(clip.group)
+    assert all(len(g) == 1 for g in groups_of_source.values())  # a recording has one label
+    assert len({c.source for c in clips if "dcase" in c.file}) == 1  # all DCASE clips: machine id_00
