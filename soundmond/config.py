@@ -114,6 +114,8 @@ class FrequencyAlertConfig(_Section):
     k: Annotated[float, Field(gt=0)] = 3.0
     baseline_days: Annotated[int, Field(ge=1, le=365)] = 7
     min_baseline_days: Annotated[int, Field(ge=1, le=365)] = 3
+    min_std: Annotated[float, Field(gt=0)] = 1.0  # std floor: a constant baseline does not alert on +1
+    low_min_mean: Annotated[float, Field(ge=0)] = 5.0  # LOW_FREQUENCY only for species with this baseline mean
 
 
 class IndustrialRiseConfig(_Section):
@@ -121,12 +123,15 @@ class IndustrialRiseConfig(_Section):
     margin: Annotated[float, Field(gt=0, le=1)] = 0.2
     baseline_days: Annotated[int, Field(ge=1, le=365)] = 7
     min_windows: Annotated[int, Field(ge=1)] = 30
+    min_baseline_days: Annotated[int, Field(ge=1, le=365)] = 3
 
 
 class BirdActivityDropConfig(_Section):
     span_s: Annotated[int, Field(ge=60)] = 3600
     drop_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
     baseline_days: Annotated[int, Field(ge=1, le=365)] = 7
+    min_baseline_days: Annotated[int, Field(ge=1, le=365)] = 3
+    min_baseline_mean: Annotated[float, Field(ge=0)] = 10.0  # bird windows per span; below, a drop is noise
 
 
 class AlertsConfig(_Section):
@@ -161,6 +166,7 @@ class StoreConfig(_Section):
     flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     outbox_max_rows: Annotated[int, Field(ge=100)] = 100_000
     outbox_full_policy: Literal["drop_oldest_detections", "refuse_new"] = "drop_oldest_detections"
+    outbox_keep_sent_s: Annotated[float, Field(ge=0)] = 86400.0  # sent outbox rows kept this long for debugging
 
 
 class TlsConfig(_Section):
