@@ -18,7 +18,9 @@ Storage, bounded for 24/7 running:
   so a bin-built range is exact when its ends fall on the bin grid (the UTC day always does; a 24-h span does when
   `now` is a multiple of `bin_s`). Otherwise its old end moves up to the grid: at most `bin_s` - 1 s of the oldest
   windows are left out, and a baseline range is shifted (not shortened) by less than one bin.
-  With the defaults: 9 days x 1440 bins = 12960 bins, a few MB.
+  With the defaults: 9 days x 1440 bins = 12960 bins. Measured on a synthetic species-rich stream (5-s hop, 60
+  species, ~1.2 per window, 9 days): ~20 MB, ~55 us per `add`, ~25 ms per `snapshot`. A larger `bin_s` (e.g. 300)
+  cuts the bin count 5x at the price of coarser edges.
 - eviction is by the newest window start seen, so memory stays bounded whatever `now` the queries use. A window
   older than the kept history (e.g. after the clock jumped back by days) is dropped with a warning.
 
