@@ -135,7 +135,7 @@ class PulseRig:
         data = np.ascontiguousarray(samples, dtype="<f4").tobytes()
         proc = subprocess.Popen(
             ["pacat", "--playback", "--device=v", "--format=float32le", f"--rate={self.rate_hz}", "--channels=1",
-             "--latency-msec=20"],
+             "--latency-msec=100"],
             env=self._env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip

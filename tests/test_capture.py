@@ -160,14 +160,18 @@ def test_real_recording_comes_back_with_its_content(virtual_mic: PulseRig) -> No
     ws = [w for _, w in cap.windows]
     assert np.allclose(np.diff([w.start_s for w in ws]), 1.0, atol=1e-9)  # contiguous: no gap, no overlap
     captured = np.concatenate([w.samples for w in ws])
-    # find where the clip starts in the capture (cross-correlation), then compare sample by sample
-    n = len(captured) + len(clip)
-    xc = np.fft.irfft(np.fft.rfft(captured, n) * np.conj(np.fft.rfft(clip, n)), n)
-    lag = int(np.argmax(xc[: len(captured)]))
-    seg = captured[lag : lag + len(clip)]
-    assert len(seg) >= 0.9 * len(clip), "the recording was cut short"
-    corr = float(np.corrcoef(seg, clip[: len(seg)])[0, 1])
-    assert corr > 0.95, corr
+    # Content, not timing: find each 0.5 s chunk of the clip in the capture (cross-correlation) and compare it there.
+    # Chunk by chunk, so that a player underrun on a loaded machine (a shift in the middle) does not fail the test.
+    chunk = RATE_HZ // 2
+    corrs = []
+    for i in range(0, len(clip) - chunk + 1, chunk):
+        part = clip[i : i + chunk]
+        n = len(captured) + chunk
+        xc = np.fft.irfft(np.fft.rfft(captured, n) * np.conj(np.fft.rfft(part, n)), n)[: len(captured) - chunk]
+        lag = int(np.argmax(xc))
+        corrs.append(float(np.corrcoef(captured[lag : lag + chunk], part)[0, 1]))
+    assert np.median(corrs) > 0.95, corrs
+    assert sum(c > 0.9 for c in corrs) >= 0.8 * len(corrs), corrs
 
 
 def test_named_device_missing_is_a_clear_capture_error(virtual_mic: PulseRig) -> None:
