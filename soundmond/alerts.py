@@ -18,6 +18,8 @@ INDUSTRIAL_RISE        warning   INDUSTRIAL_RISE:<span_s>                    on_
 BIRD_ACTIVITY_DROP     warning   BIRD_ACTIVITY_DROP:<span_s>                 on_tick
 CAPTURE_LOST           critical  chosen by the daemon                        external
 CAPTURE_RESTORED       info      chosen by the daemon                        external
+CAPTURE_FLAT           warning   chosen by the daemon                        external
+CAPTURE_CLIPPED        warning   chosen by the daemon                        external
 FALLING_BEHIND         warning   chosen by the daemon                        external
 =====================  ========  =========================================  ============
 
@@ -76,6 +78,8 @@ INDUSTRIAL_RISE = "INDUSTRIAL_RISE"
 BIRD_ACTIVITY_DROP = "BIRD_ACTIVITY_DROP"
 CAPTURE_LOST = "CAPTURE_LOST"
 CAPTURE_RESTORED = "CAPTURE_RESTORED"
+CAPTURE_FLAT = "CAPTURE_FLAT"
+CAPTURE_CLIPPED = "CAPTURE_CLIPPED"
 FALLING_BEHIND = "FALLING_BEHIND"
 
 SEVERITY: dict[str, Severity] = {
@@ -88,10 +92,12 @@ SEVERITY: dict[str, Severity] = {
     BIRD_ACTIVITY_DROP: "warning",
     CAPTURE_LOST: "critical",
     CAPTURE_RESTORED: "info",
+    CAPTURE_FLAT: "warning",
+    CAPTURE_CLIPPED: "warning",
     FALLING_BEHIND: "warning",
 }
 BASELINE_RULES = (HIGH_FREQUENCY, LOW_FREQUENCY, INDUSTRIAL_RISE, BIRD_ACTIVITY_DROP)
-_EXTERNAL = (CAPTURE_LOST, CAPTURE_RESTORED, FALLING_BEHIND)
+_EXTERNAL = (CAPTURE_LOST, CAPTURE_RESTORED, CAPTURE_FLAT, CAPTURE_CLIPPED, FALLING_BEHIND)
 MIN_COVERAGE = 0.8
 EXAMPLES = 5  # example windows in span-rule evidence
 

@@ -229,7 +229,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
         buf = io.StringIO()
         buf.write(f"{'index':>5}  {'rate_hz':>8}  {'ch':>3}  name\n")
         for d in devices:
-            rate = int(d["default_samplerate"])
+            rate = int(float(str(d["default_samplerate"])))
             buf.write(f"{d['index']:>5}  {rate:>8}  {d['max_input_channels']:>3}  {d['name']}\n")
         print(buf.getvalue(), end="")
     if not devices:

@@ -70,6 +70,7 @@ class Notifier:
         target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         try:  # a socket per message, as libsystemd does: messages are rare and nothing stays open
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.setblocking(False)  # a receiver that stops reading must never block the daemon
                 sock.sendto(message.encode("utf-8"), target)
         except OSError as exc:
             with self._lock:

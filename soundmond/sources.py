@@ -112,7 +112,10 @@ class FileSource:
                         replayed_s += self.hop_s
                         ahead = started + replayed_s - self._clock()
                         if ahead > 0:
-                            self._sleep(ahead)
+                            if self._sleep is time.sleep:
+                                stop.wait(ahead)  # a stop request ends the wait at once
+                            else:
+                                self._sleep(ahead)
                     yield window
                 self.files_done += 1
             except AudioError as exc:

@@ -1,0 +1,125 @@
+"""`soundmond analyze` end to end: real models on real recordings, as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory, yamnet_dir: Path, birdnet_dir: Path) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "config.yaml"
+    path.write_text(
+        f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{path: {birdnet_dir}}}\n"
+    )
+    return path
+
+
+def analyze(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "soundmond.cli", "analyze", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def records(config: Path, fixture_audio: Path) -> list[dict]:
+    proc = analyze(str(fixture_audio), "--config", str(config), "--summary")
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def by_file(records: list[dict], name: str) -> list[dict]:
+    return [r for r in records if "file" in r and Path(r["file"]).name == name]
+
+
+def test_every_window_has_a_complete_record(records: list[dict]) -> None:
+    windows = [r for r in records if "window_id" in r]
+    assert len(windows) == 15
+    for r in windows:
+        assert r["status"] == "ok"
+        assert r["end_s"] > r["start_s"]
+        assert set(r["group_probabilities"]) == {"natural", "industrial", "other"}
+        assert sum(r["group_probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert len(r["tagger_top"]) == 5
+        assert r["group"] == max(r["group_probabilities"], key=r["group_probabilities"].get)
+
+
+def test_groups_match_the_recordings(records: list[dict]) -> None:
+    assert [r["group"] for r in by_file(records, "whisp_field_horn.flac")] == ["industrial"]
+    assert [r["group"] for r in by_file(records, "whisp_field_engine.flac")] == ["industrial"]
+    assert {r["group"] for r in by_file(records, "maad_jura_forest_20190522_0600.flac")} == {"natural"}
+    assert {r["group"] for r in by_file(records, "maad_spinetail_Cranioleuca_erythrops.flac")} == {"natural"}
+    horn = by_file(records, "whisp_field_horn.flac")[0]
+    assert horn["tagger_top"][0]["label"] == "Vehicle horn, car horn, honking"
+
+
+def test_known_bird_is_named_by_species(records: list[dict]) -> None:
+    spinetail = by_file(records, "maad_spinetail_Cranioleuca_erythrops.flac")
+    tops = [r["species"][0]["scientific_name"] for r in spinetail if r["species"]]
+    assert tops.count("Cranioleuca erythrops") >= 3
+    assert by_file(records, "maad_jura_forest_night_20190522_0000.flac")[0]["species"] == []
+
+
+def test_summary_holds_aggregate_and_alerts(records: list[dict]) -> None:
+    summary = records[-1]
+    assert summary["files_analysed"] == 8 and summary["files_failed"] == []
+    spans = {s["span_s"]: s for s in summary["summary"]["spans"]}
+    assert set(spans) == {60, 3600, 86400}
+    # the two Jura files are dated 2019-05-22 by their names; the 11 windows of the other files (dated by their
+    # modification time, i.e. now) are the ones inside the last 24 h
+    assert spans[86400]["windows"] == 11
+    assert spans[86400]["shares"]["industrial"] == pytest.approx(2 / 11)
+    assert all(a["type"] and a["message"] and a["evidence"] is not None for a in summary["alerts"])
+
+
+def test_csv_output_and_bad_files_exit_1(config: Path, fixture_audio: Path, tmp_path: Path) -> None:
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    sf.write(tmp_path / "tone.wav", (0.3 * np.sin(np.arange(16000 * 5) * 0.3)).astype(np.float32), 16000)
+    proc = analyze(str(tmp_path), str(fixture_audio / "whisp_field_horn.flac"), "--config", str(config),
+                   "--format", "csv")
+    assert proc.returncode == 1
+    assert "broken.wav" in proc.stderr and "Traceback" not in proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [Path(r["file"]).name for r in rows] == ["tone.wav", "whisp_field_horn.flac"]
+    assert rows[1]["group"] == "industrial"
+
+
+def test_model_folder_mismatch_exits_3(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path,
+                                       fixture_audio: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"models:\n  tagger: {{family: ast, path: {yamnet_dir}}}\n  birds: {{path: {birdnet_dir}}}\n")
+    proc = analyze(str(fixture_audio), "--config", str(cfg))
+    assert proc.returncode == 3
+    assert "models.tagger" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tampered_model_exits_3(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "yamnet"
+    shutil.copytree(yamnet_dir, copy)
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"models:\n  tagger: {{family: yamnet, path: {copy}}}\n  birds: {{path: {birdnet_dir}}}\n")
+    proc = analyze(str(fixture_audio), "--config", str(cfg))
+    assert proc.returncode == 3
+    assert "checksum" in proc.stderr
+
+
+def test_bad_config_exits_2(tmp_path: Path, fixture_audio: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("windows:\n  length_s: -1\n")
+    proc = analyze(str(fixture_audio), "--config", str(cfg))
+    assert proc.returncode == 2
+    assert "windows.length_s" in proc.stderr and "(line 2)" in proc.stderr

@@ -1,0 +1,246 @@
+"""`soundmond run`: the whole daemon on real models and real recordings; shutdown, sd_notify, falling behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from soundmond.config import load_config
+from soundmond.daemon import Daemon
+from soundmond.data import TaggerOutput
+from soundmond.head import load_head
+from soundmond.models import YamnetTagger
+from soundmond.protocols import Tagger
+from soundmond.runtime import build_session
+from soundmond.sdnotify import Notifier
+from soundmond.sources import FileSource
+from soundmond.store import Store, StoreWriter
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_config(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, extra: str = "") -> Path:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{path: {birdnet_dir}}}\n"
+        f"store: {{path: {tmp_path / 'soundmond.db'}, flush_interval_s: 0.2}}\n" + extra
+    )
+    return cfg
+
+
+def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def stored_windows(db: Path) -> int:
+    """Windows in the store, 0 while the daemon has not created it yet."""
+    try:
+        return int(rows(db, "SELECT count(*) FROM windows")[0][0]) if db.exists() else 0
+    except sqlite3.OperationalError:
+        return 0
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_run_replays_recordings_into_the_store(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path,
+                                               fixture_audio: Path) -> None:
+    cfg = write_config(tmp_path, yamnet_dir, birdnet_dir)
+    proc = subprocess.run([sys.executable, "-m", "soundmond.cli", "run", "--config", str(cfg), "--source",
+                           str(fixture_audio)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    db = tmp_path / "soundmond.db"
+    windows = rows(db, "SELECT source, start_s, status, \"group\" FROM windows ORDER BY source, start_s")
+    assert len(windows) == 15 and {w[2] for w in windows} == {"ok"}
+    groups = {(Path(w[0]).name, w[1]): w[3] for w in windows}
+    assert groups[("whisp_field_horn.flac", 0.0)] == "industrial"
+    assert groups[("maad_jura_forest_20190522_0600.flac", 0.0)] == "natural"
+    species = rows(db, "SELECT scientific_name FROM detections")
+    assert ("Cranioleuca erythrops",) in species
+    # every detection and alert waits in the outbox for the publisher (MQTT is off here)
+    (pending,) = rows(db, "SELECT count(*) FROM outbox WHERE sent_unix_s IS NULL")[0]
+    (alerts,) = rows(db, "SELECT count(*) FROM alerts")[0]
+    assert pending == len(species) + alerts
+    assert rows(db, "SELECT count(*) FROM aggregates")[0][0] >= 1
+
+
+def test_sigterm_stops_capture_first_and_flushes(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path,
+                                                 fixture_audio: Path) -> None:
+    cfg = write_config(tmp_path, yamnet_dir, birdnet_dir)
+    db = tmp_path / "soundmond.db"
+    proc = subprocess.Popen([sys.executable, "-m", "soundmond.cli", "run", "--config", str(cfg), "--source",
+                             str(fixture_audio), "--realtime"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: stored_windows(db) >= 2, 60, "two stored windows")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGTERM received" in err
+    stored = rows(db, "SELECT count(*) FROM windows")[0][0]
+    assert 2 <= stored < 15  # stopped early, and nothing analysed was lost
+
+
+def test_no_model_folder_exits_3(tmp_path: Path, birdnet_dir: Path, fixture_audio: Path) -> None:
+    cfg = write_config(tmp_path, tmp_path / "nowhere", birdnet_dir)
+    proc = subprocess.run([sys.executable, "-m", "soundmond.cli", "run", "--config", str(cfg), "--source",
+                           str(fixture_audio)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3
+    assert "models.tagger.path" in proc.stderr and "Traceback" not in proc.stderr
+
+
+class SlowTagger:
+    """A test double implementing the Tagger Protocol: the real YAMNet tagger, made slow (or stuck) on purpose."""
+
+    def __init__(self, real: YamnetTagger, delay_s: float, gate: threading.Event | None = None) -> None:
+        self.real = real
+        self.family = real.family
+        self.sample_rate_hz = real.sample_rate_hz
+        self.labels = real.labels
+        self.delay_s = delay_s
+        self.gate = gate
+        self.calls = 0
+
+    def tag(self, samples: Any) -> TaggerOutput:
+        self.calls += 1
+        if self.gate is not None and self.calls > 1:
+            self.gate.wait()  # wedged until the test lets go
+        time.sleep(self.delay_s)
+        return self.real.tag(samples)
+
+
+def make_daemon(tmp_path: Path, cfg_path: Path, tagger: Tagger, *, live: bool, notifier: Notifier | None = None,
+                realtime: bool = False, fixture_audio: Path) -> tuple[Daemon, Store, StoreWriter]:
+    loaded = load_config(cfg_path)
+    head = load_head(None, "yamnet", len(tagger.labels))
+    session = build_session(loaded, models=(tagger, None, head, {}))
+    store = Store(tmp_path / "soundmond.db", loaded.config.store)
+    writer = StoreWriter(store, threading.Event()).start()
+    source = FileSource([fixture_audio], 5.0, 5.0, realtime=realtime)
+    return Daemon(loaded, session, source, live=live, store=store, writer=writer, notifier=notifier), store, writer
+
+
+def test_slow_model_keeps_the_backlog_bounded_and_counts_drops(tmp_path: Path, yamnet_dir: Path,
+                                                               birdnet_dir: Path, fixture_audio: Path) -> None:
+    cfg = write_config(tmp_path, yamnet_dir, birdnet_dir,
+                       "windows: {backlog_windows: 2, backlog_policy: drop_oldest}\n")
+    loaded = load_config(cfg)
+    tagger = SlowTagger(YamnetTagger(yamnet_dir, loaded.config.models.tagger), delay_s=0.3)
+    daemon, store, _ = make_daemon(tmp_path, cfg, tagger, live=True, fixture_audio=fixture_audio)
+    max_backlog = [0]
+    stop_watch = threading.Event()
+
+    def watch() -> None:
+        while not stop_watch.is_set():
+            max_backlog[0] = max(max_backlog[0], daemon.backlog.qsize())
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    assert daemon.run() == 0
+    stop_watch.set()
+    watcher.join()
+    c = daemon.counters
+    assert c.windows_in == 15
+    assert c.windows_dropped > 0
+    assert c.windows_done + c.windows_dropped == c.windows_in
+    assert max_backlog[0] <= 3  # the bound (2) plus the end-of-stream marker
+    reopened = Store(tmp_path / "soundmond.db", loaded.config.store)
+    try:
+        assert reopened.counter("windows_dropped") == c.windows_dropped
+        falling = reopened.alerts(type="FALLING_BEHIND")
+        assert len(falling) == 1  # raised once, not once per dropped window
+        assert len(reopened.windows()) == c.windows_done
+    finally:
+        reopened.close()
+
+
+def test_file_replay_never_drops(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path) -> None:
+    cfg = write_config(tmp_path, yamnet_dir, birdnet_dir, "windows: {backlog_windows: 1}\n")
+    loaded = load_config(cfg)
+    tagger = SlowTagger(YamnetTagger(yamnet_dir, loaded.config.models.tagger), delay_s=0.05)
+    daemon, _, _ = make_daemon(tmp_path, cfg, tagger, live=False, fixture_audio=fixture_audio)
+    assert daemon.run() == 0
+    assert daemon.counters.windows_dropped == 0 and daemon.counters.windows_done == 15
+
+
+def test_sd_notify_ready_after_audio_and_watchdog_stops_when_wedged(tmp_path: Path, yamnet_dir: Path,
+                                                                     birdnet_dir: Path, fixture_audio: Path) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    messages: list[tuple[float, str]] = []
+    cfg = write_config(tmp_path, yamnet_dir, birdnet_dir)
+    loaded = load_config(cfg)
+    gate = threading.Event()
+    tagger = SlowTagger(YamnetTagger(yamnet_dir, loaded.config.models.tagger), delay_s=0.0, gate=gate)
+    notifier = Notifier(str(sock_path), watchdog_usec=600_000)  # ping every 0.3 s while progressing
+    daemon, _, _ = make_daemon(tmp_path, cfg, tagger, live=True, notifier=notifier, realtime=True,
+                               fixture_audio=fixture_audio)
+    runner = threading.Thread(target=daemon.run)
+    reading = threading.Event()
+    reading.set()
+
+    def read() -> None:
+        while reading.is_set():
+            try:
+                messages.extend((time.monotonic(), m) for m in sock.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                pass
+
+    reader = threading.Thread(target=read)
+    started = time.monotonic()
+    runner.start()
+    reader.start()
+    try:
+        time.sleep(20)
+        ready = [t for t, m in messages if m == "READY=1"]
+        assert ready, messages
+        assert ready[0] - started >= 4.0  # after the first 5-s window of audio, not at start-up
+        pings = [t for t, m in messages if m == "WATCHDOG=1"]
+        assert pings and pings[0] >= ready[0]
+        # the second window wedges the tagger (realtime replay: it arrives ~10 s after start); pings must stop
+        wedged_at = started + 10.0
+        assert any(t < wedged_at for t in pings)
+        assert not [t for t in pings if t > wedged_at + 1.5], "WATCHDOG=1 kept coming while the pipeline was wedged"
+        assert any(m.startswith("STATUS=") for _, m in messages)
+    finally:
+        daemon.stop.set()
+        gate.set()
+        runner.join(timeout=60)
+        time.sleep(0.3)
+        reading.clear()
+        reader.join()
+        sock.close()
+    assert not runner.is_alive()
+    assert any(m == "STOPPING=1" for _, m in messages)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
+def test_run_help_shows_example() -> None:
+    out = subprocess.run([sys.executable, "-m", "soundmond.cli", "run", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "example:" in out and "soundmond run --config" in out
