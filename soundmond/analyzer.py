@@ -1,5 +1,5 @@
-"""`Analyzer`: one window in, one `WindowResult` out (tagger -> head, bird model), with the audio resampled once
-per model rate and shared between models.
+"""`Analyzer`: one window in, one `WindowResult` out (tagger, bird model, then the head on their outputs), with the
+audio resampled once per model rate and shared between models.
 
 A model that fails on a window marks that window `error` with the reason; the next window is analysed as usual.
 """
@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,11 @@ class Analyzer:
     ) -> None:
         if head is not None and tagger is not None and head.tagger_family != tagger.family:
             raise ValueError(f"the head was trained on '{head.tagger_family}' outputs, the tagger is '{tagger.family}'")
+        if head is not None and head.needs_birds and birds is None:
+            raise ValueError(
+                "the head needs BirdNET's embedding but the bird model is disabled: enable models.birds, or set "
+                "models.head.path to a head trained on tagger features only"
+            )
         self.tagger = tagger
         self.birds = birds
         self.head = head
@@ -67,7 +73,7 @@ class Analyzer:
         real = window.samples[: window.samples.shape[0] - window.padded_samples]
         level = rms_dbfs(real)
         clipped = clipped_fraction(real)
-        base = {
+        base: dict[str, Any] = {
             "window_id": window.window_id,
             "source": window.source,
             "start_unix_s": window.start_unix_s,
@@ -96,10 +102,10 @@ class Analyzer:
         try:
             if self.tagger is not None:
                 tagger_output = self.tagger.tag(at(self.tagger.sample_rate_hz))
-                if self.head is not None:
-                    group = self.head.predict(tagger_output)
             if self.birds is not None:
                 bird_output = self.birds.detect(at(self.birds.sample_rate_hz), start_unix_s=window.start_unix_s)
+            if self.head is not None and tagger_output is not None:
+                group = self.head.predict(tagger_output, bird_output)
         except Exception as exc:  # a model failing on one window must not stop the stream
             self.windows_failed += 1
             logger.exception("window %s of %s: analysis failed", window.window_id, window.source)

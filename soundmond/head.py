@@ -28,21 +28,24 @@ import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import skops.io as sio
 
-from soundmond.data import GROUPS, GroupPrediction, TaggerOutput
+from soundmond.data import GROUPS, BirdOutput, GroupPrediction, TaggerOutput
 
 logger = logging.getLogger(__name__)
 
 HEADS_DIR = Path(__file__).resolve().parent / "heads"
 HEAD_FORMAT_VERSION = 1
 
-FeatureKind = Literal["probabilities", "embedding", "both"]
-FEATURE_KINDS: tuple[str, ...] = ("probabilities", "embedding", "both")
+# A head's input (`HeadMeta.features`): "+"-joined parts, in this order, each a vector the daemon supplies per window:
+# the tagger's pooled probabilities, the tagger's embedding (mean over frames), and BirdNET's embedding (mean over its
+# 3-s chunks; needs `models.birds` enabled). "both" is the older name of "probabilities+embedding".
+FEATURE_PARTS: tuple[str, ...] = ("probabilities", "embedding", "birdnet_embedding")
+FEATURE_ALIASES: dict[str, str] = {"both": "probabilities+embedding"}
 HEAD_CLASSES: list[str] = sorted(GROUPS)  # ["industrial", "natural", "other"], sklearn's sorted classes_ order
 
 # Types passed to skops as trusted beyond its defaults. The shipped heads need none (checked at training time with
@@ -84,7 +87,7 @@ class HeadMeta:
 
     tagger_family: str
     tagger_label_count: int
-    features: str  # probabilities | embedding | both
+    features: str  # "+"-joined FEATURE_PARTS, e.g. "embedding+birdnet_embedding" (or "both")
     feature_dim: int
     classes: list[str]
     trained_on: str
@@ -103,22 +106,54 @@ class HeadMeta:
             meta = cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as exc:
             raise HeadError(path, f"meta is incomplete ({exc})", "retrain the head") from exc
-        if meta.features not in FEATURE_KINDS:
-            raise HeadError(path, f"meta.features is {meta.features!r}, expected one of {FEATURE_KINDS}", "retrain")
+        try:
+            feature_parts(meta.features)
+        except ValueError as exc:
+            raise HeadError(path, f"meta.features: {exc}", "retrain the head") from exc
         if list(meta.classes) != HEAD_CLASSES:
             raise HeadError(path, f"meta.classes is {meta.classes}, expected {HEAD_CLASSES}", "retrain the head")
         return meta
 
 
-def head_features(output: TaggerOutput, kind: str) -> npt.NDArray[np.float32]:
-    """The head's input vector for one window: the tagger's probabilities, its embedding, or both concatenated."""
-    if kind == "probabilities":
-        return np.asarray(output.probabilities, dtype=np.float32)
-    if kind == "embedding":
-        return np.asarray(output.embedding, dtype=np.float32)
-    if kind == "both":
-        return np.concatenate([output.probabilities, output.embedding]).astype(np.float32)
-    raise ValueError(f"unknown feature kind {kind!r}")
+class BirdFeaturesMissing(ValueError):
+    """The head needs BirdNET's embedding and the window has no bird output (birds disabled, or no embedding)."""
+
+
+def feature_parts(kind: str) -> tuple[str, ...]:
+    """The parts of a feature kind ("embedding+birdnet_embedding" -> ("embedding", "birdnet_embedding"))."""
+    parts = tuple(FEATURE_ALIASES.get(kind, kind).split("+"))
+    unknown = [p for p in parts if p not in FEATURE_PARTS]
+    if unknown or not parts or len(set(parts)) != len(parts) or list(parts) != sorted(parts, key=FEATURE_PARTS.index):
+        raise ValueError(
+            f"feature kind {kind!r} is not '+'-joined distinct parts of {FEATURE_PARTS} in that order (or 'both')"
+        )
+    return parts
+
+
+def needs_birds(kind: str) -> bool:
+    """Whether a head with these features needs the bird model's output."""
+    return "birdnet_embedding" in feature_parts(kind)
+
+
+def head_features(
+    output: TaggerOutput, kind: str, bird_output: BirdOutput | None = None
+) -> npt.NDArray[np.float32]:
+    """The head's input vector for one window: the parts of `kind` concatenated in order (see `FEATURE_PARTS`)."""
+    vectors = []
+    for part in feature_parts(kind):
+        if part == "probabilities":
+            vectors.append(np.asarray(output.probabilities, dtype=np.float32))
+        elif part == "embedding":
+            vectors.append(np.asarray(output.embedding, dtype=np.float32))
+        else:
+            if bird_output is None or bird_output.embedding is None:
+                raise BirdFeaturesMissing(
+                    "this head needs BirdNET's embedding (features "
+                    f"{kind!r}) but the window has no bird output: enable models.birds, or use a head trained "
+                    "on tagger features only"
+                )
+            vectors.append(np.asarray(bird_output.embedding, dtype=np.float32))
+    return np.concatenate(vectors).astype(np.float32)
 
 
 def default_head_path(tagger_family: str) -> Path:
@@ -173,7 +208,7 @@ _DAMAGED_HINT = (
 
 
 class Head:
-    """A loaded head: `predict(tagger_output) -> GroupPrediction` (implements `GroupHead`)."""
+    """A loaded head: `predict(tagger_output, bird_output=None) -> GroupPrediction` (implements `GroupHead`)."""
 
     def __init__(self, model: Any, meta: HeadMeta, path: Path | None = None) -> None:
         self.model = model
@@ -254,8 +289,14 @@ class Head:
         proba = np.asarray(self.model.predict_proba(x), dtype=np.float64)
         return proba[:, self._class_index]
 
-    def predict(self, tagger_output: TaggerOutput) -> GroupPrediction:
-        proba = self.predict_proba(head_features(tagger_output, self.meta.features))[0]
+    @property
+    def needs_birds(self) -> bool:
+        """True when the head's features include BirdNET's embedding (`predict` then needs `bird_output`)."""
+        return needs_birds(self.meta.features)
+
+    def predict(self, tagger_output: TaggerOutput, bird_output: BirdOutput | None = None) -> GroupPrediction:
+        """natural / industrial / other for one window; `bird_output` is required when `needs_birds`."""
+        proba = self.predict_proba(head_features(tagger_output, self.meta.features, bird_output))[0]
         best = int(np.argmax(proba))
         group = HEAD_CLASSES[best]
         return GroupPrediction(
@@ -298,14 +339,18 @@ def load_head(path: Path | None, tagger_family: str, tagger_label_count: int | N
 
 __all__ = [
     "ALLOWED_TYPES",
+    "FEATURE_PARTS",
+    "BirdFeaturesMissing",
     "HEAD_CLASSES",
     "TRUSTED_TYPES",
     "Head",
     "HeadError",
     "HeadMeta",
     "default_head_path",
+    "feature_parts",
     "head_features",
     "load_head",
+    "needs_birds",
     "save_head",
     "schema_types",
 ]

@@ -36,11 +36,16 @@ class BirdModel(Protocol):
 
 @runtime_checkable
 class GroupHead(Protocol):
-    """natural / industrial / other from the tagger's output."""
+    """natural / industrial / other from the tagger's output (and the bird model's, for heads that use it)."""
 
     tagger_family: str
 
-    def predict(self, tagger_output: TaggerOutput) -> GroupPrediction: ...
+    @property
+    def needs_birds(self) -> bool:
+        """True when `predict` needs `bird_output` (the head's input includes the bird model's embedding)."""
+        ...
+
+    def predict(self, tagger_output: TaggerOutput, bird_output: BirdOutput | None = None) -> GroupPrediction: ...
 
 
 @runtime_checkable
