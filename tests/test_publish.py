@@ -1,0 +1,415 @@
+"""The MQTT publisher against a REAL Mosquitto (tests/mqtt_rig.py): outbox at least once across broker kills and
+publisher kills, status/last will, TLS + password errors, HA discovery, hostile incoming messages."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mqtt_rig import (
+    Broker,
+    Collector,
+    Received,
+    child_env,
+    free_port,
+    make_tls,
+    mosquitto_available,
+    publisher_command,
+    wait_until,
+)
+
+from soundmond import messages
+from soundmond.config import MqttConfig, StationConfig, StoreConfig, TlsConfig
+from soundmond.data import Alert, GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.publish import MqttPublisher
+from soundmond.store import OutboxItem, Store
+
+pytestmark = pytest.mark.skipif(mosquitto_available() is not None, reason=str(mosquitto_available()))
+
+STATION = StationConfig(id="st-1", latitude=46.5, longitude=6.1)
+
+
+def outbox_items(n: int, station: StationConfig = STATION, start: int = 0) -> list[OutboxItem]:
+    items = []
+    for i in range(start, start + n):
+        if i % 5 == 0:
+            p = messages.alert_payload(
+                Alert("RARE_SPECIES", f"RARE_SPECIES:{i}", "warning", 1.7e9 + i, f"alert {i}", {"n": i}), station
+            )
+            items.append(OutboxItem("alert", p["event_id"], p))
+        else:
+            p = messages.detection_payload(
+                SpeciesScore("Turdus merula", "Eurasian Blackbird", 0.9),
+                station,
+                window_id=f"w{i}",
+                ts_unix_s=1.7e9 + i,
+            )
+            items.append(OutboxItem("detection", p["event_id"], p))
+    return items
+
+
+def stored_event_ids(store: Store) -> set[str]:
+    return {r[0] for r in store._query("SELECT event_id FROM outbox")}
+
+
+def event_ids(msgs: list[Received]) -> list[str]:
+    return [json.loads(m.payload)["event_id"] for m in msgs]
+
+
+def mqtt_config(port: int, **kw: Any) -> MqttConfig:
+    base: dict[str, Any] = dict(enabled=True, host="127.0.0.1", port=port, reconnect_min_s=0.1, reconnect_max_s=0.5)
+    base.update(kw)
+    return MqttConfig(**base)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "store.db", StoreConfig())
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    with Broker(tmp_path / "broker") as b:
+        yield b
+
+
+class Running:
+    """A publisher thread stopped (and checked to end) at teardown."""
+
+    def __init__(self, config: MqttConfig, store: Any, station: StationConfig = STATION, **kw: Any) -> None:
+        self.stop = threading.Event()
+        self.pub = MqttPublisher(config, station, store, self.stop, **kw)
+        self.pub.start()
+
+    def __enter__(self) -> MqttPublisher:
+        return self.pub
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        assert self.pub.join(15), "publisher thread did not end"
+
+
+def window_result() -> WindowResult:
+    return WindowResult(
+        "w-direct",
+        "mic:default",
+        1.7e9,
+        0.0,
+        5.0,
+        GroupPrediction("natural", {"natural": 0.7, "industrial": 0.2, "other": 0.1}),
+        (LabelScore("Bird", 0.8),),
+        0.8,
+        (),
+        0.1,
+        -30.0,
+        0.0,
+        50.0,
+    )
+
+
+def test_outbox_status_state_messages_and_discovery(broker: Broker, store: Store) -> None:
+    store.write_batch([], [], outbox_items(50))
+    cfg = mqtt_config(broker.port, home_assistant_discovery=True, publish_windows=True)
+    with Collector(broker.port, ["soundmond/#", "homeassistant/#"]) as sub, Running(cfg, store) as pub:
+        assert wait_until(lambda: pub.state().published == 50, 10), pub.state()
+        assert wait_until(lambda: len(sub.on("homeassistant/sensor/#")) >= 5, 5)
+        s = pub.state()
+        assert s.connected and s.last_error is None and s.in_flight == 0 and s.connects == 1
+        assert store.outbox_counts()["pending"] == 0
+        snapshot = {
+            "spans": {
+                60: {
+                    "windows": 12,
+                    "shares": {"natural": 0.5, "industrial": 0.4, "other": 0.1},
+                    "species": {"Turdus merula": 2},
+                }
+            }
+        }
+        assert pub.publish_soundscape(snapshot)
+        assert pub.publish_heartbeat({"uptime_s": 3.0, "capture_state": "running", "rtf": 0.1})
+        assert pub.publish_window(window_result())
+        assert sub.wait_for(
+            lambda ms: (
+                {"soundmond/st-1/soundscape", "soundmond/st-1/heartbeat", "soundmond/st-1/windows"}
+                <= {m.topic for m in ms}
+            ),
+            5,
+        )
+
+        # every message under our prefix but the plain-text status matches its schema
+        ours = [m for m in sub.on("soundmond/#") if m.topic != "soundmond/st-1/status"]
+        for m in ours:
+            messages.validate(json.loads(m.payload))
+        alerts, dets = sub.on("soundmond/st-1/alerts"), sub.on("soundmond/st-1/detections")
+        assert sorted(event_ids(alerts) + event_ids(dets)) == sorted(stored_event_ids(store))
+        assert all(m.qos == 1 for m in alerts + dets)
+        # in id order (nothing was replayed here)
+        order = [r[0] for r in store._query("SELECT event_id FROM outbox ORDER BY id")]
+        got = [
+            e
+            for m in sub.on("soundmond/st-1/+")
+            if m.topic.endswith(("/alerts", "/detections"))
+            for e in event_ids([m])
+        ]
+        assert got == order
+        assert [m.payload for m in sub.on("soundmond/st-1/status")] == [b"online"]
+        hb = json.loads(sub.on("soundmond/st-1/heartbeat")[-1].payload)
+        assert hb["mqtt"]["published"] == 50
+
+        # retained: a new subscriber sees status, soundscape, heartbeat and the discovery configs at once
+        with Collector(broker.port, ["soundmond/st-1/#", "homeassistant/#"]) as late:
+            assert late.wait_for(lambda ms: len([m for m in ms if m.retain]) >= 3 + 5, 5)
+            assert {m.topic for m in late.messages if m.retain} >= {
+                "soundmond/st-1/status",
+                "soundmond/st-1/soundscape",
+                "soundmond/st-1/heartbeat",
+                "homeassistant/sensor/soundmond_st-1/natural_share/config",
+            }
+        configs = {m.topic: json.loads(m.payload) for m in sub.on("homeassistant/sensor/#")}
+        assert len(configs) == 5
+        assert all(c["availability_topic"] == "soundmond/st-1/status" for c in configs.values())
+
+        # HA birth -> discovery re-sent; hostile messages are ignored and counted, the loop goes on
+        n_configs = len(sub.on("homeassistant/sensor/#"))
+        hostile = [
+            ("homeassistant/status", b"\xff\xfe not utf-8"),
+            ("homeassistant/status", b"online" * 100),
+            ("homeassistant/status", b"maybe"),
+            ("soundmond/st-1/set", b"{not json"),
+            ("soundmond/st-1/set", b"[1, 2]"),
+            ("soundmond/st-1/set", json.dumps({"command": "x" * 10000}).encode()),
+            ("soundmond/st-1/set", json.dumps({"command": "self_destruct"}).encode()),
+            ("homeassistant/status", b"online"),
+        ]
+        for topic, payload in hostile:
+            sub.client.publish(topic, payload, qos=1)
+        assert wait_until(lambda: sum(pub.state().ignored.values()) == 7, 5), pub.state().ignored
+        assert pub.state().ignored == {"malformed": 4, "oversized": 2, "unknown_command": 1}
+        assert wait_until(lambda: len(sub.on("homeassistant/sensor/#")) == n_configs + 5, 5)
+        store.write_batch([], [], outbox_items(5, start=50))
+        assert wait_until(lambda: pub.state().published == 55, 5)
+        assert pub.state().connected
+    # clean stop: offline retained
+    assert sub.wait_for(lambda ms: [m.payload for m in ms if m.topic.endswith("/status")][-1:] == [b"offline"], 5)
+
+
+def test_unreachable_broker_keeps_outbox_and_drops_periodic_state(tmp_path: Path, store: Store) -> None:
+    port = free_port()
+    store.write_batch([], [], outbox_items(20))
+    with Running(mqtt_config(port), store) as pub:
+        assert wait_until(lambda: pub.state().last_error_kind == "unreachable", 5)
+        s = pub.state()
+        assert not s.connected and "connection refused by 127.0.0.1:" in (s.last_error or "")
+        assert not pub.publish_soundscape({"spans": {}})
+        assert not pub.publish_heartbeat({"uptime_s": 1.0, "capture_state": "running"})
+        assert pub.state().dropped == {"soundscape": 1, "heartbeat": 1}
+        time.sleep(0.5)
+        assert store.outbox_counts()["pending"] == 20 and pub.state().published == 0
+        with Broker(tmp_path / "late", port=port), Collector(port, ["soundmond/st-1/#"]) as sub:
+            assert wait_until(lambda: pub.state().published == 20, 10), pub.state()
+            assert pub.state().connected and pub.state().last_error is None
+            # the latest soundscape and heartbeat are re-sent on connect (retained state stays fresh)
+            assert sub.wait_for(
+                lambda ms: {"soundmond/st-1/soundscape", "soundmond/st-1/heartbeat"} <= {m.topic for m in ms}, 5
+            )
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Broker, Any]]:
+    root = tmp_path_factory.mktemp("tls")
+    tls = make_tls(root / "certs")
+    with Broker(root / "broker", tls=tls, users={"station": "right-pw"}) as b:
+        yield b, tls
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_tls_password_right_and_wrong(
+    tls_broker: tuple[Broker, Any],
+    tmp_path: Path,
+    protocol: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker, tls = tls_broker
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+
+    def attempt(password: str, ca: Path, name: str) -> Any:
+        with Store(tmp_path / f"{name}.db", StoreConfig()) as st:
+            st.write_batch([], [], outbox_items(10))
+            monkeypatch.setenv("SOUNDMOND_MQTT_PASSWORD", password)
+            cfg = mqtt_config(broker.port, protocol=protocol, username="station", tls=TlsConfig(ca_file=ca))
+            with Running(cfg, st) as pub:
+                wait_until(
+                    lambda: pub.state().connected and pub.state().published == 10 or pub.state().last_error is not None,
+                    10,
+                )
+                time.sleep(0.3)
+                return pub.state(), st.outbox_counts()["pending"]
+
+    ok, ok_pending = attempt("right-pw", tls.cert, "ok")
+    assert ok.connected and ok.published == 10 and ok_pending == 0
+
+    bad_pw, bad_pw_pending = attempt("wrong-pw", tls.cert, "badpw")
+    assert not bad_pw.connected and bad_pw.last_error_kind == "auth", bad_pw
+    assert bad_pw_pending == 10 and bad_pw.published == 0
+    assert "refused the connection" in (bad_pw.last_error or "")
+
+    bad_ca, bad_ca_pending = attempt("right-pw", tls.wrong_ca, "badca")
+    assert not bad_ca.connected and bad_ca.last_error_kind == "tls", bad_ca
+    assert "certificate" in (bad_ca.last_error or "") and bad_ca_pending == 10 and bad_ca.published == 0
+
+    assert len({ok.last_error, bad_pw.last_error, bad_ca.last_error}) == 3
+    for text in (bad_pw.last_error, bad_ca.last_error):
+        assert "right-pw" not in (text or "") and "wrong-pw" not in (text or "")
+    assert "wrong-pw" not in caplog.text and "right-pw" not in caplog.text
+    print(f"\n[{protocol}] auth: {bad_pw.last_error}\n[{protocol}] tls: {bad_ca.last_error}")
+
+
+def test_broker_killed_repeatedly_nothing_lost(tmp_path: Path, store: Store) -> None:
+    """300 rows written while a persistent broker is SIGKILLed and restarted 3 times; a persistent QoS 1 subscriber
+    receives every stored event at least once."""
+    total, kills = 300, 3
+    broker = Broker(tmp_path / "broker", persistence=True).start()
+    try:
+        sub = Collector(
+            broker.port, ["soundmond/st-1/alerts", "soundmond/st-1/detections"], client_id="verifier", persistent=True
+        )
+        # the broker must have saved the subscriber's session once, else a SIGKILL loses the subscription itself
+        assert broker.wait_saved(time.time() - 0.01)
+        written = 0
+        done = threading.Event()
+
+        def writer() -> None:
+            nonlocal written
+            while written < total and not done.is_set():
+                store.write_batch([], [], outbox_items(5, start=written))
+                written += 5
+                time.sleep(0.03)
+
+        drain_times = []
+        with Running(mqtt_config(broker.port), store) as pub:
+            w = threading.Thread(target=writer)
+            w.start()
+            try:
+                for k in range(kills):
+                    target = (k + 1) * total // (kills + 2)
+                    assert wait_until(lambda t=target: pub.state().published >= t, 20), pub.state()  # type: ignore
+                    broker.kill()
+                    assert wait_until(lambda: not pub.state().connected, 5)
+                    time.sleep(0.7)  # rows keep arriving in the outbox meanwhile
+                    pending_at_restart = store.outbox_counts()["pending"]
+                    t0 = time.monotonic()
+                    n_sub_connects = len(sub.connects)
+                    broker.start()
+                    assert wait_until(lambda: pub.state().connected, 10), pub.state()
+                    # Mosquitto keeps messages queued for an absent subscriber in memory until its next autosave:
+                    # a SIGKILL before the verifier is back would lose what the broker already acknowledged to us.
+                    assert wait_until(lambda n=n_sub_connects: len(sub.connects) > n, 10)  # type: ignore[misc]
+                    assert wait_until(lambda: store.outbox_counts()["pending"] <= 5, 20)
+                    drain_times.append((pending_at_restart, time.monotonic() - t0))
+            finally:
+                w.join(30)
+                done.set()
+            assert written == total
+            assert wait_until(lambda: store.outbox_counts()["pending"] == 0, 30), pub.state()
+            stored = stored_event_ids(store)
+            ok = sub.wait_for(lambda ms: set(event_ids(ms)) >= stored, 30)
+            order = [r[0] for r in store._query("SELECT event_id FROM outbox ORDER BY id")]
+            missing = [i for i, e in enumerate(order) if e not in set(event_ids(sub.messages))]
+            assert ok, (f"missing rows (by position) {missing}; drains {drain_times}; sub connects {sub.connects}; "
+                        f"log {broker.log_text()[-6000:]}")
+            state = pub.state()
+        got = event_ids(sub.messages)
+        sub.close()
+        assert len(stored) == total and set(got) == stored
+        for m in sub.messages:
+            messages.validate(json.loads(m.payload))
+        print(
+            f"\nbroker kills: stored={len(stored)} received={len(got)} unique={len(set(got))} "
+            f"duplicates={len(got) - len(set(got))} published_acks={state.published} connects={state.connects} "
+            "drain after restart (pending rows, s): " + ", ".join(f"({p}, {t:.2f})" for p, t in drain_times)
+        )
+    finally:
+        broker.stop()
+
+
+def _start_child(db: Path, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        publisher_command(db, port), env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == b"READY", line
+    return proc
+
+
+def test_publisher_process_sigkilled_mid_drain_and_last_will(tmp_path: Path, broker: Broker) -> None:
+    total = 300
+    db = tmp_path / "store.db"
+    store = Store(db, StoreConfig())
+    try:
+        sub = Collector(broker.port, ["soundmond/kill-test/#"])
+        written = 0
+
+        def write(n: int) -> None:
+            nonlocal written
+            for _ in range(n // 5):
+                store.write_batch([], [], outbox_items(5, StationConfig(id="kill-test"), start=written))
+                written += 5
+
+        write(100)
+        proc = _start_child(db, broker.port)
+        try:
+            status = lambda: [m.payload for m in sub.on("soundmond/kill-test/status")]  # noqa: E731
+            assert sub.wait_for(lambda ms: status()[-1:] == [b"online"], 10)
+            # kill -9 while rows are flowing (the child drains, we keep writing)
+            for round_ in range(2):
+                write(60)
+                want = 40 * (round_ + 1)
+                wait_until(lambda n=want: len(sub.on("soundmond/kill-test/detections")) > n, 5)  # type: ignore[misc]
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+                assert proc.stdout is not None
+                proc.stdout.close()
+                # the broker publishes the last will: offline
+                assert sub.wait_for(lambda ms: status()[-1:] == [b"offline"], 10), status()
+                write(20)
+                proc = _start_child(db, broker.port)
+                assert sub.wait_for(lambda ms: status()[-1:] == [b"online"], 10), status()
+            write(total - written)
+            assert written == total
+            assert wait_until(lambda: store.outbox_counts()["pending"] == 0, 30), store.outbox_counts()
+            stored = stored_event_ids(store)
+            data = [m for m in sub.messages if m.topic.endswith(("/alerts", "/detections"))]
+            assert sub.wait_for(
+                lambda ms: set(event_ids([m for m in ms if m.topic.endswith(("/alerts", "/detections"))])) >= stored, 10
+            )
+            data = [m for m in sub.messages if m.topic.endswith(("/alerts", "/detections"))]
+            got = event_ids(data)
+            assert set(got) == stored and len(stored) == total
+            print(
+                f"\npublisher kill -9 x2: stored={len(stored)} received={len(got)} "
+                f"duplicates={len(got) - len(set(got))}"
+            )
+            # a clean stop says offline too (not via the will)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+            assert sub.wait_for(lambda ms: status()[-1:] == [b"offline"], 5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+            sub.close()
+    finally:
+        store.close()
