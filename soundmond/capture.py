@@ -73,6 +73,7 @@ DC_TIME_CONSTANT_S = 0.5  # running-mean DC removal time constant
 REANCHOR_S = 1.0  # wall clock vs audio clock disagreement that moves the anchor
 MAX_LAG_S = 10.0  # PortAudio capture latencies above this are not trusted
 FIRST_BLOCK_TIMEOUT_S = 5.0  # a freshly opened stream may take this long for its first block (PulseAudio: ~1.5 s)
+CLOSE_TIMEOUT_S = 2.0  # a dead stream that does not close within this is abandoned (see _close_stream)
 
 
 class CaptureError(Exception):
@@ -176,6 +177,7 @@ class MicSource:
         self._queue_drops = 0
         self._gaps = 0
         self._reopen_attempts = 0
+        self._stuck_closers: list[threading.Thread] = []
         self._reanchors = 0
         self._last_block_mono: float | None = None
         self._reported_losses = (0, 0)
@@ -332,15 +334,29 @@ class MicSource:
         )
 
     def _close_stream(self) -> None:
+        """Abort and close the current stream without ever blocking capture for long: with the audio server killed,
+        PortAudio's ALSA layer can hang in abort/close (its thread stuck in poll on a dead socket). The close runs on
+        a helper thread; if it has not returned after `CLOSE_TIMEOUT_S`, the stream is abandoned (logged) and capture
+        goes on reopening."""
         stream, self._stream = self._stream, None
         if stream is None:
             return
         self._generation += 1  # blocks still queued from it are ignored
-        try:
-            stream.abort(ignore_errors=True)
-            stream.close(ignore_errors=True)
-        except Exception:  # noqa: BLE001 - a dead device may fail to close in any way; it is gone anyway
-            logger.debug("closing the dead stream failed", exc_info=True)
+
+        def close() -> None:
+            try:
+                stream.abort(ignore_errors=True)
+                stream.close(ignore_errors=True)
+            except Exception:  # noqa: BLE001 - a dead device may fail to close in any way; it is gone anyway
+                logger.debug("closing the dead stream failed", exc_info=True)
+
+        closer = threading.Thread(target=close, name="capture-close", daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            logger.warning("the dead audio stream did not close within %.0f s: abandoned (PortAudio is stuck on it)",
+                           CLOSE_TIMEOUT_S)
+            self._stuck_closers.append(closer)
 
     # --- supervision ----------------------------------------------------------------------------------------------
     def _check_alive(self) -> None:
@@ -361,15 +377,14 @@ class MicSource:
             if finished
             else f"no audio for {now - since:.1f} s (limit {timeout:g} s)"
         )
-        self._close_stream()
-        self._reset_stream_state()
-        if self._state != "lost":
+        if self._state != "lost":  # say so first: closing a dead stream can itself hang
             self._backoff_s = self._config.reopen_backoff_s
-            self._schedule_retry()
             self._set_state("lost", f"capture lost on {self._device_name}: {reason}; retrying", reason=reason)
         else:
             logger.debug("reopened stream delivered nothing: %s", reason)
-            self._schedule_retry()
+        self._close_stream()
+        self._reset_stream_state()
+        self._schedule_retry()
 
     def _schedule_retry(self) -> None:
         """Next attempt after the current backoff; the one after waits twice as long (up to the maximum)."""
@@ -382,8 +397,10 @@ class MicSource:
             stop.wait(min(wait, 0.25))
             return
         self._reopen_attempts += 1
+        self._stuck_closers = [t for t in self._stuck_closers if t.is_alive()]
         try:
-            rescan_devices()
+            if not self._stuck_closers:  # Pa_Terminate would wait for a stream PortAudio is stuck on
+                rescan_devices()
             self._open_stream()
         except Exception as exc:  # noqa: BLE001 - PortAudioError, ValueError, CaptureError: retry forever
             logger.debug("reopen attempt %d failed: %s; next in %.1f s", self._reopen_attempts, exc, self._backoff_s)

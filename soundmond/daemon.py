@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_MODELS, EXIT_DEVICE, EXIT_FATAL = 0, 1, 2, 3, 4, 5
 DRAIN_TIMEOUT_S = 30.0
+CAPTURE_STOP_GRACE_S = 10.0  # capture gets this long to stop after SIGTERM (a stuck audio driver must not block)
 IDLE_BEAT_S = 0.25  # an idle inference thread proves it is alive this often (WATCHDOG=1 needs progress)
 RTF_WINDOWS = 60  # the real-time factor is measured over the last N windows
 
@@ -242,6 +243,13 @@ class Daemon:
                     item = self.backlog.get(timeout=IDLE_BEAT_S)
                 except queue.Empty:
                     self._progress()  # idle, not wedged: waiting for audio is progress for the watchdog
+                    if self.stop.is_set():
+                        drain_deadline = drain_deadline or time.monotonic() + CAPTURE_STOP_GRACE_S
+                        if self._capture_done.is_set() or time.monotonic() > drain_deadline:
+                            if not self._capture_done.is_set():
+                                logger.warning("capture did not stop within %.0f s (audio driver stuck?): "
+                                               "shutting down without it", CAPTURE_STOP_GRACE_S)
+                            break
                     continue
                 if item is _SENTINEL:
                     break

@@ -19,7 +19,7 @@ from soundmond.config import load_config
 from soundmond.daemon import Daemon
 from soundmond.data import TaggerOutput
 from soundmond.head import load_head
-from soundmond.models import YamnetTagger
+from soundmond.models import BirdnetModel, YamnetTagger
 from soundmond.protocols import Tagger
 from soundmond.runtime import build_session
 from soundmond.sdnotify import Notifier
@@ -135,7 +135,8 @@ def make_daemon(tmp_path: Path, cfg_path: Path, tagger: Tagger, *, live: bool, n
                 realtime: bool = False, fixture_audio: Path) -> tuple[Daemon, Store, StoreWriter]:
     loaded = load_config(cfg_path)
     head = load_head(None, "yamnet", len(tagger.labels))
-    session = build_session(loaded, models=(tagger, None, head, {}))
+    birds = BirdnetModel(loaded.config.models.birds.path, loaded.config.models.birds)
+    session = build_session(loaded, models=(tagger, birds, head, {}))
     store = Store(tmp_path / "soundmond.db", loaded.config.store)
     writer = StoreWriter(store, threading.Event()).start()
     source = FileSource([fixture_audio], 5.0, 5.0, realtime=realtime)
