@@ -211,7 +211,9 @@ def soundscape_payload(snapshot: Mapping[str, Any], station: StationConfig, *, t
     """Rolling shares per span and species counts.
 
     `snapshot` = {"spans": {span_s: {"windows": int, "shares": {"natural": f, "industrial": f, "other": f} | None,
-    "species": {scientific_name: count} | [{"scientific_name", "common_name"?, "count"}]}}}.
+    "species": {scientific_name: count} | [{"scientific_name", "common_name"?, "count"}]}}}, or the aggregator's
+    `SoundscapeSnapshot.to_dict()` (a list of spans with `span_s`, `windows_with_group` and `species_counts`).
+    `windows_with_group` is the number of windows behind the shares (skipped or failed windows have no group).
     Spans are sorted shortest first; species by count, highest first.
     """
     spans_in = snapshot.get("spans", {})
@@ -219,7 +221,7 @@ def soundscape_payload(snapshot: Mapping[str, Any], station: StationConfig, *, t
     spans = []
     for span_s, span in sorted(items, key=lambda kv: int(kv[0])):
         shares = span.get("shares")
-        species_in = span.get("species") or {}
+        species_in = span.get("species") or span.get("species_counts") or {}
         if isinstance(species_in, Mapping):
             species: list[dict[str, Any]] = [
                 {"scientific_name": str(k), "count": int(v)} for k, v in species_in.items()
@@ -236,6 +238,7 @@ def soundscape_payload(snapshot: Mapping[str, Any], station: StationConfig, *, t
             {
                 "span_s": int(span_s),
                 "windows": int(span.get("windows", 0)),
+                "windows_with_group": int(span.get("windows_with_group", span.get("windows", 0))),
                 "shares": (
                     {g: _num(float(shares.get(g, 0.0))) for g in ("natural", "industrial", "other")}
                     if shares

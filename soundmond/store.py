@@ -136,7 +136,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     ),
+    # 1 -> 2: when a window was stored. Retention goes by it, not by the recording's time: replayed archive
+    # recordings (an AudioMoth card from 2019) must not be deleted the moment they are analysed.
+    (
+        "ALTER TABLE windows ADD COLUMN stored_unix_s REAL",
+        "CREATE INDEX windows_stored ON windows(stored_unix_s)",
+    ),
 )
+# the age of a stored window for retention (rows written before migration 2 fall back to the recording time)
+_WINDOW_AGE = "COALESCE(stored_unix_s, start_unix_s)"
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -248,7 +256,7 @@ def _translate(exc: sqlite3.Error, path: Path, doing: str) -> StoreError:
     return StoreError(problem, hint)
 
 
-def _window_row(r: WindowResult) -> tuple[Any, ...]:
+def _window_row(r: WindowResult, stored_unix_s: float) -> tuple[Any, ...]:
     probs = r.group.probabilities if r.group is not None else {}
     return (
         r.window_id,
@@ -266,6 +274,7 @@ def _window_row(r: WindowResult) -> tuple[Any, ...]:
         float(r.rms_dbfs),
         float(r.clipped_fraction),
         float(r.compute_ms),
+        float(stored_unix_s),
     )
 
 
@@ -290,7 +299,7 @@ def _alert_row(a: Alert) -> tuple[Any, ...]:
 
 _WINDOW_COLUMNS = (
     'window_id, source, start_unix_s, start_s, end_s, status, error, "group", p_natural, p_industrial, p_other, '
-    "tagger_top, tagger_top_score, bird_top_score, rms_dbfs, clipped_fraction, compute_ms"
+    "tagger_top, tagger_top_score, bird_top_score, rms_dbfs, clipped_fraction, compute_ms, stored_unix_s"
 )
 
 
@@ -435,7 +444,7 @@ class Store:
         """
         now = time.time() if now is None else now
         try:
-            window_rows = [_window_row(r) for r in results]
+            window_rows = [_window_row(r, now) for r in results]
             detection_rows = [row for r in results for row in _detection_rows(r)]
             alert_rows = [_alert_row(a) for a in alerts]
             outbox_rows = [(item, _dumps(item.payload)) for item in outbox]
@@ -450,7 +459,7 @@ class Store:
                 self._set_synchronous("FULL")
             try:
                 with self._transaction(conn, "writing a batch"):
-                    conn.executemany(f"INSERT INTO windows({_WINDOW_COLUMNS}) VALUES ({','.join('?' * 17)})",
+                    conn.executemany(f"INSERT INTO windows({_WINDOW_COLUMNS}) VALUES ({','.join('?' * 18)})",
                                      window_rows)
                     conn.executemany(
                         "INSERT INTO detections(window_id, rank, scientific_name, common_name, confidence, "
@@ -577,7 +586,8 @@ class Store:
     def enforce_retention(self, now: float) -> dict[str, int]:
         """Delete old data by age, then by size; returns rows deleted per table.
 
-        By age: windows, detections, aggregates and alerts older than `retention_days` (an alert whose outbox row is
+        By age: windows (by when they were stored, not when they were recorded) and their detections, aggregates and
+        alerts older than `retention_days` (an alert whose outbox row is
         still pending is kept), sent outbox rows older than `outbox_keep_sent_s`.
         By size: when the database is larger than `max_size_mb`, sent outbox rows go, then the oldest windows (with
         their detections) and the aggregates up to the same time, in proportion to the excess (aiming at 90 % of the
@@ -627,10 +637,10 @@ class Store:
     def _delete_upto(conn: sqlite3.Connection, t: float, deleted: dict[str, int], *, inclusive: bool) -> None:
         op = "<=" if inclusive else "<"
         deleted["detections"] += conn.execute(
-            f"DELETE FROM detections WHERE window_id IN (SELECT window_id FROM windows WHERE start_unix_s {op} ?)",
+            f"DELETE FROM detections WHERE window_id IN (SELECT window_id FROM windows WHERE {_WINDOW_AGE} {op} ?)",
             (t,),
         ).rowcount
-        deleted["windows"] += conn.execute(f"DELETE FROM windows WHERE start_unix_s {op} ?", (t,)).rowcount
+        deleted["windows"] += conn.execute(f"DELETE FROM windows WHERE {_WINDOW_AGE} {op} ?", (t,)).rowcount
         deleted["aggregates"] += conn.execute(f"DELETE FROM aggregates WHERE ts_unix_s {op} ?", (t,)).rowcount
 
     def _shrink_step(self, conn: sqlite3.Connection, max_bytes: int, deleted: dict[str, int]) -> bool:
@@ -643,7 +653,7 @@ class Store:
             n_windows = conn.execute("SELECT COUNT(*) FROM windows").fetchone()[0]
             n_aggregates = conn.execute("SELECT COUNT(*) FROM aggregates").fetchone()[0]
             if n_windows:
-                sql = "SELECT start_unix_s FROM windows ORDER BY start_unix_s LIMIT 1 OFFSET ?"
+                sql = f"SELECT {_WINDOW_AGE} FROM windows ORDER BY {_WINDOW_AGE} LIMIT 1 OFFSET ?"
                 n = n_windows
             elif n_aggregates:
                 sql = "SELECT ts_unix_s FROM aggregates ORDER BY ts_unix_s LIMIT 1 OFFSET ?"

@@ -350,8 +350,11 @@ def test_retention_by_age(db: Path, caplog: pytest.LogCaptureFixture) -> None:
     with Store(db, cfg(retention_days=10, outbox_keep_sent_s=3600)) as s:
         old, new = window(now - 11 * day), window(now - 9 * day)
         old_alert, old_pending_alert, new_alert = alert(now - 11 * day), alert(now - 11 * day), alert(now)
-        s.write_batch([old, new], [old_alert, old_pending_alert, new_alert],
-                      [alert_item(old_alert), alert_item(old_pending_alert)])
+        s.write_batch([old], [old_alert, old_pending_alert], [alert_item(old_alert), alert_item(old_pending_alert)],
+                      now=now - 11 * day)
+        s.write_batch([new], [new_alert], [], now=now - 9 * day)
+        archive = window(now - 400 * day)  # a recording from an old SD card, analysed today: kept
+        s.write_batch([archive], [], [], now=now)
         s.write_aggregate(now - 11 * day, {"a": 1})
         s.write_aggregate(now - 1 * day, {"a": 2})
         rows = s.outbox_pending(10)
@@ -360,8 +363,8 @@ def test_retention_by_age(db: Path, caplog: pytest.LogCaptureFixture) -> None:
             deleted = s.enforce_retention(now)
         assert deleted == {"windows": 1, "detections": 2, "aggregates": 1, "alerts": 1, "outbox_sent": 1}
         assert "retention deleted" in caplog.text
-        assert [w["window_id"] for w in s.windows()] == [new.window_id]
-        assert {d["window_id"] for d in s.detections()} == {new.window_id}
+        assert [w["window_id"] for w in s.windows()] == [archive.window_id, new.window_id]
+        assert {d["window_id"] for d in s.detections()} == {new.window_id, archive.window_id}
         assert [a["snapshot"] for a in s.aggregates()] == [{"a": 2}]
         assert {a["alert_id"] for a in s.alerts()} == {old_pending_alert.alert_id, new_alert.alert_id}
         assert [r.event_id for r in s.outbox_pending(10)] == [old_pending_alert.alert_id]
@@ -538,7 +541,7 @@ def test_writer_survives_transient_failures(writer_parts: Any, monkeypatch: pyte
 
 def test_writer_runs_retention(writer_parts: Any) -> None:
     s, stop, make = writer_parts
-    s.write_batch([window(time.time() - 200 * 86400)], [], [])
+    s.write_batch([window(time.time() - 200 * 86400)], [], [], now=time.time() - 200 * 86400)
     make(retention_interval_s=3600)
     wait_for(lambda: s.windows() == [])
 
