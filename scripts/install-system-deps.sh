@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install the system packages soundmond and its tests need (Debian / Ubuntu / Raspberry Pi OS).
 #
+#   python3-venv       `python3 -m venv` (scripts/setup.sh makes .venv with it)
 #   libportaudio2      PortAudio for `sounddevice` (its Linux wheel does not bundle it)
 #   libsndfile1        libsndfile for `soundfile` (decoding wav/flac/ogg/mp3)
 #   pulseaudio, pulseaudio-utils
@@ -14,7 +15,7 @@
 # Usage: scripts/install-system-deps.sh [--dry-run]
 set -eu
 
-PACKAGES="libportaudio2 libsndfile1 pulseaudio pulseaudio-utils mosquitto mosquitto-clients systemd"
+PACKAGES="python3-venv libportaudio2 libsndfile1 pulseaudio pulseaudio-utils mosquitto mosquitto-clients systemd"
 
 log() { printf 'install-system-deps: %s\n' "$*" >&2; }
 

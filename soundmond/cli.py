@@ -296,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
                 "soundmond listen --host broker.local --topic 'soundmond/+/alerts' --json")
         add_listen_arguments(p)
         p.set_defaults(func=run_listen)
+
+    from soundmond.collect import add_collect_arguments, run_collect
+
+    p = add("collect", "download labelled recordings from Xeno-canto (API v3; key in XC_API_KEY)",
+            "XC_API_KEY=... soundmond collect xeno-canto --species 'Turdus merula,Parus major' --per-species 5 "
+            "--out xc")
+    add_collect_arguments(p)
+    p.set_defaults(func=run_collect)
     return parser
 
 
