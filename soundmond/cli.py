@@ -297,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
         add_listen_arguments(p)
         p.set_defaults(func=run_listen)
 
+    from soundmond.evaluate import add_evaluate_arguments, run_evaluate
+
+    p = add("evaluate", "score BirdNET species and the head's groups against a labels CSV; report + plots + JSON",
+            "soundmond evaluate --labels ../shared/data/corpus/labels.csv --audio-root ../shared/data/corpus "
+            "--out eval-report")
+    add_evaluate_arguments(p)
+    p.set_defaults(func=run_evaluate)
+
     from soundmond.collect import add_collect_arguments, run_collect
 
     p = add("collect", "download labelled recordings from Xeno-canto (API v3; key in XC_API_KEY)",
