@@ -76,8 +76,9 @@ def test_nothing_stored_is_lost_through_broker_and_daemon_kills(
     tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path
 ) -> None:
     broker = Broker(tmp_path / "broker", persistence=True).start()
-    collector = Collector(broker.port, [f"soundmond/{STATION}/alerts", f"soundmond/{STATION}/detections",
-                                        f"soundmond/{STATION}/status"], persistent=True, client_id="verifier")
+    collector = Collector(broker.port, [f"soundmond/{STATION}/{leaf}" for leaf in
+                                        ("alerts", "detections", "status", "soundscape", "heartbeat")],
+                          persistent=True, client_id="verifier")
     cfg = config(tmp_path, broker.port, yamnet_dir, birdnet_dir)
     db = tmp_path / "soundmond.db"
     broker.wait_saved(time.time())
@@ -117,7 +118,7 @@ def test_nothing_stored_is_lost_through_broker_and_daemon_kills(
 
         def received_ids() -> list[str]:
             return [json.loads(m.payload)["event_id"] for m in collector.messages
-                    if not m.topic.endswith("/status")]
+                    if m.topic.endswith(("/alerts", "/detections"))]
 
         assert collector.wait_for(lambda _: stored <= set(received_ids()), 60), (
             f"missing {len(stored - set(received_ids()))} of {len(stored)}")
@@ -126,6 +127,11 @@ def test_nothing_stored_is_lost_through_broker_and_daemon_kills(
         for m in collector.messages:
             if not m.topic.endswith("/status"):
                 validate(json.loads(m.payload))
+        kinds = {m.topic.rsplit("/", 1)[1] for m in collector.messages}
+        assert {"soundscape", "heartbeat"} <= kinds
+        beats = [json.loads(m.payload) for m in collector.messages if m.topic.endswith("/heartbeat")]
+        assert any(b["rtf"] is not None and 0 < b["rtf"] < 1 for b in beats)
+        assert all(b["config_sha256"] and b["models"]["tagger"].startswith("yamnet ") for b in beats)
         pending = query(db, "SELECT count(*) FROM outbox WHERE sent_unix_s IS NULL AND kind IN ('alert','detection')")
         assert pending[0][0] == 0
         statuses = [m.payload.decode() for m in collector.messages if m.topic.endswith("/status")]
