@@ -297,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_listen_arguments(p)
         p.set_defaults(func=run_listen)
 
+    from soundmond.train_head import add_train_head_arguments, run_train_head
+
+    p = add("train-head", "train the natural / industrial / other head on labelled audio (CSV or ESC-50 checkout)",
+            "soundmond train-head --labels ESC-50-master --out heads/esc50.skops --features both")
+    add_train_head_arguments(p)
+    p.set_defaults(func=run_train_head)
+
     from soundmond.evaluate import add_evaluate_arguments, run_evaluate
 
     p = add("evaluate", "score BirdNET species and the head's groups against a labels CSV; report + plots + JSON",

@@ -1,0 +1,157 @@
+"""`soundmond train-head` on real audio with the real YAMNet model: a labels CSV (fixtures + corpus rows) and a small
+ESC-50-layout checkout built from the corpus's ESC-50 clips (its own folds); the shipped ESC-50 mapping."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from soundmond.cli import main
+from soundmond.head import Head
+from soundmond.train_head import DEFAULT_MAPPING, load_mapping
+
+# The 50 ESC-50 classes (meta/esc50.csv `category`), from the data set's documentation.
+ESC50_CLASSES = {
+    "dog", "rooster", "pig", "cow", "frog", "cat", "hen", "insects", "sheep", "crow",
+    "rain", "sea_waves", "crackling_fire", "crickets", "chirping_birds", "water_drops", "wind", "pouring_water",
+    "toilet_flush", "thunderstorm",
+    "crying_baby", "sneezing", "clapping", "breathing", "coughing", "footsteps", "laughing", "brushing_teeth",
+    "snoring", "drinking_sipping",
+    "door_wood_knock", "mouse_click", "keyboard_typing", "door_wood_creaks", "can_opening", "washing_machine",
+    "vacuum_cleaner", "clock_alarm", "clock_tick", "glass_breaking",
+    "helicopter", "chainsaw", "siren", "car_horn", "engine", "train", "church_bells", "airplane", "fireworks",
+    "hand_saw",
+}
+FAST = ["--models", "logreg_C0.1,random_forest", "--no-progress"]
+
+
+def test_default_mapping_covers_esc50_exactly() -> None:
+    mapping = load_mapping(DEFAULT_MAPPING)
+    assert len(ESC50_CLASSES) == 50
+    assert set(mapping) == ESC50_CLASSES
+    assert "jackhammer" not in mapping and "engine_idling" not in mapping
+    industrial = {c for c, g in mapping.items() if g == "industrial"}
+    assert industrial == {"airplane", "car_horn", "chainsaw", "engine", "helicopter", "siren", "train",
+                          "vacuum_cleaner", "washing_machine"}
+    assert {c for c, g in mapping.items() if g == "natural"} == {
+        "chirping_birds", "crickets", "crow", "frog", "insects", "rain", "sea_waves", "thunderstorm", "wind"}
+
+
+def _corpus_rows(shared_corpus: Path) -> list[dict[str, str]]:
+    with open(shared_corpus / "labels.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _check_outputs(out: Path, report_dir: Path, features: str) -> dict[str, object]:
+    head = Head.load(out)  # the strict allow-list loader
+    assert head.meta.features == features and head.meta.tagger_family == "yamnet"
+    assert head.meta.classes == ["industrial", "natural", "other"] and len(head.meta.training_data_sha256) == 64
+    assert 0.0 <= float(head.meta.cv_metrics["natural_vs_industrial_balanced_accuracy"]) <= 1.0
+    report = json.loads((report_dir / "report.json").read_text())
+    with Image.open(report_dir / "confusion.png") as img:
+        img.verify()
+    assert "](confusion.png)" in (report_dir / "report.md").read_text()
+    with open(report_dir / "wrong_windows.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == report["wrong_windows"]
+    assert {k.split("/")[1] for k in report["comparison"]} == {"logreg_C0.1", "random_forest"}
+    cm = report["cv"]["confusion_matrix"]["rows_true_columns_predicted"]
+    assert sum(map(sum, cm)) == report["data"]["windows"]
+    return report
+
+
+@pytest.mark.shared
+def test_train_head_from_labels_csv(tmp_path: Path, shared_corpus: Path, fixture_audio: Path, yamnet_dir: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    rows: list[dict[str, str]] = []
+    with open(fixture_audio / "labels.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            shutil.copy(fixture_audio / r["file"], root / r["file"])
+            rows.append(r)
+    corpus = _corpus_rows(shared_corpus)
+    picks = [next(r for r in corpus if r["category"] == c) for c in ("dog", "clapping", "cat", "chainsaw", "siren")]
+    for r in picks:
+        dest = root / r["file"]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_corpus / r["file"], dest)
+        rows.append(dict(r, group="") if r["category"] == "siren" else r)  # siren: group from the mapping
+    rows.append({"file": "gone.flac", "group": "natural", "category": "rain"})  # a bad row: named, skipped
+    labels = root / "labels.csv"
+    fields = ["file", "group", "category", "original_id", "source_repo", "source_path"]
+    with open(labels, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "heads" / "mine.skops"
+
+    code = main(["train-head", "--labels", str(labels), "--out", str(out), "--tagger", str(yamnet_dir),
+                 "--features", "probs", "--folds", "3", "--cache", str(tmp_path / "cache"), *FAST])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert "gone.flac" in captured.err and "not found" in captured.err
+    summary = json.loads(captured.out)
+    assert summary["chosen"] == {"features": "probabilities", "model": "logreg_C0.1"}
+    report = _check_outputs(out, tmp_path / "heads" / "mine-report", "probabilities")
+    assert report["data"]["clips"] == 13 and "StratifiedGroupKFold(3" in report["cv_scheme"]
+    assert report["cv_per_category"]["siren"]["group"] == "industrial"
+
+
+@pytest.mark.shared
+def test_train_head_from_esc50_checkout(tmp_path: Path, shared_corpus: Path, yamnet_dir: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = [r for r in _corpus_rows(shared_corpus) if r["file"].split("/")[-1].startswith("esc50_")]
+    wanted = {"rain": 4, "crickets": 2, "engine": 3, "siren": 3, "dog": 1, "clapping": 1, "cat": 1, "footsteps": 1}
+    mapping = load_mapping(DEFAULT_MAPPING)
+    target = {c: i for i, c in enumerate(sorted(ESC50_CLASSES))}
+    esc = tmp_path / "ESC-50-master"
+    (esc / "audio").mkdir(parents=True)
+    (esc / "meta").mkdir()
+    meta_rows = []
+    per_group: dict[str, int] = {}
+    for category, n in wanted.items():
+        for r in [r for r in corpus if r["category"] == category][:n]:
+            src = r["original_id"].split(":")[1].split()[0]
+            group = mapping[category]
+            fold = per_group.get(group, 0) % 2 + 1  # alternate folds 1 / 2 within each group
+            per_group[group] = per_group.get(group, 0) + 1
+            name = f"{fold}-{src}-A-{target[category]}.wav"
+            data, rate = sf.read(str(shared_corpus / r["file"]))
+            sf.write(str(esc / "audio" / name), data, rate)
+            meta_rows.append({"filename": name, "fold": fold, "target": target[category], "category": category,
+                              "esc10": "False", "src_file": src, "take": "A"})
+    with open(esc / "meta" / "esc50.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(meta_rows[0]))
+        writer.writeheader()
+        writer.writerows(meta_rows)
+    out = tmp_path / "esc50.skops"
+
+    code = main(["train-head", "--labels", str(esc), "--out", str(out), "--tagger", str(yamnet_dir),
+                 "--features", "both", "--no-cache", *FAST])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = _check_outputs(out, tmp_path / "esc50-report", "probabilities+embedding")
+    assert report["cv_scheme"].startswith("ESC-50's own folds [1, 2]")
+    assert report["data"]["kind"] == "esc50" and report["data"]["clips"] == len(meta_rows)
+    assert report["data"]["windows_per_group"] == {"industrial": 6, "natural": 6, "other": 4}
+
+
+def test_train_head_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train-head", "--labels", str(tmp_path / "none.csv"), "--out", str(tmp_path / "h.skops")]) == 2
+    assert "no such labels file" in capsys.readouterr().err
+    (tmp_path / "ESC").mkdir()
+    assert main(["train-head", "--labels", str(tmp_path / "ESC"), "--out", str(tmp_path / "h.skops")]) == 2
+    assert "meta/esc50.csv not found" in capsys.readouterr().err
+    bad = tmp_path / "map.yaml"
+    bad.write_text("groups:\n  natural: [rain]\n  industrial: [rain]\n")
+    labels = tmp_path / "l.csv"
+    labels.write_text("file,category\nx.wav,rain\n")
+    assert main(["train-head", "--labels", str(labels), "--mapping", str(bad), "--out", str(tmp_path / "h.skops")]) == 2
+    assert "listed under both" in capsys.readouterr().err
+    assert not (tmp_path / "h.skops").exists()
