@@ -82,7 +82,7 @@ def plot_confusion(
     fig, ax = plt.subplots(figsize=(width, height))
     image = ax.imshow(shade, cmap="Blues", aspect="auto", vmin=0)
     small = max(n_rows, n_cols) > 10
-    font = 7 if small else 11
+    font = 8 if small else 11
     rotate = small or max((len(s) for s in col_labels), default=0) * n_cols > 45
     for i in range(n_rows):
         for j in range(n_cols):
@@ -118,12 +118,12 @@ def plot_frequency(
     n = len(names)
     k = max(len(series), 1)
     longest = max((len(s) for s in names), default=5)
-    fig, ax = plt.subplots(figsize=(max(7.0, 4.5 + longest * 0.08), max(3.5, 0.32 * n * k + 1.5)))
+    fig, ax = plt.subplots(figsize=(max(8.0, 5.5 + longest * 0.09), max(3.5, (0.2 + 0.1 * k) * n + 1.6)))
     height = 0.8 / k
     y = np.arange(n)
     for i, (label, values) in enumerate(series.items()):
         ax.barh(y + (i - (k - 1) / 2) * height, list(values), height=height, label=label)
-    ax.set_yticks(y, labels=list(names), fontsize=8 if n > 25 else 10)
+    ax.set_yticks(y, labels=list(names), fontsize=9 if n > 25 else 10)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel, fontsize=11)
     ax.set_ylabel(ylabel, fontsize=11)
