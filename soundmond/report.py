@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,7 +96,7 @@ def plot_confusion(
     ax.set_yticks(range(n_rows), labels=list(row_labels), fontsize=font + 1)
     ax.set_xlabel(xlabel, fontsize=11)
     ax.set_ylabel(ylabel, fontsize=11)
-    ax.set_title(title, fontsize=12)
+    ax.set_title(textwrap.fill(title, width=int(width * 8)), fontsize=12)  # ~8 characters per inch at 12 pt
     bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     bar.set_label("share of the true row" if normalise_rows else unit)
     fig.tight_layout()

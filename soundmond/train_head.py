@@ -403,8 +403,8 @@ def _write_report(report_dir: Path, report: dict[str, Any], wrong: list[dict[str
     with atomic_dir(report_dir) as tmp:
         plot_confusion(cv["confusion_matrix"]["rows_true_columns_predicted"], HEAD_CLASSES, HEAD_CLASSES,
                        tmp / "confusion.png", unit="windows", xlabel="predicted group", ylabel="true group",
-                       title=f"Head CV: {report['chosen']['features']} / {report['chosen']['model']} "
-                             f"(out-of-fold, {cv['windows']} windows)")
+                       title=f"Head CV, out-of-fold ({cv['windows']} windows): "
+                             f"{report['chosen']['features']} / {report['chosen']['model']}")
         write_csv(tmp / "wrong_windows.csv", wrong, ["file", "category", "start_s", "end_s", "true", "predicted",
                                                      "p_industrial", "p_natural", "p_other"])
         write_json(tmp / "report.json", report)

@@ -155,3 +155,22 @@ def test_train_head_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["train-head", "--labels", str(labels), "--mapping", str(bad), "--out", str(tmp_path / "h.skops")]) == 2
     assert "listed under both" in capsys.readouterr().err
     assert not (tmp_path / "h.skops").exists()
+
+
+def test_train_head_ast_tagger_on_fixtures(tmp_path: Path, fixture_audio: Path, ast_tiny_dir: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """An AST tagger (no frame outputs): features through `tag`, the head records the AST family."""
+    root = tmp_path / "data"
+    shutil.copytree(fixture_audio, root)
+    night = "maad_jura_forest_night_20190522_0000.flac"
+    shutil.copy(root / night, root / "night_copy.flac")  # a second 'other' source: grouped CV needs two per group
+    with open(root / "labels.csv", "a", newline="") as fh:
+        csv.writer(fh).writerow(["night_copy.flac", "other", "quiet_background"])
+    out = tmp_path / "ast.skops"
+    code = main(["train-head", "--labels", str(root / "labels.csv"), "--out", str(out), "--tagger", str(ast_tiny_dir),
+                 "--features", "embedding", "--folds", "2", "--models", "logreg_C0.1", "--no-cache", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    head = Head.load(out)
+    assert head.meta.tagger_family == "ast" and head.meta.features == "embedding" and head.meta.feature_dim == 32
+    assert json.loads(captured.out)["clips"] == 9
