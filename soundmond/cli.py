@@ -287,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per device")
     p.set_defaults(func=cmd_devices)
 
+    from soundmond.bench import add_bench_arguments, run_bench
+
+    p = add("bench", "measure models and pipeline on this machine: ms per window, RTF, RSS, load time, throughput",
+            "soundmond bench --quick --config /etc/soundmond/config.yaml")
+    add_bench_arguments(p)
+    p.set_defaults(func=run_bench)
+
     try:
         from soundmond.listen import add_listen_arguments, run_listen
     except ImportError:

@@ -1,0 +1,178 @@
+"""`soundmond bench`: the short CI version runs and writes a complete report. No timing is ever asserted here (the
+machine is shared); only that every figure the report promises is present."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from soundmond import bench
+from soundmond.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "soundmond.cli", "bench", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_agreement_figures() -> None:
+    ref = np.array([[0.9, 0.1, 0.2, 0.0, 0.3, 0.05], [0.1, 0.8, 0.3, 0.2, 0.0, 0.4]])
+    same = bench.agreement(ref, ref, probabilities=True)
+    assert same == {"items": 2, "top1": 1.0, "top5": 1.0, "max_prob_diff": 0.0, "max_output_diff": 0.0}
+    swapped = ref.copy()
+    swapped[1, [1, 5]] = swapped[1, [5, 1]]  # top-1 changes in one row, the top-5 set does not
+    moved = bench.agreement(ref, swapped, probabilities=True)
+    assert moved["top1"] == 0.5 and moved["top5"] == 1.0 and moved["max_prob_diff"] == pytest.approx(0.4)
+
+
+def test_soak_growth_is_measured_after_warmup() -> None:
+    t = list(range(100))
+    flat = bench.growth([100.0] * 20 + [200.0] * 80, t, warmup_s=20)  # the rise during warm-up does not count
+    assert flat["growth"] == 0.0
+    leak = bench.growth([100.0 + i for i in range(100)], t, warmup_s=0)
+    assert leak["growth"] is not None and leak["growth"] > 0.5
+
+
+class _FakeAnalyzer:
+    windows_skipped_quiet = 0
+
+    def __init__(self, clock: list[float], seconds: float) -> None:
+        self.clock, self.seconds = clock, seconds
+
+    def analyze(self, window: Any) -> Any:
+        self.clock[0] += self.seconds  # the window "takes" this long on the fake clock
+        result = type("R", (), {"status": "ok", "error": None})()
+        return type("A", (), {"result": result})()
+
+
+@pytest.mark.parametrize(("seconds", "warns"), [(4.5, True), (0.2, False)])
+def test_startup_check_warns_when_models_cannot_keep_up(
+    seconds: float, warns: bool, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    cfg = load_config(None).config  # defaults: 5-s windows every 5 s, YAMNet, 1 thread
+    clock = [0.0]
+    session = type("S", (), {"analyzer": _FakeAnalyzer(clock, seconds)})()
+    with caplog.at_level(logging.INFO, logger="soundmond.bench"):
+        load = bench.startup_rtf_check(session, cfg, clock=lambda: clock[0])
+    assert load == pytest.approx(seconds / 5.0)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert bool(warnings) == warns
+    if warns:
+        assert "may not keep up" in warnings[0].getMessage() and "soundmond bench --quick" in warnings[0].getMessage()
+
+
+def _quick_config(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path) -> Path:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{path: {birdnet_dir}}}\n"
+        f"store: {{path: {tmp_path / 'soundmond.db'}}}\n"
+    )
+    return cfg
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_a_complete_report(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path,
+                                              fixture_audio: Path) -> None:
+    out = tmp_path / "out"
+    proc = run_bench("--quick", "--config", str(_quick_config(tmp_path, yamnet_dir, birdnet_dir)), "--corpus",
+                     str(fixture_audio), "--windows", "2", "--repeats", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "bench-quick.json").read_text())
+    assert report["mode"] == "quick"
+    assert {"cpu", "cores", "loadavg_start", "loadavg_end", "versions", "date_utc"} <= set(report["machine"])
+    models = report["models"]
+    assert {(r["model"], r["threads"]) for r in models} >= {("tagger", 1), ("birds", 1)}
+    for r in models:
+        assert r["ms"]["n"] == 2 and r["load_s"] is not None and r["rtf"] > 0
+    assert report["pipeline"] and all(r["rtf"] > 0 and r["windows"] > 0 for r in report["pipeline"])
+    (daemon,) = report["daemon"]
+    assert daemon["returncode"] == 0, daemon.get("log_tail")
+    assert daemon["peak_rss_mb"] > 0 and daemon["start_to_running_s"] > 0 and daemon["windows"] > 0
+    assert daemon["wall_rtf"] > 0
+    verdict = report["verdict"]
+    assert verdict["text"] and isinstance(verdict["keeps_up"], bool) and isinstance(verdict["suggestions"], list)
+    md = (out / "bench-quick.md").read_text()
+    assert "**Verdict:" in md and "## Whole pipeline" in md and "peak RSS MB" in md
+
+
+@pytest.mark.slow
+@pytest.mark.export
+def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path, yamnet_dir: Path,
+                                                                 birdnet_dir: Path, fixture_audio: Path) -> None:
+    missing = [m for m in ("torch", "transformers", "ai_edge_litert") if find_spec(m) is None]
+    if missing:
+        pytest.skip(f"the full benchmark needs the export extra ({', '.join(missing)} missing)")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "yamnet").symlink_to(yamnet_dir)
+    (models / "birdnet").symlink_to(birdnet_dir)
+    out = tmp_path / "out"
+    proc = run_bench("--ast-size", "tiny", "--short", "--models", str(models), "--corpus", str(fixture_audio),
+                     "--windows", "1", "--agree-windows", "2", "--repeats", "1", "--pipeline-files", "1",
+                     "--throughput-files", "2", "--out", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+
+    ast_keys = {r["key"] for r in report["ast"]["rows"]}
+    assert ast_keys == {"notebook", "fp32-1024", "int8-1024", "fp32-512", "int8-512"}
+    for r in report["ast"]["rows"]:
+        assert r["ms"]["n"] >= 1 and r["load_s"] is not None
+        if r["key"] != "notebook":
+            assert r["speedup_vs_baseline"] > 0
+            assert set(r["agreement_vs_fp32_original"]) == {"items", "top1", "top5", "max_prob_diff",
+                                                            "max_output_diff"}
+    assert "RANDOM weights" in report["ast"]["model"]
+    for family in ("birdnet", "yamnet"):
+        rows = {r["key"]: r for r in report[family]["rows"]}
+        assert set(rows) == {"tflite", "onnx"}, family
+        assert rows["onnx"]["agreement_vs_fp32_original"]["items"] > 0
+    assert report["birdnet"]["onnx_over_tflite"] > 0
+    assert len(report["birdnet"]["batching_lever"]) == 2
+
+    configs = {r["config"] for r in report["pipeline"]}
+    for base in ("AST int8-512 + BirdNET + head", "AST fp32-1024 + BirdNET + head", "YAMNet + BirdNET + head"):
+        assert {f"{base}, 1 thread", f"{base}, 2 threads"} <= configs
+    assert any(r["gate_dbfs"] is not None for r in report["pipeline"])
+    daemons = {d["config"]: d for d in report["daemon"]}
+    assert set(daemons) == {"AST int8-512 + BirdNET + head, 2 threads", "YAMNet + BirdNET + head, 2 threads"}
+    for d in daemons.values():
+        assert d["returncode"] == 0 and d["peak_rss_mb"] > 0 and d["start_to_running_s"] > 0 and d["windows"] > 0
+    assert {(t["workers"], t["threads_per_session"]) for t in report["throughput"]} >= {(1, 2)}
+    assert all(t["audio_hours_per_hour"] > 0 for t in report["throughput"])
+    levers = {lv["lever"].split(" (")[0] for lv in report["levers"]}
+    assert levers >= {"threads per session", "512-frame export", "int8", "RMS gate at -35.0 dBFS",
+                      "shared decode/resample between models", "BirdNET chunks of a window in one call"}
+    targets = {t["target"] for t in report["target_checks"]}
+    assert len(targets) == 7 and all(t["value"] is not None for t in report["target_checks"])
+    md = (out / "bench.md").read_text()
+    for heading in ("### AST tagger", "### BirdNET V2.4", "### YAMNet", "## Whole pipeline", "## Daemon process",
+                    "## Batch throughput", "## Levers", "## Targets"):
+        assert heading in md
+
+
+@pytest.mark.slow
+def test_soak_samples_rss_and_fds(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "yamnet").symlink_to(yamnet_dir)
+    (models / "birdnet").symlink_to(birdnet_dir)
+    out = tmp_path / "out"
+    proc = run_bench("--soak", "--soak-seconds", "80", "--models", str(models), "--corpus", str(fixture_audio),
+                     "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "soak.json").read_text())
+    assert report["loops"] == 2 and report["daemon"]["returncode"] == 0
+    assert report["daemon"]["audio_s"] >= 80
+    assert report["rss_mb"]["samples"] >= 2 and report["open_fds"]["samples"] >= 2
+    assert isinstance(report["flat"], bool)
+    assert "open fds" in (out / "soak.md").read_text()
