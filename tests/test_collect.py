@@ -271,3 +271,12 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
         main(["collect", "--help"])
     out = capsys.readouterr().out
     assert "example:" in out and "XC_API_KEY" in out
+
+
+def test_species_from_model(birdnet_dir: Path) -> None:
+    from soundmond.collect import model_species
+
+    species = model_species(birdnet_dir)
+    assert len(species) > 6000 and "Turdus merula" in species
+    assert "Engine" not in species and "Human vocal" not in species
+    assert all(len(s.split()) == 2 for s in species)
