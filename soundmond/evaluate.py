@@ -502,7 +502,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             tagger = head = None
             if want_groups:
                 sidecar = verify_folder(args.tagger)
-                tagger = load_tagger(args.tagger, TaggerConfig(family=sidecar.family, path=args.tagger,  # type: ignore[arg-type]
+                if sidecar.family not in ("yamnet", "ast"):
+                    raise ModelFolderError(args.tagger, f"is a {sidecar.family} folder, not a tagger",
+                                           "pass a YAMNet or AST folder")
+                tagger = load_tagger(args.tagger, TaggerConfig(family=sidecar.family, path=args.tagger,
                                                                threads=args.threads))
                 head = load_head(args.head, sidecar.family, len(tagger.labels))
                 needs_birds_for_head = head.needs_birds

@@ -486,7 +486,10 @@ def run_train_head(args: argparse.Namespace) -> int:
         if not labelled.clips:
             raise TrainError(f"{args.labels}: no usable clip")
         sidecar = verify_folder(args.tagger)
-        tagger = load_tagger(args.tagger, TaggerConfig(family=sidecar.family, path=args.tagger,  # type: ignore[arg-type]
+        if sidecar.family not in ("yamnet", "ast"):
+            raise ModelFolderError(args.tagger, f"is a {sidecar.family} folder, not a tagger",
+                                       "pass a YAMNet or AST folder")
+        tagger = load_tagger(args.tagger, TaggerConfig(family=sidecar.family, path=args.tagger,
                                                        threads=args.threads, pooling="mean"))
         birds = None
         if args.birdnet is not None:
