@@ -12,7 +12,9 @@ Pipeline (`train_head`):
    (file sha256, model sha256, windowing) as .npz, so re-runs take seconds.
 3. `cross_validate`: grouped, stratified 5-fold CV (`StratifiedGroupKFold`, fixed seed) of every candidate
    (feature set x model) -> the comparison table. Feature sets the daemon cannot supply (max-pooled YAMNet
-   embeddings, max-pooled probabilities under the default mean pooling) are compared but never shipped.
+   embeddings, max-pooled probabilities under the default mean pooling) are compared but never shipped. With
+   `tagger_only` (the head for stations with `models.birds.enabled: false`) only `TAGGER_FEATURE_SETS` are compared
+   and BirdNET is never loaded.
 4. Selection and its honest figure: the shipped candidate is the best *shippable* one (a StandardScaler +
    LogisticRegression on a feature set the daemon supplies) by grouped CV on all windows. Because that choice is made
    on the same CV it reports, the script also runs `nested_cross_validate`: in every outer fold the same selection is
@@ -99,6 +101,9 @@ FEATURE_SETS: tuple[str, ...] = (
     "embedding+birdnet_embedding",
     "probabilities+embedding+birdnet_embedding",
 )
+# The feature sets a tagger alone supplies (no BirdNET block): the candidates of the tagger-only head
+# (`soundmond/heads/<family>-tagger.skops`, used when `models.birds.enabled` is false).
+TAGGER_FEATURE_SETS: tuple[str, ...] = tuple(k for k in FEATURE_SETS if "birdnet_embedding" not in k.split("+"))
 SHIPPABLE_MODEL_PREFIX = "logreg"  # the head loader's allow-list holds StandardScaler + LogisticRegression only
 
 
@@ -567,8 +572,13 @@ def train_head(
     models: Sequence[str] | None = None,
     feature_sets: Sequence[str] = FEATURE_SETS,
     nested: bool = True,
+    tagger_only: bool = False,
 ) -> dict[str, Any]:
-    """Train, cross-validate, pick and write the YAMNet head; returns the report (also written beside it as .json)."""
+    """Train, cross-validate, pick and write the YAMNet head; returns the report (also written beside it as .json).
+
+    `tagger_only`: compare and choose among feature sets the tagger alone supplies (`TAGGER_FEATURE_SETS`) and never
+    load BirdNET (`birdnet_dir` is ignored): the head for stations with `models.birds.enabled: false`.
+    """
     import sklearn
 
     from soundmond.config import BirdConfig, TaggerConfig
@@ -577,11 +587,16 @@ def train_head(
     config = TaggerConfig(family="yamnet", path=model_dir, threads=2, pooling="mean")
     tagger = YamnetTagger(model_dir, config)
     birds = None
-    if birdnet_dir is not None:
+    if tagger_only:
+        feature_sets = [k for k in feature_sets if "birdnet_embedding" not in k.split("+")]
+        logger.info("tagger-only head: comparing %s; BirdNET is not loaded", ", ".join(feature_sets))
+    elif birdnet_dir is not None:
         birds = BirdnetModel(birdnet_dir, BirdConfig(path=birdnet_dir, threads=2))
     else:
         feature_sets = [k for k in feature_sets if "birdnet_embedding" not in k.split("+")]
         logger.warning("no BirdNET folder given: feature sets with BirdNET's embedding are not compared")
+    if not feature_sets:
+        raise ValueError("no feature set left to compare")
     data = build_dataset(clips, tagger, birds, cache_dir, progress=progress)
     n_sources, n_sessions = len(set(data.groups)), len(set(data.sessions))
     logger.info("%d clips -> %d windows, %d source recordings, %d sessions", len(clips), data.y.size, n_sources,
@@ -663,6 +678,8 @@ def train_head(
     report: dict[str, Any] = {
         "head": str(out.name),
         "chosen": {"features": kind, "model": name, "needs_birdnet": "birdnet_embedding" in kind.split("+")},
+        "tagger_only": birds is None,
+        "feature_sets_compared": list(feature_sets),
         "selection_rule": (
             "among shippable candidates (StandardScaler + LogisticRegression on features the daemon supplies), max "
             "natural-vs-industrial balanced accuracy, then 3-class balanced accuracy, then lower log loss, then the "
@@ -735,6 +752,7 @@ def target_met(report: dict[str, Any]) -> bool:
 __all__ = [
     "BLOCKS",
     "FEATURE_SETS",
+    "TAGGER_FEATURE_SETS",
     "TARGET",
     "Clip",
     "CorpusError",
