@@ -3,7 +3,10 @@
 File format: a skops file (`skops.io.dump`, a zip of JSON + .npy; never pickle / joblib, whose loading runs arbitrary
 code) holding a dict `{"model": <fitted sklearn estimator>, "meta": {...}}` (see `HeadMeta`). The shipped heads live
 in `soundmond/heads/<tagger family>.skops`, each with a `.json` beside it (metrics and the command that trained it,
-for people; the daemon does not read it).
+for people; the daemon does not read it). A family whose shipped head needs BirdNET's embedding also ships a
+tagger-only head, `soundmond/heads/<tagger family>-tagger.skops`; `load_head` picks it when `models.head.path` is
+empty and `models.birds.enabled` is false, and refuses (`HeadError`) a configured head that needs BirdNET when birds
+are disabled.
 
 Loading is two-fold strict:
 1. Every object type recorded in the file's `schema.json` must be in `ALLOWED_TYPES`, the exact set of types the
@@ -69,12 +72,16 @@ ALLOWED_TYPES: frozenset[str] = frozenset(
 
 
 class HeadError(Exception):
-    """A head file that cannot be used: damaged, untrusted content, or made for another tagger."""
+    """A head file that cannot be used: damaged, untrusted content, made for another tagger, or needing BirdNET's
+    output with `models.birds.enabled` false. `config_keys`: the configuration keys the problem is about."""
 
-    def __init__(self, path: Path | str, problem: str, hint: str = "") -> None:
+    def __init__(
+        self, path: Path | str, problem: str, hint: str = "", config_keys: tuple[str, ...] = ("models.head.path",)
+    ) -> None:
         self.path = Path(path)
         self.problem = problem
         self.hint = hint
+        self.config_keys = config_keys
         msg = f"{path}: {problem}"
         if hint:
             msg += f" - {hint}"
@@ -156,9 +163,17 @@ def head_features(
     return np.concatenate(vectors).astype(np.float32)
 
 
+TAGGER_ONLY_SUFFIX = "-tagger"
+
+
 def default_head_path(tagger_family: str) -> Path:
     """The head shipped for a tagger family: `soundmond/heads/<family>.skops`."""
     return HEADS_DIR / f"{tagger_family}.skops"
+
+
+def tagger_only_head_path(tagger_family: str) -> Path:
+    """The tagger-only head shipped for a family (no BirdNET features): `soundmond/heads/<family>-tagger.skops`."""
+    return HEADS_DIR / f"{tagger_family}{TAGGER_ONLY_SUFFIX}.skops"
 
 
 def schema_types(schema: object) -> set[str]:
@@ -325,16 +340,65 @@ def utc_now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def load_head(path: Path | None, tagger_family: str, tagger_label_count: int | None = None) -> Head:
-    """The configured head (`models.head.path`), or the one shipped for the tagger family when it is None."""
-    chosen = path if path is not None else default_head_path(tagger_family)
-    if path is None and not chosen.is_file():
+def load_head(
+    path: Path | None, tagger_family: str, tagger_label_count: int | None = None, birds_enabled: bool = True
+) -> Head:
+    """The configured head (`models.head.path`), or the one shipped for the tagger family when it is None.
+
+    With `birds_enabled` false (`models.birds.enabled: false`) and no configured head, the shipped tagger-only head
+    (`tagger_only_head_path`) is used when the family has one (the reason is logged); a head that needs BirdNET's
+    embedding - configured, or the only one shipped - is refused with a `HeadError` naming `models.head.path` and
+    `models.birds.enabled`.
+    """
+    default = default_head_path(tagger_family)
+    if path is not None:
+        chosen = path
+    elif not birds_enabled and tagger_only_head_path(tagger_family).is_file():
+        chosen = tagger_only_head_path(tagger_family)
+        logger.info(
+            "models.birds.enabled is false and models.head.path is empty: using the shipped tagger-only head %s "
+            "(the default %s needs BirdNET's embedding)",
+            chosen,
+            default.name,
+        )
+    else:
+        chosen = default
+        if not chosen.is_file():
+            raise HeadError(
+                chosen,
+                f"no head is shipped for the '{tagger_family}' tagger",
+                "set models.head.path to a head trained on this tagger's outputs (see scripts/train_default_head.py)",
+            )
+    head = Head.load(chosen, tagger_family=tagger_family, tagger_label_count=tagger_label_count)
+    if head.needs_birds and not birds_enabled:
+        fallback = tagger_only_head_path(tagger_family)
+        if path is not None:
+            alternative = (
+                f"leave models.head.path empty to use the shipped tagger-only head ({fallback.name})"
+                if fallback.is_file()
+                else "set models.head.path to a head trained on tagger features only "
+                "(scripts/train_default_head.py --tagger-only)"
+            )
+            problem = (
+                f"models.head.path names a head that needs BirdNET's embedding (features '{head.meta.features}'), "
+                "but models.birds.enabled is false"
+            )
+        else:
+            alternative = (
+                "set models.head.path to a head trained on tagger features only "
+                "(scripts/train_default_head.py --tagger-only)"
+            )
+            problem = (
+                f"the head shipped for the '{tagger_family}' tagger needs BirdNET's embedding (features "
+                f"'{head.meta.features}') and no tagger-only head is shipped for it, but models.birds.enabled is false"
+            )
         raise HeadError(
             chosen,
-            f"no head is shipped for the '{tagger_family}' tagger",
-            "set models.head.path to a head trained on this tagger's outputs (see scripts/train_default_head.py)",
+            problem,
+            f"set models.birds.enabled: true, or {alternative}",
+            config_keys=("models.head.path", "models.birds.enabled"),
         )
-    return Head.load(chosen, tagger_family=tagger_family, tagger_label_count=tagger_label_count)
+    return head
 
 
 __all__ = [
@@ -353,4 +417,5 @@ __all__ = [
     "needs_birds",
     "save_head",
     "schema_types",
+    "tagger_only_head_path",
 ]

@@ -74,8 +74,12 @@ def load_models(loaded: LoadedConfig) -> tuple[Tagger, BirdModel | None, GroupHe
         versions["birds"] = _version(birds)
     head_path = loaded.resolve(cfg.models.head.path) if cfg.models.head.path else None
     try:
-        head = load_head(head_path, tagger.family, len(tagger.labels))
+        head = load_head(head_path, tagger.family, len(tagger.labels), birds_enabled=cfg.models.birds.enabled)
     except HeadError as exc:
+        raise ModelLoadError(f"{' / '.join(exc.config_keys)}: {exc}") from exc
+    try:  # the analyzer's own refusals (head for another tagger, bird features without birds) fail here, not later
+        Analyzer(tagger, birds, head)
+    except ValueError as exc:
         raise ModelLoadError(f"models.head.path: {exc}") from exc
     versions["head"] = {"path": str(head.path), "tagger_family": head.tagger_family}
     return tagger, birds, head, versions

@@ -123,3 +123,27 @@ def test_bad_config_exits_2(tmp_path: Path, fixture_audio: Path) -> None:
     proc = analyze(str(fixture_audio), "--config", str(cfg))
     assert proc.returncode == 2
     assert "windows.length_s" in proc.stderr and "(line 2)" in proc.stderr
+
+
+def test_birds_disabled_uses_the_tagger_only_head(tmp_path: Path, yamnet_dir: Path, fixture_audio: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{enabled: false}}\n")
+    proc = analyze(str(fixture_audio / "whisp_field_horn.flac"), "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert "yamnet-tagger.skops" in proc.stderr  # the log says which head and why
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["group"] for r in records] == ["industrial"]
+    assert records[0]["status"] == "ok" and records[0]["species"] == []
+
+
+def test_bird_head_with_birds_disabled_exits_3(tmp_path: Path, yamnet_dir: Path, fixture_audio: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    head = REPO / "soundmond" / "heads" / "yamnet.skops"  # needs BirdNET's embedding
+    cfg.write_text(
+        f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{enabled: false}}\n"
+        f"  head: {{path: {head}}}\n"
+    )
+    proc = analyze(str(fixture_audio / "whisp_field_horn.flac"), "--config", str(cfg))
+    assert proc.returncode == 3
+    assert "models.head.path" in proc.stderr and "models.birds.enabled" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""

@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from soundmond.analyzer import Analyzer
 from soundmond.audio import load_audio
-from soundmond.config import BirdConfig, TaggerConfig
+from soundmond.config import BirdConfig, LoadedConfig, TaggerConfig, load_config
 from soundmond.data import AudioWindow, BirdOutput, GroupPrediction, TaggerOutput
 from soundmond.head import (
     ALLOWED_TYPES,
@@ -33,12 +33,15 @@ from soundmond.head import (
     load_head,
     save_head,
     schema_types,
+    tagger_only_head_path,
 )
 from soundmond.models import AstTagger, BirdnetModel, YamnetTagger
 from soundmond.protocols import GroupHead
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "audio"
 SHIPPED = default_head_path("yamnet")
+SHIPPED_TAGGER = tagger_only_head_path("yamnet")  # for stations with models.birds.enabled: false
+SHIPPED_HEADS = [SHIPPED, SHIPPED_TAGGER]
 TARGET = 0.95
 
 
@@ -88,16 +91,19 @@ def birdnet(birdnet_dir: Path) -> BirdnetModel:
 # --- the shipped head ------------------------------------------------------------------------------------------------
 
 
-def test_shipped_head_holds_exactly_the_allowed_types() -> None:
-    with zipfile.ZipFile(SHIPPED) as archive:
+@pytest.mark.parametrize("shipped", SHIPPED_HEADS, ids=lambda p: p.name)
+def test_shipped_head_holds_exactly_the_allowed_types(shipped: Path) -> None:
+    with zipfile.ZipFile(shipped) as archive:
         types = schema_types(json.loads(archive.read("schema.json")))
-    assert types == ALLOWED_TYPES  # the allow-list is minimal: nothing in it the shipped head does not use
-    assert sio.get_untrusted_types(file=SHIPPED) == TRUSTED_TYPES == []
+    assert types == ALLOWED_TYPES  # the allow-list is minimal: nothing in it the shipped heads do not use
+    assert sio.get_untrusted_types(file=shipped) == TRUSTED_TYPES == []
 
 
-def test_shipped_head_metrics_file_matches_the_head() -> None:
-    report = json.loads(SHIPPED.with_suffix(".json").read_text())
-    head = Head.load(SHIPPED)
+@pytest.mark.parametrize("shipped", SHIPPED_HEADS, ids=lambda p: p.name)
+def test_shipped_head_metrics_file_matches_the_head(shipped: Path) -> None:
+    report = json.loads(shipped.with_suffix(".json").read_text())
+    head = Head.load(shipped)
+    assert report["head"] == shipped.name
     cv = head.meta.cv_metrics
     assert report["cv"]["natural_vs_industrial"]["balanced_accuracy"] == pytest.approx(
         cv["natural_vs_industrial_balanced_accuracy"]
@@ -125,6 +131,27 @@ def test_shipped_head_meets_the_target() -> None:
     assert report["nested_cv"]["natural_vs_industrial"]["balanced_accuracy"] >= TARGET
 
 
+def test_shipped_tagger_only_head_is_tagger_only_and_meets_the_target() -> None:
+    report = json.loads(SHIPPED_TAGGER.with_suffix(".json").read_text())
+    head = Head.load(SHIPPED_TAGGER, tagger_family="yamnet", tagger_label_count=521)
+    assert not head.needs_birds and head.meta.features == "probabilities+embedding"
+    assert report["tagger_only"] is True and report["birdnet"] is None
+    assert report["chosen"] == {"features": "probabilities+embedding", "model": "logreg_C0.01", "needs_birdnet": False}
+    assert all("birdnet" not in k for k in report["comparison"]) and report["feature_sets_compared"]
+    assert "--tagger-only" in report["command"] and "yamnet-tagger.skops" in report["command"]
+    assert report["cv_scheme"] == json.loads(SHIPPED.with_suffix(".json").read_text())["cv_scheme"]
+    assert report["data"] == json.loads(SHIPPED.with_suffix(".json").read_text())["data"]  # same windows, groups
+    assert report["cv_target"]["natural_vs_industrial_balanced_accuracy"] == TARGET
+    assert report["cv"]["natural_vs_industrial"]["balanced_accuracy"] >= TARGET  # grouped 5-fold CV
+    # The nested CV of the tagger-only selection is reported too. It is 0.940, below the target: without BirdNET the
+    # selection is less stable (embedding-only heads won 3 of the 5 outer folds' inner CVs). The floor below guards
+    # against a regression of that honest figure; the target itself is asserted on the chosen head's CV only.
+    assert report["nested_cv"]["natural_vs_industrial"]["balanced_accuracy"] >= 0.93
+    assert report["nested_cv"]["windows"] == report["cv"]["windows"]
+    assert len(report["nested_cv"]["chosen_per_outer_fold"]) == 5
+    assert all("birdnet" not in c for c in report["nested_cv"]["chosen_per_outer_fold"])
+
+
 @pytest.mark.parametrize(
     ("name", "group"),
     [
@@ -149,6 +176,25 @@ def test_shipped_head_on_real_fixture_audio(
     assert prediction.probabilities[group] == max(prediction.probabilities.values())
 
 
+@pytest.mark.parametrize(
+    ("name", "group"),
+    [
+        ("whisp_field_horn.flac", "industrial"),
+        ("whisp_field_engine.flac", "industrial"),
+        ("maad_spinetail_Cranioleuca_erythrops.flac", "natural"),
+        ("oss_birds_10s.flac", "natural"),
+        ("maad_jura_forest_20190522_0600.flac", "natural"),
+    ],
+)
+def test_tagger_only_head_on_real_fixture_audio(yamnet: YamnetTagger, name: str, group: str) -> None:
+    # birds disabled: no bird output at all (these fixture files are also in the training corpus)
+    head = load_head(None, "yamnet", len(yamnet.labels), birds_enabled=False)
+    assert head.path == SHIPPED_TAGGER and not head.needs_birds
+    prediction = head.predict(yamnet.tag(five_s(name)))
+    assert prediction.group == group
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
+
+
 def test_shipped_head_refuses_a_window_without_bird_output(yamnet: YamnetTagger) -> None:
     head = load_head(None, "yamnet", len(yamnet.labels))
     if not head.needs_birds:
@@ -159,6 +205,114 @@ def test_shipped_head_refuses_a_window_without_bird_output(yamnet: YamnetTagger)
 
 def test_fixture_labels_cover_the_groups() -> None:
     assert {r["group"] for r in fixture_rows()} == set(HEAD_CLASSES)
+
+
+# --- choosing the head: birds enabled or not ------------------------------------------------------------------------
+
+
+def test_default_head_path_is_unchanged() -> None:
+    assert default_head_path("yamnet") == SHIPPED == SHIPPED.parent / "yamnet.skops"
+    assert tagger_only_head_path("yamnet") == SHIPPED.parent / "yamnet-tagger.skops"
+
+
+def test_load_head_picks_the_tagger_only_head_when_birds_are_disabled(caplog: pytest.LogCaptureFixture) -> None:
+    assert load_head(None, "yamnet", 521).path == SHIPPED  # birds enabled (the default): the main head
+    with caplog.at_level("INFO", logger="soundmond.head"):
+        head = load_head(None, "yamnet", 521, birds_enabled=False)
+    assert head.path == SHIPPED_TAGGER and not head.needs_birds
+    reason = next(r.getMessage() for r in caplog.records if "tagger-only" in r.getMessage())
+    assert "models.birds.enabled is false" in reason and str(SHIPPED_TAGGER) in reason
+    assert "yamnet.skops" in reason  # the head it did not use, and why
+
+
+def test_configured_tagger_only_head_works_either_way() -> None:
+    assert load_head(SHIPPED_TAGGER, "yamnet", 521, birds_enabled=False).path == SHIPPED_TAGGER
+    assert load_head(SHIPPED_TAGGER, "yamnet", 521, birds_enabled=True).path == SHIPPED_TAGGER
+
+
+def test_configured_bird_head_with_birds_disabled_is_refused() -> None:
+    with pytest.raises(HeadError) as err:
+        load_head(SHIPPED, "yamnet", 521, birds_enabled=False)
+    message = str(err.value)
+    assert str(SHIPPED) in message
+    assert "models.head.path" in message and "models.birds.enabled is false" in message
+    assert "set models.birds.enabled: true" in err.value.hint
+    assert "leave models.head.path empty" in err.value.hint and SHIPPED_TAGGER.name in err.value.hint
+    assert err.value.config_keys == ("models.head.path", "models.birds.enabled")
+
+
+def test_bird_head_without_a_tagger_only_head_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import soundmond.head
+
+    shutil.copy(SHIPPED, tmp_path / "yamnet.skops")  # a family shipping only a head that needs BirdNET
+    monkeypatch.setattr(soundmond.head, "HEADS_DIR", tmp_path)
+    assert load_head(None, "yamnet", 521).needs_birds
+    with pytest.raises(HeadError, match="no tagger-only head is shipped for it") as e:
+        load_head(None, "yamnet", 521, birds_enabled=False)
+    assert "but models.birds.enabled is false" in str(e.value)
+    assert "--tagger-only" in e.value.hint and "models.head.path" in e.value.hint
+    assert e.value.config_keys == ("models.head.path", "models.birds.enabled")
+
+
+def _loaded(tmp_path: Path, yaml_text: str) -> LoadedConfig:
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml_text)
+    return load_config(path)
+
+
+def test_load_models_with_birds_disabled_uses_the_tagger_only_head(tmp_path: Path, yamnet_dir: Path) -> None:
+    from soundmond.runtime import build_session, load_models
+
+    loaded = _loaded(
+        tmp_path, f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{enabled: false}}\n"
+    )
+    tagger, birds, head, versions = load_models(loaded)
+    assert birds is None and not head.needs_birds
+    assert "yamnet-tagger.skops" in str(versions["head"]) and "birds" not in versions
+    session = build_session(loaded, models=(tagger, birds, head, versions))
+    samples = five_s("whisp_field_horn.flac")
+    window = AudioWindow("w", "test", 0.0, 0.0, 16000, samples)
+    analysis, _ = session.process(window, now=0.0)
+    assert analysis.result.status == "ok" and analysis.result.group is not None
+    assert analysis.result.group.group == "industrial" and analysis.bird_output is None
+
+
+def test_load_models_turns_a_bird_head_without_birds_into_a_model_load_error(
+    tmp_path: Path, yamnet_dir: Path
+) -> None:
+    from soundmond.runtime import ModelLoadError, load_models
+
+    loaded = _loaded(
+        tmp_path,
+        f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{enabled: false}}\n"
+        f"  head: {{path: {SHIPPED}}}\n",
+    )
+    with pytest.raises(ModelLoadError) as err:
+        load_models(loaded)
+    message = str(err.value)
+    assert message.startswith("models.head.path / models.birds.enabled: ")
+    assert "needs BirdNET's embedding" in message and "set models.birds.enabled: true" in message
+
+
+def test_load_models_turns_an_analyzer_refusal_into_a_model_load_error(
+    tmp_path: Path, yamnet_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import soundmond.runtime
+    from soundmond.runtime import ModelLoadError, load_models
+
+    class Refusing:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise ValueError("the head was trained on 'ast' outputs, the tagger is 'yamnet'")
+
+    monkeypatch.setattr(soundmond.runtime, "Analyzer", Refusing)
+    loaded = _loaded(
+        tmp_path, f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{enabled: false}}\n"
+    )
+    with pytest.raises(ModelLoadError, match=r"^models.head.path: the head was trained on 'ast'"):
+        load_models(loaded)
 
 
 # --- refusals --------------------------------------------------------------------------------------------------------
