@@ -167,63 +167,6 @@ def read_esc50(root: Path, audio_root: Path | None, mapping: dict[str, str]) -> 
     return Labelled(clips, folds, problems, [meta], "esc50")
 
 
-def _tag_features(tagger: Any, path: Path, cache_dir: Path | None) -> dict[str, npt.NDArray[np.float32]]:
-    """Per-window tagger probabilities and embedding via `tagger.tag` (taggers without `frame_outputs`, e.g. AST)."""
-    from soundmond.audio import load_audio, resample
-    from soundmond.sidecar import sha256_file
-    from soundmond.training import _cached, cut_windows
-
-    def compute() -> dict[str, npt.NDArray[np.float32]]:
-        samples, rate = load_audio(path)
-        outs = [tagger.tag(resample(w, rate, tagger.sample_rate_hz)) for w in cut_windows(samples, rate)]
-        return {"probabilities": np.stack([o.probabilities for o in outs]).astype(np.float32),
-                "embedding": np.stack([o.embedding for o in outs]).astype(np.float32)}
-
-    return _cached(cache_dir, f"tag|{sha256_file(path)}|{tagger.model_sha256}", compute)
-
-
-def build_dataset(clips: Sequence[Any], tagger: Any, birds: Any, cache_dir: Path | None, progress: bool) -> Any:
-    """`training.build_dataset` for YAMNet (its cached frame features); the same per-window blocks via `tag` for AST."""
-    from soundmond.models import YamnetTagger
-    from soundmond.training import Dataset
-    from soundmond.training import build_dataset as yamnet_dataset
-
-    if isinstance(tagger, YamnetTagger):
-        return yamnet_dataset(clips, tagger, birds, cache_dir, progress=progress)
-    from tqdm import tqdm
-
-    blocks: dict[str, list[npt.NDArray[np.float32]]] = {}
-    ys, groups, index = [], [], []
-    for i, clip in enumerate(tqdm(clips, desc="tagger features", unit="clip", file=sys.stderr,
-                                  disable=not progress)):
-        feats = _tag_features(tagger, clip.path, cache_dir)
-        if birds is not None:
-            feats["birdnet_embedding"] = _birdnet_block(birds, clip.path, cache_dir)
-        n = feats["probabilities"].shape[0]
-        for name, value in feats.items():
-            blocks.setdefault(name, []).append(value)
-        ys += [clip.group] * n
-        groups += [clip.source] * n
-        index += [i] * n
-    return Dataset({k: np.concatenate(v) for k, v in blocks.items()}, np.array(ys), np.array(groups),
-                   np.array(groups), np.array(index, dtype=np.int64), list(clips))
-
-
-def _birdnet_block(birds: Any, path: Path, cache_dir: Path | None) -> npt.NDArray[np.float32]:
-    from soundmond.audio import load_audio, resample
-    from soundmond.sidecar import sha256_file
-    from soundmond.training import _cached, cut_windows
-
-    def compute() -> dict[str, npt.NDArray[np.float32]]:
-        samples, rate = load_audio(path)
-        outs = [birds.detect(resample(w, rate, birds.sample_rate_hz), start_unix_s=0.0)
-                for w in cut_windows(samples, rate)]
-        return {"birdnet_embedding": np.stack([o.embedding for o in outs]).astype(np.float32)}
-
-    key = f"birdnet|{sha256_file(path)}|{birds.model_sha256}|{birds.config.chunk_overlap_s}"
-    return _cached(cache_dir, key, compute)["birdnet_embedding"]
-
-
 def feature_sets_for(choice: str, with_birds: bool) -> list[str]:
     from soundmond.head import feature_parts
     from soundmond.training import FEATURE_SETS, shippable
@@ -281,9 +224,10 @@ def train(
     from soundmond.training import (
         HOP_S,
         WINDOW_S,
-        _oof,
+        build_dataset,
         candidate_models,
         evaluate,
+        out_of_fold,
         per_category_recall,
         selection_key,
         shippable,
@@ -300,14 +244,14 @@ def train(
     if set(present) != set(GROUPS):
         raise TrainError(f"the head needs clips of all three groups {list(GROUPS)}; have {dict(present)}")
 
-    data = build_dataset(labelled.clips, tagger, birds, cache_dir, progress)
+    data = build_dataset(labelled.clips, tagger, birds, cache_dir, progress=progress)
     splits, scheme = splits_for(data, labelled.folds, folds)
     comparison: dict[str, dict[str, Any]] = {}
     oofs: dict[str, npt.NDArray[np.float64]] = {}
     for kind in kinds:
         x = data.features(kind)
         for name in models:
-            oof = _oof(x, data.y, splits, factories[name])
+            oof = out_of_fold(x, data.y, splits, factories[name])
             comparison[f"{kind}/{name}"] = evaluate(data.y, oof)
             oofs[f"{kind}/{name}"] = oof
             m = comparison[f"{kind}/{name}"]

@@ -72,7 +72,7 @@ import numpy.typing as npt
 from soundmond.audio import load_audio, resample
 from soundmond.data import GROUPS
 from soundmond.head import HEAD_CLASSES, HeadMeta, feature_parts, save_head, utc_now_iso
-from soundmond.models import BirdnetModel, YamnetTagger
+from soundmond.models import AstTagger, BirdnetModel, YamnetTagger
 from soundmond.sidecar import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -225,9 +225,10 @@ def cut_windows(
 ClipFeatures = dict[str, npt.NDArray[np.float32]]  # block name -> [windows, dim]
 
 
-def _cached(
+def cached_features(
     cache_dir: Path | None, key_parts: str, compute: Callable[[], ClipFeatures]
 ) -> ClipFeatures:
+    """`compute()`, stored as .npz in `cache_dir` under a hash of `key_parts` and the windowing (None: no cache)."""
     if cache_dir is None:
         return compute()
     key = hashlib.sha256(f"{key_parts}|{WINDOW_S}|{HOP_S}|{FEATURE_CACHE_VERSION}".encode()).hexdigest()[:32]
@@ -245,9 +246,13 @@ def _cached(
 
 
 def clip_features(
-    tagger: YamnetTagger, birds: BirdnetModel | None, path: Path, cache_dir: Path | None
+    tagger: YamnetTagger | AstTagger, birds: BirdnetModel | None, path: Path, cache_dir: Path | None
 ) -> ClipFeatures:
-    """Every feature block for every window of one clip (see module docstring), cached per model."""
+    """Every feature block for every window of one clip (see module docstring), cached per model.
+
+    YAMNet gives every block from its frame outputs; a tagger without them (AST: one output per window) gives
+    `probabilities` and `embedding` through `tag`, as the daemon's analyzer does.
+    """
     file_sha = sha256_file(path)
     windows: list[npt.NDArray[np.float32]] | None = None
     rate = 0
@@ -260,6 +265,7 @@ def clip_features(
         return windows, rate
 
     def yamnet() -> ClipFeatures:
+        assert isinstance(tagger, YamnetTagger)
         wins, r = native_windows()
         frames = [tagger.frame_outputs(resample(w, r, tagger.sample_rate_hz)) for w in wins]
         return {
@@ -269,7 +275,18 @@ def clip_features(
             "embedding_max": np.stack([e.max(axis=0) for _, e in frames]).astype(np.float32),
         }
 
-    features = dict(_cached(cache_dir, f"yamnet|{file_sha}|{tagger.model_sha256}", yamnet))
+    def tagged() -> ClipFeatures:
+        wins, r = native_windows()
+        outs = [tagger.tag(resample(w, r, tagger.sample_rate_hz)) for w in wins]
+        return {
+            "probabilities": np.stack([o.probabilities for o in outs]).astype(np.float32),
+            "embedding": np.stack([o.embedding for o in outs]).astype(np.float32),
+        }
+
+    if isinstance(tagger, YamnetTagger):
+        features = dict(cached_features(cache_dir, f"yamnet|{file_sha}|{tagger.model_sha256}", yamnet))
+    else:
+        features = dict(cached_features(cache_dir, f"tag|{file_sha}|{tagger.model_sha256}", tagged))
     if birds is not None:
 
         def birdnet() -> ClipFeatures:
@@ -280,7 +297,7 @@ def clip_features(
             return {"birdnet_embedding": np.stack([o.embedding for o in outs if o.embedding is not None])}
 
         overlap = birds.config.chunk_overlap_s
-        features.update(_cached(cache_dir, f"birdnet|{file_sha}|{birds.model_sha256}|{overlap}", birdnet))
+        features.update(cached_features(cache_dir, f"birdnet|{file_sha}|{birds.model_sha256}|{overlap}", birdnet))
     return features
 
 
@@ -304,7 +321,7 @@ class Dataset:
 
 def build_dataset(
     clips: Sequence[Clip],
-    tagger: YamnetTagger,
+    tagger: YamnetTagger | AstTagger,
     birds: BirdnetModel | None,
     cache_dir: Path | None,
     progress: bool = True,
@@ -449,7 +466,7 @@ def grouped_splits(
     return splits
 
 
-def _oof(
+def out_of_fold(
     x: npt.NDArray[np.float64],
     y: npt.NDArray[np.str_],
     splits: Sequence[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]],
@@ -472,7 +489,7 @@ def cross_validate(
     seed: int = SEED,
 ) -> tuple[dict[str, Any], npt.NDArray[np.float64]]:
     """Grouped stratified k-fold CV; returns (metrics, out-of-fold probabilities [n, 3])."""
-    oof = _oof(x, y, grouped_splits(y, groups, folds, seed), factory)
+    oof = out_of_fold(x, y, grouped_splits(y, groups, folds, seed), factory)
     return evaluate(y, oof), oof
 
 
@@ -497,7 +514,7 @@ def select(
     splits = grouped_splits(y, groups, folds)
     scores = {}
     for kind, name in candidates:
-        scores[(kind, name)] = evaluate(y, _oof(data.features(kind)[rows], y, splits, factories[name]))
+        scores[(kind, name)] = evaluate(y, out_of_fold(data.features(kind)[rows], y, splits, factories[name]))
     best = max(candidates, key=lambda c: selection_key(scores[c]))  # max keeps the first of equals
     return best, scores
 
@@ -606,14 +623,14 @@ def train_head(
     names = list(models) if models else list(factories)
     splits = grouped_splits(data.y, data.groups)
     comparison: dict[str, dict[str, Any]] = {}
-    out_of_fold: dict[str, npt.NDArray[np.float64]] = {}
+    oof_by_candidate: dict[str, npt.NDArray[np.float64]] = {}
     for kind in feature_sets:
         x = data.features(kind)
         for name in names:
-            oof = _oof(x, data.y, splits, factories[name])
+            oof = out_of_fold(x, data.y, splits, factories[name])
             metrics = evaluate(data.y, oof)
             comparison[f"{kind}/{name}"] = metrics
-            out_of_fold[f"{kind}/{name}"] = oof
+            oof_by_candidate[f"{kind}/{name}"] = oof
             logger.info(
                 "%s/%s: natural vs industrial %.3f, 3-class %.3f, log loss %.3f",
                 kind,
@@ -688,7 +705,7 @@ def train_head(
         ),
         "cv_scheme": scheme,
         "cv": cv,
-        "cv_per_category": per_category_recall(data, out_of_fold[best]),
+        "cv_per_category": per_category_recall(data, oof_by_candidate[best]),
         "nested_cv": None
         if nested_metrics is None
         else {
@@ -758,6 +775,7 @@ __all__ = [
     "CorpusError",
     "Dataset",
     "build_dataset",
+    "cached_features",
     "candidate_models",
     "clip_features",
     "cross_validate",
@@ -766,6 +784,7 @@ __all__ = [
     "evaluate",
     "grouped_splits",
     "nested_cross_validate",
+    "out_of_fold",
     "read_corpus",
     "session_group",
     "shippable",
