@@ -71,6 +71,18 @@ def test_startup_check_warns_when_models_cannot_keep_up(
         assert "may not keep up" in warnings[0].getMessage() and "soundmond bench --quick" in warnings[0].getMessage()
 
 
+def test_startup_check_on_the_real_models(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path) -> None:
+    from soundmond.runtime import build_session
+
+    cfg_path = _quick_config(tmp_path, yamnet_dir, birdnet_dir)
+    cfg_path.write_text(cfg_path.read_text() + "windows: {min_rms_dbfs: -10}\n")  # would gate the test noise
+    loaded = load_config(cfg_path)
+    session = build_session(loaded)
+    load = bench.startup_rtf_check(session, loaded.config)
+    assert load is not None and load > 0
+    assert session.analyzer.min_rms_dbfs == -10 and session.analyzer.windows_skipped_quiet == 0
+
+
 def _quick_config(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path) -> Path:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
@@ -143,8 +155,9 @@ def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path,
     for base in ("AST int8-512 + BirdNET + head", "AST fp32-1024 + BirdNET + head", "YAMNet + BirdNET + head"):
         assert {f"{base}, 1 thread", f"{base}, 2 threads"} <= configs
     assert any(r["gate_dbfs"] is not None for r in report["pipeline"])
-    daemons = {d["config"]: d for d in report["daemon"]}
-    assert set(daemons) == {"AST int8-512 + BirdNET + head, 2 threads", "YAMNet + BirdNET + head, 2 threads"}
+    daemons = {(d["config"], d["sensor_like"]): d for d in report["daemon"]}
+    assert set(daemons) == {(c, e) for c in ("AST int8-512 + BirdNET + head, 2 threads",
+                                            "YAMNet + BirdNET + head, 2 threads") for e in (True, False)}
     for d in daemons.values():
         assert d["returncode"] == 0 and d["peak_rss_mb"] > 0 and d["start_to_running_s"] > 0 and d["windows"] > 0
     assert {(t["workers"], t["threads_per_session"]) for t in report["throughput"]} >= {(1, 2)}
