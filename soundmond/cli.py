@@ -301,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         p = add("listen", "print alerts and soundscape updates from one or many stations (MQTT subscriber)",
                 "soundmond listen --host broker.local --topic 'soundmond/+/alerts' --json")
+        p.add_argument("--config", type=Path, default=None, help="config file (broker settings from its mqtt section)")
         add_listen_arguments(p)
         p.set_defaults(func=run_listen)
 

@@ -459,6 +459,9 @@ def run_daemon(
     except ModelLoadError as exc:
         print(f"soundmond: {exc}", file=sys.stderr)
         return EXIT_MODELS
+    from soundmond.bench import startup_rtf_check
+
+    startup_rtf_check(session, cfg)  # a WARNING with advice when the configured models cannot keep up here
     try:
         store = Store(loaded.resolve(cfg.store.path), cfg.store)
     except StoreError as exc:

@@ -81,21 +81,17 @@ def load_models(loaded: LoadedConfig) -> tuple[Tagger, BirdModel | None, GroupHe
         Analyzer(tagger, birds, head)
     except ValueError as exc:
         raise ModelLoadError(f"models.head.path: {exc}") from exc
-    versions["head"] = {"path": str(head.path), "tagger_family": head.tagger_family}
+    versions["head"] = f"{head.path.name if head.path else 'head'} ({head.tagger_family} tagger)"
     return tagger, birds, head, versions
 
 
-def _version(model: object) -> dict[str, Any]:
+def _version(model: object) -> str | None:
+    """One line naming the model exactly: family, source, revision or model checksum, quantization."""
     sidecar = getattr(model, "sidecar", None)
     if sidecar is None:
-        return {}
-    return {
-        "family": sidecar.family,
-        "source": sidecar.source.id,
-        "revision": sidecar.source.revision,
-        "sha256": sidecar.files.get("model.onnx"),
-        "quantization": sidecar.quantization,
-    }
+        return None
+    pinned = sidecar.source.revision or f"sha256:{(sidecar.files.get('model.onnx') or '')[:16]}"
+    return f"{sidecar.family} {sidecar.source.id}@{pinned} {sidecar.quantization}"
 
 
 def build_session(loaded: LoadedConfig, *, with_store: bool = False,
