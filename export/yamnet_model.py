@@ -38,7 +38,7 @@ from export.common import (
     tool_versions,
     utc_now_iso,
 )
-from soundmond.sidecar import Parity, Sidecar, SourceInfo, TensorSpec, sha256_file, write_sidecar
+from soundmond.sidecar import LICENCES, Parity, Sidecar, SourceInfo, TensorSpec, sha256_file, write_sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -562,7 +562,7 @@ def run(args: argparse.Namespace) -> Path:
         sidecar = Sidecar(
             family="yamnet",
             source=SourceInfo(id=tflite.name, sha256=digest),
-            licence="Apache-2.0",
+            licence=LICENCES["yamnet"],
             sample_rate_hz=SAMPLE_RATE_HZ,
             chunk_samples=CHUNK_SAMPLES,
             hop_samples=HOP_SAMPLES,

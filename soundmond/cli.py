@@ -25,6 +25,7 @@ from typing import Any
 
 from soundmond import __version__
 from soundmond.config import ConfigError, LoadedConfig, load_config
+from soundmond.logs import setup_logging
 
 logger = logging.getLogger("soundmond")
 
@@ -46,18 +47,9 @@ exit codes:
 """
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-
-
 def _load(args: argparse.Namespace) -> LoadedConfig:
     loaded = load_config(args.config)
-    _setup_logging("DEBUG" if getattr(args, "verbose", False) else loaded.config.logging.level)
+    setup_logging("DEBUG" if getattr(args, "verbose", False) else loaded.config.logging.level)
     return loaded
 
 

@@ -52,6 +52,8 @@ import httpx
 import numpy as np
 import soundfile as sf
 
+from soundmond.logs import setup_logging
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_API = "https://xeno-canto.org/api/3"
@@ -506,8 +508,7 @@ def _species_args(values: Sequence[str]) -> list[str]:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    setup_logging("DEBUG" if args.verbose else "INFO")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO request log would show the key
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     key = os.environ.get(KEY_ENV, "").strip()

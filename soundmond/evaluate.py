@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from soundmond.logs import setup_logging
+
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_MODELS = 0, 1, 2, 3
@@ -475,8 +477,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from soundmond.models import BirdnetModel, load_tagger
     from soundmond.sidecar import ModelFolderError, verify_folder
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    setup_logging("DEBUG" if args.verbose else "INFO")
     audio_root = args.audio_root or args.labels.parent
     try:
         rows, problems = read_rows(args.labels, audio_root)

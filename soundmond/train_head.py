@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from soundmond.logs import setup_logging
+
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_MODELS = 0, 1, 2, 3
@@ -412,8 +414,7 @@ def run_train_head(args: argparse.Namespace) -> int:
     from soundmond.models import BirdnetModel, load_tagger
     from soundmond.sidecar import ModelFolderError, verify_folder
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    setup_logging("DEBUG" if args.verbose else "INFO")
     command = "soundmond train-head " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     try:
         mapping_path = args.mapping or DEFAULT_MAPPING
