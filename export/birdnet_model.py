@@ -6,7 +6,8 @@ example:
       --sha256 55f3e4055b1a13bfa9a2452731d0d34f6a02d6b775a334362665892794165e4c
 
 The species model gets `audio` [N, 144000] (3 s mono at 48 kHz) -> `logits` [N, 6522] and `embedding` [N, 1024].
-Its spectrogram FFTs (TFLite RFFT2D, of which BirdNET keeps the real part) become ONNX DFTs computed in float64.
+Its spectrogram FFTs (TFLite RFFT2D, of which BirdNET keeps the real part) become a factored DFT (two MatMuls)
+computed in float64, as TFLite computes its RFFT2D in double.
 The export is checked against LiteRT on real recordings (--check-audio) plus a pure tone and digital silence:
 max abs logit difference <= 1e-4 and identical top-5 on every chunk, or nothing is written (exit 1).
 The BirdNET models are licensed CC BY-NC-SA 4.0 (non-commercial); the exported folder carries that licence.
@@ -45,7 +46,7 @@ from export.tflite_tools import (
     describe_tflite,
     litert_interpreter,
     ort_session,
-    real_dft_rewriter,
+    RealDftRewriter,
     rename_io,
     run_litert,
     set_batch_dim,
@@ -84,6 +85,7 @@ META_OUTPUT = "occurrence"
 
 # The DFT precision of the spectrogram (see MODELS.md: float32 drifts up to 0.4 logits on silence and tones).
 DFT_PRECISION = "float64"
+DFT_METHOD = "factored DFT: two MatMuls, see export.tflite_tools.RealDftRewriter"
 # fp32 parity targets against LiteRT. LiteRT's own kernels differ by 3-5e-5 between each other.
 LOGIT_TARGET = 1e-4
 EMBEDDING_TARGET = 1e-4
@@ -271,13 +273,9 @@ def check_chunks(check_audio: Path | None) -> tuple[list[str], npt.NDArray[np.fl
 
 def convert_species(path: Path, dft_precision: str = DFT_PRECISION) -> Any:
     """The species model as an onnx.ModelProto: `audio` -> `logits`, `embedding`, dynamic batch."""
-    model = convert_tflite(
-        path,
-        opset=OPSET,
-        output_names=[TFLITE_LOGITS, TFLITE_EMBEDDING],
-        rewriters=[real_dft_rewriter(dft_precision)],
-    )
-    if sum(node.op_type == "DFT" for node in model.graph.node) != 2:
+    rewriter = RealDftRewriter(dft_precision)
+    model = convert_tflite(path, opset=OPSET, output_names=[TFLITE_LOGITS, TFLITE_EMBEDDING], rewriters=[rewriter])
+    if len(rewriter.rewritten) != 2:
         raise ExportError(f"{path.name}: expected two spectrogram FFTs (RFFT2D) to rewrite, the graph differs")
     inputs = [v.name for v in model.graph.input]
     if len(inputs) != 1:
@@ -286,7 +284,7 @@ def convert_species(path: Path, dft_precision: str = DFT_PRECISION) -> Any:
     set_batch_dim(model)
     model.doc_string = (
         "BirdNET V2.4 species model (CC BY-NC-SA 4.0), converted from TFLite with tf2onnx; "
-        f"spectrogram DFT in {dft_precision}"
+        f"spectrogram DFT in {dft_precision} ({DFT_METHOD})"
     )
     return model
 
@@ -454,6 +452,7 @@ def run(args: argparse.Namespace) -> Path:
                     "parity": meta_figures,
                 },
                 "dft_precision": DFT_PRECISION,
+                "dft_method": DFT_METHOD,
                 "embedding_tensor": TFLITE_EMBEDDING,
                 "logits_tensor": TFLITE_LOGITS,
                 "sigmoid": "p = 1 / (1 + exp(-sensitivity * logit)), BirdNET's default sensitivity 1.0",

@@ -615,7 +615,65 @@ def bench_birdnet(folder: Path, audio: BenchAudio, agree_audio: BenchAudio, *, t
                      lambda i: np.concatenate([session.run(["logits"], {"audio": c[None]})[0] for c in per_window[i]]))]
     lt, _ = time_interleaved(lever, len(per_window), repeats)
     out["batching_lever"] = _rows(lt, lever, lever[1].name, "5-s window (2 chunks)", WINDOW_S)
+    out["spinning_lever"] = bench_spinning(folder, chunks, threads=threads, repeats=repeats)
+    out["session_memory"] = [session_peak_rss(folder, threads, batch=b, mem_pattern=m)
+                             for m in (False, True) for b in (1, 2)]
     return out
+
+
+def bench_spinning(folder: Path, chunks: Sequence[npt.NDArray[np.float32]], *, threads: int,
+                   repeats: int) -> list[dict[str, Any]]:
+    """ONNX Runtime's idle-thread spinning off (soundmond) vs on (ORT's default), with two BirdNET sessions run one
+    after the other per chunk, as the daemon runs its tagger and bird model. Timed in whole passes per variant (not
+    interleaved item by item: one variant's spinning threads would slow the other down)."""
+    from soundmond.models import MODEL_FILE, make_session
+
+    variants = []
+    for spinning in (False, True):
+        pair = [make_session(folder / MODEL_FILE, threads, spinning=spinning) for _ in range(2)]
+
+        def run(i: int, pair: list[Any] = pair) -> None:
+            for sess in pair:
+                sess.run(["logits"], {"audio": chunks[i][None]})
+
+        variants.append(Variant(f"two sessions in turn, spinning {'on (ORT default)' if spinning else 'off'}", run))
+    times: dict[str, list[float]] = {v.name: [] for v in variants}
+    for r in range(repeats + 1):  # pass 0 warms up
+        for v in variants[r % 2 :] + variants[: r % 2]:
+            for i in range(len(chunks)):
+                t0 = time.perf_counter()
+                v.run(i)
+                if r:
+                    times[v.name].append((time.perf_counter() - t0) * 1000.0)
+    return _rows(times, variants, variants[1].name, "3-s chunk through both sessions", 3.0)
+
+
+_PEAK_RSS_CODE = """
+import sys, numpy as np
+from soundmond.models import MODEL_FILE, _session_options
+import onnxruntime as ort
+folder, threads, batch, pattern = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+options = _session_options(threads)
+options.enable_mem_pattern = pattern
+session = ort.InferenceSession(folder + "/" + MODEL_FILE, options, providers=["CPUExecutionProvider"])
+x = (np.random.default_rng(0).standard_normal((batch, 144000)) * 0.1).astype(np.float32)
+for _ in range(3):
+    session.run(None, {"audio": x})
+print([line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0])
+"""
+
+
+def session_peak_rss(folder: Path, threads: int, *, batch: int, mem_pattern: bool) -> dict[str, Any]:
+    """Peak RSS (VmHWM) of a fresh process that loads BirdNET's ONNX session and runs `batch` chunks per call."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS_CODE, str(folder), str(threads), str(batch),
+                           "1" if mem_pattern else "0"], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
+    peak = int(done.stdout.strip()) / 1024 if done.returncode == 0 and done.stdout.strip().isdigit() else None
+    return {"chunks_per_call": batch, "mem_pattern": mem_pattern,
+            "peak_rss_mb": None if peak is None else round(peak, 1),
+            "error": None if peak is not None else done.stderr.strip()[-300:]}
 
 
 def bench_yamnet(folder: Path, audio: BenchAudio, agree_audio: BenchAudio, *, threads: int,
@@ -1155,11 +1213,26 @@ def collect_levers(report: dict[str, Any]) -> list[dict[str, Any]]:
         levers.append(_lever("shared decode/resample between models", "each model decodes + resamples",
                              "decode once, resample once per rate", float(shared[0]["ms"]["median"]),
                              float(shared[1]["ms"]["median"]), "ms / window"))
-    batching = report.get("birdnet", {}).get("batching_lever", [])
+    birdnet = report.get("birdnet", {})
+    batching = birdnet.get("batching_lever", [])
+    memory = {(m["mem_pattern"], m["chunks_per_call"]): m["peak_rss_mb"] for m in birdnet.get("session_memory", [])}
     if batching:
         levers.append(_lever("BirdNET chunks of a window in one call", "one call per chunk", "one batched call",
                              float(batching[1]["ms"]["median"]), float(batching[0]["ms"]["median"]), "ms / window",
-                             "unbatched variant calls the ONNX session directly (soundmond always batches)"))
+                             "soundmond calls once per chunk: batching costs peak memory, see the next row"))
+    if memory.get((False, 1)) and memory.get((False, 2)):
+        levers.append(_lever("BirdNET chunks of a window in one call: peak RSS of a BirdNET-only process",
+                             "one call per chunk", "one batched call", memory[(False, 1)], memory[(False, 2)], "MB",
+                             "memory-pattern planning off, as in soundmond"))
+    if memory.get((False, 2)) and memory.get((True, 2)):
+        levers.append(_lever("ORT memory-pattern planning: peak RSS of a BirdNET-only process, 2 chunks per call",
+                             "pattern off", "pattern on (ORT default)", memory[(False, 2)], memory[(True, 2)], "MB",
+                             "soundmond turns it off"))
+    spinning = birdnet.get("spinning_lever", [])
+    if spinning:
+        levers.append(_lever("ORT idle-thread spinning, two BirdNET sessions in turn (as the daemon's models)",
+                             "spinning off", "spinning on (ORT default)", float(spinning[0]["ms"]["median"]),
+                             float(spinning[1]["ms"]["median"]), "ms / chunk", "soundmond turns it off"))
     return levers
 
 

@@ -6,11 +6,13 @@ Every model lives in a folder written by `python -m export` (`model.onnx`, label
    verifies every file's sha256 (`sidecar.verify_folder`) and checks the inputs / outputs / sample rate / label
    count this code relies on.
 2. `make_session` opens the ONNX file with explicit `SessionOptions` (threads from the config, one inter-op
-   thread, sequential execution, all graph optimisations, CPU only) and runs it once on zeros (warm-up), so the
-   first real window is not slow and a broken file fails at start-up, not at the first window.
+   thread, sequential execution, all graph optimisations, CPU only, no memory-pattern pre-planning, no spinning
+   of idle pool threads: see `_session_options`) and runs it once on zeros (warm-up), so the first real window is
+   not slow and a broken file fails at start-up, not at the first window.
 3. The adapters (`YamnetTagger`, `AstTagger`, `BirdnetModel`) turn one analysis window into the project's
    dataclasses. Windows are framed inside the adapters (documented per class); all frames / chunks of a window go
-   through ONNX Runtime in one batched call when the model's batch axis is dynamic, one call per frame otherwise.
+   through ONNX Runtime in one batched call when the model's batch axis is dynamic, one call per frame otherwise;
+   BirdNET's chunks go one call each (`BirdnetModel`: peak memory).
 
 Errors: folder / file / config problems raise `ModelFolderError` (with a hint) at load; a model output holding NaN or
 inf raises `ModelOutputError` for that window (the pipeline logs it and marks the window as failed).
@@ -99,12 +101,23 @@ class ModelOutputError(Exception):
 # --- sessions -----------------------------------------------------------------------------------------------------
 
 
-def _session_options(threads: int) -> ort.SessionOptions:
+def _session_options(threads: int, *, spinning: bool = False) -> ort.SessionOptions:
+    """Options for every soundmond session (the daemon's and the benchmark's).
+
+    - `enable_mem_pattern` off: ORT otherwise pre-plans one block for all intermediates of the shapes it has seen;
+      with BirdNET's float64 spectrogram that block kept the daemon's peak RSS about 100 MB higher (`soundmond
+      bench`, session levers), for no measurable speed.
+    - `session.intra_op.allow_spinning` off (unless `spinning`): idle pool threads otherwise busy-wait after each
+      run. The daemon runs two or three sessions one after the other, so one session's spinning threads steal the
+      cores the next one needs (and a sensor's power budget). `soundmond bench` measures this lever.
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_mem_pattern = False
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3  # errors only; ORT's warnings about unused initialisers are noise here
     return options
 
@@ -115,8 +128,8 @@ def _dummy_input(node: Any) -> npt.NDArray[Any]:
     return np.zeros(shape, dtype=dtype)
 
 
-def make_session(path: Path | str, threads: int) -> ort.InferenceSession:
-    """Open an ONNX model on the CPU with explicit options and run it once on zeros (warm-up).
+def make_session(path: Path | str, threads: int, *, spinning: bool = False) -> ort.InferenceSession:
+    """Open an ONNX model on the CPU with explicit options (`_session_options`) and run it once on zeros (warm-up).
 
     ONNX Runtime errors (missing / corrupt file, unsupported op, failing warm-up) become `ModelFolderError`.
     """
@@ -125,7 +138,7 @@ def make_session(path: Path | str, threads: int) -> ort.InferenceSession:
         raise ModelFolderError(path.parent, f"{path.name} is missing", "re-export the model folder")
     try:
         session = ort.InferenceSession(
-            str(path), sess_options=_session_options(threads), providers=["CPUExecutionProvider"]
+            str(path), sess_options=_session_options(threads, spinning=spinning), providers=["CPUExecutionProvider"]
         )
     except _ORT_ERRORS as exc:
         raise ModelFolderError(
@@ -543,7 +556,9 @@ class BirdnetModel:
 
     Chunks: 3-s chunks every `3 - chunk_overlap_s` seconds from the window's start; when they stop short of the end,
     one more chunk aligned to the window's end is added (a 5-s window with no overlap gives chunks at 0 s and 2 s), so
-    no chunk is zero-padded unless the whole window is shorter than 3 s. All chunks go through one batched call.
+    no chunk is zero-padded unless the whole window is shorter than 3 s. Each chunk is its own ONNX Runtime call:
+    batching a window's chunks gained about 2 % on 2 cores (`soundmond bench`, levers) but doubles the float64
+    spectrogram intermediates (about 45 MB of peak RSS).
     Confidence = sigmoid(sensitivity * logit), per species the max over chunks. The kept species are those above
     `min_confidence`, in `include` (when given), not in `exclude`, and - when the location filter is on and the
     station's latitude / longitude are set - with meta-model occurrence >= `location_filter.threshold` at that week.
@@ -583,7 +598,6 @@ class BirdnetModel:
 
         self._session = make_session(self.folder / MODEL_FILE, config.threads)
         _check_session_io(self.folder, self._session, self.sidecar, "audio", ("logits", "embedding"))
-        self._dynamic = _has_dynamic_batch(self._session, "audio")
         self.model_sha256 = self.sidecar.files[MODEL_FILE]
 
         self._keep = self._name_mask(config)
@@ -682,7 +696,7 @@ class BirdnetModel:
         """Per-chunk ([chunks, classes] logits, [chunks, 1024] embeddings) of one window."""
         wave = _check_window("BirdNET", samples)
         chunks = _frames(wave, self.chunk_samples, self.hop_samples)
-        logits, embedding = _run(self._session, "audio", chunks, ("logits", "embedding"), self._dynamic)
+        logits, embedding = _run(self._session, "audio", chunks, ("logits", "embedding"), dynamic=False)
         _check_finite("BirdNET", logits, embedding)
         return logits, embedding
 

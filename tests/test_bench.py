@@ -150,6 +150,10 @@ def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path,
         assert rows["onnx"]["agreement_vs_fp32_original"]["items"] > 0
     assert report["birdnet"]["onnx_over_tflite"] > 0
     assert len(report["birdnet"]["batching_lever"]) == 2
+    assert [r["ms"]["n"] > 0 for r in report["birdnet"]["spinning_lever"]] == [True, True]
+    memory = report["birdnet"]["session_memory"]
+    assert {(m["mem_pattern"], m["chunks_per_call"]) for m in memory} == {(False, 1), (False, 2), (True, 1), (True, 2)}
+    assert all(m["peak_rss_mb"] > 50 for m in memory), memory  # a loaded BirdNET session is tens of MB at least
 
     configs = {r["config"] for r in report["pipeline"]}
     for base in ("AST int8-512 + BirdNET + head", "AST fp32-1024 + BirdNET + head", "YAMNet + BirdNET + head"):
@@ -164,7 +168,10 @@ def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path,
     assert all(t["audio_hours_per_hour"] > 0 for t in report["throughput"])
     levers = {lv["lever"].split(" (")[0] for lv in report["levers"]}
     assert levers >= {"threads per session", "512-frame export", "int8", "RMS gate at -35.0 dBFS",
-                      "shared decode/resample between models", "BirdNET chunks of a window in one call"}
+                      "shared decode/resample between models", "BirdNET chunks of a window in one call",
+                      "BirdNET chunks of a window in one call: peak RSS of a BirdNET-only process",
+                      "ORT memory-pattern planning: peak RSS of a BirdNET-only process, 2 chunks per call",
+                      "ORT idle-thread spinning, two BirdNET sessions in turn"}
     targets = {t["target"] for t in report["target_checks"]}
     assert len(targets) == 7 and all(t["value"] is not None for t in report["target_checks"])
     md = (out / "bench.md").read_text()

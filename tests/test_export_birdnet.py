@@ -23,7 +23,14 @@ import onnxruntime as ort  # noqa: E402
 from export import birdnet_model as bm  # noqa: E402
 from export.cli import main  # noqa: E402
 from export.common import DEFAULT_CHECK_AUDIO, EXIT_FAILED, EXIT_OK, EXIT_USAGE, chunk_clip  # noqa: E402
-from export.tflite_tools import litert_interpreter, ort_session, run_litert  # noqa: E402
+from export.tflite_tools import (  # noqa: E402
+    dft_factors,
+    factored_real_dft,
+    factored_real_dft_matrices,
+    litert_interpreter,
+    ort_session,
+    run_litert,
+)
 from soundmond.audio import load_audio  # noqa: E402
 from soundmond.sidecar import sha256_file, verify_folder  # noqa: E402
 
@@ -94,6 +101,9 @@ def test_sidecar_validates_and_describes_the_model(exported: Path) -> None:
     assert {"tensorflow-cpu", "tf2onnx", "ai-edge-litert", "onnxruntime"} <= set(sidecar.tool_versions)
     extra = sidecar.extra
     assert extra["dft_precision"] == "float64"
+    assert extra["dft_method"] == bm.DFT_METHOD
+    ops = {node.op_type for node in onnx.load(str(exported / "model.onnx"), load_external_data=False).graph.node}
+    assert "DFT" not in ops and "MatMul" in ops  # the spectrogram is the factored DFT, not ONNX Runtime's slow DFT op
     assert extra["embedding_tensor"] == "model/GLOBAL_AVG_POOL/Mean"
     meta = extra["meta_model"]
     assert isinstance(meta, dict)
@@ -123,7 +133,7 @@ def test_parity_on_real_audio_meets_the_fp32_target(exported: Path) -> None:
     assert figures["synthetic_max_abs_logit_diff"] <= 1e-4
 
 
-def test_onnx_graph_has_named_io_dynamic_batch_and_float64_dfts(exported: Path) -> None:
+def test_onnx_graph_has_named_io_dynamic_batch_and_float64_factored_dfts(exported: Path) -> None:
     model = onnx.load(str(exported / "model.onnx"))
     onnx.checker.check_model(model)
     dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.output}
@@ -131,16 +141,14 @@ def test_onnx_graph_has_named_io_dynamic_batch_and_float64_dfts(exported: Path) 
     (audio,) = model.graph.input
     assert audio.name == "audio"
     assert [d.dim_param or d.dim_value for d in audio.type.tensor_type.shape.dim] == ["batch", 144000]
-    dfts = [n for n in model.graph.node if n.op_type == "DFT"]
-    assert len(dfts) == 2
-    assert not [n for n in model.graph.node if n.op_type in ("RFFT2D", "Squeeze") and n.domain not in ("", "ai.onnx")]
-    producers = {out: n for n in model.graph.node for out in n.output}
-    for dft in dfts:
-        node = producers[dft.input[0]]
-        while node.op_type != "Cast":  # Unsqueeze between the cast and the DFT
-            node = producers[node.input[0]]
-        to = next(a.i for a in node.attribute if a.name == "to")
-        assert to == onnx.TensorProto.DOUBLE
+    assert not [n for n in model.graph.node if n.op_type in ("DFT", "RFFT2D") or n.domain not in ("", "ai.onnx")]
+    double_weights = {
+        init.name: tuple(init.dims) for init in model.graph.initializer if init.data_type == onnx.TensorProto.DOUBLE
+    }
+    dft_matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and set(n.input) & set(double_weights)]
+    shapes = sorted(double_weights[next(i for i in n.input if i in double_weights)] for n in dft_matmuls)
+    # two spectrograms (2048- and 1024-sample frames), each two float64 MatMuls: 2048 = 32 x 64, 1024 = 32 x 32
+    assert shapes == [(32, 64, 17), (32, 128, 33), (64, 32), (64, 32)]
 
 
 def test_onnx_recognises_the_spinetail_like_tflite(session: ort.InferenceSession, labels: list[str]) -> None:
@@ -279,3 +287,26 @@ def test_help_shows_an_example() -> None:
     assert "python -m export birdnet --out models/birdnet" in result.stdout
     for option in ("--tflite", "--sha256", "--check-audio", "--force"):
         assert option in result.stdout
+
+
+@pytest.mark.parametrize("length", [4, 8, 512, 1024, 2048])
+def test_the_factored_dft_is_the_real_part_of_rfft(length: int) -> None:
+    frames = np.random.default_rng(length).standard_normal((2, 7, 1, length))
+    expected = np.fft.rfft(frames).real
+    got = factored_real_dft(frames)
+    assert got.shape == expected.shape == (2, 7, 1, length // 2 + 1)
+    assert np.abs(got - expected).max() <= 1e-12 * np.abs(expected).max()
+
+
+def test_the_factored_dft_costs_far_fewer_multiplies_than_a_dft_matrix() -> None:
+    first, second = factored_real_dft_matrices(2048)
+    n1, n2 = dft_factors(2048)
+    assert (n1, n2) == (32, 64) and first.shape == (64, 32) and second.shape == (32, 128, 33)
+    per_frame = first.shape[0] * n1 * n2 + second.size  # multiply-adds per 2048-sample frame
+    assert per_frame < 2048 * 1025 / 7  # the plain real-part DFT matrix: 2048 x 1025
+
+
+@pytest.mark.parametrize("length", [0, 2, 1000, 3 * 512])
+def test_the_factored_dft_needs_a_power_of_two(length: int) -> None:
+    with pytest.raises(ValueError, match="power-of-two"):
+        dft_factors(length)
