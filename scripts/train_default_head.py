@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Train the shipped natural / industrial / other heads (`soundmond/heads/yamnet.skops` and the tagger-only
-`soundmond/heads/yamnet-tagger.skops`) on the real corpus.
+"""Train the shipped natural / industrial / other heads (`soundmond/heads/yamnet.onnx` and the tagger-only
+`soundmond/heads/yamnet-tagger.onnx`, each with the `.skops` training artefact beside it) on the real corpus.
 
 Reproduce (from the repository root, with the corpus beside the checkout at ../shared/data/corpus):
 
@@ -8,14 +8,25 @@ Reproduce (from the repository root, with the corpus beside the checkout at ../s
     python -m export birdnet --out .cache/models/birdnet        # the BirdNET model folder (once)
     python scripts/train_default_head.py --model .cache/models/yamnet --birdnet .cache/models/birdnet
     python scripts/train_default_head.py --tagger-only --model .cache/models/yamnet \
-        --out soundmond/heads/yamnet-tagger.skops
+        --out soundmond/heads/yamnet-tagger.onnx
 
 The exact command of each shipped head is in its .json (`command`).
+
+Every head is written twice (`soundmond.head.save_head`): `<name>.onnx`, what the daemon loads (ONNX Runtime, no
+scikit-learn import; embedded checksum; refused unless it matches scikit-learn's probabilities to 1e-9 on random rows
+and the training features), and `<name>.skops`, the fitted scikit-learn pipeline (the training artefact). The shipped
+`.onnx` heads were converted from the `.skops` heads trained before the daemon loaded ONNX, with
+
+    python scripts/train_default_head.py --convert soundmond/heads/yamnet.skops
+    python scripts/train_default_head.py --convert soundmond/heads/yamnet-tagger.skops
+
+which writes the `.onnx` beside the (untouched) `.skops` and records in the `.json` beside it which files hold the
+head and the conversion's parity (`files`). Two runs give byte-identical `.onnx` files.
 
 `--tagger-only` restricts the candidates to feature sets the tagger alone supplies (YAMNet probabilities and
 embeddings; BirdNET is never loaded, `--birdnet` is ignored): the head the daemon picks when
 `models.birds.enabled` is false (`soundmond.head.load_head`). Its default `--out` is
-`soundmond/heads/yamnet-tagger.skops`. Selection, CV, nested CV and the target are the same as for the main head.
+`soundmond/heads/yamnet-tagger.onnx`. Selection, CV, nested CV and the target are the same as for the main head.
 The shipped tagger-only head meets the target on its CV (0.961) but not on the nested CV (0.940), so its command
 exits 1; it is shipped anyway as the fallback for stations without BirdNET (see `yamnet-tagger.json`).
 
@@ -23,15 +34,17 @@ Every clip of the corpus is cut into 5-s windows (hop 5 s); each window goes thr
 and `BirdnetModel`. Every candidate (feature sets from YAMNet probabilities / embeddings and BirdNET's embedding x
 models: logistic regression at four C, an RBF SVM, a random forest) is scored with grouped stratified 5-fold CV (clips
 of one source recording stay in one fold; rules in `soundmond/training.py`). The best shippable candidate (a logistic
-regression on features the daemon supplies) is fitted on every window and written to `soundmond/heads/yamnet.skops`,
-with `yamnet.json` beside it: metrics, confusion matrix, the comparison table, a nested CV of the selection itself,
-the figure under a stricter grouping (same machine / recorder and day), and the exact command. Model outputs are
+regression on features the daemon supplies) is fitted on every window and written to `soundmond/heads/yamnet.onnx`
+(and `yamnet.skops`), with `yamnet.json` beside it: metrics, confusion matrix, the comparison table, a nested CV of
+the selection itself, the figure under a stricter grouping (same machine / recorder and day), the files and the
+ONNX conversion's parity, and the exact command. Model outputs are
 cached per (file sha256, model sha256) in `--cache` (default `.cache/head-features`), so a re-run takes minutes
 (the nested CV). Fixed seeds: two runs give the same head and metrics.
 
 Output: a progress bar and logs on stderr, the metrics as JSON on stdout.
 Exit codes: 0 trained and the target met (natural-vs-industrial balanced accuracy >= 0.95 under both the chosen
-head's CV and the nested CV), 1 trained but the target missed, 2 corpus or model folder missing / unusable.
+head's CV and the nested CV), or converted; 1 trained but the target missed; 2 corpus or model folder missing /
+unusable, or a head that cannot be converted.
 """
 
 from __future__ import annotations
@@ -46,6 +59,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from soundmond.head import HeadError, convert_head  # noqa: E402
 from soundmond.sidecar import ModelFolderError  # noqa: E402
 from soundmond.training import TARGET, CorpusError, target_met, train_head  # noqa: E402
 
@@ -66,20 +80,24 @@ def main(argv: list[str] | None = None) -> int:
         dest="tagger_only",
         action="store_true",
         help="compare and ship tagger-only feature sets (BirdNET not loaded; default --out "
-        "soundmond/heads/yamnet-tagger.skops)",
+        "soundmond/heads/yamnet-tagger.onnx)",
     )
     parser.add_argument("--no-nested", action="store_true", help="skip the nested CV (faster; the target then "
                         "is checked on the chosen head's CV only)")
-    parser.add_argument("--out", type=Path, default=None, help="head file to write (default "
-                        "soundmond/heads/yamnet.skops, or yamnet-tagger.skops with --tagger-only)")
+    parser.add_argument("--out", type=Path, default=None, help="head file to write, .onnx or .skops (both are "
+                        "written; default soundmond/heads/yamnet.onnx, or yamnet-tagger.onnx with --tagger-only)")
+    parser.add_argument("--convert", type=Path, default=None, metavar="SKOPS", help="do not train: write the ONNX "
+                        "head beside this skops head and record it in the .json beside it")
     parser.add_argument("--cache", type=Path, default=REPO / ".cache" / "head-features")
     parser.add_argument("--no-cache", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.out is None:
-        args.out = REPO / "soundmond" / "heads" / ("yamnet-tagger.skops" if args.tagger_only else "yamnet.skops")
+        args.out = REPO / "soundmond" / "heads" / ("yamnet-tagger.onnx" if args.tagger_only else "yamnet.onnx")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     command = "python scripts/train_default_head.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    if args.convert is not None:
+        return convert(args.convert, command)
     if not (args.corpus / "labels.csv").is_file():
         print(
             f"train_default_head: corpus not found at {args.corpus} (expected labels.csv there); "
@@ -113,6 +131,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_default_head: {figures}: below the target {TARGET}", file=sys.stderr)
         return 1
     print(f"train_default_head: {figures}: target {TARGET} met", file=sys.stderr)
+    return 0
+
+
+def convert(skops: Path, command: str) -> int:
+    """`--convert`: the ONNX head beside a skops head; its .json (if any) gets `files` (with the parity figure)."""
+    try:
+        files = convert_head(skops)
+    except HeadError as exc:
+        print(f"train_default_head: {exc}", file=sys.stderr)
+        return 2
+    info = {**files.report(), "converted_by": command}
+    report_path = skops.with_suffix(".json")
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        report["files"] = info
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+    json.dump(info, sys.stdout, indent=2)
+    print()
     return 0
 
 

@@ -407,7 +407,7 @@ def bench_head(cache: Path, tagger_family: str, label_count: int, embedding_dim:
     from soundmond.head import HEAD_CLASSES, HeadMeta, save_head
 
     dim = label_count + embedding_dim + 1024
-    path = cache / f"head-{tagger_family}-{label_count}-{embedding_dim}.skops"
+    path = cache / f"head-{tagger_family}-{label_count}-{embedding_dim}.onnx"
     if path.is_file():
         return path
     rng = np.random.default_rng(0)
@@ -423,7 +423,7 @@ def bench_head(cache: Path, tagger_family: str, label_count: int, embedding_dim:
         sklearn_version=sklearn.__version__,
     )
     cache.mkdir(parents=True, exist_ok=True)
-    return save_head(path, model, meta)
+    return save_head(path, model, meta).onnx
 
 
 # --- reference paths (need the export extra) --------------------------------------------------------------------------

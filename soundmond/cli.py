@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     from soundmond.train_head import add_train_head_arguments, run_train_head
 
     p = add("train-head", "train the natural / industrial / other head on labelled audio (CSV or ESC-50 checkout)",
-            "soundmond train-head --labels ESC-50-master --out heads/esc50.skops --features both")
+            "soundmond train-head --labels ESC-50-master --out heads/esc50.onnx --features both")
     add_train_head_arguments(p)
     p.set_defaults(func=run_train_head)
 

@@ -1,41 +1,36 @@
-"""The natural / industrial / other head: a small scikit-learn model on the tagger's output, loaded safely.
+"""The natural / industrial / other head: a small linear model on the tagger's output, shipped as ONNX.
 
-File format: a skops file (`skops.io.dump`, a zip of JSON + .npy; never pickle / joblib, whose loading runs arbitrary
-code) holding a dict `{"model": <fitted sklearn estimator>, "meta": {...}}` (see `HeadMeta`). The shipped heads live
-in `soundmond/heads/<tagger family>.skops`, each with a `.json` beside it (metrics and the command that trained it,
-for people; the daemon does not read it). A family whose shipped head needs BirdNET's embedding also ships a
-tagger-only head, `soundmond/heads/<tagger family>-tagger.skops`; `load_head` picks it when `models.head.path` is
-empty and `models.birds.enabled` is false, and refuses (`HeadError`) a configured head that needs BirdNET when birds
-are disabled.
+A head is a scikit-learn `Pipeline(StandardScaler, LogisticRegression)` (multinomial, classes `HEAD_CLASSES`),
+trained by `soundmond train-head` / `scripts/train_default_head.py`. `save_head` writes it twice:
+- `<name>.onnx` (`soundmond.head_onnx`): what the daemon loads, run by ONNX Runtime (already loaded for the models),
+  so the daemon never imports scikit-learn, skops or scipy (~100 MB of RSS less, and no torch pulled in through
+  scikit-learn where torch is installed). It embeds its `HeadMeta` and a SHA-256 of itself, checked at every load: a
+  changed or damaged byte (SD-card bit rot on a field sensor) is a `HeadError`, never silently different predictions.
+  The conversion is refused unless the ONNX head gives scikit-learn's probabilities to 1e-9.
+- `<name>.skops` (`soundmond.head_skops`): the training artefact, scikit-learn's own object with the same metadata,
+  loadable (strictly, never pickle) when `models.head.path` names it; that imports scikit-learn.
+`Head.load` picks the format by the file's suffix (`.onnx` or `.skops`; anything else is refused); the two formats
+share everything else here (meta, features, the tagger checks, `predict`).
 
-Loading is two-fold strict:
-1. Every object type recorded in the file's `schema.json` must be in `ALLOWED_TYPES`, the exact set of types the
-   shipped head contains (listed from its schema.json when it was trained; `tests/test_head.py` checks the list is
-   exactly that): dict / list / str / tuple, numpy ndarray and float64, and the head's Pipeline, StandardScaler and
-   LogisticRegression.
-   Anything else - even a type skops would trust by default - is refused: "untrusted type X in head file".
-2. `skops.io.load(path, trusted=TRUSTED_TYPES)` then only builds those objects. `TRUSTED_TYPES` (the types to
-   trust beyond skops' defaults) is empty for the shipped heads: `get_untrusted_types` reports nothing for them.
-
-A damaged file (truncated, bytes changed: the zip's CRC-32 catches it) is a `HeadError` naming the file. A head
-trained on one tagger refuses another tagger (family and label count in `meta`).
+The shipped heads live in `soundmond/heads/<tagger family>.onnx` (with the `.skops` they were converted from and a
+`.json` beside it: metrics, the command that trained it and the conversion's parity, for people; the daemon does not
+read it). A family whose shipped head needs BirdNET's embedding also ships a tagger-only head,
+`soundmond/heads/<tagger family>-tagger.onnx`; `load_head` picks it when `models.head.path` is empty and
+`models.birds.enabled` is false, and refuses (`HeadError`) a configured head that needs BirdNET when birds are
+disabled. A head trained on one tagger refuses another tagger (family and label count in `meta`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
-import json
 import logging
-import zipfile
-import zlib
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-import skops.io as sio
 
 from soundmond.data import GROUPS, BirdOutput, GroupPrediction, TaggerOutput
 
@@ -51,24 +46,9 @@ FEATURE_PARTS: tuple[str, ...] = ("probabilities", "embedding", "birdnet_embeddi
 FEATURE_ALIASES: dict[str, str] = {"both": "probabilities+embedding"}
 HEAD_CLASSES: list[str] = sorted(GROUPS)  # ["industrial", "natural", "other"], sklearn's sorted classes_ order
 
-# Types passed to skops as trusted beyond its defaults. The shipped heads need none (checked at training time with
-# `skops.io.get_untrusted_types`; `scripts/train_default_head.py` fails if that ever changes).
-TRUSTED_TYPES: list[str] = []
-
-# Every type a head file may contain, module-qualified as in skops' schema.json (see module docstring).
-ALLOWED_TYPES: frozenset[str] = frozenset(
-    {
-        "builtins.dict",
-        "builtins.list",
-        "builtins.str",  # skops records JSON scalars (str, int, float, bool, None) under this type
-        "builtins.tuple",
-        "numpy.float64",
-        "numpy.ndarray",
-        "sklearn.linear_model._logistic.LogisticRegression",
-        "sklearn.pipeline.Pipeline",
-        "sklearn.preprocessing._data.StandardScaler",
-    }
-)
+# File suffixes `Head.load` accepts: the ONNX head the daemon loads, and the skops training artefact.
+ONNX_SUFFIX, SKOPS_SUFFIX = ".onnx", ".skops"
+HEAD_SUFFIXES: tuple[str, ...] = (ONNX_SUFFIX, SKOPS_SUFFIX)
 
 
 class HeadError(Exception):
@@ -167,32 +147,13 @@ TAGGER_ONLY_SUFFIX = "-tagger"
 
 
 def default_head_path(tagger_family: str) -> Path:
-    """The head shipped for a tagger family: `soundmond/heads/<family>.skops`."""
-    return HEADS_DIR / f"{tagger_family}.skops"
+    """The head shipped for a tagger family: `soundmond/heads/<family>.onnx`."""
+    return HEADS_DIR / f"{tagger_family}{ONNX_SUFFIX}"
 
 
 def tagger_only_head_path(tagger_family: str) -> Path:
-    """The tagger-only head shipped for a family (no BirdNET features): `soundmond/heads/<family>-tagger.skops`."""
-    return HEADS_DIR / f"{tagger_family}{TAGGER_ONLY_SUFFIX}.skops"
-
-
-def schema_types(schema: object) -> set[str]:
-    """Every `module.Class` recorded in a skops schema (objects, types, functions), recursively."""
-    found: set[str] = set()
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            cls, module = node.get("__class__"), node.get("__module__")
-            if isinstance(cls, str) and isinstance(module, str):
-                found.add(f"{module}.{cls}")
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(schema)
-    return found
+    """The tagger-only head shipped for a family (no BirdNET features): `soundmond/heads/<family>-tagger.onnx`."""
+    return HEADS_DIR / f"{tagger_family}{TAGGER_ONLY_SUFFIX}{ONNX_SUFFIX}"
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -202,35 +163,43 @@ def _read_bytes(path: Path) -> bytes:
         raise HeadError(path, f"cannot read the head file ({exc.strerror or exc})", "check models.head.path") from exc
 
 
-def _file_types(path: Path, data: bytes) -> set[str]:
-    """The types in a skops file, reading every member (so a damaged member fails its CRC-32 check here)."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            bad = archive.testzip()
-            if bad is not None:
-                raise HeadError(path, f"member {bad} of the head file is damaged (CRC mismatch)", _DAMAGED_HINT)
-            schema = json.loads(archive.read("schema.json"))
-    except HeadError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, KeyError, EOFError, ValueError, OSError) as exc:
-        raise HeadError(path, f"not a readable skops head file ({exc})", _DAMAGED_HINT) from exc
-    return schema_types(schema)
-
-
 _DAMAGED_HINT = (
     "the file is damaged or was changed; reinstall soundmond, or retrain it with scripts/train_default_head.py"
 )
+
+# [n, feature_dim] features -> [n, 3] probabilities in `HEAD_CLASSES` order (`head_onnx.OnnxPredictor`,
+# `head_skops.SkopsPredictor`).
+Predictor = Callable[[npt.NDArray[np.floating]], npt.NDArray[np.float64]]
+
+
+def check_tagger(
+    path: Path, meta: HeadMeta, tagger_family: str | None = None, tagger_label_count: int | None = None
+) -> None:
+    """`HeadError` when the head was trained on another tagger family or a tagger with another label count."""
+    if tagger_family is not None and meta.tagger_family != tagger_family:
+        raise HeadError(
+            path,
+            f"this head was trained on '{meta.tagger_family}' tagger outputs, but models.tagger.family is "
+            f"'{tagger_family}'",
+            f"leave models.head.path empty to use the head shipped for '{tagger_family}', or train one for it",
+        )
+    if tagger_label_count is not None and meta.tagger_label_count != tagger_label_count:
+        raise HeadError(
+            path,
+            f"this head expects a tagger with {meta.tagger_label_count} labels, the loaded tagger has "
+            f"{tagger_label_count}",
+            "use the head trained for this tagger model",
+        )
 
 
 class Head:
     """A loaded head: `predict(tagger_output, bird_output=None) -> GroupPrediction` (implements `GroupHead`)."""
 
-    def __init__(self, model: Any, meta: HeadMeta, path: Path | None = None) -> None:
-        self.model = model
+    def __init__(self, predictor: Predictor, meta: HeadMeta, path: Path | None = None) -> None:
+        self.predictor = predictor
         self.meta = meta
         self.path = path
         self.tagger_family: str = meta.tagger_family
-        self._class_index = [list(model.classes_).index(c) for c in HEAD_CLASSES]
 
     @classmethod
     def load(
@@ -240,69 +209,49 @@ class Head:
         tagger_family: str | None = None,
         tagger_label_count: int | None = None,
     ) -> Head:
-        """Load a head file; refuse untrusted content, damage, and a head made for another tagger."""
+        """Load a head file (`.onnx`, or the `.skops` training artefact); refuse damage, untrusted content, and a head
+        made for another tagger."""
         path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in HEAD_SUFFIXES:
+            raise HeadError(
+                path,
+                f"unknown head file type {suffix or '(no suffix)'!r}: expected {ONNX_SUFFIX} (or {SKOPS_SUFFIX})",
+                "set models.head.path to a .onnx head written by soundmond train-head, or leave it empty",
+            )
         if not path.is_file():
             raise HeadError(path, "no such head file", "set models.head.path, or leave it empty for the shipped head")
         data = _read_bytes(path)
-        types = _file_types(path, data)
-        untrusted = sorted(types - ALLOWED_TYPES)
-        if untrusted:
-            raise HeadError(
-                path,
-                f"untrusted type {untrusted[0]} in head file" + (f" (and {untrusted[1:]})" if untrusted[1:] else ""),
-                "a head may only hold a StandardScaler + LogisticRegression pipeline; refusing to load it",
-            )
-        try:
-            obj = sio.load(io.BytesIO(data), trusted=TRUSTED_TYPES)
-        except sio.exceptions.UntrustedTypesFoundException as exc:
-            raise HeadError(path, f"untrusted type in head file ({exc})", "refusing to load it") from exc
-        except (zipfile.BadZipFile, zlib.error, KeyError, EOFError, ValueError, TypeError, AttributeError) as exc:
-            raise HeadError(path, f"cannot load the head ({type(exc).__name__}: {exc})", _DAMAGED_HINT) from exc
-        if not isinstance(obj, dict) or "model" not in obj or "meta" not in obj:
-            raise HeadError(path, "not a soundmond head (expected {'model': ..., 'meta': ...})", _DAMAGED_HINT)
-        meta = HeadMeta.from_dict(path, obj["meta"])
-        model = obj["model"]
-        if not hasattr(model, "predict_proba") or list(getattr(model, "classes_", [])) != HEAD_CLASSES:
-            raise HeadError(path, f"the model's classes are not {HEAD_CLASSES}", "retrain the head")
-        n_in = getattr(model, "n_features_in_", meta.feature_dim)
-        if n_in != meta.feature_dim:
-            raise HeadError(path, f"model takes {n_in} features, meta says {meta.feature_dim}", _DAMAGED_HINT)
-        if tagger_family is not None and meta.tagger_family != tagger_family:
-            raise HeadError(
-                path,
-                f"this head was trained on '{meta.tagger_family}' tagger outputs, but models.tagger.family is "
-                f"'{tagger_family}'",
-                f"leave models.head.path empty to use the head shipped for '{tagger_family}', or train one for it",
-            )
-        if tagger_label_count is not None and meta.tagger_label_count != tagger_label_count:
-            raise HeadError(
-                path,
-                f"this head expects a tagger with {meta.tagger_label_count} labels, the loaded tagger has "
-                f"{tagger_label_count}",
-                "use the head trained for this tagger model",
-            )
-        import sklearn
+        predictor: Predictor
+        if suffix == ONNX_SUFFIX:
+            from soundmond.head_onnx import load_onnx
 
-        if meta.sklearn_version and meta.sklearn_version != sklearn.__version__:
-            logger.warning(
-                "%s: head saved with scikit-learn %s, running %s; retrain it if predictions look wrong",
-                path,
-                meta.sklearn_version,
-                sklearn.__version__,
-            )
+            predictor, meta = load_onnx(path, data)
+        else:
+            from soundmond.head_skops import SkopsPredictor, load_skops
+
+            model, meta = load_skops(path, data)
+            predictor = SkopsPredictor(model)
+            if path.with_suffix(ONNX_SUFFIX).is_file():
+                logger.info(
+                    "%s is a skops head (imports scikit-learn, ~100 MB of memory); the ONNX head beside it, %s, loads "
+                    "without importing scikit-learn",
+                    path,
+                    path.with_suffix(ONNX_SUFFIX).name,
+                )
+        check_tagger(path, meta, tagger_family, tagger_label_count)
         logger.info("head loaded from %s (%s tagger, %s features)", path, meta.tagger_family, meta.features)
-        return cls(model, meta, path)
+        return cls(predictor, meta, path)
 
     def predict_proba(self, features: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
-        """[n, 3] probabilities in `HEAD_CLASSES` order for [n, feature_dim] features."""
+        """[n, 3] probabilities in `HEAD_CLASSES` order for [n, feature_dim] features (an ONNX head takes them as
+        float32, what the daemon supplies; a skops head as float64)."""
         x = np.asarray(features, dtype=np.float64)
         if x.ndim == 1:
             x = x[None, :]
         if x.shape[1] != self.meta.feature_dim:
             raise ValueError(f"head expects {self.meta.feature_dim} features, got {x.shape[1]}")
-        proba = np.asarray(self.model.predict_proba(x), dtype=np.float64)
-        return proba[:, self._class_index]
+        return self.predictor(x)
 
     @property
     def needs_birds(self) -> bool:
@@ -320,20 +269,102 @@ class Head:
         )
 
 
-def save_head(path: Path | str, model: Any, meta: HeadMeta) -> Path:
-    """Write a head file (skops) and check that it loads with the strict loader."""
+class HeadFiles(NamedTuple):
+    """What `save_head` / `convert_head` wrote: both files and how closely the ONNX head matches scikit-learn."""
+
+    onnx: Path
+    skops: Path
+    parity_max_abs_diff: float  # max |ONNX - scikit-learn predict_proba| over the rows checked
+    parity_random_rows: int  # random rows around the scaler's mean
+    parity_feature_rows: int  # rows of the features given (the training features), 0 when none
+
+    def report(self) -> dict[str, Any]:
+        """For a head's .json report: which files hold the head, and the conversion's parity."""
+        from soundmond.head_onnx import PARITY_TOLERANCE
+
+        return {
+            "onnx": self.onnx.name,
+            "skops": self.skops.name,
+            "loaded_by_the_daemon": self.onnx.name,
+            "onnx_parity": {
+                "max_abs_diff": self.parity_max_abs_diff,
+                "tolerance": PARITY_TOLERANCE,
+                "random_rows": self.parity_random_rows,
+                "training_feature_rows": self.parity_feature_rows,
+                "method": "ONNX Runtime against scikit-learn's predict_proba on float32 rows: random ones around the "
+                "scaler's mean (up to 4 standard deviations) and the training features when given",
+            },
+        }
+
+
+def head_file_pair(path: Path | str) -> tuple[Path, Path]:
+    """(onnx, skops) paths for a head named by either of them."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta_dict = asdict(meta)
-    tmp = path.with_name(path.name + ".tmp")
-    sio.dump({"model": model, "meta": meta_dict}, tmp)
-    untrusted = sio.get_untrusted_types(file=tmp)
-    if untrusted:
-        tmp.unlink()
-        raise HeadError(path, f"the head holds types skops does not trust: {untrusted}", "use a simpler model")
-    tmp.replace(path)
-    Head.load(path)  # refuses anything outside ALLOWED_TYPES
-    return path
+    if path.suffix.lower() not in HEAD_SUFFIXES:
+        raise HeadError(path, f"a head file must end in {ONNX_SUFFIX} or {SKOPS_SUFFIX}",
+                        f"e.g. --out heads/mine{ONNX_SUFFIX} (the {SKOPS_SUFFIX} is written beside it)")
+    return path.with_suffix(ONNX_SUFFIX), path.with_suffix(SKOPS_SUFFIX)
+
+
+def _onnx_checked(
+    onnx_path: Path, model: Any, meta: HeadMeta, features: npt.NDArray[np.floating] | None
+) -> tuple[bytes, float, int, int]:
+    """The sealed ONNX head, checked: parity with scikit-learn, and the daemon's own loader accepts it."""
+    from soundmond.head_onnx import PARITY_TOLERANCE, load_onnx, parity, to_onnx
+
+    data = to_onnx(onnx_path, model, meta)
+    diff, random_rows, feature_rows = parity(onnx_path, model, data, features)
+    if not diff <= PARITY_TOLERANCE:
+        raise HeadError(onnx_path, f"the ONNX head differs from scikit-learn by {diff:.3g} (> {PARITY_TOLERANCE:g})",
+                        "nothing was written; report this bug")
+    load_onnx(onnx_path, data)
+    return data, diff, random_rows, feature_rows
+
+
+def _write_onnx(onnx_path: Path, data: bytes) -> None:
+    tmp = onnx_path.with_name(onnx_path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(onnx_path)
+
+
+def save_head(
+    path: Path | str, model: Any, meta: HeadMeta, features: npt.NDArray[np.floating] | None = None
+) -> HeadFiles:
+    """Write a head as `<name>.onnx` (what the daemon loads) and `<name>.skops` (the training artefact) from a
+    fitted `Pipeline(StandardScaler, LogisticRegression)`; `path` names either. Refuses (`HeadError`, nothing
+    written) a model that does not convert or whose ONNX probabilities differ from scikit-learn's by more than
+    1e-9 (random rows plus `features`, e.g. the training features); both files are checked with the strict loaders.
+    """
+    from soundmond.head_skops import load_skops, write_skops
+
+    onnx_path, skops_path = head_file_pair(path)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    data, diff, random_rows, feature_rows = _onnx_checked(onnx_path, model, meta, features)
+    tmp = skops_path.with_name(skops_path.name + ".tmp")
+    write_skops(skops_path, tmp, model, meta)
+    try:
+        load_skops(skops_path, tmp.read_bytes())  # refuses anything outside ALLOWED_TYPES
+        _write_onnx(onnx_path, data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(skops_path)
+    logger.info("head written: %s (ONNX, max |diff| %.2g from scikit-learn on %d rows) and %s", onnx_path, diff,
+                random_rows + feature_rows, skops_path)
+    return HeadFiles(onnx_path, skops_path, diff, random_rows, feature_rows)
+
+
+def convert_head(skops_path: Path | str, features: npt.NDArray[np.floating] | None = None) -> HeadFiles:
+    """Write the ONNX head beside an existing skops head (same model and meta; the skops file is not touched)."""
+    from soundmond.head_skops import load_skops
+
+    onnx_path, skops_path = head_file_pair(skops_path)
+    model, meta = load_skops(skops_path, _read_bytes(skops_path))
+    data, diff, random_rows, feature_rows = _onnx_checked(onnx_path, model, meta, features)
+    _write_onnx(onnx_path, data)
+    logger.info("%s converted to %s (max |diff| %.2g from scikit-learn on %d rows)", skops_path, onnx_path, diff,
+                random_rows + feature_rows)
+    return HeadFiles(onnx_path, skops_path, diff, random_rows, feature_rows)
 
 
 def utc_now_iso() -> str:
@@ -402,20 +433,22 @@ def load_head(
 
 
 __all__ = [
-    "ALLOWED_TYPES",
     "FEATURE_PARTS",
     "BirdFeaturesMissing",
     "HEAD_CLASSES",
-    "TRUSTED_TYPES",
+    "HEAD_SUFFIXES",
     "Head",
     "HeadError",
+    "HeadFiles",
     "HeadMeta",
+    "check_tagger",
+    "convert_head",
     "default_head_path",
     "feature_parts",
     "head_features",
+    "head_file_pair",
     "load_head",
     "needs_birds",
     "save_head",
-    "schema_types",
     "tagger_only_head_path",
 ]

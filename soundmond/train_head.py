@@ -20,8 +20,10 @@ is the best logistic regression (the only model the head loader's allow-list acc
 natural-vs-industrial balanced accuracy, then 3-class balanced accuracy, then log loss. Logistic regression gives
 probabilities directly; their calibration (log loss, Brier, expected calibration error) is in the report.
 
-Output: the head (`--out`, skops, loadable only through the allow-list; metadata: tagger family and label count,
-feature kind, the group labels, training-data checksum, CV metrics), and a report folder (`--report`, default
+Output: the head (`--out`, `.onnx` or `.skops`; both are written, see `soundmond.head.save_head`: `<name>.onnx`, what
+the daemon loads, with an embedded checksum and checked against scikit-learn on the training features, and
+`<name>.skops`, the training artefact, loadable only through the allow-list; metadata in both: tagger family and label
+count, feature kind, the group labels, training-data checksum, CV metrics), and a report folder (`--report`, default
 `<out>-report/`, written atomically): `report.json`, `report.md`, `confusion.png`, `wrong_windows.csv`. A JSON summary
 on stdout, progress and logs on stderr.
 
@@ -326,8 +328,9 @@ def train(
         "created_utc": meta.created_utc,
         "command": command,
     }
+    files = save_head(out, model, meta, features=data.features(kind))
+    report["files"] = files.report()
     _write_report(report_dir, report, wrong)
-    save_head(out, model, meta)
     return report
 
 
@@ -388,7 +391,9 @@ def add_train_head_arguments(p: argparse.ArgumentParser) -> None:
                    help="labels CSV (file + group or category), or an ESC-50 checkout (meta/esc50.csv, audio/)")
     p.add_argument("--audio-root", type=Path, default=None, metavar="DIR",
                    help="folder the files are relative to (default: the CSV's folder, or ESC50_DIR/audio)")
-    p.add_argument("--out", type=Path, required=True, metavar="HEAD", help="head file to write (.skops)")
+    p.add_argument("--out", type=Path, required=True, metavar="HEAD",
+                   help="head file to write: NAME.onnx (what the daemon loads; NAME.skops, the training artefact, is "
+                   "written beside it) or NAME.skops (NAME.onnx beside it)")
     p.add_argument("--report", type=Path, default=None, metavar="DIR", help="report folder (default HEAD-report/)")
     p.add_argument("--features", default="compare",
                    help="probs | embedding | both | all | a '+'-joined set | compare (default: compare all available)")
@@ -410,13 +415,15 @@ def run_train_head(args: argparse.Namespace) -> int:
     import shlex
 
     from soundmond.config import BirdConfig, TaggerConfig
-    from soundmond.head import HeadError
+    from soundmond.head import HEAD_SUFFIXES, HeadError
     from soundmond.models import BirdnetModel, load_tagger
     from soundmond.sidecar import ModelFolderError, verify_folder
 
     setup_logging("DEBUG" if args.verbose else "INFO")
     command = "soundmond train-head " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     try:
+        if args.out.suffix.lower() not in HEAD_SUFFIXES:
+            raise TrainError(f"--out {args.out}: a head file ends in .onnx or .skops (both are written)")
         mapping_path = args.mapping or DEFAULT_MAPPING
         if args.labels.is_dir():
             if not (args.labels / "meta" / "esc50.csv").is_file():

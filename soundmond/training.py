@@ -21,7 +21,9 @@ Pipeline (`train_head`):
    redone by an inner grouped 4-fold CV on the outer training part only, and the chosen candidate is scored on the
    outer test part. The nested figure is the estimate of the whole procedure (no selection optimism); the target is
    checked on both.
-5. The chosen candidate is fitted on every window and written with `head.save_head`.
+5. The chosen candidate is fitted on every window and written with `head.save_head`: `<out>.onnx` (what the daemon
+   loads) and `<out>.skops` (the training artefact), the ONNX one checked against scikit-learn on the training
+   features.
 
 Grouping rules (`source_group`, per corpus source; the issue: "clips from one source recording never split across
 folds"):
@@ -102,7 +104,7 @@ FEATURE_SETS: tuple[str, ...] = (
     "probabilities+embedding+birdnet_embedding",
 )
 # The feature sets a tagger alone supplies (no BirdNET block): the candidates of the tagger-only head
-# (`soundmond/heads/<family>-tagger.skops`, used when `models.birds.enabled` is false).
+# (`soundmond/heads/<family>-tagger.onnx`, used when `models.birds.enabled` is false).
 TAGGER_FEATURE_SETS: tuple[str, ...] = tuple(k for k in FEATURE_SETS if "birdnet_embedding" not in k.split("+"))
 SHIPPABLE_MODEL_PREFIX = "logreg"  # the head loader's allow-list holds StandardScaler + LogisticRegression only
 
@@ -591,7 +593,8 @@ def train_head(
     nested: bool = True,
     tagger_only: bool = False,
 ) -> dict[str, Any]:
-    """Train, cross-validate, pick and write the YAMNet head; returns the report (also written beside it as .json).
+    """Train, cross-validate, pick and write the YAMNet head (`out`: .onnx or .skops, the other is written beside it,
+    see `save_head`); returns the report (also written beside it as .json).
 
     `tagger_only`: compare and choose among feature sets the tagger alone supplies (`TAGGER_FEATURE_SETS`) and never
     load BirdNET (`birdnet_dir` is ignored): the head for stations with `models.birds.enabled: false`.
@@ -691,9 +694,10 @@ def train_head(
         sklearn_version=sklearn.__version__,
         created_utc=utc_now_iso(),
     )
-    save_head(out, model, meta)
+    files = save_head(out, model, meta, features=x)
     report: dict[str, Any] = {
         "head": str(out.name),
+        "files": files.report(),
         "chosen": {"features": kind, "model": name, "needs_birdnet": "birdnet_embedding" in kind.split("+")},
         "tagger_only": birds is None,
         "feature_sets_compared": list(feature_sets),

@@ -130,7 +130,7 @@ def test_birds_disabled_uses_the_tagger_only_head(tmp_path: Path, yamnet_dir: Pa
     cfg.write_text(f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{enabled: false}}\n")
     proc = analyze(str(fixture_audio / "whisp_field_horn.flac"), "--config", str(cfg))
     assert proc.returncode == 0, proc.stderr
-    assert "yamnet-tagger.skops" in proc.stderr  # the log says which head and why
+    assert "yamnet-tagger.onnx" in proc.stderr  # the log says which head and why
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["group"] for r in records] == ["industrial"]
     assert records[0]["status"] == "ok" and records[0]["species"] == []
@@ -138,7 +138,7 @@ def test_birds_disabled_uses_the_tagger_only_head(tmp_path: Path, yamnet_dir: Pa
 
 def test_bird_head_with_birds_disabled_exits_3(tmp_path: Path, yamnet_dir: Path, fixture_audio: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    head = REPO / "soundmond" / "heads" / "yamnet.skops"  # needs BirdNET's embedding
+    head = REPO / "soundmond" / "heads" / "yamnet.onnx"  # needs BirdNET's embedding
     cfg.write_text(
         f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{enabled: false}}\n"
         f"  head: {{path: {head}}}\n"

@@ -1,4 +1,6 @@
-"""soundmond.head: safe loading of skops heads, refusals, and the shipped YAMNet head on real audio."""
+"""soundmond.head: the shipped YAMNet heads on real audio, choosing the head, safe loading of skops heads (the
+training artefact), refusals. The ONNX format itself (checksum, conversion, no scikit-learn in the daemon):
+tests/test_head_onnx.py."""
 
 from __future__ import annotations
 
@@ -20,9 +22,7 @@ from soundmond.audio import load_audio
 from soundmond.config import BirdConfig, LoadedConfig, TaggerConfig, load_config
 from soundmond.data import AudioWindow, BirdOutput, GroupPrediction, TaggerOutput
 from soundmond.head import (
-    ALLOWED_TYPES,
     HEAD_CLASSES,
-    TRUSTED_TYPES,
     BirdFeaturesMissing,
     Head,
     HeadError,
@@ -32,16 +32,17 @@ from soundmond.head import (
     head_features,
     load_head,
     save_head,
-    schema_types,
     tagger_only_head_path,
 )
+from soundmond.head_skops import ALLOWED_TYPES, TRUSTED_TYPES, schema_types
 from soundmond.models import AstTagger, BirdnetModel, YamnetTagger
 from soundmond.protocols import GroupHead
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "audio"
 SHIPPED = default_head_path("yamnet")
 SHIPPED_TAGGER = tagger_only_head_path("yamnet")  # for stations with models.birds.enabled: false
-SHIPPED_HEADS = [SHIPPED, SHIPPED_TAGGER]
+SHIPPED_HEADS = [SHIPPED, SHIPPED_TAGGER]  # the ONNX heads the daemon loads
+SHIPPED_SKOPS = [p.with_suffix(".skops") for p in SHIPPED_HEADS]  # the training artefacts they were converted from
 TARGET = 0.95
 
 
@@ -91,7 +92,7 @@ def birdnet(birdnet_dir: Path) -> BirdnetModel:
 # --- the shipped head ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shipped", SHIPPED_HEADS, ids=lambda p: p.name)
+@pytest.mark.parametrize("shipped", SHIPPED_SKOPS, ids=lambda p: p.name)
 def test_shipped_head_holds_exactly_the_allowed_types(shipped: Path) -> None:
     with zipfile.ZipFile(shipped) as archive:
         types = schema_types(json.loads(archive.read("schema.json")))
@@ -103,7 +104,15 @@ def test_shipped_head_holds_exactly_the_allowed_types(shipped: Path) -> None:
 def test_shipped_head_metrics_file_matches_the_head(shipped: Path) -> None:
     report = json.loads(shipped.with_suffix(".json").read_text())
     head = Head.load(shipped)
-    assert report["head"] == shipped.name
+    skops_head = Head.load(shipped.with_suffix(".skops"))
+    assert head.meta == skops_head.meta  # the ONNX head carries the skops head's meta, CV figures included
+    assert report["head"] == shipped.with_suffix(".skops").name  # what the training command wrote
+    assert report["files"]["onnx"] == report["files"]["loaded_by_the_daemon"] == shipped.name
+    assert report["files"]["skops"] == shipped.with_suffix(".skops").name
+    assert report["files"]["onnx_parity"]["max_abs_diff"] <= report["files"]["onnx_parity"]["tolerance"] == 1e-9
+    assert report["files"]["converted_by"] == (
+        f"python scripts/train_default_head.py --convert soundmond/heads/{shipped.with_suffix('.skops').name}"
+    )
     cv = head.meta.cv_metrics
     assert report["cv"]["natural_vs_industrial"]["balanced_accuracy"] == pytest.approx(
         cv["natural_vs_industrial_balanced_accuracy"]
@@ -138,7 +147,7 @@ def test_shipped_tagger_only_head_is_tagger_only_and_meets_the_target() -> None:
     assert report["tagger_only"] is True and report["birdnet"] is None
     assert report["chosen"] == {"features": "probabilities+embedding", "model": "logreg_C0.01", "needs_birdnet": False}
     assert all("birdnet" not in k for k in report["comparison"]) and report["feature_sets_compared"]
-    assert "--tagger-only" in report["command"] and "yamnet-tagger.skops" in report["command"]
+    assert "--tagger-only" in report["command"] and "--out soundmond/heads/yamnet-tagger." in report["command"]
     assert report["cv_scheme"] == json.loads(SHIPPED.with_suffix(".json").read_text())["cv_scheme"]
     assert report["data"] == json.loads(SHIPPED.with_suffix(".json").read_text())["data"]  # same windows, groups
     assert report["cv_target"]["natural_vs_industrial_balanced_accuracy"] == TARGET
@@ -210,9 +219,10 @@ def test_fixture_labels_cover_the_groups() -> None:
 # --- choosing the head: birds enabled or not ------------------------------------------------------------------------
 
 
-def test_default_head_path_is_unchanged() -> None:
-    assert default_head_path("yamnet") == SHIPPED == SHIPPED.parent / "yamnet.skops"
-    assert tagger_only_head_path("yamnet") == SHIPPED.parent / "yamnet-tagger.skops"
+def test_default_head_paths_are_the_onnx_heads() -> None:
+    assert default_head_path("yamnet") == SHIPPED == SHIPPED.parent / "yamnet.onnx"
+    assert tagger_only_head_path("yamnet") == SHIPPED.parent / "yamnet-tagger.onnx"
+    assert all(p.is_file() for p in SHIPPED_HEADS + SHIPPED_SKOPS)
 
 
 def test_load_head_picks_the_tagger_only_head_when_birds_are_disabled(caplog: pytest.LogCaptureFixture) -> None:
@@ -222,7 +232,7 @@ def test_load_head_picks_the_tagger_only_head_when_birds_are_disabled(caplog: py
     assert head.path == SHIPPED_TAGGER and not head.needs_birds
     reason = next(r.getMessage() for r in caplog.records if "tagger-only" in r.getMessage())
     assert "models.birds.enabled is false" in reason and str(SHIPPED_TAGGER) in reason
-    assert "yamnet.skops" in reason  # the head it did not use, and why
+    assert "yamnet.onnx" in reason  # the head it did not use, and why
 
 
 def test_configured_tagger_only_head_works_either_way() -> None:
@@ -246,7 +256,7 @@ def test_bird_head_without_a_tagger_only_head_is_refused(tmp_path: Path, monkeyp
 
     import soundmond.head
 
-    shutil.copy(SHIPPED, tmp_path / "yamnet.skops")  # a family shipping only a head that needs BirdNET
+    shutil.copy(SHIPPED, tmp_path / "yamnet.onnx")  # a family shipping only a head that needs BirdNET
     monkeypatch.setattr(soundmond.head, "HEADS_DIR", tmp_path)
     assert load_head(None, "yamnet", 521).needs_birds
     with pytest.raises(HeadError, match="no tagger-only head is shipped for it") as e:
@@ -271,7 +281,7 @@ def test_load_models_with_birds_disabled_uses_the_tagger_only_head(tmp_path: Pat
     )
     tagger, birds, head, versions = load_models(loaded)
     assert birds is None and not head.needs_birds
-    assert "yamnet-tagger.skops" in str(versions["head"]) and "birds" not in versions
+    assert "yamnet-tagger.onnx" in str(versions["head"]) and "birds" not in versions
     session = build_session(loaded, models=(tagger, birds, head, versions))
     samples = five_s("whisp_field_horn.flac")
     window = AudioWindow("w", "test", 0.0, 0.0, 16000, samples)
@@ -318,8 +328,8 @@ def test_load_models_turns_an_analyzer_refusal_into_a_model_load_error(
 # --- refusals --------------------------------------------------------------------------------------------------------
 
 
-def test_tampered_head_is_refused(tmp_path: Path) -> None:
-    data = bytearray(SHIPPED.read_bytes())
+def test_tampered_skops_head_is_refused(tmp_path: Path) -> None:
+    data = bytearray(SHIPPED.with_suffix(".skops").read_bytes())
     with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
         info = next(i for i in archive.infolist() if i.filename.endswith(".npy") and i.file_size > 1000)
     offset = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + info.compress_size // 2
@@ -331,9 +341,9 @@ def test_tampered_head_is_refused(tmp_path: Path) -> None:
     assert str(tampered) in str(err.value) and "retrain" in err.value.hint
 
 
-def test_truncated_head_is_refused(tmp_path: Path) -> None:
+def test_truncated_skops_head_is_refused(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.skops"
-    truncated.write_bytes(SHIPPED.read_bytes()[:-200])
+    truncated.write_bytes(SHIPPED.with_suffix(".skops").read_bytes()[:-200])
     with pytest.raises(HeadError, match="not a readable skops head file"):
         Head.load(truncated)
 
@@ -366,11 +376,15 @@ def test_head_with_an_extra_type_outside_the_allow_list_is_refused(tmp_path: Pat
         Head.load(path)
 
 
-def test_head_for_another_tagger_is_refused() -> None:
+@pytest.mark.parametrize("shipped", SHIPPED_HEADS + SHIPPED_SKOPS, ids=lambda p: p.name)
+def test_head_for_another_tagger_is_refused(shipped: Path) -> None:
     with pytest.raises(HeadError, match="trained on 'yamnet' tagger outputs, but models.tagger.family is 'ast'"):
-        Head.load(SHIPPED, tagger_family="ast")
+        Head.load(shipped, tagger_family="ast")
     with pytest.raises(HeadError, match="expects a tagger with 521 labels"):
-        Head.load(SHIPPED, tagger_family="yamnet", tagger_label_count=527)
+        Head.load(shipped, tagger_family="yamnet", tagger_label_count=527)
+    with pytest.raises(HeadError, match="trained on 'yamnet'"):
+        load_head(shipped, "ast")
+    assert Head.load(shipped, tagger_family="yamnet", tagger_label_count=521).tagger_family == "yamnet"
 
 
 def test_feature_dimension_mismatch_is_refused(tmp_path: Path) -> None:
@@ -401,13 +415,17 @@ def test_ast_head_round_trip(ast_tiny_dir: Path, tmp_path: Path) -> None:
         trained_on="tests/fixtures/audio with a tiny random AST",
         training_data_sha256="0" * 64,
     )
-    path = save_head(tmp_path / "ast.skops", model, meta)
-    head = load_head(path, "ast", len(tagger.labels))
+    files = save_head(tmp_path / "ast.skops", model, meta, features=x)
+    assert files.onnx == tmp_path / "ast.onnx" and files.parity_feature_rows == len(outputs)
+    head = load_head(files.onnx, "ast", len(tagger.labels))
     prediction = head.predict(outputs[0])
     assert prediction.group in HEAD_CLASSES
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
-    with pytest.raises(HeadError, match="trained on 'ast'"):
-        load_head(path, "yamnet")
+    skops_head = load_head(files.skops, "ast", len(tagger.labels))
+    assert np.abs(head.predict_proba(x) - skops_head.predict_proba(x)).max() <= 1e-9
+    for path in files[:2]:
+        with pytest.raises(HeadError, match="trained on 'ast'"):
+            load_head(path, "yamnet")
 
 
 # --- feature kinds and the bird output -------------------------------------------------------------------------------

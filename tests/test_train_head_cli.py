@@ -49,7 +49,9 @@ def _corpus_rows(shared_corpus: Path) -> list[dict[str, str]]:
 
 
 def _check_outputs(out: Path, report_dir: Path, features: str) -> dict[str, object]:
-    head = Head.load(out)  # the strict allow-list loader
+    head = Head.load(out.with_suffix(".skops"))  # the strict allow-list loader
+    onnx_head = Head.load(out.with_suffix(".onnx"))  # what the daemon loads: both are written, whichever --out names
+    assert onnx_head.meta == head.meta
     assert head.meta.features == features and head.meta.tagger_family == "yamnet"
     assert head.meta.classes == ["industrial", "natural", "other"] and len(head.meta.training_data_sha256) == 64
     assert 0.0 <= float(head.meta.cv_metrics["natural_vs_industrial_balanced_accuracy"]) <= 1.0
@@ -62,6 +64,10 @@ def _check_outputs(out: Path, report_dir: Path, features: str) -> dict[str, obje
     assert {k.split("/")[1] for k in report["comparison"]} == {"logreg_C0.1", "random_forest"}
     cm = report["cv"]["confusion_matrix"]["rows_true_columns_predicted"]
     assert sum(map(sum, cm)) == report["data"]["windows"]
+    files = report["files"]
+    assert (files["onnx"], files["skops"]) == (out.with_suffix(".onnx").name, out.with_suffix(".skops").name)
+    parity = files["onnx_parity"]
+    assert parity["max_abs_diff"] <= 1e-9 and parity["training_feature_rows"] == report["data"]["windows"]
     return report
 
 
@@ -130,7 +136,7 @@ def test_train_head_from_esc50_checkout(tmp_path: Path, shared_corpus: Path, yam
         writer = csv.DictWriter(fh, fieldnames=list(meta_rows[0]))
         writer.writeheader()
         writer.writerows(meta_rows)
-    out = tmp_path / "esc50.skops"
+    out = tmp_path / "esc50.onnx"
 
     code = main(["train-head", "--labels", str(esc), "--out", str(out), "--tagger", str(yamnet_dir),
                  "--features", "both", "--no-cache", *FAST])
@@ -148,13 +154,15 @@ def test_train_head_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
     (tmp_path / "ESC").mkdir()
     assert main(["train-head", "--labels", str(tmp_path / "ESC"), "--out", str(tmp_path / "h.skops")]) == 2
     assert "meta/esc50.csv not found" in capsys.readouterr().err
+    assert main(["train-head", "--labels", str(tmp_path / "ESC"), "--out", str(tmp_path / "h.pkl")]) == 2
+    assert "a head file ends in .onnx or .skops" in capsys.readouterr().err
     bad = tmp_path / "map.yaml"
     bad.write_text("groups:\n  natural: [rain]\n  industrial: [rain]\n")
     labels = tmp_path / "l.csv"
     labels.write_text("file,category\nx.wav,rain\n")
     assert main(["train-head", "--labels", str(labels), "--mapping", str(bad), "--out", str(tmp_path / "h.skops")]) == 2
     assert "listed under both" in capsys.readouterr().err
-    assert not (tmp_path / "h.skops").exists()
+    assert not (tmp_path / "h.skops").exists() and not (tmp_path / "h.onnx").exists()
 
 
 def test_train_head_ast_tagger_on_fixtures(tmp_path: Path, fixture_audio: Path, ast_tiny_dir: Path,
@@ -171,6 +179,7 @@ def test_train_head_ast_tagger_on_fixtures(tmp_path: Path, fixture_audio: Path, 
                  "--features", "embedding", "--folds", "2", "--models", "logreg_C0.1", "--no-cache", "--no-progress"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    head = Head.load(out)
+    head = Head.load(out.with_suffix(".onnx"))
     assert head.meta.tagger_family == "ast" and head.meta.features == "embedding" and head.meta.feature_dim == 32
+    assert Head.load(out).meta == head.meta
     assert json.loads(captured.out)["clips"] == 9
