@@ -42,11 +42,11 @@ from export.common import (
     utc_now_iso,
 )
 from export.tflite_tools import (
+    RealDftRewriter,
     convert_tflite,
     describe_tflite,
     litert_interpreter,
     ort_session,
-    RealDftRewriter,
     rename_io,
     run_litert,
     set_batch_dim,
