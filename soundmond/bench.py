@@ -822,10 +822,9 @@ def _store_figures(db: Path) -> dict[str, Any]:
             "status": status}
 
 
-# Packages a sensor does not have (the export extra, test tools). Where they are installed (a workstation), libraries
-# the daemon imports pick them up anyway: `skops.io` imports every scikit-learn module, whose array-API shim imports
-# torch when it is there (about +210 MB RSS and +3 s start-up). A sensor-like run makes them unimportable, as on a
-# sensor, so the daemon's RSS is the sensor's.
+# Packages a sensor does not have (the export extra, test tools). A sensor-like run makes them unimportable, as on a
+# sensor, so that nothing the daemon imports can pick them up where they are installed (a skops head did: its import
+# of scikit-learn pulled in torch, about +210 MB; the shipped head is ONNX now and the two runs should agree).
 SENSOR_ABSENT = ("torch", "torchgen", "tensorflow", "transformers", "optimum", "tf2onnx", "pytest", "_pytest")
 _SENSOR_BOOT = """
 import importlib.abc, sys
@@ -1526,8 +1525,8 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("daemon"):
         lines += ["## Daemon process (`soundmond run --source`, fresh process per configuration)", ""]
         lines += [f"sensor-like: {', '.join(SENSOR_ABSENT)} made unimportable in the daemon process, as on a sensor "
-                  "(where installed, skops' import of scikit-learn pulls in torch: +~210 MB); as installed: this "
-                  "venv as it is.", ""]
+                  "(nothing the daemon imports should reach them: the two environments should agree); as installed: "
+                  "this venv as it is.", ""]
         lines += _table(["configuration", "environment", "peak RSS MB", "start -> models loaded s", "windows",
                          "wall RTF", "analysis RTF", "exit"],
                         [[d["config"], "sensor-like" if d.get("sensor_like") else "as installed", d.get("peak_rss_mb"),

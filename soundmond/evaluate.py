@@ -41,12 +41,15 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from soundmond.logs import setup_logging
+
+if TYPE_CHECKING:
+    from soundmond.models import BirdnetMetaModel
 
 logger = logging.getLogger(__name__)
 
@@ -129,25 +132,6 @@ def read_rows(labels: Path, audio_root: Path) -> tuple[list[Row], list[dict[str,
 # ---------------------------------------------------------------- species
 
 
-class MetaModel:
-    """BirdNET's location / season meta model of a model folder: occurrence per class at (lat, lon, week)."""
-
-    def __init__(self, folder: Path, sidecar: Any, threads: int = 1) -> None:
-        from soundmond.models import make_session
-
-        meta = sidecar.extra.get("meta_model")
-        if not isinstance(meta, dict):
-            raise ValueError(f"{folder}: no meta model in model.json: the location filter cannot be evaluated")
-        self.session = make_session(folder / str(meta.get("file", "meta.onnx")), threads)
-        self.input = str(meta.get("input") or self.session.get_inputs()[0].name)
-        self.output = str(meta.get("output") or self.session.get_outputs()[0].name)
-
-    def occurrence(self, lat: float, lon: float, week: int) -> npt.NDArray[np.float32]:
-        x = np.array([[lat, lon, week]], dtype=np.float32)
-        (out,) = self.session.run([self.output], {self.input: x})
-        return np.asarray(out, dtype=np.float32).reshape(-1)
-
-
 def file_species_scores(birds: Any, path: Path) -> npt.NDArray[np.float32]:
     """Per class, the highest confidence over every BirdNET chunk of every 5-s window of the file."""
     from soundmond.audio import load_audio
@@ -212,7 +196,7 @@ def most_confused(
 
 
 def evaluate_species(
-    rows: Sequence[Row], birds: Any, meta: MetaModel | None, threshold: float, progress: bool
+    rows: Sequence[Row], birds: Any, meta: BirdnetMetaModel | None, threshold: float, progress: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, str]]]:
     from tqdm import tqdm
 
@@ -474,7 +458,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from soundmond.config import BirdConfig, ConfigError, TaggerConfig
     from soundmond.head import HeadError, load_head
-    from soundmond.models import BirdnetModel, load_tagger
+    from soundmond.models import BirdnetMetaModel, BirdnetModel, load_tagger
     from soundmond.sidecar import ModelFolderError, verify_folder
 
     setup_logging("DEBUG" if args.verbose else "INFO")
@@ -516,9 +500,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             assert birds is not None
             meta = None
             try:
-                meta = MetaModel(args.birdnet, birds.sidecar)
-            except ValueError as exc:
-                logger.warning("%s", exc)
+                meta = BirdnetMetaModel(args.birdnet, birds.sidecar)
+            except ModelFolderError as exc:
+                logger.warning("%s: the location filter cannot be evaluated", exc)
             sp, species_rows, sp_problems = evaluate_species(rows, birds, meta, args.filter_threshold, progress)
             problems += sp_problems
             report["species"] = sp
@@ -562,5 +546,5 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if problems else EXIT_OK
 
 
-__all__ = ["MetaModel", "add_evaluate_arguments", "evaluate_groups", "evaluate_species", "most_confused",
+__all__ = ["add_evaluate_arguments", "evaluate_groups", "evaluate_species", "most_confused",
            "read_rows", "run_evaluate", "species_metrics"]

@@ -36,7 +36,7 @@ from soundmond.config import BirdConfig, ConfigError, ConfigProblem, TaggerConfi
 from soundmond.data import BirdOutput, LabelScore, SpeciesScore, TaggerOutput
 from soundmond.features import ASTFeatures
 from soundmond.protocols import Float32Array, Tagger
-from soundmond.sidecar import ModelFolderError, Sidecar, TensorSpec, read_sidecar, verify_folder
+from soundmond.sidecar import ModelFolderError, Sidecar, TensorSpec, model_digest, read_sidecar, verify_folder
 
 logger = logging.getLogger(__name__)
 
@@ -423,7 +423,7 @@ class YamnetTagger:
         _check_session_io(self.folder, self._session, self.sidecar, "audio", ("probabilities", "embedding"))
         self._dynamic = _has_dynamic_batch(self._session, "audio")
         self._apply_sigmoid = self.sidecar.output_kind == "logits"
-        self.model_sha256 = self.sidecar.files[MODEL_FILE]
+        self.model_sha256 = model_digest(self.sidecar, MODEL_FILE)
         logger.info(
             "YAMNet tagger loaded from %s (%d labels, batch %s, pooling %s)",
             self.folder,
@@ -485,7 +485,7 @@ class AstTagger:
         _check_session_io(self.folder, self._session, self.sidecar, "input_values", ("logits", "embedding"))
         self._dynamic = _has_dynamic_batch(self._session, "input_values")
         self._apply_sigmoid = self.sidecar.output_kind == "logits"
-        self.model_sha256 = self.sidecar.files[MODEL_FILE]
+        self.model_sha256 = model_digest(self.sidecar, MODEL_FILE)
         logger.info(
             "AST tagger loaded from %s (%d labels, %d frames, quantization %s)",
             self.folder,
@@ -551,6 +551,33 @@ class BirdDetection:
     week: int | None  # the week used for occurrence (None when the station's location is unknown)
 
 
+class BirdnetMetaModel:
+    """BirdNET's location / season model (the `meta.onnx` of a BirdNET folder): occurrence per class at
+    (latitude, longitude, week), week 1-48 or -1 for the whole year. Used by `BirdnetModel` (which tabulates every
+    week of its station once and releases the session) and by `soundmond evaluate` (any place, any week)."""
+
+    def __init__(self, folder: Path, sidecar: Sidecar, threads: int = 1) -> None:
+        meta = sidecar.extra.get("meta_model")
+        if not isinstance(meta, dict):
+            raise ModelFolderError(folder, "no meta model in model.json", "re-export the BirdNET folder")
+        file = str(meta.get("file", "meta.onnx"))
+        if file not in sidecar.files:
+            raise ModelFolderError(folder, f"meta model {file} is not in model.json's checksums", "re-export")
+        self.label_count = sidecar.label_count
+        self.session = make_session(folder / file, threads)
+        self.input = str(meta.get("input") or self.session.get_inputs()[0].name)
+        self.output = str(meta.get("output") or self.session.get_outputs()[0].name)
+
+    def occurrence(self, latitude: float, longitude: float, week: int) -> npt.NDArray[np.float32]:
+        x = np.array([[latitude, longitude, week]], dtype=np.float32)
+        (out,) = self.session.run([self.output], {self.input: x})
+        occurrence = np.asarray(out, dtype=np.float32).reshape(-1)
+        _check_finite("BirdNET meta model", occurrence)
+        if occurrence.shape[0] != self.label_count:
+            raise ModelOutputError(f"meta model returned {occurrence.shape[0]} values for {self.label_count} classes")
+        return occurrence
+
+
 class BirdnetModel:
     """BirdNET V2.4 on a 48-kHz mono window.
 
@@ -596,17 +623,10 @@ class BirdnetModel:
         overlap = int(round(config.chunk_overlap_s * self.sample_rate_hz))
         self.hop_samples = self.chunk_samples - overlap
 
-        self._session = make_session(self.folder / MODEL_FILE, config.threads)
-        _check_session_io(self.folder, self._session, self.sidecar, "audio", ("logits", "embedding"))
-        self.model_sha256 = self.sidecar.files[MODEL_FILE]
-
         self._keep = self._name_mask(config)
 
         self.latitude = latitude
         self.longitude = longitude
-        self._meta_session: ort.InferenceSession | None = None
-        self._meta_io: tuple[str, str] = ("", "")
-        self._occurrence_cache: dict[int, npt.NDArray[np.float32]] = {}
         self.location_known = latitude is not None and longitude is not None
         self.filter_on = config.location_filter.enabled and self.location_known
         if config.location_filter.enabled and not self.location_known:
@@ -614,8 +634,12 @@ class BirdnetModel:
                 "models.birds.location_filter.enabled is true but station.latitude / station.longitude are not set: "
                 "species are not filtered by location"
             )
-        if self.location_known:
-            self._open_meta()
+        # Before the species session, so the meta session's memory is gone again when the bigger one loads.
+        self._occurrence_table = self._tabulate_occurrence() if self.location_known else {}
+
+        self._session = make_session(self.folder / MODEL_FILE, config.threads)
+        _check_session_io(self.folder, self._session, self.sidecar, "audio", ("logits", "embedding"))
+        self.model_sha256 = model_digest(self.sidecar, MODEL_FILE)
         logger.info(
             "BirdNET loaded from %s (%d classes, %d non-species, overlap %.2f s, location filter %s)",
             self.folder,
@@ -657,40 +681,26 @@ class BirdnetModel:
             keep &= masks["include"]
         return keep
 
-    def _open_meta(self) -> None:
-        meta = self.sidecar.extra.get("meta_model")
-        if not isinstance(meta, dict):
+    def _tabulate_occurrence(self) -> dict[int, npt.NDArray[np.float32]]:
+        """The meta model's occurrence at the station for every week the config allows (-1..48: 50 x classes
+        float32, about 1.3 MB), computed once; the meta session (about 75 MB resident) is released afterwards."""
+        try:
+            meta = BirdnetMetaModel(self.folder, self.sidecar)
+        except ModelFolderError:
             if self.config.location_filter.enabled:
-                raise ModelFolderError(self.folder, "no meta model in model.json", "re-export the BirdNET folder")
+                raise
             logger.warning("%s: no meta model; occurrence unknown", self.folder)
-            return
-        file = str(meta.get("file", "meta.onnx"))
-        if file not in self.sidecar.files:
-            raise ModelFolderError(self.folder, f"meta model {file} is not in model.json's checksums", "re-export")
-        self._meta_session = make_session(self.folder / file, 1)
-        self._meta_io = (
-            str(meta.get("input") or self._meta_session.get_inputs()[0].name),
-            str(meta.get("output") or self._meta_session.get_outputs()[0].name),
-        )
+            return {}
+        assert self.latitude is not None and self.longitude is not None
+        return {week: meta.occurrence(self.latitude, self.longitude, week) for week in range(-1, 49)}
 
     def week_for(self, start_unix_s: float) -> int:
         week = self.config.location_filter.week
         return birdnet_week(start_unix_s) if week == "auto" else int(week)
 
     def occurrence(self, week: int) -> npt.NDArray[np.float32] | None:
-        """Meta-model occurrence [classes] at the station for `week` (1-48, -1 = all year), cached per week."""
-        if self._meta_session is None or self.latitude is None or self.longitude is None:
-            return None
-        cached = self._occurrence_cache.get(week)
-        if cached is None:
-            x = np.array([[self.latitude, self.longitude, week]], dtype=np.float32)
-            (out,) = self._meta_session.run([self._meta_io[1]], {self._meta_io[0]: x})
-            cached = np.asarray(out, dtype=np.float32).reshape(-1)
-            _check_finite("BirdNET meta model", cached)
-            if cached.shape[0] != len(self.labels):
-                raise ModelOutputError(f"meta model returned {cached.shape[0]} values for {len(self.labels)} classes")
-            self._occurrence_cache[week] = cached
-        return cached
+        """Meta-model occurrence [classes] at the station for `week` (1-48, -1 = all year), tabulated at load."""
+        return self._occurrence_table.get(week)
 
     def chunk_outputs(self, samples: Float32Array) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Per-chunk ([chunks, classes] logits, [chunks, 1024] embeddings) of one window."""
@@ -735,6 +745,7 @@ __all__ = [
     "BIRDNET_SOUND_CLASSES_V24",
     "AstTagger",
     "BirdDetection",
+    "BirdnetMetaModel",
     "BirdnetModel",
     "ModelFolderError",
     "ModelOutputError",

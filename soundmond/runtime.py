@@ -90,7 +90,9 @@ def _version(model: object) -> str | None:
     sidecar = getattr(model, "sidecar", None)
     if sidecar is None:
         return None
-    pinned = sidecar.source.revision or f"sha256:{(sidecar.files.get('model.onnx') or '')[:16]}"
+    from soundmond.sidecar import model_digest
+
+    pinned = sidecar.source.revision or f"sha256:{model_digest(sidecar)[:16]}"
     return f"{sidecar.family} {sidecar.source.id}@{pinned} {sidecar.quantization}"
 
 

@@ -117,6 +117,16 @@ def sha256_file(path: Path, block_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def model_digest(sidecar: Sidecar, model_file: str = "model.onnx") -> str:
+    """A sha256 naming the model exactly: the model file's own checksum, or - when its weights live in ONNX
+    external-data files beside it (`model.onnx.data`) - the sha256 of the "name:sha256" lines of the graph and
+    those files (the graph alone does not change when only the weights do)."""
+    parts = sorted(n for n in sidecar.files if n == model_file or n.startswith(model_file + "."))
+    if parts == [model_file]:
+        return sidecar.files[model_file]
+    return hashlib.sha256("".join(f"{n}:{sidecar.files[n]}\n" for n in parts).encode()).hexdigest()
+
+
 def write_sidecar(folder: Path, sidecar: Sidecar) -> Path:
     path = folder / SIDECAR_NAME
     path.write_text(json.dumps(sidecar.model_dump(mode="json"), indent=2, sort_keys=False) + "\n")

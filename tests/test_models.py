@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from soundmond.audio import load_audio
@@ -15,6 +16,7 @@ from soundmond.config import BirdConfig, ConfigError, LocationFilterConfig, Tagg
 from soundmond.models import (
     BIRDNET_SOUND_CLASSES_V24,
     AstTagger,
+    BirdnetMetaModel,
     BirdnetModel,
     ModelOutputError,
     YamnetTagger,
@@ -27,7 +29,7 @@ from soundmond.models import (
     split_birdnet_label,
 )
 from soundmond.protocols import BirdModel, Tagger
-from soundmond.sidecar import ModelFolderError, read_sidecar, sha256_file, write_sidecar
+from soundmond.sidecar import ModelFolderError, model_digest, read_sidecar, sha256_file, write_sidecar
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "audio"
 SPINETAIL = FIXTURES / "maad_spinetail_Cranioleuca_erythrops.flac"
@@ -300,8 +302,25 @@ def test_birdnet_week(date: tuple[int, int, int], week: int) -> None:
     assert birdnet_week(dt.datetime(*date, 12, tzinfo=dt.timezone.utc).timestamp()) == week
 
 
-def test_meta_output_is_cached_per_week(birdnet_cali: BirdnetModel) -> None:
+def test_meta_output_is_tabulated_per_week_and_its_session_released(birdnet_cali: BirdnetModel) -> None:
     a = birdnet_cali.occurrence(35)
     assert a is not None and birdnet_cali.occurrence(35) is a
     b = birdnet_cali.occurrence(10)
-    assert b is not None and b is not a
+    assert b is not None and b is not a and not np.array_equal(a, b)
+    meta = BirdnetMetaModel(birdnet_cali.folder, birdnet_cali.sidecar)
+    for week in (-1, 1, 10, 35, 48):
+        table = birdnet_cali.occurrence(week)
+        assert table is not None and np.array_equal(table, meta.occurrence(*CALI, week))
+    # only the species session stays loaded (the meta session held about 75 MB)
+    sessions = [v for v in vars(birdnet_cali).values() if isinstance(v, ort.InferenceSession)]
+    assert len(sessions) == 1
+
+
+def test_model_digest_covers_external_weights(birdnet_dir: Path, yamnet_dir: Path) -> None:
+    yamnet = read_sidecar(yamnet_dir)
+    assert model_digest(yamnet) == yamnet.files["model.onnx"]  # one self-contained file: its own checksum
+    birdnet = read_sidecar(birdnet_dir)
+    assert "model.onnx.data" in birdnet.files  # BirdNET's weights live beside its graph
+    digest = model_digest(birdnet)
+    changed = birdnet.model_copy(update={"files": {**birdnet.files, "model.onnx.data": "0" * 64}})
+    assert digest not in (birdnet.files["model.onnx"], birdnet.files["model.onnx.data"], model_digest(changed))
