@@ -37,6 +37,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from soundmond.head import _DAMAGED_HINT, HEAD_CLASSES, HeadError, HeadMeta
+from soundmond.models import ORT_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +56,6 @@ PARITY_RANDOM_ROWS = 512
 # The serialised StringStringEntryProto {key: "soundmond.sha256", value: <64 bytes>}: field 1 (tag 0x0a) with the
 # 16-byte key, then field 2 (tag 0x12) with length 64 (0x40). The 64 bytes after this prefix are the checksum.
 _CHECKSUM_PREFIX = b"\x0a" + bytes([len(CHECKSUM_KEY)]) + CHECKSUM_KEY.encode() + b"\x12\x40"
-
-_ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError, OSError)
-try:  # ORT's own exception classes (Fail, InvalidProtobuf, InvalidGraph, ...) are not RuntimeErrors
-    from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
-
-    _ORT_ERRORS = _ORT_ERRORS + tuple(
-        obj
-        for name in dir(_ort_state)
-        if isinstance(obj := getattr(_ort_state, name), type) and issubclass(obj, Exception)
-    )
-except ImportError:  # pragma: no cover - layout of older onnxruntime wheels
-    pass
 
 
 # --- integrity --------------------------------------------------------------------------------------------------------
@@ -132,7 +121,7 @@ def load_onnx(path: Path, data: bytes) -> tuple[OnnxPredictor, HeadMeta]:
     verify_checksum(path, data)
     try:
         session = _session(data)
-    except _ORT_ERRORS as exc:
+    except ORT_ERRORS as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise HeadError(path, f"ONNX Runtime cannot load the head ({first})", _DAMAGED_HINT) from exc
     props = session.get_modelmeta().custom_metadata_map
@@ -261,7 +250,7 @@ def parity(
     x = np.concatenate(rows)
     try:
         got = OnnxPredictor(_session(data))(x)
-    except _ORT_ERRORS as exc:
+    except ORT_ERRORS as exc:
         raise HeadError(path, f"ONNX Runtime cannot run the converted head ({exc})", "report this bug") from exc
     want = np.asarray(model.predict_proba(x.astype(np.float64)), dtype=np.float64)
     return float(np.max(np.abs(got - want))), PARITY_RANDOM_ROWS, int(x.shape[0]) - PARITY_RANDOM_ROWS

@@ -81,11 +81,11 @@ BIRDNET_SOUND_CLASSES_V24: frozenset[str] = frozenset(
     }
 )
 
-_ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError, OSError)
+ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError, OSError)
 try:  # ORT's own exception classes (Fail, InvalidProtobuf, NoSuchFile, InvalidArgument, ...) are not RuntimeErrors
     from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-    _ORT_ERRORS = _ORT_ERRORS + tuple(
+    ORT_ERRORS = ORT_ERRORS + tuple(
         obj
         for name in dir(_ort_state)
         if isinstance(obj := getattr(_ort_state, name), type) and issubclass(obj, Exception)
@@ -140,7 +140,7 @@ def make_session(path: Path | str, threads: int, *, spinning: bool = False) -> o
         session = ort.InferenceSession(
             str(path), sess_options=_session_options(threads, spinning=spinning), providers=["CPUExecutionProvider"]
         )
-    except _ORT_ERRORS as exc:
+    except ORT_ERRORS as exc:
         raise ModelFolderError(
             path.parent,
             f"ONNX Runtime cannot load {path.name} ({str(exc).strip().splitlines()[0][:300]})",
@@ -149,7 +149,7 @@ def make_session(path: Path | str, threads: int, *, spinning: bool = False) -> o
     feeds = {node.name: _dummy_input(node) for node in session.get_inputs()}
     try:
         session.run(None, feeds)
-    except _ORT_ERRORS as exc:
+    except ORT_ERRORS as exc:
         raise ModelFolderError(
             path.parent,
             f"{path.name} fails on a warm-up run ({str(exc).strip().splitlines()[0][:300]})",
@@ -749,6 +749,7 @@ __all__ = [
     "BirdnetModel",
     "ModelFolderError",
     "ModelOutputError",
+    "ORT_ERRORS",
     "YamnetTagger",
     "birdnet_week",
     "check_sidecar",
