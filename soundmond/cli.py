@@ -1,6 +1,7 @@
-"""The `soundmond` command: run, analyze, check-config, devices, listen.
+"""The `soundmond` command: run, analyze, check-config, devices, listen, train-head, evaluate, collect, bench.
 
-Machine-readable output goes to stdout, logs and progress to stderr. Exit codes (also in `--help`):
+Machine-readable output goes to stdout, logs and progress to stderr. Exit codes of run, analyze, check-config, devices
+and listen (also in `--help`; train-head, evaluate, collect and bench document their own in their `--help`):
   0  success
   1  some inputs could not be analysed (each named on stderr); everything else was processed
   2  bad usage or an invalid configuration (every problem listed as `key.path: problem (line N) - how to fix`)
