@@ -117,6 +117,27 @@ def open_fds(pid: int | str = "self") -> int | None:
         return None
 
 
+# The CPU features that decide which kernels ONNX Runtime, PyTorch and XNNPACK pick (and so the ratios between them:
+# the same variants rank differently on an AVX2 EPYC, an AVX-512 / AMX Xeon and a Pi's NEON).
+SIMD_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
+                 "asimd", "asimddp", "i8mm", "bf16", "sve")
+
+
+def cpu_features(cpuinfo: str | None = None) -> list[str]:
+    """Which of `SIMD_FEATURES` this CPU has (from /proc/cpuinfo's flags / Features line; empty if unreadable)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    have: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            have.update(value.split())
+    return [f for f in SIMD_FEATURES if f in have]
+
+
 def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -137,6 +158,7 @@ def machine_info() -> dict[str, Any]:
             versions[name] = importlib.metadata.version(name.replace("_", "-"))
     return {
         "cpu": cpu,
+        "cpu_features": cpu_features(),
         "cores": os.cpu_count(),
         "memory_mb": mem_mb,
         "platform": platform.platform(),
@@ -429,6 +451,23 @@ def bench_head(cache: Path, tagger_family: str, label_count: int, embedding_dim:
 # --- reference paths (need the export extra) --------------------------------------------------------------------------
 
 
+def ast_forward_gflop(config: dict[str, Any], frames: int) -> float:
+    """Floating-point operations (2 x multiply-adds) of one AST forward pass on `frames` feature frames, counted
+    from the checkpoint's config.json: patch embedding, per layer the Q/K/V/output and MLP projections and the two
+    attention products (N^2 d each), the classifier. Matches torch.utils.flop_counter on an eager AST (tested).
+    Divided by the time per window it says how close a variant runs to the machine's arithmetic peak."""
+    d, layers, inter = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]
+    patch = config["patch_size"]
+    f_dim = (config["num_mel_bins"] - patch) // config["frequency_stride"] + 1
+    t_dim = (frames - patch) // config["time_stride"] + 1
+    tokens = f_dim * t_dim + 2  # + [CLS] and distillation tokens
+    labels = len(config.get("id2label") or {}) or config.get("num_labels", 527)
+    macs = (f_dim * t_dim * d * patch * patch
+            + layers * (4 * tokens * d * d + 2 * tokens * d * inter + 2 * tokens * tokens * d)
+            + d * labels)
+    return 2.0 * macs / 1e9
+
+
 class NotebookAst:
     """The original notebook path: transformers' ASTFeatureExtractor + PyTorch eager ASTForAudioClassification
     (no_grad) on a 16-kHz window; returns sigmoid probabilities [527]."""
@@ -556,6 +595,12 @@ def bench_ast(checkpoint: Path, folders: dict[str, Path], audio: BenchAudio, agr
                                 load_s, {"key": name, "model_mb": mb}))
     times, _ = time_interleaved(variants, len(audio.at16k), repeats)
     rows = _rows(times, variants, variants[0].name, "5-s window", WINDOW_S)
+    config = json.loads((checkpoint / "config.json").read_text())
+    for row in rows:  # arithmetic per window and the rate each variant reaches (int8 rows: int8 + fp32 operations)
+        frames = int(config["max_length"]) if row["key"] == "notebook" else int(row["key"].split("-")[1])
+        gflop = ast_forward_gflop(config, frames)
+        row["gflop_per_window"] = round(gflop, 1)
+        row["gflop_per_s"] = round(gflop / (float(row["ms"]["median"]) / 1000.0), 1)
     # agreement on more windows than timed: one pass each
     reference = np.stack([notebook(w) for w in agree_audio.at16k])
     outs: dict[str, npt.NDArray[np.float32]] = {}
@@ -1479,19 +1524,22 @@ def _model_section(title: str, sec: dict[str, Any], baseline_label: str) -> list
     lines.append(f"- threads per session: {sec['threads']}")
     lines.append("")
     same = any("agreement_vs_onnx_fp32_same_frames" in r for r in sec["rows"])
+    flops = any("gflop_per_s" in r for r in sec["rows"])
     rows = [[r["variant"], r["per"], _ms_cell(r["ms"]), r["rtf"], r.get("speedup_vs_baseline"), r.get("load_s"),
              _agree_cell(r)] + ([_agree_cell(r, "agreement_vs_onnx_fp32_same_frames")] if same else [])
+            + ([f"{r['gflop_per_window']} / {r['gflop_per_s']}"] if flops else [])
             for r in sec["rows"]]
     return lines + _table(["variant", "per", "ms median (p10-p90, n)", "RTF", f"speed-up vs {baseline_label}",
                            "load s", "agreement vs fp32 original: top-1 / top-5 / max prob diff"]
-                          + (["int8 vs ONNX fp32, same frames"] if same else []), rows)
+                          + (["int8 vs ONNX fp32, same frames"] if same else [])
+                          + (["GFLOP per window / GFLOP/s reached"] if flops else []), rows)
 
 
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [f"# soundmond bench ({report['mode']})", "",
              f"- date (UTC): {m['date_utc']}; machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB; "
-             f"{m['platform']}",
+             f"{m['platform']}; SIMD: {', '.join(m.get('cpu_features') or ['unknown'])}",
              f"- versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}",
              f"- load average at start {m['loadavg_start']}, at end {m.get('loadavg_end')}: the machine may be shared; "
              "variants are interleaved so ratios hold, absolute ms carry the load of the moment",

@@ -35,6 +35,37 @@ def test_agreement_figures() -> None:
     assert moved["top1"] == 0.5 and moved["top5"] == 1.0 and moved["max_prob_diff"] == pytest.approx(0.4)
 
 
+@pytest.mark.export
+@pytest.mark.parametrize("frames", [128, 64])
+def test_ast_flop_count_matches_torch_flop_counter(frames: int) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = transformers.ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40,
+                                    max_length=frames, num_labels=7, attn_implementation="eager")
+    model = transformers.ASTForAudioClassification(config).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, frames, config.num_mel_bins))
+    assert bench.ast_forward_gflop(config.to_dict(), frames) * 1e9 == counter.get_total_flops()
+
+
+def test_full_size_ast_flops_per_window() -> None:
+    full = {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 3072, "patch_size": 16,
+            "num_mel_bins": 128, "frequency_stride": 10, "time_stride": 10, "num_labels": 527}
+    # 12 x 101 patches + 2 tokens at 1024 frames, 12 x 50 + 2 at 512: attention grows with the square of the tokens
+    assert bench.ast_forward_gflop(full, 1024) == pytest.approx(261.03, abs=0.01)
+    assert bench.ast_forward_gflop(full, 512) == pytest.approx(115.86, abs=0.01)
+
+
+def test_cpu_features_read_from_cpuinfo() -> None:
+    x86 = "processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512f avx512_vnni amx_int8\nmodel name\t: Xeon\n"
+    assert bench.cpu_features(x86) == ["avx2", "fma", "avx512f", "avx512_vnni", "amx_int8"]
+    pi = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid asimddp\n"
+    assert bench.cpu_features(pi) == ["asimd", "asimddp"]
+    assert bench.cpu_features("") == []
+
+
 def test_soak_growth_is_measured_after_warmup() -> None:
     t = list(range(100))
     flat = bench.growth([100.0] * 20 + [200.0] * 80, t, warmup_s=20)  # the rise during warm-up does not count
@@ -143,6 +174,10 @@ def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path,
             assert r["speedup_vs_baseline"] > 0
             assert set(r["agreement_vs_fp32_original"]) == {"items", "top1", "top5", "max_prob_diff",
                                                             "max_output_diff"}
+        assert r["gflop_per_window"] > 0 and r["gflop_per_s"] > 0
+    gflop = {r["key"]: r["gflop_per_window"] for r in report["ast"]["rows"]}
+    assert gflop["notebook"] == gflop["fp32-1024"] == gflop["int8-1024"] > gflop["fp32-512"] == gflop["int8-512"]
+    assert isinstance(report["machine"]["cpu_features"], list)
     assert "RANDOM weights" in report["ast"]["model"]
     for family in ("birdnet", "yamnet"):
         rows = {r["key"]: r for r in report[family]["rows"]}
@@ -175,6 +210,7 @@ def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path,
     targets = {t["target"] for t in report["target_checks"]}
     assert len(targets) == 7 and all(t["value"] is not None for t in report["target_checks"])
     md = (out / "bench.md").read_text()
+    assert "GFLOP per window / GFLOP/s reached" in md and "SIMD:" in md
     for heading in ("### AST tagger", "### BirdNET V2.4", "### YAMNet", "## Whole pipeline", "## Daemon process",
                     "## Batch throughput", "## Levers", "## Targets"):
         assert heading in md
