@@ -193,6 +193,10 @@ class MqttConfig(_Section):
     heartbeat_interval_s: Annotated[float, Field(ge=1)] = 60.0
     reconnect_min_s: Annotated[float, Field(gt=0)] = 1.0
     reconnect_max_s: Annotated[float, Field(gt=0)] = 60.0
+    # After a LOST connection, rows the broker acknowledged in the last resend_acked_s before the loss are published
+    # again on the next connection: a broker that crashes can lose messages it already acknowledged (Mosquitto keeps
+    # deliveries in memory until its next autosave). Subscribers dedupe on event_id. 0 turns it off.
+    resend_acked_s: Annotated[float, Field(ge=0)] = 30.0
     home_assistant_discovery: bool = False
     discovery_prefix: str = "homeassistant"
 

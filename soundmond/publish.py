@@ -5,8 +5,12 @@ Delivery rules:
   id order (`outbox_pending`), publishes them with QoS 1 within a bounded in-flight window, remembers message id ->
   row id, and marks a row sent (`outbox_mark_sent`) only when the broker's PUBACK arrives (`on_publish`). A broker
   outage, a lost connection or a killed daemon leaves the rows unsent; they are replayed in order on the next
-  connection (at least once: subscribers dedupe on `event_id`). paho's own queue is never relied on: every connection
-  uses a fresh client, so messages paho queued for a dead connection are simply forgotten (the outbox still has them).
+  connection (at least once: subscribers dedupe on `event_id`). A PUBACK is not the end of the story: a broker that
+  crashes can lose messages it acknowledged but had not yet delivered or saved (Mosquitto persists on its autosave
+  interval). So after a LOST connection, the rows acknowledged in the last `mqtt.resend_acked_s` before the loss are
+  made pending again (`outbox_requeue_sent_since`) and published again on the next connection (`state().resent`).
+  paho's own queue is never relied on: every connection uses a fresh client, so messages paho queued for a dead
+  connection are simply forgotten (the outbox still has them).
 - `soundscape` and `heartbeat` (retained), `windows` (QoS 0) and `status` are published directly. They are periodic,
   so one published while disconnected is dropped and counted (`state().dropped`); the latest soundscape and heartbeat
   are re-sent on the next connect so retained state is fresh.
@@ -72,6 +76,8 @@ class OutboxStore(Protocol):
 
     def outbox_mark_sent(self, ids: Sequence[int], now: float) -> Any: ...
 
+    def outbox_requeue_sent_since(self, since_unix_s: float) -> int: ...
+
 
 class _Client(mqtt.Client):
     """paho 2.2 leaves the TLS socket open when the handshake fails (a ResourceWarning per retry); close it.
@@ -108,6 +114,7 @@ class PublisherState:
     rejected: int  # outbox publishes the broker answered with an error reason (MQTT 5); retried next connection
     ignored: Mapping[str, int]  # incoming messages ignored, by reason (oversized, malformed, unknown_command)
     connects: int  # successful connections since start
+    resent: int = 0  # acknowledged rows made pending again after a lost connection (`mqtt.resend_acked_s`)
 
 
 @dataclass
@@ -117,6 +124,7 @@ class _Counters:
     direct_published: int = 0
     rejected: int = 0
     connects: int = 0
+    resent: int = 0
     dropped: collections.Counter[str] = field(default_factory=collections.Counter)
     ignored: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -173,6 +181,7 @@ class MqttPublisher:
         self._next_poll = 0.0
         self._next_count = 0.0
         self._acked: list[int] = []
+        self._lost_at: float | None = None  # store-clock time an established connection was lost (resend_acked_s)
         self._resend_discovery = False
         self._republish_state = False
         self._closing = False
@@ -208,6 +217,7 @@ class MqttPublisher:
                 rejected=c.rejected,
                 ignored=dict(c.ignored),
                 connects=c.connects,
+                resent=c.resent,
             )
 
     def publish_soundscape(self, snapshot: Mapping[str, Any]) -> bool:
@@ -409,6 +419,8 @@ class MqttPublisher:
         self._cursor = 0
         self._more = True
         if was_connected:
+            if not self._closing:
+                self._lost_at = self._clock()
             logger.debug("MQTT client discarded; unacknowledged rows stay in the outbox")
 
     def _set_error(self, kind: str, text: str) -> None:
@@ -457,6 +469,27 @@ class MqttPublisher:
         self._cursor = 0
         self._more = True
         self._next_count = 0.0
+        self._resend_after_loss()
+
+    def _resend_after_loss(self) -> None:
+        """After a lost connection, make the rows acknowledged in the last `mqtt.resend_acked_s` before the loss
+        pending again, so this connection publishes them again (in id order, with the rest of the outbox)."""
+        lost_at, self._lost_at = self._lost_at, None
+        if lost_at is None or self.config.resend_acked_s <= 0:
+            return
+        try:
+            count = self._store.outbox_requeue_sent_since(lost_at - self.config.resend_acked_s)
+        except Exception:
+            logger.exception("cannot re-queue the rows acknowledged before the lost connection; not resent")
+            return
+        if count:
+            logger.info("MQTT: publishing again %d rows acknowledged in the %g s before the connection was lost "
+                        "(a restarted broker may have lost them; subscribers dedupe on event_id)",
+                        count, self.config.resend_acked_s)
+            with self._lock:
+                self._counters.resent += count
+                if self._counters.pending is not None:
+                    self._counters.pending += count
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Properties | None

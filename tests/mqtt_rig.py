@@ -114,6 +114,7 @@ class Broker:
         root: Path,
         *,
         persistence: bool = False,
+        autosave_s: int = 1,
         tls: TlsFiles | None = None,
         users: dict[str, str] | None = None,
         port: int | None = None,
@@ -122,6 +123,7 @@ class Broker:
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.persistence = persistence
+        self.autosave_s = autosave_s
         self.tls = tls
         self.users = users
         self.proc: subprocess.Popen[bytes] | None = None
@@ -154,7 +156,7 @@ class Broker:
         if self.tls is not None:
             lines += [f"certfile {self.tls.cert}", f"keyfile {self.tls.key}"]
         if self.persistence:
-            lines += ["persistence true", f"persistence_location {self.root}/", "autosave_interval 1"]
+            lines += ["persistence true", f"persistence_location {self.root}/", f"autosave_interval {self.autosave_s}"]
         self.conf.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout_s: float = 10.0) -> Broker:
@@ -183,6 +185,13 @@ class Broker:
         autosave_interval only while running, so a session must be saved once before a SIGKILL can keep it."""
         db = self.root / "mosquitto.db"
         return wait_until(lambda: db.exists() and db.stat().st_mtime > after, timeout_s, 0.05)
+
+    def save(self, timeout_s: float = 10.0) -> bool:
+        """Make mosquitto write its persistence file now (SIGUSR1) and wait until it has."""
+        assert self.proc is not None and self.persistence
+        before = time.time() - 0.01
+        self.proc.send_signal(signal.SIGUSR1)
+        return self.wait_saved(before, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, no final persistence save."""
