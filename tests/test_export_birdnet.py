@@ -150,8 +150,13 @@ def test_onnx_graph_has_named_io_dynamic_batch_and_float64_factored_dfts(exporte
     }
     dft_matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and set(n.input) & set(double_weights)]
     shapes = sorted(double_weights[next(i for i in n.input if i in double_weights)] for n in dft_matmuls)
-    # two spectrograms (2048- and 1024-sample frames), each two float64 MatMuls: 2048 = 32 x 64, 1024 = 32 x 32
+    # two spectrograms (2048- and 1024-sample frames), each two float64 MatMuls: 2048 = 32 x 64, 1024 = 32 x 32;
+    # the first is one [2 n1, n1] x [n1, frames * n2] product (the frames as ONE matrix, not a batch of them)
     assert shapes == [(32, 64, 17), (32, 128, 33), (64, 32), (64, 32)]
+    first = [n for n in dft_matmuls if n.input[0] in double_weights]
+    assert len(first) == 2
+    producers = {out: n for n in model.graph.node for out in n.output}
+    assert all(producers[n.input[1]].op_type == "Reshape" for n in first)
 
 
 def test_onnx_recognises_the_spinetail_like_tflite(session: ort.InferenceSession, labels: list[str]) -> None:
