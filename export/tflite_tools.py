@@ -182,7 +182,8 @@ class RealDftRewriter:
     float64 matters: TFLite's RFFT2D kernel computes in double, and the models compress the spectrum with a power law
     that amplifies the rounding error of near-empty bins (silence, pure tones), so a float32 DFT drifts by ~0.4
     logits there. The factored form is used instead of ONNX's `DFT` op because ONNX Runtime's float64 DFT took
-    about 22 ms of BirdNET's 34 ms per chunk, the two MatMuls about 3 ms (2 threads, this project's machine).
+    about 22 ms of BirdNET's 34 ms per chunk, the two MatMuls about 3 ms (2 threads, the project's AMD EPYC machine
+    of 2026-11).
 
     Pass the instance to `convert_tflite(rewriters=[...])`; afterwards `rewritten` names the RFFT2D ops it replaced.
     """
