@@ -95,12 +95,6 @@ def _tagger_config(family: str, path: Path, threads: int) -> Any:
     return TaggerConfig(family=family, path=path, threads=threads)  # type: ignore[arg-type]
 
 
-def _bird_config(path: Path, threads: int) -> Any:
-    from soundmond.config import BirdConfig
-
-    return BirdConfig(enabled=True, path=path, threads=threads)
-
-
 def _tag_runner(model: Any, waves: Sequence[npt.NDArray[np.float32]]) -> Callable[[int], Any]:
     def run(i: int) -> Any:
         return model.tag(waves[i]).probabilities
