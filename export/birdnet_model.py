@@ -6,8 +6,8 @@ example:
       --sha256 55f3e4055b1a13bfa9a2452731d0d34f6a02d6b775a334362665892794165e4c
 
 The species model gets `audio` [N, 144000] (3 s mono at 48 kHz) -> `logits` [N, 6522] and `embedding` [N, 1024].
-Its spectrogram FFTs (TFLite RFFT2D, of which BirdNET keeps the real part) become a factored DFT (two MatMuls)
-computed in float64, as TFLite computes its RFFT2D in double.
+Its spectrogram FFTs (TFLite RFFT2D, of which BirdNET keeps the real part) become a factored DFT (MatMuls) of only
+the bins its mel filters use, computed in float64, as TFLite computes its RFFT2D in double.
 The export is checked against LiteRT on real recordings (--check-audio) plus a pure tone and digital silence:
 max abs logit difference <= 1e-4 and identical top-5 on every chunk, or nothing is written (exit 1).
 The BirdNET models are licensed CC BY-NC-SA 4.0 (non-commercial); the exported folder carries that licence.
@@ -86,7 +86,7 @@ META_OUTPUT = "occurrence"
 # The DFT precision of the spectrogram (see MODELS.md: float32 drifts up to 0.4 logits on silence and tones).
 DFT_PRECISION = "float64"
 SPECIES_WEIGHTS_FILE = "model.onnx.data"  # the species model's weights (ONNX external data)
-DFT_METHOD = "factored DFT: two MatMuls, see export.tflite_tools.RealDftRewriter"
+DFT_METHOD = "factored DFT of the bins the mel filters use: MatMuls, see export.tflite_tools.RealDftRewriter"
 # fp32 parity targets against LiteRT. LiteRT's own kernels differ by 3-5e-5 between each other.
 LOGIT_TARGET = 1e-4
 EMBEDDING_TARGET = 1e-4
@@ -272,8 +272,9 @@ def check_chunks(check_audio: Path | None) -> tuple[list[str], npt.NDArray[np.fl
     return [clip.name for clip in clips] + names, np.concatenate([real, synthetic])
 
 
-def convert_species(path: Path, dft_precision: str = DFT_PRECISION) -> Any:
-    """The species model as an onnx.ModelProto: `audio` -> `logits`, `embedding`, dynamic batch."""
+def convert_species(path: Path, dft_precision: str = DFT_PRECISION) -> tuple[Any, dict[str, list[int]]]:
+    """The species model as an onnx.ModelProto (`audio` -> `logits`, `embedding`, dynamic batch) and, per
+    spectrogram, [bins computed, bins of the full spectrum] (`RealDftRewriter.used_bins`)."""
     rewriter = RealDftRewriter(dft_precision)
     model = convert_tflite(path, opset=OPSET, output_names=[TFLITE_LOGITS, TFLITE_EMBEDDING], rewriters=[rewriter])
     if len(rewriter.rewritten) != 2:
@@ -287,7 +288,7 @@ def convert_species(path: Path, dft_precision: str = DFT_PRECISION) -> Any:
         "BirdNET V2.4 species model (CC BY-NC-SA 4.0), converted from TFLite with tf2onnx; "
         f"spectrogram DFT in {dft_precision} ({DFT_METHOD})"
     )
-    return model
+    return model, {name: list(bins) for name, bins in rewriter.used_bins.items()}
 
 
 def convert_meta(path: Path, tflite_input: str, tflite_output: str) -> Any:
@@ -409,7 +410,8 @@ def run(args: argparse.Namespace) -> Path:
         logger.info("converting %s (DFT in %s)", sources.species, DFT_PRECISION)
         import onnx
 
-        species = convert_species(sources.species, DFT_PRECISION)
+        species, dft_bins = convert_species(sources.species, DFT_PRECISION)
+        logger.info("spectrogram bins computed (of the full spectrum): %s", dft_bins)
         # The weights go to a file beside the graph: ONNX Runtime then maps them instead of copying them out of the
         # parsed protobuf, which lowered the daemon's peak RSS by about 20 MB (and its steady RSS by about 55 MB).
         onnx.save(species, tmp / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
@@ -458,6 +460,7 @@ def run(args: argparse.Namespace) -> Path:
                 },
                 "dft_precision": DFT_PRECISION,
                 "dft_method": DFT_METHOD,
+                "dft_bins_computed": dft_bins,
                 "embedding_tensor": TFLITE_EMBEDDING,
                 "logits_tensor": TFLITE_LOGITS,
                 "sigmoid": "p = 1 / (1 + exp(-sensitivity * logit)), BirdNET's default sensitivity 1.0",

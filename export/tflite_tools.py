@@ -5,7 +5,8 @@
 - `convert_tflite`: tf2onnx's TFLite converter with custom rewriters, errors translated to `ExportError`.
 - `real_dft_rewriter`: replaces TFLite's `RFFT2D -> Squeeze -> Cast(complex -> float)` (the cast keeps the real
   part), which stock tf2onnx refuses, by the real part of the DFT computed in float64 as a factored ("four-step")
-  DFT: two MatMuls (`factored_real_dft_matrices`, with `factored_real_dft` as its numpy reference).
+  DFT of the bins the mel matrix downstream uses: MatMuls (`factored_real_dft_matrices`, with `factored_real_dft` as
+  its numpy reference).
 - `rename_io` / `set_batch_dim`: give the ONNX graph the input/output names and the dynamic batch name the sidecar
   promises.
 """
@@ -120,27 +121,40 @@ def run_litert(
     return {name: np.stack(values) for name, values in out.items()}
 
 
-def dft_factors(length: int) -> tuple[int, int]:
-    """`length = n1 * n2` with n1 the largest power of two <= sqrt(length) (length must be a power of two)."""
+def dft_factors(length: int, bins: int | None = None) -> tuple[int, int]:
+    """`length = n1 * n2` for the factored DFT of the first `bins` one-sided bins (default all, length // 2 + 1).
+
+    n1 is the power of two that minimises the multiply-adds per sample, 2 (n1 + ceil(bins / n1)) (stage one: an
+    n1-point DFT, real and imaginary; stage two: ceil(bins / n1) output bins per k1), the smaller one on a tie; for
+    all bins of a 2048-sample frame that is 32 x 64. `length` must be a power of two >= 4.
+    """
     if length < 4 or length & (length - 1):
         raise ValueError(f"the factored DFT needs a power-of-two length >= 4, not {length}")
-    n1 = 1 << ((length.bit_length() - 1) // 2)
+    full = length // 2 + 1
+    bins = full if bins is None else bins
+    if not 1 <= bins <= full:
+        raise ValueError(f"bins must be 1..{full} for a {length}-sample frame, not {bins}")
+    candidates = [1 << e for e in range(1, length.bit_length() - 1)]  # n1 = 2 .. length / 2
+    n1 = min(candidates, key=lambda n: (n + -(-bins // n), n))
     return n1, length // n1
 
 
-def factored_real_dft_matrices(length: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """The two constant matrices of the factored real-part DFT of a real frame of `length = n1 * n2` samples.
+def factored_real_dft_matrices(
+    length: int, bins: int | None = None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The two constant matrices of the factored real-part DFT of a real frame of `length = n1 * n2` samples, for
+    its first `bins` one-sided bins (default all; `dft_factors` picks n1).
 
-    Cooley-Tukey with n = n2_count * i1 + i2 and k = k1 + n1 * k2 (a "four-step" FFT written as matrix products):
+    Cooley-Tukey with n = n2 * i1 + i2 and k = k1 + n1 * k2 (a "four-step" FFT written as matrix products):
     1. the frame as an [n1, n2] matrix; `first` ([2 n1, n1]: cos rows, then -sin rows) times it gives the real and
        imaginary parts of the n1-point DFTs down its columns: A[k1, i2];
     2. `second[k1]` ([n1, 2 n2, k2]) holds the twiddle factor exp(-2 pi i i2 k1 / length) times the n2-point DFT
        basis, real part over imaginary part, so Re X[k1 + n1 k2] = [Re A[k1, :], Im A[k1, :]] @ second[k1].
-    Only k2 <= n2 / 2 is kept: with k = k1 + n1 k2 that covers the one-sided bins 0..length/2 (and n1 - 1 more,
-    sliced off). About 2 (n1 + n2 / 2) multiply-adds per sample instead of length / 2 for a plain DFT matrix.
+    Only k2 < ceil(bins / n1) is kept: with k = k1 + n1 k2 that covers bins 0..bins-1 (and up to n1 - 1 more,
+    sliced off). About 2 (n1 + bins / n1) multiply-adds per sample instead of bins for a plain DFT matrix.
     """
-    n1, n2 = dft_factors(length)
-    k2_count = n2 // 2 + 1
+    n1, n2 = dft_factors(length, bins)
+    k2_count = -(-(length // 2 + 1 if bins is None else bins) // n1)
     idx1 = np.arange(n1)
     angle1 = -2.0 * np.pi * np.outer(idx1, idx1) / n1
     first = np.concatenate([np.cos(angle1), np.sin(angle1)], axis=0)
@@ -152,18 +166,21 @@ def factored_real_dft_matrices(length: int) -> tuple[npt.NDArray[np.float64], np
     return first, second
 
 
-def factored_real_dft(frames: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
-    """numpy reference of the ONNX graph `real_dft_rewriter` builds: Re(rfft(frames)) over the last axis, float64."""
+def factored_real_dft(frames: npt.NDArray[np.floating], bins: int | None = None) -> npt.NDArray[np.float64]:
+    """numpy reference of the ONNX graph `RealDftRewriter` builds: Re(rfft(frames))[..., :bins] over the last axis,
+    in float64 (bins default: all, length // 2 + 1)."""
     length = frames.shape[-1]
-    n1, n2 = dft_factors(length)
-    first, second = factored_real_dft_matrices(length)
+    bins = length // 2 + 1 if bins is None else bins
+    n1, n2 = dft_factors(length, bins)
+    first, second = factored_real_dft_matrices(length, bins)
     x = np.asarray(frames).reshape(-1, n1, n2)
     m = x.shape[0]
     cols = x.transpose(1, 0, 2).astype(np.float64).reshape(n1, -1)  # [n1, m n2]: one column per (frame, i2)
-    a = first @ cols  # [2 n1, m n2]: ONE matrix product for all frames
-    a = a.reshape(2, n1, m, n2).transpose(1, 2, 0, 3).reshape(n1, m, 2 * n2)  # [n1, m, 2 n2]
-    y = (a @ second).transpose(1, 2, 0).reshape(m, -1)  # [m, k2 * n1], bin k = k1 + n1 k2
-    return y[:, : length // 2 + 1].reshape(*frames.shape[:-1], length // 2 + 1)
+    re = (first[:n1] @ cols).reshape(n1, m, n2)  # stage one, real and imaginary parts as two products
+    im = (first[n1:] @ cols).reshape(n1, m, n2)
+    y = re @ second[:, :n2] + im @ second[:, n2:]  # [n1, m, k2]: stage two, no transpose of stage one's output
+    y = y.transpose(1, 2, 0).reshape(m, -1)  # [m, k2 * n1], bin k = k1 + n1 k2
+    return y[:, :bins].reshape(*frames.shape[:-1], bins)
 
 
 class RealDftRewriter:
@@ -172,12 +189,21 @@ class RealDftRewriter:
     TFLite graphs converted from `tf.signal.stft` + `tf.cast(..., tf.float32)` hold `RFFT2D` (over a size-1 axis and
     the frame axis) -> `Squeeze` -> `Cast(complex64 -> float32)`; TFLite's cast keeps the real part. tf2onnx only
     accepts `ComplexAbs` after an FFT. This rewriter replaces the three ops by the real part of the DFT computed as
-    `factored_real_dft` does: `Reshape -> Transpose -> Cast(to dft_dtype) -> Reshape -> MatMul -> Reshape/Transpose
-    -> MatMul -> Transpose -> Reshape -> Slice -> Cast(float32) -> Reshape` -> the original `Squeeze`.
-    The first MatMul is one [2 n1, n1] x [n1, m n2] product for all m frames: as a batch of m small
-    [2 n1, n1] x [n1, n2] products (the first version) it took 9 of BirdNET's 41 ms per chunk (both spectrograms) on
-    an AVX-512 Xeon (ONNX Runtime 1.32, 2 threads). Both transposes keep the innermost axis (n2) in place, so they
-    copy whole rows: a transpose that moves the innermost axis took 20 ms there by itself.
+    `factored_real_dft` does: `Reshape -> Transpose -> Cast(to dft_dtype) -> Reshape -> 2 x MatMul (stage one, real
+    and imaginary part) -> 2 x Reshape -> 2 x MatMul (stage two) -> Add -> Cast(float32) -> Transpose -> Reshape ->
+    Slice [-> Pad] -> Reshape` -> the original `Squeeze`.
+
+    Only the bins the spectrogram uses are computed. When the real part feeds (through a Reshape that keeps the bin
+    axis last) a MatMul by a constant mel matrix, as BirdNET's `Tensordot` does, bins whose mel rows are all zero
+    contribute exactly nothing: they are not computed, and zeros are padded in their place, so the graph after the
+    rewrite is unchanged. BirdNET V2.4 uses bins 0-127 of 1025 (MEL_SPEC1, 0-3 kHz) and 0-319 of 513 (MEL_SPEC2);
+    `used_bins` records what each rewrite found. Any other consumer: all bins are computed.
+
+    Layout: stage one is two [n1, n1] x [n1, m n2] products for all m frames at once (as a batch of m small products,
+    the first version, it took 9 of BirdNET's 41 ms per chunk on an AVX-512 Xeon); computing the real and imaginary
+    parts separately lets stage two read them in place, with no transpose of stage one's float64 output (the largest
+    tensor of the graph: a transpose that moved it took 20 ms by itself there). The only transposes left move the
+    float32 frames and the small float32 result.
 
     float64 matters: TFLite's RFFT2D kernel computes in double, and the models compress the spectrum with a power law
     that amplifies the rounding error of near-empty bins (silence, pure tones), so a float32 DFT drifts by ~0.4
@@ -185,7 +211,8 @@ class RealDftRewriter:
     about 22 ms of BirdNET's 34 ms per chunk, the two MatMuls about 3 ms (2 threads, the project's AMD EPYC machine
     of 2026-11).
 
-    Pass the instance to `convert_tflite(rewriters=[...])`; afterwards `rewritten` names the RFFT2D ops it replaced.
+    Pass the instance to `convert_tflite(rewriters=[...])`; afterwards `rewritten` names the RFFT2D ops it replaced
+    and `used_bins` maps each to (bins computed, bins of the full spectrum).
     """
 
     def __init__(self, dft_dtype: str = "float64") -> None:
@@ -193,6 +220,39 @@ class RealDftRewriter:
             raise ValueError(f"dft_dtype must be one of {sorted(DFT_DTYPES)}, not {dft_dtype!r}")
         self.dft_dtype = dft_dtype
         self.rewritten: list[str] = []
+        self.used_bins: dict[str, tuple[int, int]] = {}
+
+    @staticmethod
+    def _const_value(node: Any) -> npt.NDArray[Any] | None:
+        """The value of a constant node, or of a Transpose of one (how tf2onnx hands over TFLite's mel matrix)."""
+        if node.is_const():
+            return np.asarray(node.get_tensor_value(as_list=False))
+        if node.type == "Transpose" and node.inputs and node.inputs[0].is_const():
+            value = np.asarray(node.inputs[0].get_tensor_value(as_list=False))
+            return np.transpose(value, node.get_attr_value("perm"))
+        return None
+
+    def used_bin_count(self, g: Any, real_part: str, bins: int) -> int:
+        """How many leading bins of the real part `real_part` ([..., bins]) its consumers can see: `bins` unless
+        it only feeds, directly or through one Reshape, a MatMul by a constant [bins, F] matrix whose rows from
+        some k on are all zero (then k). The MatMul contracts the last axis, so with `bins` rows it sees the bin
+        axis as it is (a Reshape between two shapes that both end in `bins` keeps every element's bin). Shape
+        consumers read only the shape: ignored."""
+
+        def only_consumer(name: str) -> Any:
+            nodes = [n for n in g.find_output_consumers(name) if n.type != "Shape"]
+            return nodes[0] if len(nodes) == 1 and nodes[0].input[0] == name else None
+
+        node = only_consumer(real_part)
+        if node is not None and node.type == "Reshape":
+            node = only_consumer(node.output[0])
+        if node is None or node.type != "MatMul":
+            return bins
+        weight = self._const_value(node.inputs[1])
+        if weight is None or weight.ndim != 2 or weight.shape[0] != bins:
+            return bins
+        used = np.flatnonzero(np.any(weight != 0, axis=1))
+        return int(used[-1]) + 1 if used.size else 1
 
     def __call__(self, g: Any, ops: list[Any]) -> list[Any]:
         from tf2onnx import utils
@@ -202,7 +262,7 @@ class RealDftRewriter:
 
         for rfft in [op for op in ops if op.type == "RFFT2D"]:
             squeezes = g.find_output_consumers(rfft.output[0])
-            if len(squeezes) != 1 or squeezes[0].type != "Squeeze":
+            if len(squeezes) != 1 or squeezes[0].type not in ("Squeeze", "Reshape"):  # drops the size-1 axis
                 continue
             squeeze = squeezes[0]
             casts = g.find_output_consumers(squeeze.output[0])
@@ -217,14 +277,15 @@ class RealDftRewriter:
             length = int(fft_length[1])
             if shape[-1] not in (-1, length):
                 continue  # padding / cropping to fft_length is not implemented
-            n1, n2 = dft_factors(length)
-            k2_count = n2 // 2 + 1
             bins = length // 2 + 1
+            used = self.used_bin_count(g, cast.output[0], bins)
+            n1, n2 = dft_factors(length, used)
+            first, second = factored_real_dft_matrices(length, used)
+            k2_count = second.shape[2]
             logger.debug(
-                "rewriting %s (frames %s, length %d = %d x %d) as a factored %s DFT",
-                *(rfft.name, shape, length, n1, n2, self.dft_dtype),
+                "rewriting %s (frames %s, length %d = %d x %d, bins used %d of %d) as a factored %s DFT",
+                *(rfft.name, shape, length, n1, n2, used, bins, self.dft_dtype),
             )
-            first, second = factored_real_dft_matrices(length)
 
             def const(suffix: str, value: npt.NDArray[Any], rfft_name: str = rfft.name) -> str:
                 return str(g.make_const(utils.make_name(f"{rfft_name}_{suffix}"), value).output[0])
@@ -239,18 +300,19 @@ class RealDftRewriter:
             x = node("Transpose", [x], perm=[1, 0, 2])  # [n1, m, n2], still float32 (half the bytes to move)
             wide = node("Cast", [x], to=onnx_dtype)
             cols = node("Reshape", [wide, shape_const("cols_shape", [n1, -1])])  # [n1, m n2]
-            a = node("MatMul", [const("first", first.astype(np_dtype)), cols])  # [2 n1, m n2]
-            a = node("Reshape", [a, shape_const("split_shape", [2, n1, -1, n2])])  # [2, n1, m, n2]
-            a = node("Transpose", [a], perm=[1, 2, 0, 3])  # [n1, m, 2, n2]
-            a = node("Reshape", [a, shape_const("rows_shape", [n1, -1, 2 * n2])])
-            y = node("MatMul", [a, const("second", second.astype(np_dtype))])  # [n1, m, k2]
+            stage_shape = shape_const("stage_shape", [n1, -1, n2])
+            parts = []
+            for part, rows, basis in (("re", first[:n1], second[:, :n2]), ("im", first[n1:], second[:, n2:])):
+                a = node("MatMul", [const(f"first_{part}", rows.astype(np_dtype)), cols])  # [n1, m n2]
+                a = node("Reshape", [a, stage_shape])  # [n1, m, n2]: a view, no copy
+                parts.append(node("MatMul", [a, const(f"second_{part}", basis.astype(np_dtype))]))  # [n1, m, k2]
+            y = node("Add", parts)
+            y = node("Cast", [y], to=_ONNX_FLOAT)
             y = node("Transpose", [y], perm=[1, 2, 0])  # [m, k2, n1]: bin k = k1 + n1 k2
             y = node("Reshape", [y, shape_const("bins_shape", [-1, k2_count * n1])])
-            y = node(
-                "Slice",
-                [y, shape_const("start", [0]), shape_const("end", [bins]), shape_const("axis", [1])],
-            )
-            y = node("Cast", [y], to=_ONNX_FLOAT)
+            y = node("Slice", [y, shape_const("start", [0]), shape_const("end", [used]), shape_const("axis", [1])])
+            if used < bins:  # the bins no consumer sees: exact zeros, so the graph downstream keeps its shapes
+                y = node("Pad", [y, shape_const("pads", [0, 0, 0, bins - used])], mode="constant")
             leading = node("Shape", [frames], start=0, end=-1)
             out_shape = node("Concat", [leading, shape_const("bins", [bins])], axis=0)
             real32 = node("Reshape", [y, out_shape])  # [..., 1, bins]
@@ -260,6 +322,7 @@ class RealDftRewriter:
             g.remove_node(cast.name)
             g.remove_node(rfft.name)
             self.rewritten.append(rfft.name)
+            self.used_bins[rfft.name] = (used, bins)
         return list(g.get_nodes())
 
 

@@ -24,6 +24,8 @@ from export import birdnet_model as bm  # noqa: E402
 from export.cli import main  # noqa: E402
 from export.common import DEFAULT_CHECK_AUDIO, EXIT_FAILED, EXIT_OK, EXIT_USAGE, chunk_clip  # noqa: E402
 from export.tflite_tools import (  # noqa: E402
+    RealDftRewriter,
+    convert_tflite,
     dft_factors,
     factored_real_dft,
     factored_real_dft_matrices,
@@ -105,6 +107,8 @@ def test_sidecar_validates_and_describes_the_model(exported: Path) -> None:
     extra = sidecar.extra
     assert extra["dft_precision"] == "float64"
     assert extra["dft_method"] == bm.DFT_METHOD
+    # only the bins BirdNET's mel filters use: 0-3 kHz of the 2048-sample spectrogram, up to bin 319 of the other
+    assert sorted(extra["dft_bins_computed"].values()) == [[128, 1025], [320, 513]]
     ops = {node.op_type for node in onnx.load(str(exported / "model.onnx"), load_external_data=False).graph.node}
     assert "DFT" not in ops and "MatMul" in ops  # the spectrogram is the factored DFT, not ONNX Runtime's slow DFT op
     assert extra["embedding_tensor"] == "model/GLOBAL_AVG_POOL/Mean"
@@ -150,13 +154,21 @@ def test_onnx_graph_has_named_io_dynamic_batch_and_float64_factored_dfts(exporte
     }
     dft_matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and set(n.input) & set(double_weights)]
     shapes = sorted(double_weights[next(i for i in n.input if i in double_weights)] for n in dft_matmuls)
-    # two spectrograms (2048- and 1024-sample frames), each two float64 MatMuls: 2048 = 32 x 64, 1024 = 32 x 32;
-    # the first is one [2 n1, n1] x [n1, frames * n2] product (the frames as ONE matrix, not a batch of them)
-    assert shapes == [(32, 64, 17), (32, 128, 33), (64, 32), (64, 32)]
-    first = [n for n in dft_matmuls if n.input[0] in double_weights]
-    assert len(first) == 2
+    # two spectrograms, each four float64 MatMuls (stage one and two, real and imaginary part), factored for the bins
+    # the mel filters use: 2048 samples, 128 bins = 8 x 256 (k2 < 16); 1024 samples, 320 bins = 16 x 64 (k2 < 20)
+    assert shapes == [(8, 8), (8, 8), (8, 256, 16), (8, 256, 16), (16, 16), (16, 16), (16, 64, 20), (16, 64, 20)]
     producers = {out: n for n in model.graph.node for out in n.output}
-    assert all(producers[n.input[1]].op_type == "Reshape" for n in first)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    first = [n for n in dft_matmuls if n.input[0] in double_weights]
+    assert len(first) == 4
+    for n in first:  # all frames as ONE matrix; stage two reads stage one's output in place (no transpose)
+        assert producers[n.input[1]].op_type == "Reshape"
+        (reshape,) = consumers[n.output[0]]
+        assert reshape.op_type == "Reshape"
+        assert [c.op_type for c in consumers[reshape.output[0]]] == ["MatMul"]
 
 
 def test_onnx_recognises_the_spinetail_like_tflite(session: ort.InferenceSession, labels: list[str]) -> None:
@@ -298,20 +310,73 @@ def test_help_shows_an_example() -> None:
 
 
 @pytest.mark.parametrize("length", [4, 8, 512, 1024, 2048])
-def test_the_factored_dft_is_the_real_part_of_rfft(length: int) -> None:
+@pytest.mark.parametrize("share", [None, 1, 0.25, 1.0])
+def test_the_factored_dft_is_the_real_part_of_rfft(length: int, share: float | None) -> None:
+    full = length // 2 + 1
+    bins = None if share is None else max(1, round(share * full))
     frames = np.random.default_rng(length).standard_normal((2, 7, 1, length))
-    expected = np.fft.rfft(frames).real
-    got = factored_real_dft(frames)
-    assert got.shape == expected.shape == (2, 7, 1, length // 2 + 1)
+    expected = np.fft.rfft(frames).real[..., : bins or full]
+    got = factored_real_dft(frames, bins)
+    assert got.shape == expected.shape == (2, 7, 1, bins or full)
     assert np.abs(got - expected).max() <= 1e-12 * np.abs(expected).max()
 
 
-def test_the_factored_dft_costs_far_fewer_multiplies_than_a_dft_matrix() -> None:
-    first, second = factored_real_dft_matrices(2048)
-    n1, n2 = dft_factors(2048)
-    assert (n1, n2) == (32, 64) and first.shape == (64, 32) and second.shape == (32, 128, 33)
+@pytest.mark.parametrize(
+    ("bins", "factors", "saving"), [(None, (32, 64), 7), (1025, (32, 64), 7), (128, (8, 256), 2.5), (1, (2, 1024), 0)]
+)
+def test_the_factored_dft_costs_far_fewer_multiplies_than_a_dft_matrix(
+    bins: int | None, factors: tuple[int, int], saving: float
+) -> None:
+    first, second = factored_real_dft_matrices(2048, bins)
+    n1, n2 = dft_factors(2048, bins)
+    k2 = -(-(bins or 1025) // n1)
+    assert (n1, n2) == factors and first.shape == (2 * n1, n1) and second.shape == (n1, 2 * n2, k2)
     per_frame = first.shape[0] * n1 * n2 + second.size  # multiply-adds per 2048-sample frame
-    assert per_frame < 2048 * 1025 / 7  # the plain real-part DFT matrix: 2048 x 1025
+    assert per_frame * saving < 2048 * (bins or 1025)  # the plain real-part DFT matrix: 2048 x bins
+
+
+@pytest.mark.parametrize("bins", [0, 1026])
+def test_the_factored_dft_refuses_bins_it_does_not_have(bins: int) -> None:
+    with pytest.raises(ValueError, match="bins must be 1..1025"):
+        dft_factors(2048, bins)
+
+
+def tiny_spectrogram_tflite(path: Path, mel: np.ndarray, *, square: bool = False) -> Path:
+    """A TFLite model like BirdNET's spectrograms: stft -> cast to float32 (keeps the real part) -> mel matrix."""
+    tf = pytest.importorskip("tensorflow")
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4096], tf.float32)])
+    def spectrogram(x: object) -> object:
+        real = tf.cast(tf.signal.stft(x, frame_length=256, frame_step=128, fft_length=256), tf.float32)
+        return tf.tensordot(real * real if square else real, tf.constant(mel), axes=1)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([spectrogram.get_concrete_function()], spectrogram)
+    path.write_bytes(converter.convert())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("last_row", "square", "computed"),
+    [(40, False, 40), (129, False, 129), (40, True, 129)],  # a consumer other than the mel MatMul sees every bin
+)
+def test_the_rewriter_computes_only_the_bins_the_mel_matrix_uses(
+    tmp_path: Path, last_row: int, square: bool, computed: int
+) -> None:
+    rng = np.random.default_rng(last_row)
+    mel = rng.random((129, 6)).astype(np.float32)
+    mel[last_row:] = 0.0
+    tflite = tiny_spectrogram_tflite(tmp_path / "spectrogram.tflite", mel, square=square)
+    rewriter = RealDftRewriter()
+    model = convert_tflite(tflite, rewriters=[rewriter])
+    assert list(rewriter.used_bins.values()) == [(computed, 129)]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    audio = rng.standard_normal((3, 4096)).astype(np.float32)
+    interpreter = litert_interpreter(tflite)
+    name = interpreter.get_output_details()[0]["name"]
+    reference = run_litert(interpreter, audio, [name])[name]
+    got = np.concatenate([session.run(None, {session.get_inputs()[0].name: row[None]})[0] for row in audio])
+    assert got.shape == reference.shape == (3, 31, 6)
+    assert np.abs(got - reference).max() <= 1e-5 * np.abs(reference).max()
 
 
 @pytest.mark.parametrize("length", [0, 2, 1000, 3 * 512])
