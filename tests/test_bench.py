@@ -179,6 +179,8 @@ def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path,
     assert gflop["notebook"] == gflop["fp32-1024"] == gflop["int8-1024"] > gflop["fp32-512"] == gflop["int8-512"]
     assert isinstance(report["machine"]["cpu_features"], list)
     assert "RANDOM weights" in report["ast"]["model"]
+    gemm = report["gemm"]
+    assert gemm["fp32_gflop_per_s"] > 0 and gemm["int8_gop_per_s"] > 0 and gemm["int8_speedup"] > 0
     for family in ("birdnet", "yamnet"):
         rows = {r["key"]: r for r in report[family]["rows"]}
         assert set(rows) == {"tflite", "onnx"}, family
@@ -210,7 +212,7 @@ def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path,
     targets = {t["target"] for t in report["target_checks"]}
     assert len(targets) == 7 and all(t["value"] is not None for t in report["target_checks"])
     md = (out / "bench.md").read_text()
-    assert "GFLOP per window / GFLOP/s reached" in md and "SIMD:" in md
+    assert "GFLOP per window / GFLOP/s reached" in md and "SIMD:" in md and "x fp32**" in md
     for heading in ("### AST tagger", "### BirdNET V2.4", "### YAMNet", "## Whole pipeline", "## Daemon process",
                     "## Batch throughput", "## Levers", "## Targets"):
         assert heading in md

@@ -24,7 +24,7 @@ from soundmond.bench.audio import (
 )
 from soundmond.bench.common import BENCH_CACHE, DEFAULT_CORPUS, MARGIN_RTF, TARGETS, WINDOW_S, BenchError
 from soundmond.bench.measure import Variant, _rows, _timed, machine_info, time_interleaved
-from soundmond.bench.models import _birds_runner, _tag_runner, bench_ast, bench_birdnet, bench_yamnet
+from soundmond.bench.models import _birds_runner, _tag_runner, bench_ast, bench_birdnet, bench_gemm, bench_yamnet
 from soundmond.bench.pipeline import PipelineSpec, bench_pipeline, bench_shared_audio
 from soundmond.bench.processes import bench_daemon, bench_throughput, run_soak
 from soundmond.bench.report import check_targets, collect_levers, markdown, write_report
@@ -58,6 +58,7 @@ def run_full(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     logger.info("AST: notebook path vs ONNX variants (%d windows x %d repeats)", len(audio.files), args.repeats)
     report["ast"] = bench_ast(checkpoint, ast, audio, agree, threads=args.threads, repeats=args.repeats,
                               size=args.ast_size)
+    report["gemm"] = bench_gemm(args.threads)
     logger.info("BirdNET: ONNX vs TFLite")
     report["birdnet"] = bench_birdnet(birdnet, audio, agree, threads=args.threads, repeats=args.repeats)
     logger.info("YAMNet: ONNX vs TFLite")

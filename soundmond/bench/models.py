@@ -1,6 +1,7 @@
 """Per-model comparisons, side by side and interleaved: the notebook AST path (transformers + PyTorch eager) vs
 soundmond's four ONNX AST variants; BirdNET and YAMNet ONNX vs their TFLite originals; BirdNET's levers (batched
-chunks, idle-thread spinning, a session's peak memory)."""
+chunks, idle-thread spinning, a session's peak memory); the CPU's fp32 and int8 matrix-product rates in ONNX Runtime
+at the AST's shapes (`bench_gemm`: what the int8 exports can gain on this machine at all)."""
 
 from __future__ import annotations
 
@@ -120,6 +121,53 @@ def _chunks48(audio: BenchAudio) -> list[npt.NDArray[np.float32]]:
 
 
 # --- per-model sections ---------------------------------------------------------------------------------------------
+
+
+def _run_product(session: Any, x: npt.NDArray[np.float32], _item: int) -> npt.NDArray[np.float32]:
+    return np.asarray(session.run(None, {"x": x})[0][0])
+
+
+def bench_gemm(threads: int, repeats: int = 10, shape: tuple[int, int, int] = (602, 768, 3072)) -> dict[str, Any]:
+    """ONNX Runtime's fp32 MatMul vs int8 DynamicQuantizeMatMul (what the int8 AST exports run) on one [M, K] x
+    [K, N] product, interleaved: GFLOP/s (GOP/s for int8) and the int8 speed-up. The default is the full AST's MLP
+    product at 512 frames (602 tokens). Those products are almost all of an AST window's time, so this rate caps
+    every AST variant: a CPU whose int8 kernels run no faster than fp32 (AVX2 without VNNI on 128-bit units, such
+    as a first-generation EPYC) cannot make int8 pay, whatever the export does."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from soundmond.models import _session_options
+
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((k, n)).astype(np.float32)
+    scale = (np.abs(weight).max(axis=0) / 127.0).astype(np.float32)
+    graphs = {
+        "fp32": ([helper.make_node("MatMul", ["x", "w"], ["y"])], [numpy_helper.from_array(weight, "w")]),
+        "int8": ([helper.make_node("DynamicQuantizeMatMul", ["x", "w", "scale", "zero"], ["y"],
+                                   domain="com.microsoft")],
+                 [numpy_helper.from_array(np.round(weight / scale).astype(np.int8), "w"),
+                  numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(np.zeros(n, np.int8), "zero")]),
+    }
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    variants = []
+    for name, (nodes, inits) in graphs.items():
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                        helper.make_opsetid("com.microsoft", 1)])
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        session = ort.InferenceSession(model.SerializeToString(), _session_options(threads),
+                                       providers=["CPUExecutionProvider"])
+        variants.append(Variant(name, functools.partial(_run_product, session, x)))
+    times, _ = time_interleaved(variants, 1, repeats)
+    ops = 2.0 * m * k * n / 1e9
+    rate = {name: round(ops / (float(np.median(t)) / 1000.0), 1) for name, t in times.items()}
+    return {"shape_mkn": [m, k, n], "threads": threads, "fp32_gflop_per_s": rate["fp32"],
+            "int8_gop_per_s": rate["int8"], "int8_speedup": round(rate["int8"] / rate["fp32"], 2),
+            "ms": {name: summarize(t) for name, t in times.items()}}
 
 
 def bench_ast(checkpoint: Path, folders: dict[str, Path], audio: BenchAudio, agree_audio: BenchAudio, *,

@@ -179,6 +179,13 @@ def markdown(report: dict[str, Any]) -> str:
         lines += _model_section("AST tagger", report["ast"], "notebook path")
         lines.append(f"numpy feature extraction (soundmond): {_ms_cell(report['ast']['numpy_features_ms'])} ms per "
                      "window, included in the ONNX rows.\n")
+        if report.get("gemm"):
+            g = report["gemm"]
+            shape = " x ".join(str(d) for d in g["shape_mkn"])
+            lines.append(f"This CPU's matrix-product rate in ONNX Runtime at the AST's shapes ({shape}, {g['threads']} "
+                         f"threads): fp32 {g['fp32_gflop_per_s']} GFLOP/s, int8 {g['int8_gop_per_s']} GOP/s: "
+                         f"**int8 {g['int8_speedup']}x fp32**. These products are almost all of an AST window's time, "
+                         "so this caps what the int8 exports can gain on this machine.\n")
         lines += _model_section("BirdNET V2.4", report["birdnet"], "TFLite")
         if "onnx_over_tflite" in report["birdnet"]:
             lines.append(f"BirdNET ONNX / TFLite per chunk: **{report['birdnet']['onnx_over_tflite']}x**\n")
