@@ -1,6 +1,11 @@
 """`Analyzer`: one window in, one `WindowResult` out (tagger, bird model, then the head on their outputs), with the
 audio resampled once per model rate and shared between models.
 
+With `side_by_side` the bird model runs on a worker thread of the analyzer while the tagger runs on the caller's:
+ONNX Runtime releases the GIL, so on two cores a window costs about the slower model instead of the sum (each model
+keeps its own thread count). The worker (`ModelWorker`) is one daemon thread holding at most the current window's bird
+call; `close()` ends it.
+
 A model that fails on a window marks that window `error` with the reason; the next window is analysed as usual.
 """
 
@@ -8,7 +13,11 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +45,49 @@ def clipped_fraction(samples: np.ndarray) -> float:
     return float(np.mean(np.abs(samples) >= CLIP_LEVEL))
 
 
+class ModelWorker:
+    """One daemon thread that runs calls handed to it (the bird model, side by side with the tagger).
+
+    The queue holds one call at most: the analyzer waits for each result before it hands over the next window, so a
+    second call never waits. A daemon thread, so that a wedged model call cannot keep the process from exiting (the
+    daemon's watchdog notices a wedged pipeline); `close` waits `timeout_s` at most.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.Queue[tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def submit(self, call: Callable[[], Any]) -> Future[Any]:
+        if self._closed:
+            raise RuntimeError("the model worker is closed")
+        future: Future[Any] = Future()
+        self._calls.put((call, future))
+        return future
+
+    def _loop(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to the caller through the future, not lost in this thread
+                future.set_exception(exc)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._calls.put(None, timeout=timeout_s)
+        except queue.Full:
+            logger.warning("the model worker is still busy after %.0f s; leaving it", timeout_s)
+            return
+        self._thread.join(timeout=timeout_s)
+
+
 @dataclass(frozen=True, eq=False)
 class Analysis:
     """A window's result plus the raw model outputs (for training, evaluation and debugging)."""
@@ -53,6 +105,7 @@ class Analyzer:
         head: GroupHead | None,
         *,
         min_rms_dbfs: float | None = None,
+        side_by_side: bool = False,
     ) -> None:
         if head is not None and tagger is not None and head.tagger_family != tagger.family:
             raise ValueError(f"the head was trained on '{head.tagger_family}' outputs, the tagger is '{tagger.family}'")
@@ -67,6 +120,18 @@ class Analyzer:
         self.min_rms_dbfs = min_rms_dbfs
         self.windows_skipped_quiet = 0
         self.windows_failed = 0
+        self._birds_worker = (
+            ModelWorker("birds") if side_by_side and tagger is not None and birds is not None else None
+        )
+
+    @property
+    def side_by_side(self) -> bool:
+        return self._birds_worker is not None
+
+    def close(self) -> None:
+        """End the bird model's worker thread (side by side) once a call in progress is done. Idempotent."""
+        if self._birds_worker is not None:
+            self._birds_worker.close()
 
     def analyze(self, window: AudioWindow) -> Analysis:
         started = time.perf_counter()
@@ -99,14 +164,22 @@ class Analyzer:
 
         tagger_output = bird_output = None
         group = None
+        pending: Future[BirdOutput] | None = None
         try:
+            if self.birds is not None and self._birds_worker is not None:
+                birds, samples = self.birds, at(self.birds.sample_rate_hz)
+                pending = self._birds_worker.submit(lambda: birds.detect(samples, start_unix_s=window.start_unix_s))
             if self.tagger is not None:
                 tagger_output = self.tagger.tag(at(self.tagger.sample_rate_hz))
-            if self.birds is not None:
+            if pending is not None:
+                bird_output = pending.result()
+            elif self.birds is not None:
                 bird_output = self.birds.detect(at(self.birds.sample_rate_hz), start_unix_s=window.start_unix_s)
             if self.head is not None and tagger_output is not None:
                 group = self.head.predict(tagger_output, bird_output)
         except Exception as exc:  # a model failing on one window must not stop the stream
+            if pending is not None and not pending.cancel():  # the tagger failed: the bird call ends first
+                pending.exception()
             self.windows_failed += 1
             logger.exception("window %s of %s: analysis failed", window.window_id, window.source)
             return Analysis(

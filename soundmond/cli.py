@@ -163,6 +163,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         else:
             out.write(json.dumps(rec) + "\n")
         out.flush()
+    session.close()
     if args.summary:
         summary = {
             "summary": session.aggregator.snapshot(last_ts).to_dict() if last_ts else None,

@@ -107,6 +107,9 @@ class ModelsConfig(_Section):
     tagger: TaggerConfig = TaggerConfig()
     birds: BirdConfig = BirdConfig()
     head: HeadConfig = HeadConfig()
+    # run the tagger and BirdNET on a window at the same time (two threads, each with its own `threads`) instead of
+    # one after the other: on 2+ cores with 1 thread per model, both cores work (`soundmond bench`: side-by-side lever)
+    side_by_side: bool = True
 
 
 class FrequencyAlertConfig(_Section):

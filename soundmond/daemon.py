@@ -397,6 +397,7 @@ class Daemon:
         return self._shutdown()
 
     def _shutdown(self) -> int:
+        self.session.close()  # the inference thread is done: end the analyzer's worker (models side by side)
         flushed = True
         if self.writer is not None:
             flushed = self.writer.close(timeout=30.0)

@@ -42,6 +42,10 @@ class Session:
         alerts.extend(self.tick(now))
         return analysis, alerts
 
+    def close(self) -> None:
+        """Release the analyzer's worker thread (models side by side)."""
+        self.analyzer.close()
+
     def tick(self, now: float, force: bool = False) -> list[Alert]:
         """Span rules (frequency, industrial rise, activity drop), at most once per `TICK_INTERVAL_S`."""
         if not force and now < self._next_tick_unix_s:
@@ -100,7 +104,8 @@ def build_session(loaded: LoadedConfig, *, with_store: bool = False,
                   models: tuple[Tagger, BirdModel | None, GroupHead, dict[str, Any]] | None = None) -> Session:
     cfg = loaded.config
     tagger, birds, head, versions = models if models is not None else load_models(loaded)
-    analyzer = Analyzer(tagger, birds, head, min_rms_dbfs=cfg.windows.min_rms_dbfs)
+    analyzer = Analyzer(tagger, birds, head, min_rms_dbfs=cfg.windows.min_rms_dbfs,
+                        side_by_side=cfg.models.side_by_side)
     aggregator = Aggregator(cfg.aggregation.spans_s)
     engine = AlertEngine(cfg.alerts, cfg.aggregation.spans_s)
     return Session(analyzer, aggregator, engine, versions)

@@ -25,6 +25,16 @@ def run_bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[s
                           text=True, timeout=timeout)
 
 
+@pytest.fixture
+def models(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path) -> Path:
+    """A --models folder holding the test exports of YAMNet and BirdNET."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "yamnet").symlink_to(yamnet_dir)
+    (folder / "birdnet").symlink_to(birdnet_dir)
+    return folder
+
+
 def test_agreement_figures() -> None:
     ref = np.array([[0.9, 0.1, 0.2, 0.0, 0.3, 0.05], [0.1, 0.8, 0.3, 0.2, 0.0, 0.4]])
     same = bench.agreement(ref, ref, probabilities=True)
@@ -150,15 +160,11 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path, yamnet_dir: Path, 
 
 @pytest.mark.slow
 @pytest.mark.export
-def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path, yamnet_dir: Path,
-                                                                 birdnet_dir: Path, fixture_audio: Path) -> None:
+def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path, models: Path,
+                                                                 fixture_audio: Path) -> None:
     missing = [m for m in ("torch", "transformers", "ai_edge_litert") if find_spec(m) is None]
     if missing:
         pytest.skip(f"the full benchmark needs the export extra ({', '.join(missing)} missing)")
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "yamnet").symlink_to(yamnet_dir)
-    (models / "birdnet").symlink_to(birdnet_dir)
     out = tmp_path / "out"
     proc = run_bench("--ast-size", "tiny", "--short", "--models", str(models), "--corpus", str(fixture_audio),
                      "--windows", "1", "--agree-windows", "2", "--repeats", "1", "--pipeline-files", "1",
@@ -194,17 +200,22 @@ def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path,
 
     configs = {r["config"] for r in report["pipeline"]}
     for base in ("AST int8-512 + BirdNET + head", "AST fp32-1024 + BirdNET + head", "YAMNet + BirdNET + head"):
-        assert {f"{base}, 1 thread", f"{base}, 2 threads"} <= configs
+        assert {f"{base}, 1 thread", f"{base}, 2 threads", f"{base}, 1 thread each, side by side"} <= configs
+    assert {r["config"] for r in report["pipeline"] if r["side_by_side"]} == {
+        c for c in configs if c.endswith("side by side")}
     assert any(r["gate_dbfs"] is not None for r in report["pipeline"])
     daemons = {(d["config"], d["sensor_like"]): d for d in report["daemon"]}
-    assert set(daemons) == {(c, e) for c in ("AST int8-512 + BirdNET + head, 2 threads",
-                                            "YAMNet + BirdNET + head, 2 threads") for e in (True, False)}
+    bases = ("AST int8-512 + BirdNET + head", "YAMNet + BirdNET + head")
+    assert set(daemons) == {(f"{base}, {how}", e) for base in bases
+                            for how in ("2 threads", "1 thread each, side by side") for e in (True, False)}
     for d in daemons.values():
         assert d["returncode"] == 0 and d["peak_rss_mb"] > 0 and d["start_to_running_s"] > 0 and d["windows"] > 0
     assert {(t["workers"], t["threads_per_session"]) for t in report["throughput"]} >= {(1, 2)}
     assert all(t["audio_hours_per_hour"] > 0 for t in report["throughput"])
     levers = {lv["lever"].split(" (")[0] for lv in report["levers"]}
-    assert levers >= {"threads per session", "512-frame export", "int8", "RMS gate at -35.0 dBFS",
+    assert levers >= {"threads per session", "tagger and BirdNET side by side, 1 thread each",
+                      "side by side on 1 thread each vs one after the other on 2 threads",
+                      "512-frame export", "int8", "RMS gate at -35.0 dBFS",
                       "shared decode/resample between models", "BirdNET chunks of a window in one call",
                       "BirdNET chunks of a window in one call: peak RSS of a BirdNET-only process",
                       "ORT memory-pattern planning: peak RSS of a BirdNET-only process, 2 chunks per call",
@@ -219,11 +230,7 @@ def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_soak_samples_rss_and_fds(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path) -> None:
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "yamnet").symlink_to(yamnet_dir)
-    (models / "birdnet").symlink_to(birdnet_dir)
+def test_soak_samples_rss_and_fds(tmp_path: Path, models: Path, fixture_audio: Path) -> None:
     out = tmp_path / "out"
     proc = run_bench("--soak", "--soak-seconds", "80", "--models", str(models), "--corpus", str(fixture_audio),
                      "--out", str(out))

@@ -111,7 +111,7 @@ def find_model_dirs(models: Path | None) -> dict[str, Path]:
 
 def write_config(path: Path, *, tagger: Path, family: str, birds: Path | None, threads: int, store: Path,
                  head: Path | None = None, min_rms_dbfs: float | None = None, source: Path | None = None,
-                 heartbeat_s: float = 60.0) -> Path:
+                 heartbeat_s: float = 60.0, side_by_side: bool = False) -> Path:
     """A daemon config for one benchmark configuration (file source, no MQTT, store in `store`)."""
     import yaml
 
@@ -123,6 +123,7 @@ def write_config(path: Path, *, tagger: Path, family: str, birds: Path | None, t
             "tagger": {"family": family, "path": str(tagger), "threads": threads},
             "birds": {"enabled": birds is not None, "path": str(birds or tagger), "threads": threads},
             "head": {"path": str(head) if head else None},
+            "side_by_side": side_by_side,
         },
         "store": {"path": str(store)},
         "mqtt": {"enabled": False, "heartbeat_interval_s": heartbeat_s},

@@ -22,7 +22,15 @@ from soundmond.bench.audio import (
     pipeline_files,
     source_dir,
 )
-from soundmond.bench.common import BENCH_CACHE, DEFAULT_CORPUS, MARGIN_RTF, TARGETS, WINDOW_S, BenchError
+from soundmond.bench.common import (
+    BENCH_CACHE,
+    DEFAULT_CORPUS,
+    MARGIN_RTF,
+    SIDE_BY_SIDE_SUFFIX,
+    TARGETS,
+    WINDOW_S,
+    BenchError,
+)
 from soundmond.bench.measure import Variant, _rows, _timed, machine_info, time_interleaved
 from soundmond.bench.models import _birds_runner, _tag_runner, bench_ast, bench_birdnet, bench_gemm, bench_yamnet
 from soundmond.bench.pipeline import PipelineSpec, bench_pipeline, bench_shared_audio
@@ -74,6 +82,12 @@ def run_full(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         specs.append(PipelineSpec("AST int8-512 + BirdNET + head" + sfx, "ast", ast["int8-512"], birdnet, t, head))
         specs.append(PipelineSpec("AST fp32-1024 + BirdNET + head" + sfx, "ast", ast["fp32-1024"], birdnet, t, head))
         specs.append(PipelineSpec("YAMNet + BirdNET + head" + sfx, "yamnet", yamnet, birdnet, t))
+    sbs = SIDE_BY_SIDE_SUFFIX
+    specs.append(PipelineSpec("AST int8-512 + BirdNET + head" + sbs, "ast", ast["int8-512"], birdnet, 1, head,
+                              side_by_side=True))
+    specs.append(PipelineSpec("AST fp32-1024 + BirdNET + head" + sbs, "ast", ast["fp32-1024"], birdnet, 1, head,
+                              side_by_side=True))
+    specs.append(PipelineSpec("YAMNet + BirdNET + head" + sbs, "yamnet", yamnet, birdnet, 1, side_by_side=True))
     specs.append(PipelineSpec("AST int8-512 + BirdNET + head, 2 threads, RMS gate", "ast", ast["int8-512"], birdnet,
                               2, head, args.gate_dbfs))
     specs.append(PipelineSpec("YAMNet + BirdNET + head, 2 threads, RMS gate", "yamnet", yamnet, birdnet, 2, None,
@@ -89,15 +103,18 @@ def run_full(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     logger.info("daemon processes: peak RSS, load time")
     src = source_dir(files, tmp / "daemon-audio")
     report["daemon"] = []
-    for s in specs:
-        if s.threads == 2 and s.min_rms_dbfs is None and not (args.short and s.name.startswith("AST fp32")):
+    for s in specs:  # one after the other on 2 threads, and side by side on 1 thread each (AST fp32: that one only)
+        fp32 = s.name.startswith("AST fp32")
+        wanted = s.side_by_side or (s.threads == 2 and not fp32)
+        if wanted and s.min_rms_dbfs is None and not (args.short and fp32):
             report["daemon"].append(bench_daemon(s, src, tmp, sensor_like=True)[0])
             report["daemon"].append(bench_daemon(s, src, tmp, sensor_like=False)[0])
     tfiles = pick_files(corpus_files(audio_folder(args.corpus)[0]), args.throughput_files)
     report["throughput"] = []
     cores = os.cpu_count() or 1
     for s in specs:
-        if s.min_rms_dbfs is None and not s.name.startswith("AST fp32") and not (args.short and s.family == "ast"):
+        if (s.min_rms_dbfs is None and not s.side_by_side and not s.name.startswith("AST fp32")
+                and not (args.short and s.family == "ast")):
             if s.threads == min(2, cores):
                 logger.info("throughput: %s, 1 worker", s.name)
                 report["throughput"].append(bench_throughput(s, tfiles, tmp, 1))
@@ -153,8 +170,9 @@ def run_quick(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     times, _ = time_interleaved(variants, len(audio.at16k), args.repeats)
     report["models"] = _rows(times, variants, None, "5-s window", WINDOW_S)
     files = audio.paths or _synthetic_files(tmp, 2)
-    specs = [PipelineSpec(f"configured, {t} thread(s)", cfg.models.tagger.family, tagger_path, birds_path, t,
-                          head_path, cfg.windows.min_rms_dbfs) for t in choices]
+    sbs = " each, side by side" if cfg.models.side_by_side and birds_path is not None else ""
+    specs = [PipelineSpec(f"configured, {t} thread(s){sbs}", cfg.models.tagger.family, tagger_path, birds_path, t,
+                          head_path, cfg.windows.min_rms_dbfs, side_by_side=cfg.models.side_by_side) for t in choices]
     try:
         report["pipeline"] = bench_pipeline(specs, files, tmp, repeats=1)
     except Exception as exc:  # e.g. no head for this tagger: say so, the model figures still stand

@@ -21,7 +21,8 @@ from soundmond.bench.measure import Variant, _rows, _timed, summarize, time_inte
 
 @dataclasses.dataclass
 class PipelineSpec:
-    """One daemon configuration: tagger folder (+ family), BirdNET folder or None, threads per session, head, gate."""
+    """One daemon configuration: tagger folder (+ family), BirdNET folder or None, threads per session, head, gate,
+    and whether the tagger and BirdNET run side by side (`models.side_by_side`) or one after the other."""
 
     name: str
     family: str
@@ -30,11 +31,12 @@ class PipelineSpec:
     threads: int
     head: Path | None = None
     min_rms_dbfs: float | None = None
+    side_by_side: bool = False
 
     def config(self, path: Path, store: Path, source: Path | None = None, heartbeat_s: float = 60.0) -> Path:
         return write_config(path, tagger=self.tagger, family=self.family, birds=self.birds, threads=self.threads,
                             store=store, head=self.head, min_rms_dbfs=self.min_rms_dbfs, source=source,
-                            heartbeat_s=heartbeat_s)
+                            heartbeat_s=heartbeat_s, side_by_side=self.side_by_side)
 
 
 def bench_pipeline(specs: Sequence[PipelineSpec], files: Sequence[Path], tmp: Path, repeats: int = 1
@@ -71,7 +73,8 @@ def bench_pipeline(specs: Sequence[PipelineSpec], files: Sequence[Path], tmp: Pa
     for spec, session, store, load_s in loaded_specs:
         t = times[spec.name]
         rows.append({
-            "config": spec.name, "threads": spec.threads, "gate_dbfs": spec.min_rms_dbfs,
+            "config": spec.name, "threads": spec.threads, "side_by_side": spec.side_by_side,
+            "gate_dbfs": spec.min_rms_dbfs,
             "windows": len(windows), "audio_s": round(audio_s, 1), "repeats": repeats,
             "ms_per_window": summarize(t),
             "rtf": round(sum(t) / 1000.0 / (audio_s * repeats), 4),
@@ -79,6 +82,7 @@ def bench_pipeline(specs: Sequence[PipelineSpec], files: Sequence[Path], tmp: Pa
             "windows_skipped_quiet": session.analyzer.windows_skipped_quiet,
         })
         store.close()
+        session.close()
     return rows
 
 
