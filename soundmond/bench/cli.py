@@ -261,10 +261,11 @@ def run_soak_command(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         _, ast = ensure_ast_models(args.ast_size)
         side = read_sidecar(ast["int8-512"])
         head = bench_head(BENCH_CACHE, "ast", side.label_count, _embedding_size(side))
-        spec = PipelineSpec("AST int8-512 + BirdNET + head, 2 threads", "ast", ast["int8-512"], dirs["birdnet"], 2,
-                            head)
-    else:
-        spec = PipelineSpec("YAMNet + BirdNET + head, 2 threads", "yamnet", dirs["yamnet"], dirs["birdnet"], 2)
+        spec = PipelineSpec("AST int8-512 + BirdNET + head" + SIDE_BY_SIDE_SUFFIX, "ast", ast["int8-512"],
+                            dirs["birdnet"], 1, head, side_by_side=True)
+    else:  # the default configuration: 1 thread per model, side by side (its worker thread is soaked too)
+        spec = PipelineSpec("YAMNet + BirdNET + head" + SIDE_BY_SIDE_SUFFIX, "yamnet", dirs["yamnet"], dirs["birdnet"],
+                            1, side_by_side=True)
     report: dict[str, Any] = {"mode": "soak", "machine": machine_info(),
                               "audio": {"source": audio_folder(args.corpus)[0]}}
     report.update(run_soak(spec, files, tmp, min_audio_s=args.soak_seconds,
