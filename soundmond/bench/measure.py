@@ -82,10 +82,18 @@ def cpu_features(cpuinfo: str | None = None) -> list[str]:
 def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
+        # the first processor's fields; a virtual machine's model name may be as vague as "AMD EPYC", so family, model
+        # and stepping name the generation
+        fields: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "Model")):
-                cpu = line.split(":", 1)[1].strip()
+            if not line.strip():
                 break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        cpu = fields.get("model name") or fields.get("Model") or cpu
+        ids = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if fields.get(k)]
+        if ids:
+            cpu += f" ({', '.join(ids)})"
     mem_mb = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         mem_mb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1]) // 1024
