@@ -76,6 +76,14 @@ def test_cpu_features_read_from_cpuinfo() -> None:
     assert bench.cpu_features("") == []
 
 
+def test_cpu_name_names_the_generation() -> None:
+    epyc = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
+            "stepping\t: 2\n\nprocessor\t: 1\ncpu family\t: 25\nmodel name\t: other\n")
+    assert bench.cpu_name(epyc) == "AMD EPYC (cpu family 23, model 1, stepping 2)"  # the first processor only
+    pi = "processor\t: 0\nFeatures\t: fp asimd\n\nRevision\t: d04170\nModel\t\t: Raspberry Pi 5 Model B Rev 1.0\n"
+    assert bench.cpu_name(pi) == "Raspberry Pi 5 Model B Rev 1.0"
+
+
 def test_soak_growth_is_measured_after_warmup() -> None:
     t = list(range(100))
     flat = bench.growth([100.0] * 20 + [200.0] * 80, t, warmup_s=20)  # the rise during warm-up does not count

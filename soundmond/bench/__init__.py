@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from soundmond.bench.cli import add_bench_arguments, run_bench
 from soundmond.bench.common import BenchError
-from soundmond.bench.measure import agreement, cpu_features, growth, summarize
+from soundmond.bench.measure import agreement, cpu_features, cpu_name, growth, summarize
 from soundmond.bench.models import ast_forward_gflop
 from soundmond.bench.startup import keep_up_advice, startup_rtf_check
 
@@ -56,6 +56,7 @@ __all__ = [
     "agreement",
     "ast_forward_gflop",
     "cpu_features",
+    "cpu_name",
     "growth",
     "keep_up_advice",
     "run_bench",

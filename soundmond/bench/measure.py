@@ -79,21 +79,30 @@ def cpu_features(cpuinfo: str | None = None) -> list[str]:
     return [f for f in SIMD_FEATURES if f in have]
 
 
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The first processor's model name with its family, model and stepping (a virtual machine's model name may be
+    as vague as "AMD EPYC": these name the generation); the platform's processor name if /proc/cpuinfo is unreadable."""
+    fallback = platform.processor() or platform.machine()
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return fallback
+    fields: dict[str, str] = {}  # the first processor's block, then (a Raspberry Pi's "Model") the machine's
+    first_block = True
+    for line in cpuinfo.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if not key:
+            first_block = False
+        elif first_block or key == "Model":
+            fields.setdefault(key, value)
+    name = fields.get("model name") or fields.get("Model") or fallback
+    ids = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if fields.get(k)]
+    return f"{name} ({', '.join(ids)})" if ids else name
+
+
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        # the first processor's fields; a virtual machine's model name may be as vague as "AMD EPYC", so family, model
-        # and stepping name the generation
-        fields: dict[str, str] = {}
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-        cpu = fields.get("model name") or fields.get("Model") or cpu
-        ids = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if fields.get(k)]
-        if ids:
-            cpu += f" ({', '.join(ids)})"
+    cpu = cpu_name()
     mem_mb = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         mem_mb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1]) // 1024
