@@ -85,9 +85,31 @@ def test_parity_figures_within_target(exported: Path) -> None:
     assert parity.max_abs_logit_diff <= parity.target_max_abs_logit_diff
     assert parity.chunks >= 140  # 143 frames of the 8 fixtures + tone + silence
     assert {"tone_1khz", "silence"} <= set(parity.audio_files)
-    assert parity.top1_agreement >= 0.98
-    assert parity.top5_agreement >= 0.98
+    # which of two near-equal classes ranks first is int8 rounding noise, and XNNPACK's kernels (the reference) round
+    # differently on different CPUs (top-1 142/145 on a first-generation EPYC, >= 0.98 on the machines before it).
+    # Flips beyond a near-tie fail the export, and the sidecar records that there were none.
+    assert sidecar.extra["parity_top1_disagreements_beyond_near_ties"] == 0
+    assert parity.top1_agreement >= 0.95
+    assert parity.top5_agreement >= 0.95
     assert float(sidecar.extra["parity_embedding_max_abs_diff"]) < 0.5  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("reference", "candidate", "top1_beyond", "top5_beyond"),
+    [
+        ([0.90, 0.10, 0.0, 0.0, 0.0, 0.0, 0.0], [0.90, 0.10, 0.0, 0.0, 0.0, 0.0, 0.0], 0, 0),  # identical
+        ([0.50, 0.48, 0.0, 0.0, 0.0, 0.0, 0.0], [0.48, 0.50, 0.0, 0.0, 0.0, 0.0, 0.0], 0, 0),  # near-tie swap
+        ([0.50, 0.30, 0.0, 0.0, 0.0, 0.0, 0.0], [0.30, 0.50, 0.0, 0.0, 0.0, 0.0, 0.0], 1, 0),  # real top-1 flip
+        ([0.9, 0.8, 0.7, 0.6, 0.5, 0.48, 0.1], [0.9, 0.8, 0.7, 0.6, 0.48, 0.5, 0.1], 0, 0),  # 5th/6th near-tie
+        ([0.9, 0.8, 0.7, 0.6, 0.5, 0.1, 0.3], [0.9, 0.8, 0.7, 0.6, 0.1, 0.5, 0.3], 0, 1),  # 6th class enters
+    ],
+)
+def test_disagreements_beyond_near_ties(
+    reference: list[float], candidate: list[float], top1_beyond: int, top5_beyond: int
+) -> None:
+    ref, cand = np.array([reference]), np.array([candidate])
+    assert yamnet_model._top1_disagreements(ref, cand, 0.05) == top1_beyond
+    assert yamnet_model._top5_disagreements(ref, cand, 0.05) == top5_beyond
 
 
 @pytest.mark.parametrize(
