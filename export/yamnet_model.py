@@ -459,7 +459,7 @@ class ParityResult:
     parity: Parity
     embedding_max_abs_diff: float
     strict_top5_disagreements: int
-    near_tie_top5_disagreements: int  # top-5 disagreements beyond near-ties (the export fails on any)
+    top5_disagreements_beyond_near_ties: int  # the export fails on any
     top1_disagreements_beyond_near_ties: int  # the export fails on any
     max_abs_diff_by_source: dict[str, float]
 
@@ -494,12 +494,12 @@ def check_parity(
         target_max_abs_logit_diff=target,
     )
     strict = round((1.0 - parity.top5_agreement) * parity.chunks)
-    near_tie = _top5_disagreements(ref, cand, target)
+    top5_beyond = _top5_disagreements(ref, cand, target)
     result = ParityResult(
         parity=parity,
         embedding_max_abs_diff=float(np.max(np.abs(np.concatenate(ref_emb) - np.concatenate(onnx_emb)))),
         strict_top5_disagreements=strict,
-        near_tie_top5_disagreements=near_tie,
+        top5_disagreements_beyond_near_ties=top5_beyond,
         top1_disagreements_beyond_near_ties=_top1_disagreements(ref, cand, target),
         max_abs_diff_by_source=by_source,
     )
@@ -513,7 +513,7 @@ def check_parity(
         parity.top1_agreement,
         parity.chunks - strict,
         parity.chunks,
-        near_tie,
+        top5_beyond,
     )
     return result
 
@@ -528,10 +528,10 @@ def require_yamnet_parity(result: ParityResult) -> None:
             f"YAMNet ONNX: max abs score difference {parity.max_abs_logit_diff:.3g} vs {parity.reference} exceeds "
             f"the target {target:g} on {parity.chunks} frames (worst: {worst}); nothing written"
         )
-    if result.near_tie_top5_disagreements:
+    if result.top5_disagreements_beyond_near_ties:
         raise ParityError(
             f"YAMNet ONNX: top-5 differs from {parity.reference} beyond near-ties on "
-            f"{result.near_tie_top5_disagreements} of {parity.chunks} frames; nothing written"
+            f"{result.top5_disagreements_beyond_near_ties} of {parity.chunks} frames; nothing written"
         )
     if result.top1_disagreements_beyond_near_ties:
         raise ParityError(

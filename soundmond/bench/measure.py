@@ -64,13 +64,18 @@ SIMD_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf
                  "asimd", "asimddp", "i8mm", "bf16", "sve")
 
 
+def read_cpuinfo() -> str:
+    """/proc/cpuinfo's text; empty where it cannot be read (not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_features(cpuinfo: str | None = None) -> list[str]:
     """Which of `SIMD_FEATURES` this CPU has (from /proc/cpuinfo's flags / Features line; empty if unreadable)."""
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
+        cpuinfo = read_cpuinfo()
     have: set[str] = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
@@ -82,12 +87,8 @@ def cpu_features(cpuinfo: str | None = None) -> list[str]:
 def cpu_name(cpuinfo: str | None = None) -> str:
     """The first processor's model name with its family, model and stepping (a virtual machine's model name may be
     as vague as "AMD EPYC": these name the generation); the platform's processor name if /proc/cpuinfo is unreadable."""
-    fallback = platform.processor() or platform.machine()
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return fallback
+        cpuinfo = read_cpuinfo()
     fields: dict[str, str] = {}  # the first processor's block, then (a Raspberry Pi's "Model") the machine's
     first_block = True
     for line in cpuinfo.splitlines():
@@ -96,13 +97,13 @@ def cpu_name(cpuinfo: str | None = None) -> str:
             first_block = False
         elif first_block or key == "Model":
             fields.setdefault(key, value)
-    name = fields.get("model name") or fields.get("Model") or fallback
+    name = fields.get("model name") or fields.get("Model") or platform.processor() or platform.machine()
     ids = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if fields.get(k)]
     return f"{name} ({', '.join(ids)})" if ids else name
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = cpu_name()
+    cpuinfo = read_cpuinfo()
     mem_mb = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         mem_mb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1]) // 1024
@@ -115,8 +116,8 @@ def machine_info() -> dict[str, Any]:
 
             versions[name] = importlib.metadata.version(name.replace("_", "-"))
     return {
-        "cpu": cpu,
-        "cpu_features": cpu_features(),
+        "cpu": cpu_name(cpuinfo),
+        "cpu_features": cpu_features(cpuinfo),
         "cores": os.cpu_count(),
         "memory_mb": mem_mb,
         "platform": platform.platform(),
