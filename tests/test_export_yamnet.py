@@ -12,7 +12,7 @@ import pytest
 
 from export import yamnet_model
 from export.cli import main
-from export.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, chunk_clip
+from export.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ParityError, chunk_clip, parity_figures
 from soundmond.audio import load_audio
 from soundmond.sidecar import Sidecar, verify_folder
 
@@ -110,6 +110,25 @@ def test_disagreements_beyond_near_ties(
     ref, cand = np.array([reference]), np.array([candidate])
     assert yamnet_model._top1_disagreements(ref, cand, 0.05) == top1_beyond
     assert yamnet_model._top5_disagreements(ref, cand, 0.05) == top5_beyond
+
+
+def test_top1_flip_beyond_a_near_tie_fails_the_export() -> None:
+    # every score within the 0.05 target, top-5 sets identical, yet the ONNX top class is 0.07 below TFLite's top
+    ref = np.array([[0.50, 0.43, 0.30, 0.20, 0.10, 0.0, 0.0]])
+    cand = np.array([[0.46, 0.47, 0.30, 0.20, 0.10, 0.0, 0.0]])
+    parity = parity_figures(ref, cand, reference_name="ai-edge-litert", audio_files=["clip.flac"],
+                            outputs_are_probabilities=True, target_max_abs_logit_diff=0.05)
+    result = yamnet_model.ParityResult(
+        parity=parity,
+        embedding_max_abs_diff=0.0,
+        strict_top5_disagreements=0,
+        top5_disagreements_beyond_near_ties=yamnet_model._top5_disagreements(ref, cand, 0.05),
+        top1_disagreements_beyond_near_ties=yamnet_model._top1_disagreements(ref, cand, 0.05),
+        max_abs_diff_by_source={"clip.flac": parity.max_abs_logit_diff},
+    )
+    assert parity.max_abs_logit_diff <= 0.05 and result.top5_disagreements_beyond_near_ties == 0
+    with pytest.raises(ParityError, match="top-1 differs from ai-edge-litert beyond near-ties on 1 of 1 frames"):
+        yamnet_model.require_yamnet_parity(result)
 
 
 @pytest.mark.parametrize(
