@@ -1,6 +1,6 @@
 """AST (Audio Spectrogram Transformer, AudioSet 527 classes): hub id or local checkout -> ONNX through optimum.
 
-One ONNX file with input `input_values` [N, frames, 128] (the log-mel features of `soundmond.features`) and two
+One ONNX file with input `input_values` [N, frames, 128] (the log-mel features of `soundmond.models.features`) and two
 outputs: `logits` [N, labels] (AudioSet is multi-label: apply a sigmoid) and `embedding` [N, hidden] (the input of
 the classifier's dense layer). `--frames 512` sizes the model for 5-s windows by cutting the time axis of the
 position-embedding grid; `--quantize int8` applies per-channel dynamic int8 quantization (reported, not enforced,
@@ -43,8 +43,8 @@ from export.common import (
     tool_versions,
     utc_now_iso,
 )
-from soundmond.features import samples_for_frames
-from soundmond.sidecar import LICENCES, Sidecar, SourceInfo, TensorSpec, write_sidecar
+from soundmond.models.features import samples_for_frames
+from soundmond.models.sidecar import LICENCES, Sidecar, SourceInfo, TensorSpec, write_sidecar
 
 if TYPE_CHECKING:
     import torch

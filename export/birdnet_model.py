@@ -51,7 +51,7 @@ from export.tflite_tools import (
     run_litert,
     set_batch_dim,
 )
-from soundmond.sidecar import LICENCES, Parity, Sidecar, SourceInfo, TensorSpec, sha256_file, write_sidecar
+from soundmond.models.sidecar import LICENCES, Parity, Sidecar, SourceInfo, TensorSpec, sha256_file, write_sidecar
 
 logger = logging.getLogger(__name__)
 

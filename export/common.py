@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from soundmond.audio import find_audio_files, load_audio
-from soundmond.sidecar import Parity, sha256_file
+from soundmond.capture.audio import find_audio_files, load_audio
+from soundmond.models.sidecar import Parity, sha256_file
 
 logger = logging.getLogger(__name__)
 

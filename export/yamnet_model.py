@@ -38,7 +38,7 @@ from export.common import (
     tool_versions,
     utc_now_iso,
 )
-from soundmond.sidecar import LICENCES, Parity, Sidecar, SourceInfo, TensorSpec, sha256_file, write_sidecar
+from soundmond.models.sidecar import LICENCES, Parity, Sidecar, SourceInfo, TensorSpec, sha256_file, write_sidecar
 
 logger = logging.getLogger(__name__)
 

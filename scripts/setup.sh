@@ -47,7 +47,7 @@ fi
 
 export_model() {  # family, folder, extra args...
   local family=$1 folder=$2; shift 2
-  if .venv/bin/python -c "import sys; from soundmond.sidecar import verify_folder; verify_folder(sys.argv[1], sys.argv[2])" \
+  if .venv/bin/python -c "import sys; from soundmond.models.sidecar import verify_folder; verify_folder(sys.argv[1], sys.argv[2])" \
        "$folder" "$family" 2>/dev/null; then
     log "$folder is a verified $family model folder"
   else

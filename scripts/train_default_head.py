@@ -12,7 +12,7 @@ Reproduce (from the repository root, with the corpus beside the checkout at ../s
 
 The exact command of each shipped head is in its .json (`command`).
 
-Every head is written twice (`soundmond.head.save_head`): `<name>.onnx`, what the daemon loads (ONNX Runtime, no
+Every head is written twice (`soundmond.head.meta.save_head`): `<name>.onnx`, what the daemon loads (ONNX Runtime, no
 scikit-learn import; embedded checksum; refused unless it matches scikit-learn's probabilities to 1e-9 on random rows
 and the training features), and `<name>.skops`, the fitted scikit-learn pipeline (the training artefact). The shipped
 `.onnx` heads were converted from the `.skops` heads trained before the daemon loaded ONNX, with
@@ -25,7 +25,7 @@ head and the conversion's parity (`files`). Two runs give byte-identical `.onnx`
 
 `--tagger-only` restricts the candidates to feature sets the tagger alone supplies (YAMNet probabilities and
 embeddings; BirdNET is never loaded, `--birdnet` is ignored): the head the daemon picks when
-`models.birds.enabled` is false (`soundmond.head.load_head`). Its default `--out` is
+`models.birds.enabled` is false (`soundmond.head.meta.load_head`). Its default `--out` is
 `soundmond/heads/yamnet-tagger.onnx`. Selection, CV, nested CV and the target are the same as for the main head.
 The shipped tagger-only head meets the target on its CV (0.961) but not on the nested CV (0.940), so its command
 exits 1; it is shipped anyway as the fallback for stations without BirdNET (see `yamnet-tagger.json`).
@@ -33,7 +33,8 @@ exits 1; it is shipped anyway as the fallback for stations without BirdNET (see 
 Every clip of the corpus is cut into 5-s windows (hop 5 s); each window goes through the daemon's own `YamnetTagger`
 and `BirdnetModel`. Every candidate (feature sets from YAMNet probabilities / embeddings and BirdNET's embedding x
 models: logistic regression at four C, an RBF SVM, a random forest) is scored with grouped stratified 5-fold CV (clips
-of one source recording stay in one fold; rules in `soundmond/training.py`). The best shippable candidate (a logistic
+of one source recording stay in one fold; rules in
+`soundmond/workbench/training.py`). The best shippable candidate (a logistic
 regression on features the daemon supplies) is fitted on every window and written to `soundmond/heads/yamnet.onnx`
 (and `yamnet.skops`), with `yamnet.json` beside it: metrics, confusion matrix, the comparison table, a nested CV of
 the selection itself, the figure under a stricter grouping (same machine / recorder and day), the files and the
@@ -59,9 +60,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from soundmond.head import HeadError, convert_head  # noqa: E402
-from soundmond.sidecar import ModelFolderError  # noqa: E402
-from soundmond.training import TARGET, CorpusError, target_met, train_head  # noqa: E402
+from soundmond.head.meta import HeadError, convert_head  # noqa: E402
+from soundmond.models.sidecar import ModelFolderError  # noqa: E402
+from soundmond.workbench.training import TARGET, CorpusError, target_met, train_head  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

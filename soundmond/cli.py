@@ -127,7 +127,7 @@ def _csv_row(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from soundmond.runtime import ModelLoadError, Session, build_session
+    from soundmond.analysis import ModelLoadError, Session, build_session
 
     try:
         loaded = _load(args)
@@ -139,7 +139,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     except ModelLoadError as exc:
         print(f"soundmond: {exc}", file=sys.stderr)
         return EXIT_MODELS
-    from soundmond.sources import FileSource
+    from soundmond.capture.files import FileSource
 
     cfg = loaded.config
     source = FileSource(
@@ -193,7 +193,7 @@ def _alert_record(alert: Any) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from soundmond.daemon import run_daemon
+    from soundmond.pipeline import run_daemon
 
     try:
         loaded = _load(args)
@@ -207,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     try:
-        from soundmond.capture import CaptureError, list_input_devices
+        from soundmond.capture.mic import CaptureError, list_input_devices
     except OSError as exc:  # PortAudio missing
         print(f"soundmond devices: {exc} - install PortAudio (scripts/install-system-deps.sh)", file=sys.stderr)
         return EXIT_DEVICE
@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per device")
     p.set_defaults(func=cmd_devices)
 
-    from soundmond.bench import add_bench_arguments, run_bench
+    from soundmond.workbench.bench import add_bench_arguments, run_bench
 
     p = add("bench", "measure models and pipeline on this machine: ms per window, RTF, RSS, load time, throughput",
             "soundmond bench --quick --config /etc/soundmond/config.yaml")
@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=run_bench)
 
     try:
-        from soundmond.listen import add_listen_arguments, run_listen
+        from soundmond.outputs.listen import add_listen_arguments, run_listen
     except ImportError:
         pass
     else:
@@ -299,14 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
         add_listen_arguments(p)
         p.set_defaults(func=run_listen)
 
-    from soundmond.train_head import add_train_head_arguments, run_train_head
+    from soundmond.workbench.train_head import add_train_head_arguments, run_train_head
 
     p = add("train-head", "train the natural / industrial / other head on labelled audio (CSV or ESC-50 checkout)",
             "soundmond train-head --labels ESC-50-master --out heads/esc50.onnx --features both")
     add_train_head_arguments(p)
     p.set_defaults(func=run_train_head)
 
-    from soundmond.evaluate import add_evaluate_arguments, run_evaluate
+    from soundmond.workbench.evaluate import add_evaluate_arguments, run_evaluate
 
     p = add("evaluate", "score BirdNET species and the head's groups against a labels CSV; report + plots + JSON",
             "soundmond evaluate --labels ../shared/data/corpus/labels.csv --audio-root ../shared/data/corpus "
@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_arguments(p)
     p.set_defaults(func=run_evaluate)
 
-    from soundmond.collect import add_collect_arguments, run_collect
+    from soundmond.workbench.collect import add_collect_arguments, run_collect
 
     p = add("collect", "download labelled recordings from Xeno-canto (API v3; key in XC_API_KEY)",
             "XC_API_KEY=... soundmond collect xeno-canto --species 'Turdus merula,Parus major' --per-species 5 "

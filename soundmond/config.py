@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from soundmond.data import AlertType
+
 DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/soundmond/config.yaml"))
 SECRET_KEYS = {"password", "api_key", "apikey", "token", "secret"}
 
@@ -147,7 +149,19 @@ class AlertsConfig(_Section):
     bird_activity_drop: BirdActivityDropConfig = BirdActivityDropConfig()
     cooldown_s: Annotated[float, Field(ge=0)] = 3600.0
     clear_after_s: Annotated[float, Field(ge=0)] = 600.0
-    disabled: list[str] = Field(default_factory=list)
+    disabled: list[AlertType] = Field(default_factory=list)
+
+    @field_validator("disabled", mode="before")
+    @classmethod
+    def _alert_names(cls, v: object) -> object:
+        """Alert type names, any case; an unknown name is refused with the list of known ones."""
+        if not isinstance(v, list):
+            return v
+        names = [str(x).strip().upper() for x in v]
+        unknown = [n for n in names if n not in AlertType.__members__]
+        if unknown:
+            raise ValueError(f"unknown alert type {', '.join(unknown)}: use some of {', '.join(AlertType.__members__)}")
+        return names
 
 
 class AggregationConfig(_Section):

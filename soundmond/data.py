@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Literal
 
 import numpy as np
@@ -13,6 +15,26 @@ Group = Literal["natural", "industrial", "other"]
 GROUPS: tuple[Group, ...] = ("natural", "industrial", "other")
 
 Severity = Literal["info", "warning", "critical"]
+
+
+class AlertType(str, Enum):
+    """Every alert soundmond raises; the value is the stable name in the store, MQTT and `alerts.disabled`."""
+
+    RARE_SPECIES = "RARE_SPECIES"
+    LOW_CONFIDENCE = "LOW_CONFIDENCE"
+    UNKNOWN_SOUND = "UNKNOWN_SOUND"
+    HIGH_FREQUENCY = "HIGH_FREQUENCY"
+    LOW_FREQUENCY = "LOW_FREQUENCY"
+    INDUSTRIAL_RISE = "INDUSTRIAL_RISE"
+    BIRD_ACTIVITY_DROP = "BIRD_ACTIVITY_DROP"
+    CAPTURE_LOST = "CAPTURE_LOST"
+    CAPTURE_RESTORED = "CAPTURE_RESTORED"
+    CAPTURE_FLAT = "CAPTURE_FLAT"
+    CAPTURE_CLIPPED = "CAPTURE_CLIPPED"
+    FALLING_BEHIND = "FALLING_BEHIND"
+
+    def __str__(self) -> str:  # the bare name in f-strings, logs and JSON on every Python (a StrEnum from 3.11 on)
+        return self.value
 
 
 def new_id() -> str:
@@ -105,7 +127,7 @@ class WindowResult:
 class Alert:
     """An alert raised by a rule: stable type name, severity, evidence and a message for people."""
 
-    type: str  # RARE_SPECIES, LOW_CONFIDENCE, UNKNOWN_SOUND, HIGH_FREQUENCY, LOW_FREQUENCY, INDUSTRIAL_RISE, ...
+    type: AlertType
     key: str  # what the hysteresis / cooldown is per (e.g. "HIGH_FREQUENCY:Turdus merula:3600")
     severity: Severity
     ts_unix_s: float
@@ -126,3 +148,99 @@ class CaptureEvent:
     ts_unix_s: float
     message: str
     detail: dict[str, object] = field(default_factory=dict)  # device, error, reopen attempts, overflows
+
+
+# ---------------------------------------------------------------- station health (the heartbeat)
+
+
+@dataclass(frozen=True)
+class CaptureStats:
+    """A live source's counters since start (`MicSource.stats()`)."""
+
+    state: CaptureState
+    device: str | None
+    blocks: int
+    overflows: int
+    queue_drops: int
+    gaps: int
+    reopen_attempts: int
+    clock_reanchors: int
+    last_block_age_s: float | None
+    stream_rate_hz: float | None
+    queue_depth: int
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    store_bytes: int
+    free_bytes: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class OutboxCounts:
+    """Rows waiting for the broker (`pending`, of which `pending_alerts`), sent but not yet deleted, and the rows
+    dropped or refused by the outbox policy since the store was made."""
+
+    pending: int
+    pending_alerts: int
+    sent: int
+    dropped: int
+    refused: int
+
+
+@dataclass(frozen=True)
+class WriterHealth:
+    """The store writer thread: alive, its queue, what it wrote, dropped and refused, and its last error."""
+
+    alive: bool
+    queue_depth: int
+    overflow_alerts: int
+    failing: bool
+    last_error: str | None
+    last_error_unix_s: float | None
+    batches_written: int
+    rows_written: int
+    dropped_windows: int
+    dropped_outbox_items: int
+    rejected_items: int
+
+
+@dataclass(frozen=True)
+class BaselineRule:
+    ready: bool
+    usable_days: int
+    days_needed: int
+    span_s: int
+
+
+@dataclass(frozen=True)
+class BaselineStatus:
+    """Whether the baseline alert rules can fire yet, and a sentence for people saying so."""
+
+    ready: bool
+    days_available: float
+    days_needed: int
+    message: str
+    rules: Mapping[AlertType, BaselineRule]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Station health, built by the pipeline every `mqtt.heartbeat_interval_s` and published as it is."""
+
+    uptime_s: float
+    rtf: float | None  # compute seconds per second of audio over the last windows (< 1 keeps up)
+    windows_processed: int
+    dropped_windows: int
+    failed_windows: int
+    skipped_quiet_windows: int
+    capture_state: CaptureState
+    capture: CaptureStats | None  # None for recordings
+    disk: DiskUsage | None
+    models: Mapping[str, str | None]  # tagger / birds / head -> exact version line
+    config_sha256: str
+    version: str
+    outbox: OutboxCounts | None
+    store_writer: WriterHealth | None
+    baseline: BaselineStatus

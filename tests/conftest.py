@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from soundmond.sidecar import ModelFolderError, verify_folder
+from soundmond.models.sidecar import ModelFolderError, verify_folder
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_AUDIO = REPO / "tests" / "fixtures" / "audio"
@@ -30,9 +30,10 @@ CACHE = REPO / ".cache" / "test-models"
 SHARED_CORPUS = REPO.parent / "shared" / "data" / "corpus"
 
 _EXPORT_SOURCES = {
-    "yamnet": ["export/yamnet_model.py", "export/tflite_tools.py", "export/common.py", "soundmond/sidecar.py"],
-    "birdnet": ["export/birdnet_model.py", "export/tflite_tools.py", "export/common.py", "soundmond/sidecar.py"],
-    "ast-tiny": ["export/ast_model.py", "export/common.py", "soundmond/sidecar.py", "soundmond/features.py"],
+    "yamnet": ["export/yamnet_model.py", "export/tflite_tools.py", "export/common.py", "soundmond/models/sidecar.py"],
+    "birdnet": ["export/birdnet_model.py", "export/tflite_tools.py", "export/common.py", "soundmond/models/sidecar.py"],
+    "ast-tiny": ["export/ast_model.py", "export/common.py", "soundmond/models/sidecar.py",
+                 "soundmond/models/features.py"],
 }
 _EXPORT_NEEDS = {"yamnet": ("tensorflow", "tf2onnx"), "birdnet": ("tensorflow", "tf2onnx"), "ast-tiny": ("torch",)}
 

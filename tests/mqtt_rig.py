@@ -339,8 +339,8 @@ def _publisher_main(argv: list[str]) -> int:
     import logging
 
     from soundmond.config import MqttConfig, StationConfig, StoreConfig
-    from soundmond.publish import MqttPublisher
-    from soundmond.store import Store
+    from soundmond.outputs.publish import MqttPublisher
+    from soundmond.outputs.store import Store
 
     p = argparse.ArgumentParser()
     p.add_argument("--db", type=Path, required=True)

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from soundmond.aggregate import DAY_S, Aggregator
 from soundmond.data import GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.soundscape.aggregate import DAY_S, Aggregator
 
 DAY0 = 19675 * DAY_S  # 2023-11-14 00:00:00 UTC
 T = DAY0 + 8 * 3600  # 08:00 UTC, on the 60-s bin grid

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from soundmond.aggregate import DAY_S, Aggregator
-from soundmond.alerts import SEVERITY, AlertEngine
 from soundmond.config import AlertsConfig
 from soundmond.data import Alert, GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.soundscape.aggregate import DAY_S, Aggregator
+from soundmond.soundscape.alerts import SEVERITY, AlertEngine
 
 T = 19675 * DAY_S + 8 * 3600  # 2023-11-14 08:00 UTC
 SPANS = [60, 3600, 86400]

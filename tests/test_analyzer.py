@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from soundmond.analyzer import Analyzer, ModelWorker
+from soundmond.analysis import Analyzer, ModelWorker
+from soundmond.capture.files import FileSource
 from soundmond.config import BirdConfig, TaggerConfig
 from soundmond.data import AudioWindow, BirdOutput
-from soundmond.head import load_head
-from soundmond.models import BirdnetModel, load_tagger
+from soundmond.head.meta import load_head
+from soundmond.models.birds import BirdnetModel
+from soundmond.models.taggers import load_tagger
 from soundmond.protocols import BirdModel
-from soundmond.sources import FileSource
 
 pytestmark = pytest.mark.slow
 
@@ -131,8 +132,8 @@ def test_side_by_side_needs_both_models(models: tuple) -> None:
 def test_the_daemon_session_follows_models_side_by_side(
     tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, setting: str, expected: bool
 ) -> None:
+    from soundmond.analysis import build_session
     from soundmond.config import load_config
-    from soundmond.runtime import build_session
 
     path = tmp_path / "config.yaml"
     path.write_text(f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{path: {birdnet_dir}}}\n"

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from soundmond import bench
 from soundmond.config import load_config
+from soundmond.workbench import bench
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -111,7 +111,7 @@ def test_startup_check_warns_when_models_cannot_keep_up(
     cfg = load_config(None).config  # defaults: 5-s windows every 5 s, YAMNet, 1 thread
     clock = [0.0]
     session = type("S", (), {"analyzer": _FakeAnalyzer(clock, seconds)})()
-    with caplog.at_level(logging.INFO, logger="soundmond.bench"):
+    with caplog.at_level(logging.INFO, logger="soundmond.workbench.bench"):
         load = bench.startup_rtf_check(session, cfg, clock=lambda: clock[0])
     assert load == pytest.approx(seconds / 5.0)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -121,7 +121,7 @@ def test_startup_check_warns_when_models_cannot_keep_up(
 
 
 def test_startup_check_on_the_real_models(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path) -> None:
-    from soundmond.runtime import build_session
+    from soundmond.analysis import build_session
 
     cfg_path = _quick_config(tmp_path, yamnet_dir, birdnet_dir)
     cfg_path.write_text(cfg_path.read_text() + "windows: {min_rms_dbfs: -10}\n")  # would gate the test noise

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from soundmond.audio import load_audio
-from soundmond.capture import CaptureError, MicSource, list_input_devices
+from soundmond.capture.audio import load_audio
+from soundmond.capture.mic import CaptureError, MicSource, list_input_devices
 from soundmond.config import MicSourceConfig
 from soundmond.data import AudioWindow, CaptureEvent
 from tests.rigs import RATE_HZ, PulseRig, pulseaudio_available, rescan_portaudio, tone

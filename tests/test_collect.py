@@ -274,7 +274,7 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_species_from_model(birdnet_dir: Path) -> None:
-    from soundmond.collect import model_species
+    from soundmond.workbench.collect import model_species
 
     species = model_species(birdnet_dir)
     assert len(species) > 6000 and "Turdus merula" in species

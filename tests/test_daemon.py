@@ -15,16 +15,17 @@ from typing import Any
 
 import pytest
 
+from soundmond.analysis import build_session
+from soundmond.capture.files import FileSource
 from soundmond.config import load_config
-from soundmond.daemon import Daemon
 from soundmond.data import TaggerOutput
-from soundmond.head import load_head
-from soundmond.models import BirdnetModel, YamnetTagger
+from soundmond.head.meta import load_head
+from soundmond.models.birds import BirdnetModel
+from soundmond.models.taggers import YamnetTagger
+from soundmond.outputs.store import Store, StoreWriter
+from soundmond.pipeline import Daemon
 from soundmond.protocols import Tagger
-from soundmond.runtime import build_session
 from soundmond.sdnotify import Notifier
-from soundmond.sources import FileSource
-from soundmond.store import Store, StoreWriter
 
 REPO = Path(__file__).resolve().parent.parent
 

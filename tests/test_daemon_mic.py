@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from soundmond.audio import load_audio
+from soundmond.capture.audio import load_audio
 from tests.rigs import PulseRig, pulseaudio_available
 
 REPO = Path(__file__).resolve().parent.parent

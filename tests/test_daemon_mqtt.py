@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from soundmond.messages import validate
+from soundmond.outputs.messages import validate
 from tests.mqtt_rig import Broker, Collector, mosquitto_available, wait_until
 
 REPO = Path(__file__).resolve().parent.parent

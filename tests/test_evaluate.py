@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from soundmond.cli import main
-from soundmond.evaluate import most_confused, species_metrics
+from soundmond.workbench.evaluate import most_confused, species_metrics
 
 
 def test_species_metrics_by_hand() -> None:

@@ -19,8 +19,8 @@ import onnxruntime as ort  # noqa: E402
 
 from export import ast_model  # noqa: E402
 from export.common import EXIT_FAILED, EXIT_USAGE, chunk_clip, load_check_audio  # noqa: E402
-from soundmond.features import ASTFeatures  # noqa: E402
-from soundmond.sidecar import Sidecar, verify_folder  # noqa: E402
+from soundmond.models.features import ASTFeatures  # noqa: E402
+from soundmond.models.sidecar import Sidecar, verify_folder  # noqa: E402
 
 pytestmark = pytest.mark.export
 

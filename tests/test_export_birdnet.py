@@ -33,8 +33,8 @@ from export.tflite_tools import (  # noqa: E402
     ort_session,
     run_litert,
 )
-from soundmond.audio import load_audio  # noqa: E402
-from soundmond.sidecar import sha256_file, verify_folder  # noqa: E402
+from soundmond.capture.audio import load_audio  # noqa: E402
+from soundmond.models.sidecar import sha256_file, verify_folder  # noqa: E402
 
 pytestmark = [pytest.mark.export, pytest.mark.slow]
 

@@ -13,8 +13,8 @@ import pytest
 from export import yamnet_model
 from export.cli import main
 from export.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ParityError, chunk_clip, parity_figures
-from soundmond.audio import load_audio
-from soundmond.sidecar import Sidecar, verify_folder
+from soundmond.capture.audio import load_audio
+from soundmond.models.sidecar import Sidecar, verify_folder
 
 pytestmark = [pytest.mark.export, pytest.mark.shared]
 

@@ -1,4 +1,4 @@
-"""soundmond.features (numpy, torch-free) against transformers' ASTFeatureExtractor on real recordings."""
+"""soundmond.models.features (numpy, torch-free) against transformers' ASTFeatureExtractor on real recordings."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from soundmond.audio import find_audio_files, load_audio
-from soundmond.features import ASTFeatures, frames_for_samples, samples_for_frames
+from soundmond.capture.audio import find_audio_files, load_audio
+from soundmond.models.features import ASTFeatures, frames_for_samples, samples_for_frames
 
 pytestmark = pytest.mark.export  # the reference implementation needs transformers (and torch)
 
@@ -92,7 +92,7 @@ def test_imports_and_runs_without_torch_or_transformers() -> None:
         "sys.modules['torch'] = None\n"
         "sys.modules['transformers'] = None\n"
         "import numpy as np\n"
-        "from soundmond.features import ASTFeatures\n"
+        "from soundmond.models.features import ASTFeatures\n"
         "x = ASTFeatures(max_length=512)(np.zeros(80000, dtype=np.float32))\n"
         "assert x.shape == (512, 128), x.shape\n"
         "assert not any(m.startswith(('torch', 'transformers')) and sys.modules[m] is not None for m in sys.modules)\n"

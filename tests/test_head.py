@@ -1,4 +1,4 @@
-"""soundmond.head: the shipped YAMNet heads on real audio, choosing the head, safe loading of skops heads (the
+"""soundmond.head.meta: the shipped YAMNet heads on real audio, choosing the head, safe loading of skops heads (the
 training artefact), refusals. The ONNX format itself (checksum, conversion, no scikit-learn in the daemon):
 tests/test_head_onnx.py."""
 
@@ -17,11 +17,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from soundmond.analyzer import Analyzer
-from soundmond.audio import load_audio
+from soundmond.analysis import Analyzer
+from soundmond.capture.audio import load_audio
 from soundmond.config import BirdConfig, LoadedConfig, TaggerConfig, load_config
 from soundmond.data import AudioWindow, BirdOutput, GroupPrediction, TaggerOutput
-from soundmond.head import (
+from soundmond.head.meta import (
     HEAD_CLASSES,
     BirdFeaturesMissing,
     Head,
@@ -34,8 +34,9 @@ from soundmond.head import (
     save_head,
     tagger_only_head_path,
 )
-from soundmond.head_skops import ALLOWED_TYPES, TRUSTED_TYPES, schema_types
-from soundmond.models import AstTagger, BirdnetModel, YamnetTagger
+from soundmond.head.skops import ALLOWED_TYPES, TRUSTED_TYPES, schema_types
+from soundmond.models.birds import BirdnetModel
+from soundmond.models.taggers import AstTagger, YamnetTagger
 from soundmond.protocols import GroupHead
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "audio"
@@ -227,7 +228,7 @@ def test_default_head_paths_are_the_onnx_heads() -> None:
 
 def test_load_head_picks_the_tagger_only_head_when_birds_are_disabled(caplog: pytest.LogCaptureFixture) -> None:
     assert load_head(None, "yamnet", 521).path == SHIPPED  # birds enabled (the default): the main head
-    with caplog.at_level("INFO", logger="soundmond.head"):
+    with caplog.at_level("INFO", logger="soundmond.head.meta"):
         head = load_head(None, "yamnet", 521, birds_enabled=False)
     assert head.path == SHIPPED_TAGGER and not head.needs_birds
     reason = next(r.getMessage() for r in caplog.records if "tagger-only" in r.getMessage())
@@ -254,10 +255,10 @@ def test_configured_bird_head_with_birds_disabled_is_refused() -> None:
 def test_bird_head_without_a_tagger_only_head_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    import soundmond.head
+    import soundmond.head.meta
 
     shutil.copy(SHIPPED, tmp_path / "yamnet.onnx")  # a family shipping only a head that needs BirdNET
-    monkeypatch.setattr(soundmond.head, "HEADS_DIR", tmp_path)
+    monkeypatch.setattr(soundmond.head.meta, "HEADS_DIR", tmp_path)
     assert load_head(None, "yamnet", 521).needs_birds
     with pytest.raises(HeadError, match="no tagger-only head is shipped for it") as e:
         load_head(None, "yamnet", 521, birds_enabled=False)
@@ -274,7 +275,7 @@ def _loaded(tmp_path: Path, yaml_text: str) -> LoadedConfig:
 
 
 def test_load_models_with_birds_disabled_uses_the_tagger_only_head(tmp_path: Path, yamnet_dir: Path) -> None:
-    from soundmond.runtime import build_session, load_models
+    from soundmond.analysis import build_session, load_models
 
     loaded = _loaded(
         tmp_path, f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{enabled: false}}\n"
@@ -293,7 +294,7 @@ def test_load_models_with_birds_disabled_uses_the_tagger_only_head(tmp_path: Pat
 def test_load_models_turns_a_bird_head_without_birds_into_a_model_load_error(
     tmp_path: Path, yamnet_dir: Path
 ) -> None:
-    from soundmond.runtime import ModelLoadError, load_models
+    from soundmond.analysis import ModelLoadError, load_models
 
     loaded = _loaded(
         tmp_path,
@@ -310,14 +311,14 @@ def test_load_models_turns_a_bird_head_without_birds_into_a_model_load_error(
 def test_load_models_turns_an_analyzer_refusal_into_a_model_load_error(
     tmp_path: Path, yamnet_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import soundmond.runtime
-    from soundmond.runtime import ModelLoadError, load_models
+    import soundmond.analysis
+    from soundmond.analysis import ModelLoadError, load_models
 
     class Refusing:
         def __init__(self, *args: object, **kwargs: object) -> None:
             raise ValueError("the head was trained on 'ast' outputs, the tagger is 'yamnet'")
 
-    monkeypatch.setattr(soundmond.runtime, "Analyzer", Refusing)
+    monkeypatch.setattr(soundmond.analysis, "Analyzer", Refusing)
     loaded = _loaded(
         tmp_path, f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{enabled: false}}\n"
     )
@@ -520,7 +521,7 @@ def test_analyzer_refuses_a_bird_head_without_the_bird_model() -> None:
 
 
 def test_source_group_keeps_recordings_together() -> None:
-    from soundmond.training import source_group
+    from soundmond.workbench.training import source_group
 
     assert source_group({"original_id": "freesound:11687 take A"}) == "freesound:11687"
     assert source_group({"original_id": "freesound:11687 take B"}) == "freesound:11687"
@@ -534,7 +535,7 @@ def test_source_group_keeps_recordings_together() -> None:
 
 
 def test_session_group_is_stricter() -> None:
-    from soundmond.training import esc50_sessions, session_group
+    from soundmond.workbench.training import esc50_sessions, session_group
 
     dcase = {"file": "audio/industrial/dcase2020t2_machine_anomaly_id_00_00000000.flac", "source_path": "t/a.wav"}
     assert session_group(dcase) == "dcase-machine:id_00"
@@ -553,7 +554,7 @@ def test_session_group_is_stricter() -> None:
 
 
 def test_cut_windows() -> None:
-    from soundmond.training import cut_windows
+    from soundmond.workbench.training import cut_windows
 
     assert [w.size for w in cut_windows(np.zeros(16000 * 12, np.float32), 16000)] == [80000, 80000]
     assert [w.size for w in cut_windows(np.ones(16000 * 3, np.float32), 16000)] == [80000]  # padded
@@ -575,7 +576,7 @@ def test_training_script_without_corpus_exits_2(tmp_path: Path) -> None:
 
 @pytest.mark.shared
 def test_corpus_grouping(shared_corpus: Path) -> None:
-    from soundmond.training import read_corpus
+    from soundmond.workbench.training import read_corpus
 
     clips = read_corpus(shared_corpus)
     assert len(clips) == 347

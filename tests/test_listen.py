@@ -14,10 +14,10 @@ import pytest
 from mqtt_rig import Broker, mosquitto_available, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
-from soundmond import messages
 from soundmond.config import StationConfig
 from soundmond.data import Alert
-from soundmond.listen import Listener, SeenIds, add_listen_arguments, format_line, listen_config
+from soundmond.outputs import messages
+from soundmond.outputs.listen import Listener, SeenIds, add_listen_arguments, format_line, listen_config
 
 pytestmark = pytest.mark.skipif(mosquitto_available() is not None, reason=str(mosquitto_available()))
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from soundmond import messages
 from soundmond.config import MqttConfig, StationConfig
 from soundmond.data import Alert, GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.outputs import messages
 
 STATION = StationConfig(id="jura-1", latitude=46.5, longitude=6.1, name="Jura forest")
 BARE = StationConfig(id="bare")
@@ -96,7 +96,7 @@ def test_schema_rejects_missing_event_id(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", messages.MESSAGE_TYPES)
 def test_schema_files_are_draft_2020_12_with_envelope(kind: str) -> None:
-    text = resources.files("soundmond").joinpath("schemas", f"{kind}.v1.json").read_text("utf-8")
+    text = resources.files("soundmond.outputs").joinpath("schemas", f"{kind}.v1.json").read_text("utf-8")
     schema = json.loads(text)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["$id"].endswith(f"/{kind}.v1.json")

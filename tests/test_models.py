@@ -11,25 +11,25 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from soundmond.audio import load_audio
+from soundmond.capture.audio import load_audio
 from soundmond.config import BirdConfig, ConfigError, LocationFilterConfig, TaggerConfig
-from soundmond.models import (
+from soundmond.models.birds import (
     BIRDNET_SOUND_CLASSES_V24,
-    AstTagger,
     BirdnetMetaModel,
     BirdnetModel,
-    ModelOutputError,
-    YamnetTagger,
     birdnet_week,
-    check_sidecar,
-    frame_starts,
     is_sound_class,
-    load_tagger,
-    make_session,
     split_birdnet_label,
 )
+from soundmond.models.sessions import (
+    ModelOutputError,
+    check_sidecar,
+    frame_starts,
+    make_session,
+)
+from soundmond.models.sidecar import ModelFolderError, model_digest, read_sidecar, sha256_file, write_sidecar
+from soundmond.models.taggers import AstTagger, YamnetTagger, load_tagger
 from soundmond.protocols import BirdModel, Tagger
-from soundmond.sidecar import ModelFolderError, model_digest, read_sidecar, sha256_file, write_sidecar
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "audio"
 SPINETAIL = FIXTURES / "maad_spinetail_Cranioleuca_erythrops.flac"

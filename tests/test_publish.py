@@ -25,11 +25,11 @@ from mqtt_rig import (
     wait_until,
 )
 
-from soundmond import messages
 from soundmond.config import MqttConfig, StationConfig, StoreConfig, TlsConfig
 from soundmond.data import Alert, GroupPrediction, LabelScore, SpeciesScore, WindowResult
-from soundmond.publish import MqttPublisher
-from soundmond.store import OutboxItem, Store
+from soundmond.outputs import messages
+from soundmond.outputs.publish import MqttPublisher
+from soundmond.outputs.store import OutboxItem, Store
 
 pytestmark = pytest.mark.skipif(mosquitto_available() is not None, reason=str(mosquitto_available()))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from soundmond.sources import FileSource, start_time_from_name
+from soundmond.capture.files import FileSource, start_time_from_name
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "audio"
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from soundmond import store as store_mod
 from soundmond.config import StoreConfig
 from soundmond.data import Alert, GroupPrediction, LabelScore, SpeciesScore, WindowResult, new_id
-from soundmond.store import (
+from soundmond.outputs import store as store_mod
+from soundmond.outputs.store import (
     OUTBOX_DROPPED,
     OUTBOX_REFUSED,
     SCHEMA_VERSION,
@@ -370,7 +370,7 @@ def test_retention_by_age(db: Path, caplog: pytest.LogCaptureFixture) -> None:
         s.write_aggregate(now - 1 * day, {"a": 2})
         rows = s.outbox_pending(10)
         s.outbox_mark_sent([rows[0].id], now=now - 7200)  # old_alert sent 2 h ago
-        with caplog.at_level(logging.INFO, logger="soundmond.store"):
+        with caplog.at_level(logging.INFO, logger="soundmond.outputs.store"):
             deleted = s.enforce_retention(now)
         assert deleted == {"windows": 1, "detections": 2, "aggregates": 1, "alerts": 1, "outbox_sent": 1}
         assert "retention deleted" in caplog.text
@@ -565,7 +565,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from soundmond.config import StoreConfig
     from soundmond.data import Alert, GroupPrediction, WindowResult
-    from soundmond.store import OutboxItem, Store, StoreWriter
+    from soundmond.outputs.store import OutboxItem, Store, StoreWriter
 
     store = Store(Path(sys.argv[1]), StoreConfig(batch_size=7, flush_interval_s=5.0))
     writer = StoreWriter(store, threading.Event(), retention_interval_s=None).start()

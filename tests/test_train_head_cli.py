@@ -13,8 +13,8 @@ import soundfile as sf
 from PIL import Image
 
 from soundmond.cli import main
-from soundmond.head import Head
-from soundmond.train_head import DEFAULT_MAPPING, load_mapping
+from soundmond.head.meta import Head
+from soundmond.workbench.train_head import DEFAULT_MAPPING, load_mapping
 
 # The 50 ESC-50 classes (meta/esc50.csv `category`), from the data set's documentation.
 ESC50_CLASSES = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from soundmond.windowing import RingBuffer, WindowCutter
+from soundmond.capture.windowing import RingBuffer, WindowCutter
 
 
 def test_ring_buffer_wraps_and_keeps_order() -> None:

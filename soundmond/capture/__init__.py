@@ -1,0 +1,1 @@
+"""Where audio comes from: the microphone, recordings, windowing, decode and resample."""

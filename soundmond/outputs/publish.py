@@ -1,0 +1,700 @@
+"""The MQTT publisher: drains the SQLite outbox at least once, publishes periodic state, keeps the station's status.
+
+Delivery rules:
+- Alerts and detections are in the store's outbox before they reach this module. The publisher reads unsent rows in
+  id order (`outbox_pending`), publishes them with QoS 1 within a bounded in-flight window, remembers message id ->
+  row id, and marks a row sent (`outbox_mark_sent`) only when the broker's PUBACK arrives (`on_publish`). A broker
+  outage, a lost connection or a killed daemon leaves the rows unsent; they are replayed in order on the next
+  connection (at least once: subscribers dedupe on `event_id`). A PUBACK is not the end of the story: a broker that
+  crashes can lose messages it acknowledged but had not yet delivered or saved (Mosquitto persists on its autosave
+  interval). So after a LOST connection, the rows acknowledged in the last `mqtt.resend_acked_s` before the loss are
+  made pending again (`outbox_requeue_sent_since`) and published again on the next connection (`state().resent`).
+  paho's own queue is never relied on: every connection uses a fresh client, so messages paho queued for a dead
+  connection are simply forgotten (the outbox still has them).
+- `soundscape` and `heartbeat` (retained), `windows` (QoS 0) and `status` are published directly. They are periodic,
+  so one published while disconnected is dropped and counted (`state().dropped`); the latest soundscape and heartbeat
+  are re-sent on the next connect so retained state is fresh.
+- The last will is `offline` (retained) on `<prefix>/status`; `online` (retained) is published on every connect and
+  `offline` on a clean stop.
+- A refused or failed connection is never treated as connected. Its kind is `auth` (CONNACK: bad user name or
+  password / not authorised), `unreachable` (connection refused, timeout, DNS, no CONNACK), `tls` (certificate
+  verification or handshake failure, unreadable CA/cert/key), `refused` (any other CONNACK refusal) or `lost` (an
+  established connection dropped). It is logged once per change and exposed in `state()`. The password is read with
+  `read_secret` at each attempt and never logged.
+
+All paho calls happen on the publisher's own thread (`client.loop()` is driven by it), so callbacks need no locks
+beyond the one guarding the counters `state()` reads.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from soundmond import __version__
+from soundmond.config import MqttConfig, StationConfig, read_secret
+from soundmond.data import WindowResult
+from soundmond.outputs import messages
+
+logger = logging.getLogger(__name__)
+
+MAX_BIRTH_BYTES = 64
+MAX_COMMAND_BYTES = 4096
+_AUTH_REASONS = {134, 135}  # MQTT 5 "Bad user name or password", "Not authorized" (3.1.1 rc 4 and 5 map to these)
+
+
+class OutboxRowLike(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def payload(self) -> str: ...
+    @property
+    def qos(self) -> int: ...
+
+
+class OutboxStore(Protocol):
+    """What the publisher needs from `soundmond.outputs.store.Store`."""
+
+    def outbox_pending(self, limit: int, after_id: int = 0) -> Sequence[OutboxRowLike]: ...
+
+    def outbox_mark_sent(self, ids: Sequence[int], now: float) -> Any: ...
+
+    def outbox_requeue_sent_since(self, since_unix_s: float) -> int: ...
+
+
+class _Client(mqtt.Client):
+    """paho 2.2 leaves the TLS socket open when the handshake fails (a ResourceWarning per retry); close it.
+
+    Same steps as paho's `_ssl_wrap_socket`; hostname checking is done by our SSLContext (check_hostname), which
+    paho also relies on when the context checks hostnames."""
+
+    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
+        ctx = self._ssl_context
+        if ctx is None:
+            raise ValueError("TLS requested without an SSL context")
+        ssl_sock = ctx.wrap_socket(tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
+        try:
+            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.do_handshake()
+        except BaseException:
+            ssl_sock.close()
+            raise
+        return ssl_sock
+
+
+@dataclass(frozen=True)
+class PublisherState:
+    """A snapshot of the publisher for health checks and the heartbeat."""
+
+    connected: bool
+    last_error_kind: str | None  # auth | unreachable | tls | refused | lost; None once connected
+    last_error: str | None
+    pending: int | None  # unsent outbox rows, as of the last count (None before the first)
+    in_flight: int  # outbox rows published and waiting for PUBACK
+    published: int  # outbox rows acknowledged by the broker since start
+    direct_published: int  # status / soundscape / heartbeat / windows / discovery messages handed to the socket
+    dropped: Mapping[str, int]  # direct messages dropped while disconnected, by kind
+    rejected: int  # outbox publishes the broker answered with an error reason (MQTT 5); retried next connection
+    ignored: Mapping[str, int]  # incoming messages ignored, by reason (oversized, malformed, unknown_command)
+    connects: int  # successful connections since start
+    resent: int = 0  # acknowledged rows made pending again after a lost connection (`mqtt.resend_acked_s`)
+
+
+@dataclass
+class _Counters:
+    pending: int | None = None
+    published: int = 0
+    direct_published: int = 0
+    rejected: int = 0
+    connects: int = 0
+    resent: int = 0
+    dropped: collections.Counter[str] = field(default_factory=collections.Counter)
+    ignored: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class MqttPublisher:
+    """Publishes the outbox and the station's state to one broker, on its own thread, until `stop` is set."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        station: StationConfig,
+        store: OutboxStore,
+        stop: threading.Event,
+        clock: Callable[[], float] = time.time,
+        *,
+        max_in_flight: int = 20,
+        poll_interval_s: float = 0.25,
+        flush_timeout_s: float = 5.0,
+        connack_timeout_s: float = 10.0,
+        count_interval_s: float = 2.0,
+    ) -> None:
+        self.config = config
+        self.station = station
+        self.topics = messages.Topics.for_station(config, station)
+        self._store = store
+        self._stop = stop
+        self._clock = clock
+        self._window = max_in_flight
+        self._poll_interval_s = poll_interval_s
+        self._flush_timeout_s = flush_timeout_s
+        self._connack_timeout_s = connack_timeout_s
+        self._count_interval_s = count_interval_s
+        self._client_id = config.client_id or f"soundmond-{station.id}"
+        self._rng = random.Random()
+
+        self._lock = threading.Lock()  # guards _counters, _connected, _error, _direct, _last_state_payloads
+        self._counters = _Counters()
+        self._connected = False
+        self._error: tuple[str, str] | None = None
+        self._logged_error: tuple[str, str] | None = None
+        self._direct: collections.deque[tuple[str, str, bytes, int, bool]] = collections.deque()
+        self._direct_max = 64
+        self._last_state_payloads: dict[str, bytes] = {}  # kind -> latest soundscape / heartbeat
+
+        # loop-thread only
+        self._client: mqtt.Client | None = None
+        self._client_dead = False
+        self._connect_started = 0.0
+        self._failures = 0
+        self._next_attempt = 0.0
+        self._inflight: dict[int, int] = {}  # mid -> outbox id
+        self._cursor = 0  # highest outbox id published on this connection
+        self._more = True
+        self._next_poll = 0.0
+        self._next_count = 0.0
+        self._acked: list[int] = []
+        self._lost_at: float | None = None  # store-clock time an established connection was lost (resend_acked_s)
+        self._resend_discovery = False
+        self._republish_state = False
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    # ---- public API -----------------------------------------------------------------------------------------------
+
+    def start(self) -> threading.Thread:
+        """Run the publisher on its own (non-daemon) thread; it ends after `stop` is set and the flush is done."""
+        self._thread = threading.Thread(target=self.run, name="mqtt-publisher")
+        self._thread.start()
+        return self._thread
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True when it has ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def state(self) -> PublisherState:
+        with self._lock:
+            c = self._counters
+            return PublisherState(
+                connected=self._connected,
+                last_error_kind=self._error[0] if self._error else None,
+                last_error=self._error[1] if self._error else None,
+                pending=c.pending,
+                in_flight=len(self._inflight),
+                published=c.published,
+                direct_published=c.direct_published,
+                dropped=dict(c.dropped),
+                rejected=c.rejected,
+                ignored=dict(c.ignored),
+                connects=c.connects,
+                resent=c.resent,
+            )
+
+    def publish_soundscape(self, snapshot: Mapping[str, Any]) -> bool:
+        """Retained soundscape; False (dropped, counted) while disconnected. Thread-safe."""
+        payload = messages.soundscape_payload(snapshot, self.station, ts_unix_s=self._clock())
+        return self._publish_direct("soundscape", self.topics.soundscape, messages.encode(payload), 1, True)
+
+    def publish_heartbeat(self, info: Mapping[str, Any]) -> bool:
+        """Retained heartbeat (the publisher adds its own counters under `mqtt`); False while disconnected."""
+        info = dict(info)
+        if "mqtt" not in info:
+            s = self.state()
+            info["mqtt"] = {
+                "connected": s.connected,
+                "pending": s.pending,
+                "in_flight": s.in_flight,
+                "published": s.published,
+                "dropped": sum(s.dropped.values()),
+            }
+        payload = messages.heartbeat_payload(info, self.station, ts_unix_s=self._clock())
+        return self._publish_direct("heartbeat", self.topics.heartbeat, messages.encode(payload), 1, True)
+
+    def publish_window(self, result: WindowResult) -> bool:
+        """QoS 0 window message when `mqtt.publish_windows` is on; False when off or disconnected."""
+        if not self.config.publish_windows:
+            return False
+        payload = messages.window_payload(result, self.station)
+        return self._publish_direct("window", self.topics.windows, messages.encode(payload), 0, False)
+
+    # ---- thread ---------------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The thread body: connect, drain, reconnect with backoff; after `stop`, flush and say offline."""
+        logger.info("MQTT publisher for %s:%s, topics under %s/", self.config.host, self.config.port,
+                    self.topics.prefix)
+        flush_deadline: float | None = None
+        while True:
+            now = time.monotonic()
+            if self._stop.is_set():
+                if flush_deadline is None:
+                    flush_deadline = now + self._flush_timeout_s
+                if not self._connected_now() or now >= flush_deadline or self._flushed():
+                    break
+            try:
+                self._step(now, stopping=flush_deadline is not None)
+            except Exception:
+                logger.exception("MQTT publisher step failed; reconnecting")
+                self._teardown()
+                self._schedule_retry()
+        self._shutdown()
+
+    def _step(self, now: float, *, stopping: bool) -> None:
+        if self._client is None:
+            if stopping:
+                return
+            if now < self._next_attempt:
+                self._stop.wait(min(0.1, self._next_attempt - now))
+                return
+            self._connect()
+            return
+        rc = self._client.loop(timeout=0.05)
+        if self._client_dead or rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if not self._client_dead and self._connected_now():
+                self._set_error("lost", f"connection to {self._where()} lost ({mqtt.error_string(rc)})")
+            self._teardown()
+            self._schedule_retry()
+            return
+        if not self._connected_now():
+            if now - self._connect_started > self._connack_timeout_s:
+                self._set_error("unreachable", f"no answer (CONNACK) from {self._where()} within "
+                                               f"{self._connack_timeout_s:g} s")
+                self._teardown()
+                self._schedule_retry()
+            return
+        self._mark_acked()
+        self._on_connected_tasks()
+        self._flush_direct()
+        self._drain(now)
+        if now >= self._next_count:
+            self._next_count = now + self._count_interval_s
+            self._count_pending()
+
+    # ---- connection -----------------------------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    def _new_client(self) -> mqtt.Client:
+        v5 = self.config.protocol == "5"
+        client = _Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else True,
+        )
+        client.enable_logger(logging.getLogger(__name__ + ".paho"))
+        client.max_inflight_messages_set(self._window + 10)
+        client.max_queued_messages_set(self._window + self._direct_max + 32)
+        client.connect_timeout = 5.0
+        client.will_set(self.topics.status, messages.STATUS_OFFLINE, qos=1, retain=True)
+        if self.config.username:
+            password = read_secret(self.config.password_env, self.config.password_credential)
+            if password is None:
+                self._warn_once_no_password()
+            client.username_pw_set(self.config.username, password)
+        if self.config.tls is not None:
+            client.tls_set_context(self._tls_context())
+            if self.config.tls.insecure:
+                client.tls_insecure_set(True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self.config.tls
+        assert tls is not None
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None)
+        if tls.cert_file:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        if tls.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    _no_password_warned = False
+
+    def _warn_once_no_password(self) -> None:
+        if not self._no_password_warned:
+            self._no_password_warned = True
+            logger.warning(
+                "mqtt.username is set but no password was found (environment variable %s, systemd credential %s)",
+                self.config.password_env, self.config.password_credential,
+            )
+
+    def _connect(self) -> None:
+        self._client_dead = False
+        try:
+            client = self._new_client()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self._set_error("tls", f"cannot load the TLS files for {self._where()}: {exc} "
+                                   "(check mqtt.tls.ca_file / cert_file / key_file)")
+            self._schedule_retry()
+            return
+        self._client = client
+        self._connect_started = time.monotonic()
+        try:
+            if self.config.protocol == "5":
+                client.connect(self.config.host, self.config.port, self.config.keepalive_s, clean_start=True)
+            else:
+                client.connect(self.config.host, self.config.port, self.config.keepalive_s)
+        except ssl.SSLCertVerificationError as exc:
+            self._fail("tls", f"TLS certificate of {self._where()} not trusted: {exc.verify_message or exc} "
+                              "(check mqtt.tls.ca_file and that the certificate names this host)")
+        except ssl.SSLError as exc:
+            self._fail("tls", f"TLS handshake with {self._where()} failed: {exc.reason or exc} "
+                              "(is this a TLS port? check mqtt.tls)")
+        except ConnectionRefusedError:
+            self._fail("unreachable", f"connection refused by {self._where()} (is the broker running and listening "
+                                      "on that port?)")
+        except socket.gaierror as exc:
+            self._fail("unreachable", f"cannot resolve {self.config.host!r}: {exc.strerror or exc}")
+        except TimeoutError:
+            self._fail("unreachable", f"timed out connecting to {self._where()}")
+        except OSError as exc:
+            self._fail("unreachable", f"cannot connect to {self._where()}: {exc.strerror or exc}")
+
+    def _fail(self, kind: str, text: str) -> None:
+        self._set_error(kind, text)
+        self._teardown()
+        self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        self._failures += 1
+        delay = min(self.config.reconnect_max_s, self.config.reconnect_min_s * 2 ** min(self._failures - 1, 16))
+        delay = max(self.config.reconnect_min_s, delay * self._rng.uniform(0.8, 1.0))
+        self._next_attempt = time.monotonic() + delay
+        logger.debug("MQTT reconnect in %.2f s", delay)
+
+    def _teardown(self) -> None:
+        client, self._client = self._client, None
+        with self._lock:
+            was_connected = self._connected
+            self._connected = False
+            for kind, *_ in self._direct:
+                self._counters.dropped[kind] += 1
+            self._direct.clear()
+        if client is not None:
+            client.on_connect = client.on_disconnect = client.on_publish = client.on_message = None
+            try:
+                sock = client.socket()
+                if sock is not None:
+                    sock.close()
+            except OSError:
+                pass
+        self._mark_acked()
+        self._inflight.clear()
+        self._cursor = 0
+        self._more = True
+        if was_connected:
+            if not self._closing:
+                self._lost_at = self._clock()
+            logger.debug("MQTT client discarded; unacknowledged rows stay in the outbox")
+
+    def _set_error(self, kind: str, text: str) -> None:
+        with self._lock:
+            self._error = (kind, text)
+        if (kind, text) != self._logged_error:
+            self._logged_error = (kind, text)
+            logger.warning("MQTT %s: %s", kind, text)
+        else:
+            logger.debug("MQTT %s (again): %s", kind, text)
+
+    def _connected_now(self) -> bool:
+        with self._lock:
+            return self._connected
+
+    # ---- paho callbacks (loop thread) -----------------------------------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Properties | None
+    ) -> None:
+        if client is not self._client:
+            return
+        if reason.is_failure:
+            kind = "auth" if reason.value in _AUTH_REASONS else "refused"
+            hint = (" (check mqtt.username and the password from environment variable "
+                    f"{self.config.password_env} / credential {self.config.password_credential})"
+                    if kind == "auth" else "")
+            self._set_error(kind, f"broker {self._where()} refused the connection: {reason.getName()}{hint}")
+            self._client_dead = True
+            return
+        with self._lock:
+            self._connected = True
+            self._error = None
+            self._counters.connects += 1
+        self._failures = 0
+        self._logged_error = None
+        logger.info("MQTT connected to %s as %s (MQTT %s)", self._where(), self._client_id, self.config.protocol)
+        client.publish(self.topics.status, messages.STATUS_ONLINE, qos=1, retain=True)
+        subs = [(self.topics.set, 0)]
+        if self.config.home_assistant_discovery:
+            subs.append((f"{self.config.discovery_prefix}/status", 0))
+            self._resend_discovery = True
+        client.subscribe(subs)
+        self._republish_state = True
+        self._inflight.clear()
+        self._cursor = 0
+        self._more = True
+        self._next_count = 0.0
+        self._resend_after_loss()
+
+    def _resend_after_loss(self) -> None:
+        """After a lost connection, make the rows acknowledged in the last `mqtt.resend_acked_s` before the loss
+        pending again, so this connection publishes them again (in id order, with the rest of the outbox)."""
+        lost_at, self._lost_at = self._lost_at, None
+        if lost_at is None or self.config.resend_acked_s <= 0:
+            return
+        try:
+            count = self._store.outbox_requeue_sent_since(lost_at - self.config.resend_acked_s)
+        except Exception:
+            logger.exception("cannot re-queue the rows acknowledged before the lost connection; not resent")
+            return
+        if count:
+            logger.info("MQTT: publishing again %d rows acknowledged in the %g s before the connection was lost "
+                        "(a restarted broker may have lost them; subscribers dedupe on event_id)",
+                        count, self.config.resend_acked_s)
+            with self._lock:
+                self._counters.resent += count
+                if self._counters.pending is not None:
+                    self._counters.pending += count
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Properties | None
+    ) -> None:
+        if client is not self._client:
+            return
+        if self._connected_now() and not self._closing:
+            self._set_error("lost", f"connection to {self._where()} lost: {reason.getName()}")
+        self._client_dead = True
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties | None
+    ) -> None:
+        if client is not self._client:
+            return
+        outbox_id = self._inflight.pop(mid, None)
+        if outbox_id is None:
+            return
+        if reason.is_failure:
+            logger.warning("MQTT broker rejected outbox row %s: %s; it stays unsent", outbox_id, reason.getName())
+            with self._lock:
+                self._counters.rejected += 1
+            return
+        self._acked.append(outbox_id)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._handle_message(msg.topic, bytes(msg.payload))
+        except Exception:  # never let a subscriber's message stop the loop
+            self._ignore("malformed", msg.topic, "could not be handled", exc_info=True)
+
+    def _handle_message(self, topic: str, payload: bytes) -> None:
+        if topic == f"{self.config.discovery_prefix}/status":
+            if len(payload) > MAX_BIRTH_BYTES:
+                self._ignore("oversized", topic, f"{len(payload)} bytes")
+                return
+            try:
+                text = payload.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                self._ignore("malformed", topic, "not UTF-8")
+                return
+            if text == "online":
+                logger.info("Home Assistant is online: re-sending discovery")
+                self._resend_discovery = True
+            elif text != "offline":
+                self._ignore("malformed", topic, "neither online nor offline")
+            return
+        if topic == self.topics.set:
+            if len(payload) > MAX_COMMAND_BYTES:
+                self._ignore("oversized", topic, f"{len(payload)} bytes")
+                return
+            try:
+                command = json.loads(payload.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                self._ignore("malformed", topic, "not UTF-8 JSON")
+                return
+            if not isinstance(command, dict) or not isinstance(command.get("command"), str):
+                self._ignore("malformed", topic, 'not a JSON object with a string "command"')
+                return
+            name = command["command"]
+            if name == "republish":
+                logger.info("MQTT command: republish")
+                self._resend_discovery = self.config.home_assistant_discovery
+                self._republish_state = True
+            else:
+                self._ignore("unknown_command", topic, f"command {name[:40]!r} is not known (known: republish)")
+            return
+        self._ignore("unexpected_topic", topic, "not subscribed here")
+
+    def _ignore(self, reason: str, topic: str, detail: str, *, exc_info: bool = False) -> None:
+        with self._lock:
+            self._counters.ignored[reason] += 1
+            n = self._counters.ignored[reason]
+        level = logging.WARNING if n <= 10 else logging.DEBUG
+        logger.log(level, "ignored a %s message on %s: %s (%d so far)", reason, topic[:120], detail, n,
+                   exc_info=exc_info)
+
+    # ---- work while connected -------------------------------------------------------------------------------------
+
+    def _on_connected_tasks(self) -> None:
+        client = self._client
+        assert client is not None
+        if self._resend_discovery:
+            self._resend_discovery = False
+            if self.config.home_assistant_discovery:
+                for topic, cfg in messages.ha_discovery(self.station, self.topics,
+                                                        discovery_prefix=self.config.discovery_prefix,
+                                                        sw_version=__version__):
+                    self._send(client, "discovery", topic, messages.encode(cfg), 1, True)
+        if self._republish_state:
+            self._republish_state = False
+            with self._lock:
+                latest = dict(self._last_state_payloads)
+            for kind in ("soundscape", "heartbeat"):
+                if kind in latest:
+                    self._send(client, kind, self.topics.for_kind(kind), latest[kind], 1, True)
+
+    def _send(self, client: mqtt.Client, kind: str, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        with self._lock:
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._counters.direct_published += 1
+            else:
+                self._counters.dropped[kind] += 1
+
+    def _publish_direct(self, kind: str, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        with self._lock:
+            if retain:
+                self._last_state_payloads[kind] = payload
+            if not self._connected:
+                self._counters.dropped[kind] += 1
+                return False
+            if len(self._direct) >= self._direct_max:
+                self._counters.dropped[self._direct.popleft()[0]] += 1
+            self._direct.append((kind, topic, payload, qos, retain))
+            return True
+
+    def _flush_direct(self) -> None:
+        client = self._client
+        assert client is not None
+        while True:
+            with self._lock:
+                if not self._direct:
+                    return
+                kind, topic, payload, qos, retain = self._direct.popleft()
+            self._send(client, kind, topic, payload, qos, retain)
+
+    def _drain(self, now: float) -> None:
+        client = self._client
+        assert client is not None
+        room = self._window - len(self._inflight)
+        if room <= 0 or (not self._more and now < self._next_poll):
+            return
+        rows = self._store.outbox_pending(room, after_id=self._cursor)
+        self._more = len(rows) >= room
+        if not rows:
+            self._next_poll = now + self._poll_interval_s
+            return
+        mark_attempt = getattr(self._store, "outbox_mark_attempt", None)
+        if mark_attempt is not None:
+            try:
+                mark_attempt([row.id for row in rows])
+            except Exception:
+                logger.debug("outbox_mark_attempt failed", exc_info=True)
+        for row in rows:
+            info = client.publish(self.topics.for_kind(row.kind), row.payload, qos=2 if row.qos == 2 else 1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                logger.debug("MQTT publish of outbox row %s not accepted (%s); retrying later", row.id,
+                             mqtt.error_string(info.rc))
+                self._more = False
+                self._next_poll = now + self._poll_interval_s
+                return
+            self._inflight[info.mid] = row.id
+            self._cursor = row.id
+
+    def _mark_acked(self) -> None:
+        if not self._acked:
+            return
+        ids, self._acked = self._acked, []
+        try:
+            self._store.outbox_mark_sent(ids, self._clock())
+        except Exception:
+            logger.exception("cannot mark %d outbox rows sent; will retry", len(ids))
+            self._acked = ids + self._acked
+            return
+        with self._lock:
+            self._counters.published += len(ids)
+            if self._counters.pending is not None:
+                self._counters.pending = max(0, self._counters.pending - len(ids))
+
+    def _count_pending(self) -> None:
+        counter = getattr(self._store, "outbox_counts", None)
+        if counter is None:
+            return
+        try:
+            counts = counter()
+        except Exception:
+            logger.debug("outbox_counts failed", exc_info=True)
+            return
+        pending = counts.get("pending") if isinstance(counts, Mapping) else getattr(counts, "pending", counts)
+        if isinstance(pending, int):
+            with self._lock:
+                self._counters.pending = pending
+
+    def _flushed(self) -> bool:
+        """During shutdown: nothing in flight and nothing left to send."""
+        self._mark_acked()
+        return not self._inflight and not self._acked and not self._more and not self._direct
+
+    def _shutdown(self) -> None:
+        client = self._client
+        if client is not None and self._connected_now():
+            info = client.publish(self.topics.status, messages.STATUS_OFFLINE, qos=1, retain=True)
+            deadline = time.monotonic() + 2.0
+            while not info.is_published() and time.monotonic() < deadline and not self._client_dead:
+                client.loop(timeout=0.05)
+            self._mark_acked()
+            self._closing = True
+            client.disconnect()
+            for _ in range(5):
+                if not client.is_connected() or client.loop(timeout=0.02) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+        self._teardown()
+        self._count_pending()
+        s = self.state()
+        logger.info("MQTT publisher stopped: %d rows acknowledged, %s unsent, %d direct messages dropped",
+                    s.published, "?" if s.pending is None else s.pending, sum(s.dropped.values()))

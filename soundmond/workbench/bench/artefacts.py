@@ -1,0 +1,168 @@
+"""The files the benchmark runs: model folders (`--models`), the random AST checkpoint and its four exports (cached
+by the exporter's source checksum in `.cache/bench-models/`), a timing head, and daemon configs."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soundmond.workbench.bench.common import (
+    AST_EXPORT_SOURCES,
+    AST_VARIANTS,
+    BENCH_CACHE,
+    FIXTURE_AUDIO,
+    REPO,
+    TEST_MODELS,
+    WINDOW_S,
+    BenchError,
+)
+
+logger = logging.getLogger("soundmond.workbench.bench")  # the package's one logger, named as before the split
+
+
+def _source_hash(paths: Sequence[str], *extra: str) -> str:
+    digest = hashlib.sha256()
+    for rel in paths:
+        p = REPO / rel
+        digest.update(rel.encode())
+        digest.update(p.read_bytes() if p.is_file() else b"-")
+    for e in extra:
+        digest.update(e.encode())
+    return digest.hexdigest()[:16]
+
+
+def _run_logged(cmd: Sequence[str], what: str, timeout: float = 1800) -> None:
+    t0 = time.perf_counter()
+    proc = subprocess.run(list(cmd), cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise BenchError(f"{what} failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    logger.info("%s done in %.0f s", what, time.perf_counter() - t0)
+
+
+def ensure_ast_models(size: str, cache: Path = BENCH_CACHE) -> tuple[Path, dict[str, Path]]:
+    """A random AST checkpoint of `size` ("full" / "tiny", 1024 frames, seed 0) and its four exports (fp32 / int8,
+    1024 / 512 frames), made with `python -m export ast` once and cached by the exporter's source checksum."""
+    from soundmond.models.sidecar import ModelFolderError, verify_folder
+
+    key = _source_hash(AST_EXPORT_SOURCES, size, "seed0")
+    root = cache / f"ast-{size}-{key}"
+    checkpoint = root / "checkpoint"
+    if not (checkpoint / "config.json").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        code = (
+            "import sys; from export.ast_model import make_random_checkpoint; "
+            "make_random_checkpoint(sys.argv[1], sys.argv[2], max_length=1024, seed=0)"
+        )
+        tmp = root / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        _run_logged([sys.executable, "-c", code, str(tmp), size], f"random {size} AST checkpoint")
+        tmp.rename(checkpoint)
+    folders = {}
+    for variant in AST_VARIANTS:
+        quant, frames = variant.split("-")
+        out = root / variant
+        try:
+            verify_folder(out, "ast")
+        except ModelFolderError:
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = [sys.executable, "-m", "export", "ast", "--model", str(checkpoint), "--frames", frames,
+                   "--out", str(out), "--force"]
+            if quant == "int8":
+                cmd += ["--quantize", "int8"]
+            logger.info("exporting the %s AST (%s); cached in %s", size, variant, out)
+            _run_logged(cmd, f"AST {size} {variant} export")
+        folders[variant] = out
+    return checkpoint, folders
+
+
+def find_model_dirs(models: Path | None) -> dict[str, Path]:
+    """yamnet / birdnet folders (and any AST folders) in `--models` (default: ./models, else .cache/test-models)."""
+    from soundmond.models.sidecar import ModelFolderError, read_sidecar
+
+    candidates = [models] if models is not None else [REPO / "models", TEST_MODELS]
+    for root in candidates:
+        if root is None or not root.is_dir():
+            continue
+        found: dict[str, Path] = {}
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            try:
+                family = read_sidecar(sub).family
+            except (ModelFolderError, OSError, ValueError):
+                continue
+            found.setdefault(family, sub)
+            if family != "birdnet":
+                found[f"tagger:{sub.name}"] = sub
+        if "birdnet" in found and ("yamnet" in found or models is not None):
+            return found
+    raise BenchError(
+        f"no model folders in {models or 'models/ or .cache/test-models/'}: pass --models DIR holding yamnet/ and "
+        "birdnet/ folders written by `python -m export yamnet|birdnet --out DIR/<family>`"
+    )
+
+
+def write_config(path: Path, *, tagger: Path, family: str, birds: Path | None, threads: int, store: Path,
+                 head: Path | None = None, min_rms_dbfs: float | None = None, source: Path | None = None,
+                 heartbeat_s: float = 60.0, side_by_side: bool = False) -> Path:
+    """A daemon config for one benchmark configuration (file source, no MQTT, store in `store`)."""
+    import yaml
+
+    cfg: dict[str, Any] = {
+        "station": {"id": "bench"},
+        "source": {"type": "file", "path": str(source or FIXTURE_AUDIO), "realtime": False},
+        "windows": {"length_s": WINDOW_S, "hop_s": WINDOW_S, "min_rms_dbfs": min_rms_dbfs},
+        "models": {
+            "tagger": {"family": family, "path": str(tagger), "threads": threads},
+            "birds": {"enabled": birds is not None, "path": str(birds or tagger), "threads": threads},
+            "head": {"path": str(head) if head else None},
+            "side_by_side": side_by_side,
+        },
+        "store": {"path": str(store)},
+        "mqtt": {"enabled": False, "heartbeat_interval_s": heartbeat_s},
+        "logging": {"level": "INFO"},
+    }
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _embedding_size(sidecar: Any) -> int:
+    embedding = sidecar.extra.get("embedding")
+    return int(embedding["size"]) if isinstance(embedding, dict) else 768
+
+
+def bench_head(cache: Path, tagger_family: str, label_count: int, embedding_dim: int) -> Path:
+    """A head of the shipped head's form (StandardScaler + LogisticRegression on probabilities + tagger embedding +
+    BirdNET embedding) for a tagger that has no shipped head (the random AST): fitted on random numbers, for timing
+    only (a head's cost depends on its shape, not its weights)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from soundmond.head.meta import HEAD_CLASSES, HeadMeta, save_head
+
+    dim = label_count + embedding_dim + 1024
+    path = cache / f"head-{tagger_family}-{label_count}-{embedding_dim}.onnx"
+    if path.is_file():
+        return path
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, dim))
+    y = np.array(HEAD_CLASSES * 20)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=200)).fit(x, y)
+    import sklearn
+
+    meta = HeadMeta(
+        tagger_family=tagger_family, tagger_label_count=label_count,
+        features="probabilities+embedding+birdnet_embedding", feature_dim=dim, classes=list(HEAD_CLASSES),
+        trained_on="random numbers (benchmark timing head, meaningless predictions)", training_data_sha256="-",
+        sklearn_version=sklearn.__version__,
+    )
+    cache.mkdir(parents=True, exist_ok=True)
+    return save_head(path, model, meta).onnx

@@ -1,0 +1,34 @@
+"""The constants every part of the benchmark shares (paths, window length, RTF limits, targets) and `BenchError`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]  # soundmond/workbench/bench/common.py -> the repository
+DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "corpus"
+FIXTURE_AUDIO = REPO / "tests" / "fixtures" / "audio"
+BENCH_CACHE = REPO / ".cache" / "bench-models"
+TEST_MODELS = REPO / ".cache" / "test-models"
+YAMNET_TFLITE = REPO.parent / "shared" / "models" / "yamnet" / "yamnet.tflite"
+WINDOW_S = 5.0
+KEEP_UP_RTF = 0.8  # above this the daemon warns that it may not keep up (live audio needs RTF < 1)
+MARGIN_RTF = 0.5  # "keeps up with a margin": at most half of real time
+SIDE_BY_SIDE_SUFFIX = ", 1 thread each, side by side"  # pipeline configurations with models.side_by_side on
+PIPELINE_BASES = ("AST int8-512 + BirdNET + head", "YAMNet + BirdNET + head")  # the targets' two configurations
+AST_VARIANTS = ("fp32-1024", "int8-1024", "fp32-512", "int8-512")
+AST_EXPORT_SOURCES = ("export/ast_model.py", "export/common.py", "soundmond/models/sidecar.py",
+                      "soundmond/models/features.py")
+TARGETS = {
+    "ast_onnx_fp32_speedup_min": 1.8,
+    "ast_best_int8_speedup_min": 8.0,
+    "pipeline_rtf_ast_max": 0.08,
+    "pipeline_rtf_yamnet_max": 0.03,
+    "birdnet_onnx_vs_tflite_max": 1.3,
+    "daemon_peak_rss_ast_mb_max": 450.0,
+    "daemon_peak_rss_yamnet_mb_max": 300.0,
+    "soak_growth_max": 0.05,
+}
+
+
+class BenchError(Exception):
+    """The benchmark cannot run (a model folder, the export extra or audio is missing); the message says what."""
