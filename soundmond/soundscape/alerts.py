@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from soundmond.config import AlertsConfig
-from soundmond.data import Alert, AlertType, Severity, SpeciesScore, WindowResult
+from soundmond.data import Alert, AlertType, BaselineRule, BaselineStatus, Severity, SpeciesScore, WindowResult
 from soundmond.soundscape.aggregate import Aggregator, SpanFigures
 
 logger = logging.getLogger(__name__)
@@ -225,10 +225,10 @@ class AlertEngine:
                 st.last_fired_s = a.ts_unix_s
             st.active = a.type in SEVERITY and a.type not in _EXTERNAL  # a held condition, until seen false
 
-    def baseline_status(self, aggregator: Aggregator, now: float) -> dict[str, object]:
+    def baseline_status(self, aggregator: Aggregator, now: float) -> BaselineStatus:
         """Whether the baseline rules can fire yet, for the daemon to publish."""
         cfg = self.config
-        rules: dict[str, dict[str, object]] = {}
+        rules: dict[AlertType, BaselineRule] = {}
         for types, span_s, days, needed in (
             ((AlertType.HIGH_FREQUENCY, AlertType.LOW_FREQUENCY), cfg.frequency.span_s, cfg.frequency.baseline_days,
              cfg.frequency.min_baseline_days),
@@ -240,10 +240,10 @@ class AlertEngine:
             b = self._baseline(aggregator, now, span_s, days, needed)
             for t in types:
                 if self.enabled(t):
-                    rules[t] = {"ready": b.ready, "usable_days": len(b.days), "days_needed": needed, "span_s": span_s}
+                    rules[t] = BaselineRule(ready=b.ready, usable_days=len(b.days), days_needed=needed, span_s=span_s)
         days_available = round(aggregator.history_days_available(now), 2)
-        waiting = [t for t, r in rules.items() if not r["ready"]]
-        needed_max = max((int(str(r["days_needed"])) for r in rules.values()), default=0)
+        waiting = [t for t, r in rules.items() if not r.ready]
+        needed_max = max((r.days_needed for r in rules.values()), default=0)
         if not rules:
             message = "No baseline alert rules are enabled."
         elif not waiting:
@@ -254,13 +254,8 @@ class AlertEngine:
                 f"{', '.join(waiting)} alerts start once {needed_max} previous days are recorded at the same "
                 "time of day."
             )
-        return {
-            "ready": not waiting,
-            "days_available": days_available,
-            "days_needed": needed_max,
-            "message": message,
-            "rules": rules,
-        }
+        return BaselineStatus(ready=not waiting, days_available=days_available, days_needed=needed_max,
+                              message=message, rules=rules)
 
     # --- per-window rules ------------------------------------------------------------------------------------------
 
