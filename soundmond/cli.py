@@ -135,7 +135,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return _report_config_error(exc)
     errors: list[tuple[Path, str]] = []
     try:
-        session: Session = build_session(loaded, with_store=False)
+        session: Session = build_session(loaded)
     except ModelLoadError as exc:
         print(f"soundmond: {exc}", file=sys.stderr)
         return EXIT_MODELS
