@@ -2,12 +2,10 @@
 
 Threads, each with one job, sharing one stop event, and who owns what:
 
-    capture    source.windows() -> the bounded window queue (the backlog)          [FileSource or MicSource]
-               owns: windows in, windows dropped, the falling-behind episode, READY
-    pipeline   THE owner of the analysis session (analyzer, aggregator, alert engine): takes windows from the
-               backlog and messages from its control queue (capture events, falling-behind notices), runs the
-               periodic soundscape snapshot, span rules and heartbeat itself, and hands results to the store writer
-               owns: the session, the per-window counters, the capture state, the published `PipelineStatus`
+    capture    source.windows() -> the bounded backlog; owns windows in / dropped, the falling-behind episode, READY
+    pipeline   THE owner of the analysis session (analyzer, aggregator, alert engine), the per-window counters and
+               the capture state: takes windows from the backlog and messages from its control queue (capture
+               events, falling-behind notices), runs the periodic snapshot, span rules and heartbeat itself
     store      StoreWriter: batched SQLite writes off the pipeline thread
     publisher  MqttPublisher: drains the outbox to the broker (when MQTT is enabled)
     main       signals, sd_notify WATCHDOG / STATUS (it reads only the frozen `PipelineStatus`)
@@ -160,11 +158,6 @@ class Daemon:
         self._drops_stored = 0
         # written by the pipeline thread only, read by anyone
         self.status = PipelineStatus()
-
-    @property
-    def counters(self) -> PipelineStatus:
-        """The latest figures (a frozen snapshot)."""
-        return self.status
 
     # ------------------------------------------------------------------ messages for the pipeline thread
 
@@ -404,12 +397,9 @@ class Daemon:
         return sum(c for _, c in self._recent) / audio_s if audio_s > 0 else None
 
     def _publish_status(self) -> None:
-        self.status = PipelineStatus(
-            windows_in=self._windows_in, windows_done=self._done, windows_dropped=self._windows_dropped,
-            windows_failed=self._failed, windows_skipped_quiet=self._skipped_quiet,
-            windows_skipped_shutdown=self._skipped_shutdown, alerts=self._alerts, rtf=self._rtf(),
-            capture_state=self._capture_state,
-        )
+        self.status = PipelineStatus(self._windows_in, self._done, self._windows_dropped, self._failed,
+                                     self._skipped_quiet, self._skipped_shutdown, self._alerts, self._rtf(),
+                                     self._capture_state)
 
     def _periodic(self, now_mono: float, due: dict[str, float]) -> None:
         if now_mono >= due["soundscape"]:

@@ -80,7 +80,7 @@ def test_capture_events_ticks_and_windows_from_many_threads_run_clean(
     problems = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert code == 0, [r.getMessage() for r in problems]
     assert not problems, [r.getMessage() for r in problems]
-    status = daemon.counters
+    status = daemon.status
     assert status.windows_in == status.windows_done == WINDOWS
     conn = sqlite3.connect(tmp_path / "soundmond.db")
     try:
