@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,23 +249,33 @@ def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
 
 
 def _store_problems(loaded: LoadedConfig) -> list[ConfigProblem]:
-    """The store file, when it exists, is a writable file; else its folder exists or can be created, and is writable.
-    Nothing is created here (the store creates its folder when `run` opens it)."""
+    """The store file, when it exists, is a writable file; its folder exists, or its nearest existing parent is a
+    folder; and a file can be written there (a temporary file, removed at once: nothing else is created here, the
+    store makes its folder when `run` opens it)."""
     path = Path(os.path.abspath(loaded.resolve(loaded.config.store.path)))
     if path.exists() and not path.is_file():
         return [loaded.problem("store.path", f"{path} exists and is not a file",
                                "give store.path the path of the SQLite database file")]
-    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-        return [loaded.problem("store.path", f"{path} cannot be written", STORE_HINT)]
+    if path.exists():
+        try:  # opened for writing, nothing written
+            with open(path, "r+b"):
+                pass
+        except OSError as exc:
+            return [loaded.problem("store.path", f"{path} cannot be written ({exc.strerror or exc})", STORE_HINT)]
     existing = path.parent
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
     if not existing.is_dir():
         return [loaded.problem("store.path", f"cannot create the folder {path.parent}: {existing} is not a folder",
                                STORE_HINT)]
-    if not os.access(existing, os.W_OK | os.X_OK):
-        where = "the folder" if existing == path.parent else f"the folder {path.parent} in"
-        return [loaded.problem("store.path", f"cannot write {where} {existing}", STORE_HINT)]
+    try:  # a real write, not os.access: root passes every mode check, but not a read-only or virtual file system
+        with tempfile.TemporaryFile(dir=existing, prefix=".soundmond-preflight-"):
+            pass
+    except OSError as exc:
+        problem = f"cannot write in the folder {existing} ({exc.strerror or exc})"
+        if existing != path.parent:
+            problem = f"cannot create the folder {path.parent}: {problem}"
+        return [loaded.problem("store.path", problem, STORE_HINT)]
     return []
 
 
