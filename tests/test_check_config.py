@@ -237,3 +237,16 @@ def test_run_with_source_does_not_check_the_configured_source(
     assert main(["run", "--config", str(station.path), "--source", str(fixture_audio)]) == ExitCode.FATAL
     err = capsys.readouterr().err.splitlines()
     assert [line.split(":")[0] for line in err if line.startswith(("source.", "store."))] == ["store.path"]
+
+
+def test_a_head_that_needs_birds_with_birds_off(station: Station, capsys: pytest.CaptureFixture[str]) -> None:
+    """Birds off: the shipped tagger-only head is taken (ok); a configured head that needs BirdNET is refused."""
+    station.set("models.birds.enabled", "false")
+    station.set("models.birds.path", station.tmp / "no-birdnet-here")  # not read with birds off
+    assert check_config(capsys, str(station.path)) == (ExitCode.OK, [f"ok: {station.path}"], "")
+    head = default_head_path("yamnet")
+    n = station.set("models.head.path", head)
+    assert_refused(capsys, station, f"models.head.path: {head}: the head needs BirdNET's embedding (features "
+                   "'probabilities+embedding+birdnet_embedding') but models.birds.enabled is false "
+                   f"(line {n}) - set models.birds.enabled: true, or leave models.head.path empty to use "
+                   "yamnet-tagger.onnx", ExitCode.MODELS, run=True)
