@@ -63,7 +63,7 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from soundmond.config import AlertsConfig
+from soundmond.config import AlertsConfig, alert_span_refusals
 from soundmond.data import Alert, AlertType, BaselineRule, BaselineStatus, Severity, SpeciesScore, WindowResult
 from soundmond.soundscape.aggregate import Aggregator, SpanFigures
 
@@ -124,29 +124,14 @@ class AlertEngine:
     """Evaluates the alert rules and keeps their hysteresis/cooldown state. Not thread-safe: one owner."""
 
     def __init__(self, config: AlertsConfig, spans_s: Sequence[int]) -> None:
+        """`config` and `spans_s` as in a validated `Config` (its validators refuse a rule span longer than every
+        aggregation span, and `min_baseline_days` above `baseline_days`); the same span rule is checked here for
+        engines built from parts."""
+        refusals = alert_span_refusals(config, spans_s)
+        if refusals:
+            raise ValueError("; ".join(str(r) for r in refusals))
         self.config = config
         self._disabled = set(config.disabled)
-        longest = max(spans_s) if spans_s else 0
-        for name, rule_span in (
-            ("frequency", config.frequency.span_s),
-            ("industrial_rise", config.industrial_rise.span_s),
-            ("bird_activity_drop", config.bird_activity_drop.span_s),
-        ):
-            if rule_span > longest:
-                raise ValueError(
-                    f"alerts.{name}.span_s ({rule_span} s) is longer than the longest aggregation span ({longest} s):"
-                    " add it to aggregation.spans_s or shorten it"
-                )
-        for name, rule in (
-            ("frequency", config.frequency),
-            ("industrial_rise", config.industrial_rise),
-            ("bird_activity_drop", config.bird_activity_drop),
-        ):
-            if rule.min_baseline_days > rule.baseline_days:
-                logger.warning(
-                    "alerts.%s.min_baseline_days (%s) > baseline_days (%s): this rule will never be ready",
-                    name, rule.min_baseline_days, rule.baseline_days,
-                )
         self._rare_names = {n.strip().casefold() for n in config.rare_species if n.strip()}
         self._states: dict[str, _KeyState] = {}
 
