@@ -55,6 +55,7 @@ from soundmond.errors import ExitCode
 from soundmond.head.meta import HEAD_CLASSES, HeadError, head_features, load_head
 from soundmond.logs import setup_logging
 from soundmond.models.birds import BirdnetMetaModel, BirdnetModel, birdnet_week
+from soundmond.models.sessions import sigmoid
 from soundmond.models.sidecar import ModelFolderError, verify_folder
 from soundmond.models.taggers import load_tagger
 from soundmond.workbench.corpus import training_data_sha256
@@ -137,8 +138,8 @@ def file_species_scores(birds: Any, path: Path) -> npt.NDArray[np.float32]:
     best: npt.NDArray[np.float32] | None = None
     for window in cut_windows(samples, rate):
         logits, _ = birds.chunk_outputs(window)
-        conf = (1.0 / (1.0 + np.exp(-birds.config.sensitivity * logits.astype(np.float64)))).max(axis=0)
-        best = conf.astype(np.float32) if best is None else np.maximum(best, conf.astype(np.float32))
+        conf = sigmoid(birds.config.sensitivity * logits.astype(np.float64)).max(axis=0)  # as BirdnetModel
+        best = conf if best is None else np.maximum(best, conf)
     assert best is not None
     return best
 
