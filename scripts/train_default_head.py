@@ -34,7 +34,8 @@ Every clip of the corpus is cut into 5-s windows (hop 5 s); each window goes thr
 and `BirdnetModel`. Every candidate (feature sets from YAMNet probabilities / embeddings and BirdNET's embedding x
 models: logistic regression at four C, an RBF SVM, a random forest) is scored with grouped stratified 5-fold CV (clips
 of one source recording stay in one fold; rules in
-`soundmond/workbench/training.py`). The best shippable candidate (a logistic
+`soundmond/workbench/corpus.py`), through the same training path as `soundmond train-head`
+(`soundmond.workbench.training.train`). The best shippable candidate (a logistic
 regression on features the daemon supplies) is fitted on every window and written to `soundmond/heads/yamnet.onnx`
 (and `yamnet.skops`), with `yamnet.json` beside it: metrics, confusion matrix, the comparison table, a nested CV of
 the selection itself, the figure under a stricter grouping (same machine / recorder and day), the files and the
@@ -60,9 +61,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from soundmond.errors import ExitCode  # noqa: E402
 from soundmond.head.meta import HeadError, convert_head  # noqa: E402
 from soundmond.models.sidecar import ModelFolderError  # noqa: E402
-from soundmond.workbench.training import TARGET, CorpusError, target_met, train_head  # noqa: E402
+from soundmond.workbench.crossval import TARGET, TrainError, target_met  # noqa: E402
+from soundmond.workbench.labels import LabelsError  # noqa: E402
+from soundmond.workbench.training import train_corpus_head  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             "it lives beside the project checkout as ../shared/data/corpus, or pass --corpus DIR",
             file=sys.stderr,
         )
-        return 2
+        return ExitCode.USAGE
     try:
-        report = train_head(
+        report = train_corpus_head(
             args.corpus,
             args.model,
             args.out,
@@ -118,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             nested=not args.no_nested,
             tagger_only=args.tagger_only,
         )
-    except (CorpusError, ModelFolderError) as exc:
+    except (LabelsError, TrainError, ModelFolderError) as exc:
         print(f"train_default_head: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     json.dump(report, sys.stdout, indent=2)
     print()
     score = report["cv"]["natural_vs_industrial"]["balanced_accuracy"]
@@ -130,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not target_met(report):
         print(f"train_default_head: {figures}: below the target {TARGET}", file=sys.stderr)
-        return 1
+        return ExitCode.PARTIAL
     print(f"train_default_head: {figures}: target {TARGET} met", file=sys.stderr)
-    return 0
+    return ExitCode.OK
 
 
 def convert(skops: Path, command: str) -> int:
@@ -141,7 +145,7 @@ def convert(skops: Path, command: str) -> int:
         files = convert_head(skops)
     except HeadError as exc:
         print(f"train_default_head: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     info = {**files.report(), "converted_by": command}
     report_path = skops.with_suffix(".json")
     if report_path.is_file():
@@ -150,7 +154,7 @@ def convert(skops: Path, command: str) -> int:
         report_path.write_text(json.dumps(report, indent=2) + "\n")
     json.dump(info, sys.stdout, indent=2)
     print()
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import io
 import json
 import logging
@@ -21,11 +22,13 @@ import math
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from soundmond import __version__
 from soundmond.config import ConfigError, LoadedConfig, load_config
+from soundmond.errors import EXIT_CODES_HELP, ExitCode
 from soundmond.logs import setup_logging
 
 logger = logging.getLogger("soundmond")
@@ -36,16 +39,6 @@ EXIT_USAGE = 2
 EXIT_MODELS = 3
 EXIT_DEVICE = 4
 EXIT_FATAL = 5
-
-EXIT_CODES = """\
-exit codes:
-  0  success
-  1  some inputs could not be analysed (each named on stderr); the rest was processed
-  2  bad usage or invalid configuration (each problem as `key.path: problem (line N) - how to fix`)
-  3  a model folder or head is missing, damaged or does not match the configuration
-  4  no usable audio input device (see `soundmond devices`)
-  5  fatal runtime error (e.g. the store cannot be written)
-"""
 
 
 def _load(args: argparse.Namespace) -> LoadedConfig:
@@ -256,23 +249,94 @@ def cmd_devices(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class LazyCommand:
+    """A command whose module is imported only when it is the one run: `module.<add>(parser)` adds its arguments,
+    `module.<run>(args)` runs it."""
+
+    module: str
+    add: str
+    run: str
+    help: str
+    example: str
+
+
+# The commands that live outside this file, in the order `soundmond --help` lists them (after run, analyze,
+# check-config and devices). Their modules are imported only when chosen, so building the parser imports no
+# workbench module and none of their libraries.
+LAZY_COMMANDS: dict[str, LazyCommand] = {
+    "bench": LazyCommand(
+        "soundmond.speed", "add_bench_arguments", "run_bench",
+        "measure models and pipeline on this machine: ms per window, RTF, RSS, load time, throughput",
+        "soundmond bench --quick --config /etc/soundmond/config.yaml"),
+    "listen": LazyCommand(
+        "soundmond.outputs.listen", "add_listen_arguments", "run_listen",
+        "print alerts and soundscape updates from one or many stations (MQTT subscriber)",
+        "soundmond listen --host broker.local --topic 'soundmond/+/alerts' --json"),
+    "train-head": LazyCommand(
+        "soundmond.workbench.train_head", "add_train_head_arguments", "run_train_head",
+        "train the natural / industrial / other head on labelled audio (CSV or ESC-50 checkout)",
+        "soundmond train-head --labels ESC-50-master --out heads/esc50.onnx --features both"),
+    "evaluate": LazyCommand(
+        "soundmond.workbench.evaluate", "add_evaluate_arguments", "run_evaluate",
+        "score BirdNET species and the head's groups against a labels CSV; report + plots + JSON",
+        "soundmond evaluate --labels ../shared/data/corpus/labels.csv --audio-root ../shared/data/corpus "
+        "--out eval-report"),
+    "collect": LazyCommand(
+        "soundmond.workbench.collect", "add_collect_arguments", "run_collect",
+        "download labelled recordings from Xeno-canto (API v3; key in XC_API_KEY)",
+        "XC_API_KEY=... soundmond collect xeno-canto --species 'Turdus merula,Parus major' --per-species 5 "
+        "--out xc"),
+}
+
+# The libraries of the `workbench` extra (import name -> distribution), which `pip install .` does not install.
+WORKBENCH_LIBRARIES = {"sklearn": "scikit-learn", "scipy": "scipy", "skops": "skops", "onnx": "onnx",
+                       "matplotlib": "matplotlib", "httpx": "httpx", "tqdm": "tqdm"}
+
+
+class MissingExtra(Exception):
+    """A command needs a library of the `workbench` extra that is not installed."""
+
+    def __init__(self, command: str, module: str) -> None:
+        dist = WORKBENCH_LIBRARIES[module]
+        named = dist if dist == module else f"{dist} (module {module})"
+        super().__init__(f"soundmond {command}: needs {named}, which is not installed: "
+                         "pip install 'soundmond[workbench]'")
+
+
+def missing_workbench_library(exc: ImportError) -> str | None:
+    """The workbench library whose absence raised `exc`, if that is what it is."""
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    return name if isinstance(exc, ModuleNotFoundError) and name in WORKBENCH_LIBRARIES else None
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The command named on the command line (the top-level parser has only flags: the first other word)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `soundmond` parser: every command with its help; `command`, if it is one of `LAZY_COMMANDS`, gets its
+    arguments from its module (imported here, the only one). Raises `MissingExtra` when that module needs a workbench
+    library that is not installed."""
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="soundmond",
         description="Listens to the soundscape: natural vs industrial shares, bird species, alerts, over MQTT.",
         epilog="examples:\n  soundmond run --config /etc/soundmond/config.yaml\n"
                "  soundmond analyze recordings/ --summary > windows.jsonl\n"
-               "  soundmond check-config config.yaml\n\n" + EXIT_CODES,
+               "  soundmond check-config config.yaml\n\n" + EXIT_CODES_HELP,
         formatter_class=raw,
     )
     parser.add_argument("--version", action="version", version=f"soundmond {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           epilog=f"example:\n  {example}\n\n{EXIT_CODES}", formatter_class=raw)
-        return p
+        return sub.add_parser(name, help=help_text, description=help_text,
+                              epilog=f"example:\n  {example}\n\n{EXIT_CODES_HELP}", formatter_class=raw)
 
     p = add("run", "run the daemon on the configured source (microphone or recordings)",
             "soundmond run --config /etc/soundmond/config.yaml")
@@ -304,58 +368,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per device")
     p.set_defaults(func=cmd_devices)
 
-    from soundmond.workbench.bench import add_bench_arguments, run_bench
-
-    p = add("bench", "measure models and pipeline on this machine: ms per window, RTF, RSS, load time, throughput",
-            "soundmond bench --quick --config /etc/soundmond/config.yaml")
-    add_bench_arguments(p)
-    p.set_defaults(func=run_bench)
-
-    try:
-        from soundmond.outputs.listen import add_listen_arguments, run_listen
-    except ImportError:
-        pass
-    else:
-        p = add("listen", "print alerts and soundscape updates from one or many stations (MQTT subscriber)",
-                "soundmond listen --host broker.local --topic 'soundmond/+/alerts' --json")
-        p.add_argument("--config", type=Path, default=None, help="config file (broker settings from its mqtt section)")
-        add_listen_arguments(p)
-        p.set_defaults(func=run_listen)
-
-    from soundmond.workbench.train_head import add_train_head_arguments, run_train_head
-
-    p = add("train-head", "train the natural / industrial / other head on labelled audio (CSV or ESC-50 checkout)",
-            "soundmond train-head --labels ESC-50-master --out heads/esc50.onnx --features both")
-    add_train_head_arguments(p)
-    p.set_defaults(func=run_train_head)
-
-    from soundmond.workbench.evaluate import add_evaluate_arguments, run_evaluate
-
-    p = add("evaluate", "score BirdNET species and the head's groups against a labels CSV; report + plots + JSON",
-            "soundmond evaluate --labels ../shared/data/corpus/labels.csv --audio-root ../shared/data/corpus "
-            "--out eval-report")
-    add_evaluate_arguments(p)
-    p.set_defaults(func=run_evaluate)
-
-    from soundmond.workbench.collect import add_collect_arguments, run_collect
-
-    p = add("collect", "download labelled recordings from Xeno-canto (API v3; key in XC_API_KEY)",
-            "XC_API_KEY=... soundmond collect xeno-canto --species 'Turdus merula,Parus major' --per-species 5 "
-            "--out xc")
-    add_collect_arguments(p)
-    p.set_defaults(func=run_collect)
+    for name, lazy in LAZY_COMMANDS.items():
+        p = add(name, lazy.help, lazy.example)
+        if name == command:
+            try:
+                module = importlib.import_module(lazy.module)
+            except ImportError as exc:
+                missing = missing_workbench_library(exc)
+                if missing is None:
+                    raise
+                raise MissingExtra(name, missing) from exc
+            getattr(module, lazy.add)(p)
+            p.set_defaults(func=getattr(module, lazy.run))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = chosen_command(argv)
     try:
+        args = build_parser(command).parse_args(argv)
         return int(args.func(args))
+    except MissingExtra as exc:
+        print(exc, file=sys.stderr)
+        return ExitCode.USAGE
+    except ImportError as exc:  # a library the command imports only when it needs it (skops, onnx, ...)
+        missing = missing_workbench_library(exc)
+        if missing is None:
+            raise
+        print(MissingExtra(command or "", missing), file=sys.stderr)
+        return ExitCode.USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        return EXIT_OK
+        return ExitCode.OK
 
 
 if __name__ == "__main__":

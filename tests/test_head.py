@@ -521,7 +521,7 @@ def test_analyzer_refuses_a_bird_head_without_the_bird_model() -> None:
 
 
 def test_source_group_keeps_recordings_together() -> None:
-    from soundmond.workbench.training import source_group
+    from soundmond.workbench.corpus import source_group
 
     assert source_group({"original_id": "freesound:11687 take A"}) == "freesound:11687"
     assert source_group({"original_id": "freesound:11687 take B"}) == "freesound:11687"
@@ -535,7 +535,7 @@ def test_source_group_keeps_recordings_together() -> None:
 
 
 def test_session_group_is_stricter() -> None:
-    from soundmond.workbench.training import esc50_sessions, session_group
+    from soundmond.workbench.corpus import esc50_sessions, session_group
 
     dcase = {"file": "audio/industrial/dcase2020t2_machine_anomaly_id_00_00000000.flac", "source_path": "t/a.wav"}
     assert session_group(dcase) == "dcase-machine:id_00"
@@ -554,7 +554,7 @@ def test_session_group_is_stricter() -> None:
 
 
 def test_cut_windows() -> None:
-    from soundmond.workbench.training import cut_windows
+    from soundmond.workbench.dataset import cut_windows
 
     assert [w.size for w in cut_windows(np.zeros(16000 * 12, np.float32), 16000)] == [80000, 80000]
     assert [w.size for w in cut_windows(np.ones(16000 * 3, np.float32), 16000)] == [80000]  # padded
@@ -576,7 +576,7 @@ def test_training_script_without_corpus_exits_2(tmp_path: Path) -> None:
 
 @pytest.mark.shared
 def test_corpus_grouping(shared_corpus: Path) -> None:
-    from soundmond.workbench.training import read_corpus
+    from soundmond.workbench.corpus import read_corpus
 
     clips = read_corpus(shared_corpus)
     assert len(clips) == 347

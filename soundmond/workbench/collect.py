@@ -27,8 +27,8 @@ parameter and never written to logs, errors, the CSV or stdout (URLs are logged 
 request log is silenced).
 
 Exit codes: 0 everything wanted was collected (or already there), 1 some species or recordings failed (each named on
-stderr and in the JSON summary; the rest was written), 2 bad usage (no species, `XC_API_KEY` not set, key rejected),
-5 the output folder cannot be written.
+stderr and in the JSON summary; the rest was written), 2 bad usage (no species, `XC_API_KEY` not set, key rejected,
+an unreadable labels.csv of an earlier run), 5 the output folder cannot be written.
 """
 
 from __future__ import annotations
@@ -51,8 +51,14 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
+from soundmond.errors import ExitCode, HintedError
 from soundmond.logs import setup_logging
+from soundmond.models.birds import is_sound_class, split_birdnet_label
+from soundmond.models.sessions import read_labels as read_model_labels
+from soundmond.models.sidecar import ModelFolderError, sha256_file, verify_folder
+from soundmond.workbench.labels import LabelsError, read_label_rows
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +72,13 @@ LABEL_FIELDS = [
 ]
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 5
 
-
-class CollectError(Exception):
+class CollectError(HintedError):
     """A species or recording could not be collected; the message names it and says why (never holds the key)."""
 
 
 class KeyRejected(CollectError):
-    """The API refused the key (401 / 403)."""
+    """The API refused the key (401 / 403); the hint says where to check it."""
 
 
 class TransientError(CollectError):
@@ -207,12 +211,8 @@ def read_labels(out: Path) -> dict[str, dict[str, str]]:
     path = out / LABELS_FILE
     if not path.is_file():
         return {}
-    rows: dict[str, dict[str, str]] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            if row.get("original_id") and (out / row.get("file", "")).is_file():
-                rows[row["original_id"]] = row
-    return rows
+    return {row.columns["original_id"]: dict(row.columns) for row in read_label_rows(path, out)
+            if row.columns.get("original_id") and row.audio_exists}
 
 
 def write_labels(out: Path, rows: Iterable[dict[str, str]]) -> None:
@@ -295,7 +295,8 @@ class XenoCantoClient:
             except httpx.TransportError as exc:
                 raise self._transient(exc) from None
             if response.status_code in (401, 403):
-                raise KeyRejected(f"the API refused the key from {KEY_ENV} (HTTP {response.status_code})")
+                raise KeyRejected(f"the API refused the key from {KEY_ENV} (HTTP {response.status_code})",
+                                  "check the key on your Xeno-canto account page")
             if response.status_code in RETRY_STATUS:
                 raise TransientError(f"HTTP {response.status_code}")
             if response.status_code != 200:
@@ -379,8 +380,6 @@ class XenoCantoClient:
         return relative
 
     def row(self, rec: Recording, relative: str) -> dict[str, str]:
-        from soundmond.models.sidecar import sha256_file
-
         return {
             "file": relative, "group": "natural", "category": "bird", "species": rec.species,
             "common_name": rec.common_name, "recordist": rec.recordist,
@@ -393,8 +392,6 @@ class XenoCantoClient:
         }
 
     async def collect(self, species: Sequence[str]) -> Outcome:
-        from tqdm import tqdm
-
         outcome = Outcome()
         self.rows = read_labels(self.out)
         limits = httpx.Limits(max_connections=self.settings.concurrency + 1)
@@ -464,10 +461,6 @@ class XenoCantoClient:
 
 def model_species(birdnet_dir: Path) -> list[str]:
     """Every species (not the non-species sound classes) of a BirdNET folder's label list."""
-    from soundmond.models.birds import is_sound_class, split_birdnet_label
-    from soundmond.models.sessions import read_labels as read_model_labels
-    from soundmond.models.sidecar import verify_folder
-
     sidecar = verify_folder(birdnet_dir, "birdnet")
     names = [split_birdnet_label(label) for label in read_model_labels(birdnet_dir, sidecar)]
     return sorted({s for s, c in names if not is_sound_class(s, c)})
@@ -516,27 +509,25 @@ def run_collect(args: argparse.Namespace) -> int:
         print(f"soundmond collect: {KEY_ENV} is not set: put your Xeno-canto API key (xeno-canto.org, account page) "
               f"in the environment, e.g. `export {KEY_ENV}=...` (it is never read from files or arguments)",
               file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if args.per_species < 1 or args.concurrency < 1 or args.retries < 0:
         print("soundmond collect: --per-species and --concurrency must be >= 1, --retries >= 0", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if args.from_model:
-        from soundmond.models.sidecar import ModelFolderError
-
         try:
             species = model_species(args.birdnet)
         except ModelFolderError as exc:
             print(f"soundmond collect: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return ExitCode.USAGE
     else:
         species = _species_args(args.species)
         bad = [s for s in species if len(s.split()) != 2]
         if bad:
             print(f"soundmond collect: --species: {bad} are not 'Genus species' scientific names", file=sys.stderr)
-            return EXIT_USAGE
+            return ExitCode.USAGE
     if not species:
         print("soundmond collect: no species to collect", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     settings = Settings(
         api_url=args.api_url, per_species=args.per_species, concurrency=args.concurrency, retries=args.retries,
         backoff_s=args.backoff, timeout_s=args.timeout, api_interval_s=args.api_interval,
@@ -549,17 +540,19 @@ def run_collect(args: argparse.Namespace) -> int:
         probe.close()
     except OSError as exc:
         print(f"soundmond collect: cannot write to {args.out}: {exc}", file=sys.stderr)
-        return EXIT_FATAL
+        return ExitCode.FATAL
     client = XenoCantoClient(key, args.out, settings)
     try:
         outcome = asyncio.run(client.collect(species))
     except KeyRejected as exc:
-        print(f"soundmond collect: {redact(str(exc), key)} - check the key on your Xeno-canto account page",
-              file=sys.stderr)
-        return EXIT_USAGE
+        print(f"soundmond collect: {redact(str(exc), key)}", file=sys.stderr)
+        return ExitCode.USAGE
+    except LabelsError as exc:  # the labels.csv of an earlier run is unreadable
+        print(f"soundmond collect: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     except OSError as exc:
         print(f"soundmond collect: cannot write to {args.out}: {redact(str(exc), key)}", file=sys.stderr)
-        return EXIT_FATAL
+        return ExitCode.FATAL
     summary = {
         "out": str(args.out),
         "labels": str(args.out / LABELS_FILE),
@@ -572,7 +565,7 @@ def run_collect(args: argparse.Namespace) -> int:
     print(redact(json.dumps(summary, indent=2), key))
     for err in outcome.errors:
         print(f"soundmond collect: {err['problem']}", file=sys.stderr)
-    return EXIT_PARTIAL if outcome.errors else EXIT_OK
+    return ExitCode.PARTIAL if outcome.errors else ExitCode.OK
 
 
 __all__ = [

@@ -32,7 +32,6 @@ without the needed columns), 3 a model folder or head is missing or damaged.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import logging
@@ -41,25 +40,41 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.metrics import f1_score, precision_recall_fscore_support
+from tqdm import tqdm
 
+from soundmond.capture.audio import AudioError, load_audio, resample
+from soundmond.config import BirdConfig, ConfigError, TaggerConfig
+from soundmond.data import GROUPS
+from soundmond.errors import ExitCode
+from soundmond.head.meta import HEAD_CLASSES, HeadError, head_features, load_head
 from soundmond.logs import setup_logging
-
-if TYPE_CHECKING:
-    from soundmond.models.birds import BirdnetMetaModel
+from soundmond.models.birds import BirdnetMetaModel, BirdnetModel, birdnet_week
+from soundmond.models.sessions import sigmoid
+from soundmond.models.sidecar import ModelFolderError, verify_folder
+from soundmond.models.taggers import load_tagger
+from soundmond.workbench.corpus import training_data_sha256
+from soundmond.workbench.crossval import evaluate
+from soundmond.workbench.dataset import HOP_S, WINDOW_S, cut_windows
+from soundmond.workbench.labels import LabelsError, read_label_rows
+from soundmond.workbench.report import (
+    atomic_dir,
+    markdown_table,
+    plot_confusion,
+    plot_frequency,
+    write_csv,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_MODELS = 0, 1, 2, 3
 TOP_K = 3
 DEFAULT_FILTER_THRESHOLD = 0.03
-
-
-class LabelsError(Exception):
-    """The labels file is missing or unusable as a whole."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +97,6 @@ def _float(value: str | None) -> float | None:
 
 
 def _week(date: str | None) -> int:
-    from soundmond.models.birds import birdnet_week
-
     try:
         day = dt.datetime.strptime((date or "").strip()[:10], "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
     except ValueError:
@@ -93,39 +106,26 @@ def _week(date: str | None) -> int:
 
 def read_rows(labels: Path, audio_root: Path) -> tuple[list[Row], list[dict[str, str]]]:
     """Rows of the labels CSV and the problems of the rows that cannot be used (file, line, problem)."""
-    from soundmond.data import GROUPS
-
-    if not labels.is_file():
-        raise LabelsError(f"{labels}: no such labels file")
-    with open(labels, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = set(reader.fieldnames or [])
-        if "file" not in fields or not fields & {"species", "group"}:
-            raise LabelsError(f"{labels}: needs a 'file' column and a 'species' and/or 'group' column "
-                              f"(has {sorted(fields)})")
-        raw = list(reader)
     rows, problems = [], []
-    for n, r in enumerate(raw, start=2):
-        file = (r.get("file") or "").strip()
-        group = (r.get("group") or "").strip()
-        species = " ".join((r.get("species") or "").split())
-        where = f"{labels}:{n}: {file or '(no file)'}"
-        if not file:
-            problems.append({"file": "", "line": str(n), "problem": f"{where}: empty 'file'"})
+    for r in read_label_rows(labels, audio_root, one_of=("species", "group"), joiner="and/or"):
+        group = r.group
+        species = " ".join((r.columns.get("species") or "").split())
+        if not r.file:
+            problems.append({"file": "", "line": str(r.line), "problem": f"{r.where}: empty 'file'"})
             continue
         if group and group not in GROUPS:
-            problems.append({"file": file, "line": str(n), "problem": f"{where}: group {group!r} is not one of "
-                             f"{list(GROUPS)}"})
+            problems.append({"file": r.file, "line": str(r.line), "problem": f"{r.where}: group {group!r} is not "
+                             f"one of {list(GROUPS)}"})
             group = ""
         if not species and not group:
             continue
-        path = audio_root / file
-        if not path.is_file():
-            problems.append({"file": file, "line": str(n), "problem": f"{where}: audio file {path} not found"})
+        if not r.audio_exists:
+            problems.append({"file": r.file, "line": str(r.line), "problem": f"{r.where}: audio file {r.path} "
+                             "not found"})
             continue
-        lat = _float(r.get("latitude") or r.get("lat"))
-        lon = _float(r.get("longitude") or r.get("lon") or r.get("lng"))
-        rows.append(Row(n, file, path, species, group, lat, lon, _week(r.get("date"))))
+        lat = _float(r.columns.get("latitude") or r.columns.get("lat"))
+        lon = _float(r.columns.get("longitude") or r.columns.get("lon") or r.columns.get("lng"))
+        rows.append(Row(r.line, r.file, r.path, species, group, lat, lon, _week(r.columns.get("date"))))
     return rows, problems
 
 
@@ -134,15 +134,12 @@ def read_rows(labels: Path, audio_root: Path) -> tuple[list[Row], list[dict[str,
 
 def file_species_scores(birds: Any, path: Path) -> npt.NDArray[np.float32]:
     """Per class, the highest confidence over every BirdNET chunk of every 5-s window of the file."""
-    from soundmond.capture.audio import load_audio
-    from soundmond.workbench.training import cut_windows
-
     samples, rate = load_audio(path, birds.sample_rate_hz)
     best: npt.NDArray[np.float32] | None = None
     for window in cut_windows(samples, rate):
         logits, _ = birds.chunk_outputs(window)
-        conf = (1.0 / (1.0 + np.exp(-birds.config.sensitivity * logits.astype(np.float64)))).max(axis=0)
-        best = conf.astype(np.float32) if best is None else np.maximum(best, conf.astype(np.float32))
+        conf = sigmoid(birds.config.sensitivity * logits.astype(np.float64)).max(axis=0)  # as BirdnetModel
+        best = conf if best is None else np.maximum(best, conf)
     assert best is not None
     return best
 
@@ -154,8 +151,6 @@ def _top(scores: npt.NDArray[np.float32], names: Sequence[str], k: int) -> list[
 
 def species_metrics(truth: Sequence[str], top: Sequence[Sequence[str]]) -> dict[str, Any]:
     """Top-1 / top-3 accuracy, per-species precision / recall / F1, macro / weighted F1 (over labelled species)."""
-    from sklearn.metrics import f1_score, precision_recall_fscore_support
-
     y_true = list(truth)
     y_pred = [t[0] for t in top]
     n = len(y_true)
@@ -198,10 +193,6 @@ def most_confused(
 def evaluate_species(
     rows: Sequence[Row], birds: Any, meta: BirdnetMetaModel | None, threshold: float, progress: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, str]]]:
-    from tqdm import tqdm
-
-    from soundmond.capture.audio import AudioError
-
     names = birds.scientific_names
     known = set(names)
     species_mask = ~np.asarray(birds.sound_class_mask)
@@ -266,12 +257,6 @@ def evaluate_species(
 def evaluate_groups(
     rows: Sequence[Row], tagger: Any, head: Any, birds: Any, progress: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, str]]]:
-    from tqdm import tqdm
-
-    from soundmond.capture.audio import AudioError, load_audio, resample
-    from soundmond.head.meta import HEAD_CLASSES, head_features
-    from soundmond.workbench.training import HOP_S, WINDOW_S, cut_windows, evaluate
-
     y: list[str] = []
     probas: list[npt.NDArray[np.float64]] = []
     where: list[tuple[str, float]] = []
@@ -311,10 +296,6 @@ def evaluate_groups(
 
 def _in_sample(head_sha: str, labels: Path, rows: Sequence[Row]) -> bool:
     """Whether the head was trained on exactly this labels file and these files (its training-data checksum)."""
-    from types import SimpleNamespace
-
-    from soundmond.workbench.training import training_data_sha256
-
     if labels.name != "labels.csv":
         return False
     clips = [SimpleNamespace(file=r.file, path=r.path) for r in rows if r.group]
@@ -356,8 +337,6 @@ def _species_markdown(sp: dict[str, Any]) -> list[str]:
 
 
 def _groups_markdown(gr: dict[str, Any]) -> list[str]:
-    from soundmond.workbench.report import markdown_table
-
     lines = ["## Groups (natural / industrial / other: tagger + head)", ""]
     if not gr.get("windows"):
         return [*lines, "No file with a group was evaluated.", ""]
@@ -384,8 +363,6 @@ def _groups_markdown(gr: dict[str, Any]) -> list[str]:
 
 def write_report(out: Path, report: dict[str, Any], species_rows: list[dict[str, Any]],
                  group_errors: list[dict[str, Any]]) -> None:
-    from soundmond.workbench.report import atomic_dir, plot_confusion, plot_frequency, write_csv, write_json
-
     with atomic_dir(out) as tmp:
         sp = report.get("species")
         figures = []
@@ -413,8 +390,6 @@ def write_report(out: Path, report: dict[str, Any], species_rows: list[dict[str,
             figures += ["species_confusion.png", "species_frequency.png"]
         gr = report.get("groups")
         if gr is not None and gr.get("windows"):
-            from soundmond.head.meta import HEAD_CLASSES
-
             plot_confusion(gr["confusion_matrix"]["rows_true_columns_predicted"], HEAD_CLASSES, HEAD_CLASSES,
                            tmp / "group_confusion.png", title="Groups: true vs predicted (5-s windows)",
                            xlabel="predicted group", ylabel="true group", unit="windows")
@@ -456,26 +431,20 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from soundmond.config import BirdConfig, ConfigError, TaggerConfig
-    from soundmond.head.meta import HeadError, load_head
-    from soundmond.models.birds import BirdnetMetaModel, BirdnetModel
-    from soundmond.models.sidecar import ModelFolderError, verify_folder
-    from soundmond.models.taggers import load_tagger
-
     setup_logging("DEBUG" if args.verbose else "INFO")
     audio_root = args.audio_root or args.labels.parent
     try:
         rows, problems = read_rows(args.labels, audio_root)
     except LabelsError as exc:
         print(f"soundmond evaluate: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     want_species = not args.no_species and any(r.species for r in rows)
     want_groups = not args.no_groups and any(r.group for r in rows)
     if not want_species and not want_groups:
         for p in problems:
             print(f"soundmond evaluate: {p['problem']}", file=sys.stderr)
         print(f"soundmond evaluate: {args.labels}: no usable row with a species or a group", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     progress = not args.no_progress
     report: dict[str, Any] = {"labels": str(args.labels), "audio_root": str(audio_root),
                               "created_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()}
@@ -518,10 +487,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             report["groups"] = gr
     except (ModelFolderError, HeadError) as exc:
         print(f"soundmond evaluate: {exc}", file=sys.stderr)
-        return EXIT_MODELS
+        return ExitCode.MODELS
     except ConfigError as exc:
         print(f"soundmond evaluate: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     report["problems"] = problems
     write_report(args.out, report, species_rows, group_errors)
     summary: dict[str, Any] = {"report": str(args.out / "report.md"), "json": str(args.out / "report.json")}
@@ -544,7 +513,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2))
     for p in problems:
         print(f"soundmond evaluate: {p['problem']}", file=sys.stderr)
-    return EXIT_PARTIAL if problems else EXIT_OK
+    return ExitCode.PARTIAL if problems else ExitCode.OK
 
 
 __all__ = ["add_evaluate_arguments", "evaluate_groups", "evaluate_species", "most_confused",

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import numpy.typing as npt
 
@@ -51,8 +52,6 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], fields: Sequence[st
 
 
 def _pyplot() -> Any:
-    import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -3,15 +3,16 @@
 Input, either:
 - a labels CSV (`--labels FILE`): `file` (relative to `--audio-root`, default the CSV's folder) and `group`
   (natural / industrial / other) or `category` (mapped to a group by `--mapping`); optional `source` (clips with one
-  source stay in one CV fold; default: the rules of `soundmond.workbench.training.source_group`, i.e. the XC number, the
+  source stay in one CV fold; default: the rules of `soundmond.workbench.corpus.source_group`, i.e. the XC number, the
   freesound clip of an ESC-50 take, else the file itself); or
 - an ESC-50 checkout (`--labels DIR` holding `meta/esc50.csv` and `audio/`): categories mapped by `--mapping`
-  (default `soundmond/data/esc50_groups.yaml`, all 50 classes), clips grouped by their freesound source clip, and
-  cross-validated on ESC-50's own folds.
+  (default `soundmond/workbench/data/esc50_groups.yaml`, all 50 classes), clips grouped by their freesound source
+  clip, and cross-validated on ESC-50's own folds.
 
-Features are those of the daemon (the same code as `scripts/train_default_head.py`: `soundmond.workbench.training`):
-every clip is cut into 5-s windows (hop 5 s), each window goes through the tagger (`--tagger` folder, YAMNet or AST)
-and, with `--birdnet`, BirdNET; the per-window blocks are cached per (file sha256, model sha256) in `--cache`.
+Features are those of the daemon, and the training path the one of `scripts/train_default_head.py`
+(`soundmond.workbench.training.train`): every clip is cut into 5-s windows (hop 5 s), each window goes through the
+tagger (`--tagger` folder, YAMNet or AST) and, with `--birdnet`, BirdNET; the per-window blocks are cached per (file
+sha256, model sha256) in `--cache`.
 `--features` picks the head's input: `probs` (tagger probabilities), `embedding`, `both`, any '+'-joined set of
 `probabilities`, `embedding`, `birdnet_embedding`, or `compare` (default: every feature set available, and the best is
 shipped). Every model of `--models` (default: logistic regression at four C, an RBF SVM with Platt scaling, a random
@@ -38,33 +39,38 @@ import csv
 import hashlib
 import json
 import logging
+import shlex
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
+import yaml
 
+from soundmond.data import GROUPS
+from soundmond.errors import ExitCode
+from soundmond.head.meta import HEAD_CLASSES, HEAD_SUFFIXES, HeadError, feature_parts
 from soundmond.logs import setup_logging
+from soundmond.models.sidecar import ModelFolderError, sha256_file
+from soundmond.workbench.corpus import Clip, source_group
+from soundmond.workbench.crossval import FEATURE_SETS, TrainError, per_category_recall, shippable
+from soundmond.workbench.dataset import WINDOW_S, window_starts
+from soundmond.workbench.labels import LabelsError, read_label_rows
+from soundmond.workbench.report import atomic_dir, markdown_table, plot_confusion, write_csv, write_json
+from soundmond.workbench.training import TrainedHead, load_training_models, train
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_MODELS = 0, 1, 2, 3
 DEFAULT_MAPPING = Path(__file__).resolve().parent / "data" / "esc50_groups.yaml"
 FEATURE_SHORTHANDS = {"probs": "probabilities", "embedding": "embedding", "both": "probabilities+embedding",
                       "all": "probabilities+embedding+birdnet_embedding"}
 
 
-class TrainError(Exception):
-    """Bad usage or unusable training data (exit 2)."""
-
-
 @dataclass(frozen=True)
 class Labelled:
-    clips: list[Any]  # training.Clip
+    clips: list[Clip]
     folds: list[int] | None  # ESC-50 fold per clip, when the data set has its own folds
     problems: list[str]
     checksum_inputs: list[Path]  # labels and mapping files, hashed into the training-data checksum
@@ -73,10 +79,6 @@ class Labelled:
 
 def load_mapping(path: Path) -> dict[str, str]:
     """category -> group from a mapping YAML (`groups: {group: [categories]}`); errors name the file and the key."""
-    import yaml
-
-    from soundmond.data import GROUPS
-
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -99,44 +101,28 @@ def load_mapping(path: Path) -> dict[str, str]:
 
 
 def read_labels_csv(labels: Path, audio_root: Path, mapping: dict[str, str] | None) -> Labelled:
-    from soundmond.data import GROUPS
-    from soundmond.workbench.training import Clip, source_group
-
-    try:
-        with open(labels, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            fields = set(reader.fieldnames or [])
-            raw = list(reader)
-    except OSError as exc:
-        raise TrainError(f"{labels}: cannot read ({exc})") from exc
-    if "file" not in fields or not fields & {"group", "category"}:
-        raise TrainError(f"{labels}: needs a 'file' column and a 'group' or 'category' column (has {sorted(fields)})")
+    """The clips of a labels CSV (`file` + `group`, or `category` mapped by `mapping`); bad rows are named and
+    skipped."""
     clips, problems = [], []
-    for n, row in enumerate(raw, start=2):
-        file = (row.get("file") or "").strip()
-        where = f"{labels}:{n}: {file or '(no file)'}"
-        group = (row.get("group") or "").strip()
-        category = (row.get("category") or "").strip()
-        if not group and mapping is not None and category:
-            group = mapping.get(category, "")
+    for row in read_label_rows(labels, audio_root, one_of=("group", "category")):
+        group = row.group
+        if not group and mapping is not None and row.category:
+            group = mapping.get(row.category, "")
             if not group:
-                problems.append(f"{where}: category {category!r} is not in the mapping (skipped)")
+                problems.append(f"{row.where}: category {row.category!r} is not in the mapping (skipped)")
                 continue
         if group not in GROUPS:
-            problems.append(f"{where}: group {group!r} is not one of {list(GROUPS)} (skipped)")
+            problems.append(f"{row.where}: group {group!r} is not one of {list(GROUPS)} (skipped)")
             continue
-        path = audio_root / file
-        if not file or not path.is_file():
-            problems.append(f"{where}: audio file {path} not found (skipped)")
+        if not row.audio_exists:
+            problems.append(f"{row.where}: audio file {row.path} not found (skipped)")
             continue
-        source = (row.get("source") or "").strip() or source_group(row)
-        clips.append(Clip(path, file, group, category, source, source))
+        source = (row.columns.get("source") or "").strip() or source_group(row.columns)
+        clips.append(Clip(row.path, row.file, group, row.category, source, source))
     return Labelled(clips, None, problems, [labels], "csv")
 
 
 def read_esc50(root: Path, audio_root: Path | None, mapping: dict[str, str]) -> Labelled:
-    from soundmond.workbench.training import Clip
-
     meta = root / "meta" / "esc50.csv"
     audio = audio_root or root / "audio"
     try:
@@ -172,9 +158,6 @@ def read_esc50(root: Path, audio_root: Path | None, mapping: dict[str, str]) -> 
 
 
 def feature_sets_for(choice: str, with_birds: bool) -> list[str]:
-    from soundmond.head.meta import feature_parts
-    from soundmond.workbench.training import FEATURE_SETS, shippable
-
     if choice == "compare":
         sets = [k for k in FEATURE_SETS if shippable(k, "logreg")]
         return [k for k in sets if with_birds or "birdnet_embedding" not in k.split("+")]
@@ -188,27 +171,7 @@ def feature_sets_for(choice: str, with_birds: bool) -> list[str]:
     return [kind]
 
 
-def splits_for(data: Any, folds: list[int] | None, k: int) -> tuple[list[tuple[Any, Any]], str]:
-    from soundmond.workbench.training import SEED, grouped_splits
-
-    if folds is not None:
-        fold_per_window = np.array([folds[i] for i in data.clip])
-        values = sorted(int(v) for v in set(fold_per_window))
-        if len(values) < 2:
-            raise TrainError("the ESC-50 data holds a single fold: cross-validation needs at least two")
-        splits = [(np.flatnonzero(fold_per_window != f), np.flatnonzero(fold_per_window == f)) for f in values]
-        return splits, f"ESC-50's own folds {values} (clips of one freesound source share a fold)"
-    per_class = {g: len(set(data.groups[data.y == g])) for g in sorted(set(data.y))}
-    k = min(k, min(per_class.values()))
-    if k < 2:
-        raise TrainError(f"every group needs at least 2 source recordings for grouped CV (have {per_class})")
-    return grouped_splits(data.y, data.groups, k), (
-        f"StratifiedGroupKFold({k}, shuffle, seed {SEED}), groups = source recording")
-
-
-def training_checksum(inputs: Sequence[Path], mapping: Path | None, clips: Sequence[Any]) -> str:
-    from soundmond.models.sidecar import sha256_file
-
+def training_checksum(inputs: Sequence[Path], mapping: Path | None, clips: Sequence[Clip]) -> str:
     digest = hashlib.sha256()
     for path in [*inputs, *([mapping] if mapping else [])]:
         digest.update(path.read_bytes())
@@ -217,137 +180,52 @@ def training_checksum(inputs: Sequence[Path], mapping: Path | None, clips: Seque
     return digest.hexdigest()
 
 
-def train(
-    labelled: Labelled, tagger: Any, birds: Any, out: Path, report_dir: Path, *, features: str, models: Sequence[str],
-    folds: int, cache_dir: Path | None, mapping_path: Path | None, progress: bool, command: str,
-) -> dict[str, Any]:
-    import sklearn
-
-    from soundmond.data import GROUPS
-    from soundmond.head.meta import HEAD_CLASSES, HeadMeta, save_head, utc_now_iso
-    from soundmond.workbench.training import (
-        HOP_S,
-        WINDOW_S,
-        build_dataset,
-        candidate_models,
-        evaluate,
-        out_of_fold,
-        per_category_recall,
-        selection_key,
-        shippable,
-    )
-
-    factories = candidate_models()
-    unknown = [m for m in models if m not in factories]
-    if unknown:
-        raise TrainError(f"--models: unknown {unknown}; choose from {list(factories)}")
-    if not any(m.startswith("logreg") for m in models):
-        raise TrainError("--models must include a logistic regression (logreg_C*): the only shippable head model")
-    kinds = feature_sets_for(features, birds is not None)
-    present = Counter(c.group for c in labelled.clips)
-    if set(present) != set(GROUPS):
-        raise TrainError(f"the head needs clips of all three groups {list(GROUPS)}; have {dict(present)}")
-
-    data = build_dataset(labelled.clips, tagger, birds, cache_dir, progress=progress)
-    splits, scheme = splits_for(data, labelled.folds, folds)
-    comparison: dict[str, dict[str, Any]] = {}
-    oofs: dict[str, npt.NDArray[np.float64]] = {}
-    for kind in kinds:
-        x = data.features(kind)
-        for name in models:
-            oof = out_of_fold(x, data.y, splits, factories[name])
-            comparison[f"{kind}/{name}"] = evaluate(data.y, oof)
-            oofs[f"{kind}/{name}"] = oof
-            m = comparison[f"{kind}/{name}"]
-            logger.info("%s/%s: natural vs industrial %.3f, 3-class balanced %.3f, log loss %.3f", kind, name,
-                        m["natural_vs_industrial"]["balanced_accuracy"], m["balanced_accuracy_3class"],
-                        m["calibration"]["log_loss"])
-    candidates = [k for k in comparison if shippable(*k.split("/", 1))]
-    best = max(candidates, key=lambda c: selection_key(comparison[c]))  # max keeps the first (simpler) of equals
-    kind, name = best.split("/", 1)
-    cv = comparison[best]
-    model = factories[name]().fit(data.features(kind), data.y)
-    checksum = training_checksum(labelled.checksum_inputs, mapping_path, labelled.clips)
-    cv_summary = {
-        "scheme": scheme,
-        "accuracy_3class": cv["accuracy_3class"],
-        "balanced_accuracy_3class": cv["balanced_accuracy_3class"],
-        "natural_vs_industrial_balanced_accuracy": cv["natural_vs_industrial"]["balanced_accuracy"],
-        "log_loss": cv["calibration"]["log_loss"],
-        "ece_top_probability": cv["calibration"]["ece_top_probability"],
-    }
-    family = tagger.sidecar.family
-    meta = HeadMeta(
-        tagger_family=family,
-        tagger_label_count=len(tagger.labels),
-        features=kind,
-        feature_dim=int(data.features(kind).shape[1]),
-        classes=list(HEAD_CLASSES),
-        trained_on=(f"{labelled.kind} {labelled.checksum_inputs[0]}: {len(labelled.clips)} clips, {data.y.size} "
-                    f"windows of {WINDOW_S:g} s (hop {HOP_S:g} s), {len(set(data.groups))} source recordings; model "
-                    f"{name}; tagger {tagger.sidecar.source.id} sha256 {tagger.model_sha256[:12]}"
-                    + (f"; BirdNET sha256 {birds.model_sha256[:12]}" if birds is not None else "")),
-        training_data_sha256=checksum,
-        cv_metrics=cv_summary,
-        sklearn_version=sklearn.__version__,
-        created_utc=utc_now_iso(),
-    )
-    predicted = np.array(HEAD_CLASSES)[oofs[best].argmax(axis=1)]
+def cli_report(result: TrainedHead, labelled: Labelled, out: Path, mapping_path: Path | None, tagger: Any,
+               birds: Any, command: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`report.json` of `soundmond train-head` and the windows the chosen candidate got wrong (out of fold)."""
+    data, cv, oof = result.data, result.cv, result.oof[result.best]
+    predicted = np.array(HEAD_CLASSES)[oof.argmax(axis=1)]
     wrong = [
         {"file": data.clips[c].file, "category": data.clips[c].category, "start_s": float(s), "end_s": float(s)
          + WINDOW_S, "true": t, "predicted": p,
-         **{f"p_{g}": round(float(oofs[best][i, j]), 4) for j, g in enumerate(HEAD_CLASSES)}}
-        for i, (c, s, t, p) in enumerate(zip(data.clip, _window_starts(data.clip), data.y, predicted, strict=True))
+         **{f"p_{g}": round(float(oof[i, j]), 4) for j, g in enumerate(HEAD_CLASSES)}}
+        for i, (c, s, t, p) in enumerate(zip(data.clip, window_starts(data.clip), data.y, predicted, strict=True))
         if t != p
     ]
     report: dict[str, Any] = {
         "head": str(out),
-        "chosen": {"features": kind, "model": name},
-        "cv_scheme": scheme,
+        "chosen": {"features": result.kind, "model": result.name},
+        "cv_scheme": result.scheme,
         "cv": cv,
-        "cv_per_category": per_category_recall(data, oofs[best]),
+        "cv_per_category": per_category_recall(data, oof),
         "comparison": {
             k: {"shippable": shippable(*k.split("/", 1)),
                 "natural_vs_industrial_balanced_accuracy": v["natural_vs_industrial"]["balanced_accuracy"],
                 "balanced_accuracy_3class": v["balanced_accuracy_3class"], "accuracy_3class": v["accuracy_3class"],
                 "log_loss": v["calibration"]["log_loss"],
                 "ece_top_probability": v["calibration"]["ece_top_probability"]}
-            for k, v in comparison.items()
+            for k, v in result.comparison.items()
         },
         "selection_rule": "best shippable (StandardScaler + LogisticRegression) candidate by natural-vs-industrial "
                           "balanced accuracy, then 3-class balanced accuracy, then lower log loss, on the same CV "
                           "(so `cv` is optimistic by that choice when several candidates are compared)",
         "data": {"kind": labelled.kind, "labels": str(labelled.checksum_inputs[0]), "clips": len(labelled.clips),
                  "windows": int(data.y.size), "windows_per_group": {g: int((data.y == g).sum()) for g in HEAD_CLASSES},
-                 "source_recordings": len(set(data.groups)), "training_data_sha256": checksum,
+                 "source_recordings": len(set(data.groups)),
+                 "training_data_sha256": result.meta.training_data_sha256,
                  "mapping": str(mapping_path) if mapping_path else None, "skipped_rows": labelled.problems},
-        "tagger": {"family": family, "folder": str(tagger.folder), "model_sha256": tagger.model_sha256},
+        "tagger": {"family": tagger.sidecar.family, "folder": str(tagger.folder), "model_sha256": tagger.model_sha256},
         "birdnet": None if birds is None else {"folder": str(birds.folder), "model_sha256": birds.model_sha256},
         "wrong_windows": len(wrong),
-        "sklearn_version": sklearn.__version__,
-        "created_utc": meta.created_utc,
+        "sklearn_version": result.meta.sklearn_version,
+        "created_utc": result.meta.created_utc,
         "command": command,
+        "files": result.files.report(),
     }
-    files = save_head(out, model, meta, features=data.features(kind))
-    report["files"] = files.report()
-    _write_report(report_dir, report, wrong)
-    return report
-
-
-def _window_starts(clip_index: npt.NDArray[np.int64]) -> list[float]:
-    from soundmond.workbench.training import HOP_S
-
-    starts, seen = [], Counter[int]()
-    for c in clip_index:
-        starts.append(seen[int(c)] * HOP_S)
-        seen[int(c)] += 1
-    return starts
+    return report, wrong
 
 
 def _write_report(report_dir: Path, report: dict[str, Any], wrong: list[dict[str, Any]]) -> None:
-    from soundmond.head.meta import HEAD_CLASSES
-    from soundmond.workbench.report import atomic_dir, markdown_table, plot_confusion, write_csv, write_json
-
     cv = report["cv"]
     with atomic_dir(report_dir) as tmp:
         plot_confusion(cv["confusion_matrix"]["rows_true_columns_predicted"], HEAD_CLASSES, HEAD_CLASSES,
@@ -412,14 +290,6 @@ def add_train_head_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train_head(args: argparse.Namespace) -> int:
-    import shlex
-
-    from soundmond.config import BirdConfig, TaggerConfig
-    from soundmond.head.meta import HEAD_SUFFIXES, HeadError
-    from soundmond.models.birds import BirdnetModel
-    from soundmond.models.sidecar import ModelFolderError, verify_folder
-    from soundmond.models.taggers import load_tagger
-
     setup_logging("DEBUG" if args.verbose else "INFO")
     command = "soundmond train-head " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     try:
@@ -438,26 +308,27 @@ def run_train_head(args: argparse.Namespace) -> int:
             print(f"soundmond train-head: {problem}", file=sys.stderr)
         if not labelled.clips:
             raise TrainError(f"{args.labels}: no usable clip")
-        sidecar = verify_folder(args.tagger)
-        if sidecar.family not in ("yamnet", "ast"):
-            raise ModelFolderError(args.tagger, f"is a {sidecar.family} folder, not a tagger",
-                                       "pass a YAMNet or AST folder")
-        tagger = load_tagger(args.tagger, TaggerConfig(family=sidecar.family, path=args.tagger,
-                                                       threads=args.threads, pooling="mean"))
-        birds = None
-        if args.birdnet is not None:
-            birds = BirdnetModel(args.birdnet, BirdConfig(path=args.birdnet, threads=args.threads))
+        tagger, birds = load_training_models(args.tagger, args.birdnet, args.threads)
         models = [m.strip() for m in args.models.split(",") if m.strip()]
+        if not any(m.startswith("logreg") for m in models):
+            raise TrainError("--models must include a logistic regression (logreg_C*): the only shippable head model")
         report_dir = args.report or args.out.with_name(args.out.stem + "-report")
-        report = train(labelled, tagger, birds, args.out, report_dir, features=args.features, models=models,
-                       folds=args.folds, cache_dir=None if args.no_cache else args.cache, mapping_path=mapping_path,
-                       progress=not args.no_progress, command=command)
-    except TrainError as exc:
+        result = train(
+            labelled.clips, tagger, birds, args.out,
+            data_name=f"{labelled.kind} {labelled.checksum_inputs[0]}",
+            training_data_sha256=training_checksum(labelled.checksum_inputs, mapping_path, labelled.clips),
+            feature_sets=feature_sets_for(args.features, birds is not None), models=models, folds=args.folds,
+            clip_folds=labelled.folds, cache_dir=None if args.no_cache else args.cache,
+            progress=not args.no_progress,
+        )
+        report, wrong = cli_report(result, labelled, args.out, mapping_path, tagger, birds, command)
+        _write_report(report_dir, report, wrong)
+    except (TrainError, LabelsError) as exc:
         print(f"soundmond train-head: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except (ModelFolderError, HeadError) as exc:
         print(f"soundmond train-head: {exc}", file=sys.stderr)
-        return EXIT_MODELS
+        return ExitCode.MODELS
     cv = report["cv"]
     summary = {
         "head": str(args.out), "report": str(report_dir), "chosen": report["chosen"], "cv_scheme": report["cv_scheme"],
@@ -468,8 +339,8 @@ def run_train_head(args: argparse.Namespace) -> int:
         "skipped_rows": len(labelled.problems),
     }
     print(json.dumps(summary, indent=2))
-    return EXIT_PARTIAL if labelled.problems else EXIT_OK
+    return ExitCode.PARTIAL if labelled.problems else ExitCode.OK
 
 
-__all__ = ["DEFAULT_MAPPING", "add_train_head_arguments", "load_mapping", "read_esc50", "read_labels_csv",
-           "run_train_head", "train"]
+__all__ = ["DEFAULT_MAPPING", "add_train_head_arguments", "cli_report", "load_mapping", "read_esc50",
+           "read_labels_csv", "run_train_head"]
