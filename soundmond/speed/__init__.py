@@ -1,5 +1,5 @@
-"""How fast soundmond runs on this machine, as a sensor needs to know it (numpy, onnxruntime and the standard library;
-no workbench module is imported here).
+"""How fast soundmond runs on this machine, as a sensor needs to know it: the sensor runtime and its dependencies only
+(numpy, onnxruntime, soundfile, pyyaml); no workbench module is imported here (a test checks).
 
 - `startup_rtf_check` (`soundmond run`, at start-up): a few synthetic windows through the loaded models; a WARNING
   with `keep_up_advice` when they take more than `KEEP_UP_RTF` of real time.
