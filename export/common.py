@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from soundmond.capture.audio import find_audio_files, load_audio
+from soundmond.models.sessions import sigmoid
 from soundmond.models.sidecar import Parity, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -118,10 +119,6 @@ def chunk_clip(samples: npt.NDArray[np.float32], chunk: int, hop: int | None = N
     return np.stack([samples[s : s + chunk] for s in starts]).astype(np.float32)
 
 
-def _sigmoid(x: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
-
-
 def parity_figures(
     reference: npt.NDArray[np.floating],
     candidate: npt.NDArray[np.floating],
@@ -141,8 +138,8 @@ def parity_figures(
     top5_ref = np.argsort(-ref, axis=1)[:, :5]
     top5_cand = np.argsort(-cand, axis=1)[:, :5]
     same_top5 = [set(a) == set(b) for a, b in zip(top5_ref, top5_cand, strict=True)]
-    probs_ref = ref if outputs_are_probabilities else _sigmoid(ref)
-    probs_cand = cand if outputs_are_probabilities else _sigmoid(cand)
+    probs_ref = ref if outputs_are_probabilities else sigmoid(ref)
+    probs_cand = cand if outputs_are_probabilities else sigmoid(cand)
     return Parity(
         reference=reference_name,
         audio_files=list(audio_files),

@@ -144,7 +144,9 @@ class Analyzer:
         if self._birds_worker is not None:
             self._birds_worker.close()
 
-    def analyze(self, window: AudioWindow) -> Analysis:
+    def analyze(self, window: AudioWindow, *, use_gate: bool = True) -> Analysis:
+        """One window through the models and the head. `use_gate=False`: the models run whatever the window's level
+        (the RMS gate is not applied and nothing is counted as skipped; the start-up speed check)."""
         started = time.perf_counter()
         real = window.samples[: window.samples.shape[0] - window.padded_samples]
         level = rms_dbfs(real)
@@ -158,7 +160,7 @@ class Analyzer:
             "rms_dbfs": level,
             "clipped_fraction": clipped,
         }
-        if self.min_rms_dbfs is not None and level < self.min_rms_dbfs:
+        if use_gate and self.min_rms_dbfs is not None and level < self.min_rms_dbfs:
             self.windows_skipped_quiet += 1
             logger.debug("window %s at %.1f dBFS is below the gate: models skipped", window.window_id, level)
             return Analysis(

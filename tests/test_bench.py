@@ -3,6 +3,7 @@ machine is shared); only that every figure the report promises is present."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import subprocess
@@ -14,7 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from soundmond import speed
 from soundmond.config import load_config
+from soundmond.errors import ExitCode
+from soundmond.speed.measure import cpu_features, cpu_name
 from soundmond.workbench import bench
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,18 +74,18 @@ def test_full_size_ast_flops_per_window() -> None:
 
 def test_cpu_features_read_from_cpuinfo() -> None:
     x86 = "processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512f avx512_vnni amx_int8\nmodel name\t: Xeon\n"
-    assert bench.cpu_features(x86) == ["avx2", "fma", "avx512f", "avx512_vnni", "amx_int8"]
+    assert cpu_features(x86) == ["avx2", "fma", "avx512f", "avx512_vnni", "amx_int8"]
     pi = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid asimddp\n"
-    assert bench.cpu_features(pi) == ["asimd", "asimddp"]
-    assert bench.cpu_features("") == []
+    assert cpu_features(pi) == ["asimd", "asimddp"]
+    assert cpu_features("") == []
 
 
 def test_cpu_name_names_the_generation() -> None:
     epyc = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
             "stepping\t: 2\n\nprocessor\t: 1\ncpu family\t: 25\nmodel name\t: other\n")
-    assert bench.cpu_name(epyc) == "AMD EPYC (cpu family 23, model 1, stepping 2)"  # the first processor only
+    assert cpu_name(epyc) == "AMD EPYC (cpu family 23, model 1, stepping 2)"  # the first processor only
     pi = "processor\t: 0\nFeatures\t: fp asimd\n\nRevision\t: d04170\nModel\t\t: Raspberry Pi 5 Model B Rev 1.0\n"
-    assert bench.cpu_name(pi) == "Raspberry Pi 5 Model B Rev 1.0"
+    assert cpu_name(pi) == "Raspberry Pi 5 Model B Rev 1.0"
 
 
 def test_soak_growth_is_measured_after_warmup() -> None:
@@ -97,8 +101,10 @@ class _FakeAnalyzer:
 
     def __init__(self, clock: list[float], seconds: float) -> None:
         self.clock, self.seconds = clock, seconds
+        self.gated: list[bool] = []
 
-    def analyze(self, window: Any) -> Any:
+    def analyze(self, window: Any, *, use_gate: bool = True) -> Any:
+        self.gated.append(use_gate)
         self.clock[0] += self.seconds  # the window "takes" this long on the fake clock
         result = type("R", (), {"status": "ok", "error": None})()
         return type("A", (), {"result": result})()
@@ -110,10 +116,12 @@ def test_startup_check_warns_when_models_cannot_keep_up(
 ) -> None:
     cfg = load_config(None).config  # defaults: 5-s windows every 5 s, YAMNet, 1 thread
     clock = [0.0]
-    session = type("S", (), {"analyzer": _FakeAnalyzer(clock, seconds)})()
-    with caplog.at_level(logging.INFO, logger="soundmond.workbench.bench"):
-        load = bench.startup_rtf_check(session, cfg, clock=lambda: clock[0])
+    analyzer = _FakeAnalyzer(clock, seconds)
+    session = type("S", (), {"analyzer": analyzer})()
+    with caplog.at_level(logging.INFO, logger="soundmond.speed"):
+        load = speed.startup_rtf_check(session, cfg, clock=lambda: clock[0])
     assert load == pytest.approx(seconds / 5.0)
+    assert analyzer.gated == [False, False]  # both windows asked for without the RMS gate (no analyzer state set)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert bool(warnings) == warns
     if warns:
@@ -127,9 +135,47 @@ def test_startup_check_on_the_real_models(tmp_path: Path, yamnet_dir: Path, bird
     cfg_path.write_text(cfg_path.read_text() + "windows: {min_rms_dbfs: -10}\n")  # would gate the test noise
     loaded = load_config(cfg_path)
     session = build_session(loaded)
-    load = bench.startup_rtf_check(session, loaded.config)
-    assert load is not None and load > 0
+    try:
+        load = speed.startup_rtf_check(session, loaded.config)
+    finally:
+        session.close()
+    assert load is not None and load > 0  # the models ran: an ungated window is not "skipped_quiet" (about 0 ms)
     assert session.analyzer.min_rms_dbfs == -10 and session.analyzer.windows_skipped_quiet == 0
+
+
+def test_importing_the_runtime_speed_checks_imports_no_workbench() -> None:
+    code = ("import sys, soundmond.speed; print('\\n'.join(sorted(m for m in sys.modules "
+            "if m.startswith('soundmond.workbench') or m.split('.')[0] in "
+            "{'sklearn', 'skops', 'scipy', 'matplotlib', 'httpx', 'torch', 'tensorflow', 'transformers'})))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == []
+
+
+def _bench_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    speed.add_bench_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_full_bench_without_its_libraries_names_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import soundmond.speed.command as command
+
+    real = command.find_spec
+    monkeypatch.setattr(command, "find_spec", lambda name: None if name in ("torch", "sklearn") else real(name))
+    assert speed.run_bench(_bench_args("--out", str(tmp_path / "out"))) == ExitCode.USAGE
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "torch" in line and "sklearn" in line and "pip install 'soundmond[export,workbench]'" in line
+    assert not (tmp_path / "out").exists()
+    # the YAMNet soak needs none of them; without the workbench itself, neither runs
+    monkeypatch.setitem(sys.modules, "soundmond.workbench.bench.runs", None)
+    assert speed.run_bench(_bench_args("--soak", "--out", str(tmp_path / "out"))) == ExitCode.USAGE
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("soundmond bench: the soak needs soundmond.workbench.bench.runs (not installed)")
+    assert "pip install 'soundmond[workbench]'" in line
 
 
 def _quick_config(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path) -> Path:

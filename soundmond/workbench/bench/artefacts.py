@@ -1,5 +1,5 @@
-"""The files the benchmark runs: model folders (`--models`), the random AST checkpoint and its four exports (cached
-by the exporter's source checksum in `.cache/bench-models/`), a timing head, and daemon configs."""
+"""The files the full benchmark runs: the random AST checkpoint and its four exports (cached by the exporter's source
+checksum in `.cache/bench-models/`) and a timing head. Model folders and daemon configs: `soundmond.speed.inprocess`."""
 
 from __future__ import annotations
 
@@ -15,16 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from soundmond.workbench.bench.common import (
-    AST_EXPORT_SOURCES,
-    AST_VARIANTS,
-    BENCH_CACHE,
-    FIXTURE_AUDIO,
-    REPO,
-    TEST_MODELS,
-    WINDOW_S,
-    BenchError,
-)
+from soundmond.head.meta import HEAD_CLASSES, HeadMeta, save_head
+from soundmond.models.sidecar import ModelFolderError, verify_folder
+from soundmond.speed.common import REPO, BenchError
+from soundmond.workbench.bench.common import AST_EXPORT_SOURCES, AST_VARIANTS, BENCH_CACHE
 
 logger = logging.getLogger("soundmond.workbench.bench")  # the package's one logger, named as before the split
 
@@ -51,8 +45,6 @@ def _run_logged(cmd: Sequence[str], what: str, timeout: float = 1800) -> None:
 def ensure_ast_models(size: str, cache: Path = BENCH_CACHE) -> tuple[Path, dict[str, Path]]:
     """A random AST checkpoint of `size` ("full" / "tiny", 1024 frames, seed 0) and its four exports (fp32 / int8,
     1024 / 512 frames), made with `python -m export ast` once and cached by the exporter's source checksum."""
-    from soundmond.models.sidecar import ModelFolderError, verify_folder
-
     key = _source_hash(AST_EXPORT_SOURCES, size, "seed0")
     root = cache / f"ast-{size}-{key}"
     checkpoint = root / "checkpoint"
@@ -84,56 +76,8 @@ def ensure_ast_models(size: str, cache: Path = BENCH_CACHE) -> tuple[Path, dict[
     return checkpoint, folders
 
 
-def find_model_dirs(models: Path | None) -> dict[str, Path]:
-    """yamnet / birdnet folders (and any AST folders) in `--models` (default: ./models, else .cache/test-models)."""
-    from soundmond.models.sidecar import ModelFolderError, read_sidecar
-
-    candidates = [models] if models is not None else [REPO / "models", TEST_MODELS]
-    for root in candidates:
-        if root is None or not root.is_dir():
-            continue
-        found: dict[str, Path] = {}
-        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-            try:
-                family = read_sidecar(sub).family
-            except (ModelFolderError, OSError, ValueError):
-                continue
-            found.setdefault(family, sub)
-            if family != "birdnet":
-                found[f"tagger:{sub.name}"] = sub
-        if "birdnet" in found and ("yamnet" in found or models is not None):
-            return found
-    raise BenchError(
-        f"no model folders in {models or 'models/ or .cache/test-models/'}: pass --models DIR holding yamnet/ and "
-        "birdnet/ folders written by `python -m export yamnet|birdnet --out DIR/<family>`"
-    )
-
-
-def write_config(path: Path, *, tagger: Path, family: str, birds: Path | None, threads: int, store: Path,
-                 head: Path | None = None, min_rms_dbfs: float | None = None, source: Path | None = None,
-                 heartbeat_s: float = 60.0, side_by_side: bool = False) -> Path:
-    """A daemon config for one benchmark configuration (file source, no MQTT, store in `store`)."""
-    import yaml
-
-    cfg: dict[str, Any] = {
-        "station": {"id": "bench"},
-        "source": {"type": "file", "path": str(source or FIXTURE_AUDIO), "realtime": False},
-        "windows": {"length_s": WINDOW_S, "hop_s": WINDOW_S, "min_rms_dbfs": min_rms_dbfs},
-        "models": {
-            "tagger": {"family": family, "path": str(tagger), "threads": threads},
-            "birds": {"enabled": birds is not None, "path": str(birds or tagger), "threads": threads},
-            "head": {"path": str(head) if head else None},
-            "side_by_side": side_by_side,
-        },
-        "store": {"path": str(store)},
-        "mqtt": {"enabled": False, "heartbeat_interval_s": heartbeat_s},
-        "logging": {"level": "INFO"},
-    }
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
-def _embedding_size(sidecar: Any) -> int:
+def embedding_size(sidecar: Any) -> int:
+    """The tagger embedding's size from its sidecar (768 where it does not say)."""
     embedding = sidecar.extra.get("embedding")
     return int(embedding["size"]) if isinstance(embedding, dict) else 768
 
@@ -145,8 +89,6 @@ def bench_head(cache: Path, tagger_family: str, label_count: int, embedding_dim:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-
-    from soundmond.head.meta import HEAD_CLASSES, HeadMeta, save_head
 
     dim = label_count + embedding_dim + 1024
     path = cache / f"head-{tagger_family}-{label_count}-{embedding_dim}.onnx"

@@ -1,92 +1,12 @@
-"""The audio the benchmark runs on: real 5-s windows and files spread over the corpus (else the test fixtures, else
-noise), and folders of symlinks for `soundmond run --source`."""
+"""The full benchmark's pipeline files: files spread over the corpus plus some of its quiet recordings (for the RMS
+gate lever). Windows, corpus folders and `--source` folders: `soundmond.speed.audio`."""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import threading
-from collections.abc import Sequence
+import csv
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from soundmond.workbench.bench.common import DEFAULT_CORPUS, FIXTURE_AUDIO, WINDOW_S, BenchError
-
-logger = logging.getLogger("soundmond.workbench.bench")  # the package's one logger, named as before the split
-
-
-@dataclasses.dataclass
-class BenchAudio:
-    """Real 5-s windows (native rate and resampled to 16 and 48 kHz) and where they came from."""
-
-    source: str  # the corpus or fixtures folder
-    files: list[str]
-    paths: list[Path]
-    native: list[tuple[npt.NDArray[np.float32], int]]
-    at16k: list[npt.NDArray[np.float32]]
-    at48k: list[npt.NDArray[np.float32]]
-
-
-def audio_folder(corpus: Path | None) -> tuple[Path, str]:
-    """The corpus (`--corpus`, default ../shared/data/corpus) or, without it, the committed fixtures."""
-    if corpus is not None:
-        if not corpus.exists():
-            raise BenchError(f"--corpus {corpus}: no such folder")
-        return corpus, "given"
-    if (DEFAULT_CORPUS / "audio").is_dir():
-        return DEFAULT_CORPUS, "corpus"
-    if FIXTURE_AUDIO.is_dir():
-        logger.warning("the shared corpus (%s) is not here: using the test fixtures' audio", DEFAULT_CORPUS)
-        return FIXTURE_AUDIO, "fixtures"
-    return Path(), "synthetic"
-
-
-def corpus_files(folder: Path) -> list[Path]:
-    from soundmond.capture.audio import find_audio_files
-
-    return find_audio_files(folder) if str(folder) else []
-
-
-def pick_files(files: Sequence[Path], count: int) -> list[Path]:
-    """`count` files spread evenly over the sorted list (every group of the corpus is represented)."""
-    if not files:
-        return []
-    idx = np.unique(np.linspace(0, len(files) - 1, num=min(count, len(files))).round().astype(int))
-    return [files[i] for i in idx]
-
-
-def load_windows(corpus: Path | None, count: int) -> BenchAudio:
-    """`count` real 5-s windows (the first 5 s of files spread over the corpus); synthetic noise when no audio."""
-    from soundmond.capture.audio import load_audio, resample
-
-    folder, kind = audio_folder(corpus)
-    files = pick_files(corpus_files(folder), count)
-    native: list[tuple[npt.NDArray[np.float32], int]] = []
-    names = []
-    for path in files:
-        samples, rate = load_audio(path)
-        n = int(WINDOW_S * rate)
-        if samples.size < n:
-            samples = np.pad(samples, (0, n - samples.size))
-        native.append((np.ascontiguousarray(samples[:n], dtype=np.float32), rate))
-        names.append(str(path.relative_to(folder)) if path.is_relative_to(folder) else path.name)
-    if not native:
-        logger.warning("no audio files found: timing on synthetic noise (agreement figures are then not meaningful)")
-        rng = np.random.default_rng(0)
-        for i in range(count):
-            native.append(((0.05 * rng.standard_normal(int(WINDOW_S * 48000))).astype(np.float32), 48000))
-            names.append(f"noise-{i}")
-    return BenchAudio(
-        source=f"{kind}: {folder}" if str(folder) else kind,
-        files=names,
-        paths=list(files),
-        native=native,
-        at16k=[resample(s, r, 16000) for s, r in native],
-        at48k=[resample(s, r, 48000) for s, r in native],
-    )
+from soundmond.speed.audio import audio_folder, corpus_files, pick_files
 
 
 def pipeline_files(corpus: Path | None, count: int, quiet: int = 2) -> list[Path]:
@@ -95,40 +15,7 @@ def pipeline_files(corpus: Path | None, count: int, quiet: int = 2) -> list[Path
     files = pick_files(corpus_files(folder), count)
     labels = folder / "labels.csv"
     if labels.is_file() and quiet:
-        import csv
-
         with open(labels, newline="", encoding="utf-8") as fh:
             quiet_files = [folder / r["file"] for r in csv.DictReader(fh) if r.get("category") == "quiet_background"]
         files += [f for f in quiet_files[:quiet] if f not in files and f.is_file()]
     return files
-
-
-def source_dir(files: Sequence[Path], folder: Path, repeats: int = 1) -> Path:
-    """A folder of symlinks to `files` (repeated `repeats` times under distinct names) for `--source`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for r in range(repeats):
-        for i, f in enumerate(files):
-            link = folder / f"r{r:02d}_{i:04d}_{f.name}"
-            if not link.exists():
-                link.symlink_to(f.resolve())
-    return folder
-
-
-def decode_windows(files: Sequence[Path]) -> list[Any]:
-    """Every 5-s window of `files` as the daemon's FileSource cuts them (decoding is not part of the timings)."""
-    from soundmond.capture.files import FileSource
-
-    source = FileSource(list(files), WINDOW_S, WINDOW_S)
-    return list(source.windows(threading.Event()))
-
-
-def _synthetic_files(tmp: Path, count: int) -> list[Path]:
-    import soundfile as sf
-
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(count):
-        path = tmp / f"noise-{i}.wav"
-        sf.write(str(path), (0.05 * rng.standard_normal(int(2 * WINDOW_S * 48000))).astype(np.float32), 48000)
-        out.append(path)
-    return out

@@ -1,18 +1,12 @@
-"""The constants every part of the benchmark shares (paths, window length, RTF limits, targets) and `BenchError`."""
+"""The constants the full benchmark's modules share (its cache, the TFLite original, configurations, targets). The
+ones the quick run shares too (paths, window length, RTF limits, `BenchError`) are `soundmond.speed.common`'s."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from soundmond.speed.common import REPO
 
-REPO = Path(__file__).resolve().parents[3]  # soundmond/workbench/bench/common.py -> the repository
-DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "corpus"
-FIXTURE_AUDIO = REPO / "tests" / "fixtures" / "audio"
 BENCH_CACHE = REPO / ".cache" / "bench-models"
-TEST_MODELS = REPO / ".cache" / "test-models"
 YAMNET_TFLITE = REPO.parent / "shared" / "models" / "yamnet" / "yamnet.tflite"
-WINDOW_S = 5.0
-KEEP_UP_RTF = 0.8  # above this the daemon warns that it may not keep up (live audio needs RTF < 1)
-MARGIN_RTF = 0.5  # "keeps up with a margin": at most half of real time
 SIDE_BY_SIDE_SUFFIX = ", 1 thread each, side by side"  # pipeline configurations with models.side_by_side on
 PIPELINE_BASES = ("AST int8-512 + BirdNET + head", "YAMNet + BirdNET + head")  # the targets' two configurations
 AST_VARIANTS = ("fp32-1024", "int8-1024", "fp32-512", "int8-512")
@@ -28,7 +22,3 @@ TARGETS = {
     "daemon_peak_rss_yamnet_mb_max": 300.0,
     "soak_growth_max": 0.05,
 }
-
-
-class BenchError(Exception):
-    """The benchmark cannot run (a model folder, the export extra or audio is missing); the message says what."""

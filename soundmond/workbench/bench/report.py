@@ -1,15 +1,13 @@
-"""The report: the levers (each off and on) and the targets drawn from the figures, `bench.json` and `bench.md`."""
+"""The full run's report: the levers (each off and on) and the targets drawn from the figures; `bench.md`, `soak.md`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
+from soundmond.speed.report import header_lines, ms_cell, pipeline_and_daemon_lines, table
 from soundmond.workbench.bench.common import PIPELINE_BASES, SIDE_BY_SIDE_SUFFIX, TARGETS
-from soundmond.workbench.bench.measure import _row
-from soundmond.workbench.bench.processes import SENSOR_ABSENT
+from soundmond.workbench.bench.measure import find_row
 
 
 def _lever(name: str, off: str, on: str, off_v: float, on_v: float, unit: str, note: str = "") -> dict[str, Any]:
@@ -29,7 +27,7 @@ def _pipeline_pairs(pipe: Sequence[dict[str, Any]], off: str, on: str
     """(base, row "<base><off>", row "<base><on>") for each of PIPELINE_BASES measured with both suffixes."""
     for base in PIPELINE_BASES:
         try:
-            yield base, _row(pipe, "config", base + off), _row(pipe, "config", base + on)
+            yield base, find_row(pipe, "config", base + off), find_row(pipe, "config", base + on)
         except KeyError:
             continue
 
@@ -125,17 +123,6 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _ms_cell(s: dict[str, Any]) -> str:
-    return f"{s['median']:.1f} ({s['p10']:.1f}-{s['p90']:.1f}, n={s['n']})"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        lines.append("| " + " | ".join("" if c is None else str(c) for c in r) + " |")
-    return lines + [""]
-
-
 def _agree_cell(row: dict[str, Any], key: str = "agreement_vs_fp32_original") -> str:
     a = row.get(key)
     return f"{a['top1']:.2f} / {a['top5']:.2f} / {a['max_prob_diff']:.3g}" if a else ""
@@ -150,85 +137,54 @@ def _model_section(title: str, sec: dict[str, Any], baseline_label: str) -> list
     lines.append("")
     same = any("agreement_vs_onnx_fp32_same_frames" in r for r in sec["rows"])
     flops = any("gflop_per_s" in r for r in sec["rows"])
-    rows = [[r["variant"], r["per"], _ms_cell(r["ms"]), r["rtf"], r.get("speedup_vs_baseline"), r.get("load_s"),
+    rows = [[r["variant"], r["per"], ms_cell(r["ms"]), r["rtf"], r.get("speedup_vs_baseline"), r.get("load_s"),
              _agree_cell(r)] + ([_agree_cell(r, "agreement_vs_onnx_fp32_same_frames")] if same else [])
             + ([f"{r['gflop_per_window']} / {r['gflop_per_s']}"] if flops else [])
             for r in sec["rows"]]
-    return lines + _table(["variant", "per", "ms median (p10-p90, n)", "RTF", f"speed-up vs {baseline_label}",
-                           "load s", "agreement vs fp32 original: top-1 / top-5 / max prob diff"]
-                          + (["int8 vs ONNX fp32, same frames"] if same else [])
-                          + (["GFLOP per window / GFLOP/s reached"] if flops else []), rows)
+    return lines + table(["variant", "per", "ms median (p10-p90, n)", "RTF", f"speed-up vs {baseline_label}",
+                          "load s", "agreement vs fp32 original: top-1 / top-5 / max prob diff"]
+                         + (["int8 vs ONNX fp32, same frames"] if same else [])
+                         + (["GFLOP per window / GFLOP/s reached"] if flops else []), rows)
 
 
 def markdown(report: dict[str, Any]) -> str:
-    m = report["machine"]
-    lines = [f"# soundmond bench ({report['mode']})", "",
-             f"- date (UTC): {m['date_utc']}; machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB; "
-             f"{m['platform']}; SIMD: {', '.join(m.get('cpu_features') or ['unknown'])}",
-             f"- versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}",
-             f"- load average at start {m['loadavg_start']}, at end {m.get('loadavg_end')}: the machine may be shared; "
-             "variants are interleaved so ratios hold, absolute ms carry the load of the moment",
-             f"- audio: {report.get('audio', {}).get('source')}", ""]
+    """`bench.md` (the full run) or `soak.md`."""
+    lines = header_lines(report)
     if report["mode"] == "soak":
         return "\n".join(lines + soak_markdown(report))
-    if report["mode"] == "quick":
-        v = report["verdict"]
-        lines += [f"**Verdict: {v['text']}**", ""]
-        lines += [f"- suggestion: {s}" for s in v["suggestions"]] + [""]
-        lines += ["## Models (per 5-s window)", ""]
-        lines += _table(["model", "ms median (p10-p90, n)", "RTF", "load s"],
-                        [[r["variant"], _ms_cell(r["ms"]), r["rtf"], r["load_s"]] for r in report["models"]])
-    else:
-        lines += ["## Per model, side by side (same run, interleaved)", ""]
-        lines += _model_section("AST tagger", report["ast"], "notebook path")
-        lines.append(f"numpy feature extraction (soundmond): {_ms_cell(report['ast']['numpy_features_ms'])} ms per "
-                     "window, included in the ONNX rows.\n")
-        if report.get("gemm"):
-            g = report["gemm"]
-            shape = " x ".join(str(d) for d in g["shape_mkn"])
-            lines.append(f"This CPU's matrix-product rate in ONNX Runtime at the AST's shapes ({shape}, {g['threads']} "
-                         f"threads): fp32 {g['fp32_gflop_per_s']} GFLOP/s, int8 {g['int8_gop_per_s']} GOP/s: "
-                         f"**int8 {g['int8_speedup']}x fp32**. These products are almost all of an AST window's time, "
-                         "so this caps what the int8 exports can gain on this machine.\n")
-        lines += _model_section("BirdNET V2.4", report["birdnet"], "TFLite")
-        if "onnx_over_tflite" in report["birdnet"]:
-            lines.append(f"BirdNET ONNX / TFLite per chunk: **{report['birdnet']['onnx_over_tflite']}x**\n")
-        lines += _model_section("YAMNet", report["yamnet"], "TFLite")
-    if report.get("pipeline"):
-        lines += ["## Whole pipeline", "", report.get("pipeline_note", ""), ""]
-        lines += _table(["configuration", "windows", "ms per window median (p10-p90, n)", "RTF", "load s",
-                         "skipped quiet"],
-                        [[r["config"], r["windows"] * r["repeats"], _ms_cell(r["ms_per_window"]), r["rtf"],
-                          r["load_s"], r["windows_skipped_quiet"]] for r in report["pipeline"]])
-    if report.get("pipeline_error"):
-        lines += [f"Pipeline not measured: {report['pipeline_error']}", ""]
-    if report.get("daemon"):
-        lines += ["## Daemon process (`soundmond run --source`, fresh process per configuration)", ""]
-        lines += [f"sensor-like: {', '.join(SENSOR_ABSENT)} made unimportable in the daemon process, as on a sensor "
-                  "(nothing the daemon imports should reach them: the two environments should agree); as installed: "
-                  "this venv as it is.", ""]
-        lines += _table(["configuration", "environment", "peak RSS MB", "start -> models loaded s", "windows",
-                         "wall RTF", "analysis RTF", "exit"],
-                        [[d["config"], "sensor-like" if d.get("sensor_like") else "as installed", d.get("peak_rss_mb"),
-                          d.get("start_to_running_s"), d.get("windows"), d.get("wall_rtf"), d.get("analysis_rtf"),
-                          d.get("returncode")] for d in report["daemon"]])
+    lines += ["## Per model, side by side (same run, interleaved)", ""]
+    lines += _model_section("AST tagger", report["ast"], "notebook path")
+    lines.append(f"numpy feature extraction (soundmond): {ms_cell(report['ast']['numpy_features_ms'])} ms per "
+                 "window, included in the ONNX rows.\n")
+    if report.get("gemm"):
+        g = report["gemm"]
+        shape = " x ".join(str(d) for d in g["shape_mkn"])
+        lines.append(f"This CPU's matrix-product rate in ONNX Runtime at the AST's shapes ({shape}, {g['threads']} "
+                     f"threads): fp32 {g['fp32_gflop_per_s']} GFLOP/s, int8 {g['int8_gop_per_s']} GOP/s: "
+                     f"**int8 {g['int8_speedup']}x fp32**. These products are almost all of an AST window's time, "
+                     "so this caps what the int8 exports can gain on this machine.\n")
+    lines += _model_section("BirdNET V2.4", report["birdnet"], "TFLite")
+    if "onnx_over_tflite" in report["birdnet"]:
+        lines.append(f"BirdNET ONNX / TFLite per chunk: **{report['birdnet']['onnx_over_tflite']}x**\n")
+    lines += _model_section("YAMNet", report["yamnet"], "TFLite")
+    lines += pipeline_and_daemon_lines(report)
     if report.get("throughput"):
         lines += ["## Batch throughput (replay as fast as possible)", ""]
-        lines += _table(["configuration", "workers x threads", "audio s", "wall s", "hours of audio per hour",
-                         "same, model loading excluded"],
-                        [[t["config"], f"{t['workers']} x {t['threads_per_session']}", t["audio_s"], t["wall_s"],
-                          t["audio_hours_per_hour"], t.get("audio_hours_per_hour_after_load")]
-                         for t in report["throughput"]])
+        lines += table(["configuration", "workers x threads", "audio s", "wall s", "hours of audio per hour",
+                        "same, model loading excluded"],
+                       [[t["config"], f"{t['workers']} x {t['threads_per_session']}", t["audio_s"], t["wall_s"],
+                         t["audio_hours_per_hour"], t.get("audio_hours_per_hour_after_load")]
+                        for t in report["throughput"]])
     if report.get("levers"):
         lines += ["## Levers, each off and on", ""]
-        lines += _table(["lever", "off", "on", "off value", "on value", "unit", "gain (off/on)", "note"],
-                        [[lv["lever"], lv["off"], lv["on"], lv["off_value"], lv["on_value"], lv["unit"], lv["gain"],
-                          lv["note"]] for lv in report["levers"]])
+        lines += table(["lever", "off", "on", "off value", "on value", "unit", "gain (off/on)", "note"],
+                       [[lv["lever"], lv["off"], lv["on"], lv["off_value"], lv["on_value"], lv["unit"], lv["gain"],
+                         lv["note"]] for lv in report["levers"]])
     if report.get("target_checks"):
         lines += ["## Targets", ""]
-        lines += _table(["target", "measured", "limit", "met"],
-                        [[t["target"], t["value"], t["limit"], {True: "yes", False: "NO", None: "-"}[t["met"]]]
-                         for t in report["target_checks"]])
+        lines += table(["target", "measured", "limit", "met"],
+                       [[t["target"], t["value"], t["limit"], {True: "yes", False: "NO", None: "-"}[t["met"]]]
+                        for t in report["target_checks"]])
     return "\n".join(lines)
 
 
@@ -240,20 +196,12 @@ def soak_markdown(report: dict[str, Any]) -> list[str]:
              "window-seconds, tail windows of short files overlapping), "
              f"as fast as possible through `soundmond run --source`; sampled every {report['sample_every_s']} s, "
              f"warm-up {report['warmup_s']} s.", ""]
-    lines += _table(["figure", "after warm-up", "end", "max after warm-up", "growth (end)", "growth (max)"],
-                    [["RSS MB", rss.get("after_warmup"), rss.get("end"), rss.get("max_after_warmup"),
-                      rss.get("growth"), rss.get("max_growth")],
-                     ["open fds", fds.get("after_warmup"), fds.get("end"), fds.get("max_after_warmup"),
-                      fds.get("growth"), fds.get("max_growth")]])
+    lines += table(["figure", "after warm-up", "end", "max after warm-up", "growth (end)", "growth (max)"],
+                   [["RSS MB", rss.get("after_warmup"), rss.get("end"), rss.get("max_after_warmup"),
+                     rss.get("growth"), rss.get("max_growth")],
+                    ["open fds", fds.get("after_warmup"), fds.get("end"), fds.get("max_after_warmup"),
+                     fds.get("growth"), fds.get("max_growth")]])
     lines += [f"- peak RSS {d.get('peak_rss_mb')} MB; wall RTF {d.get('wall_rtf')}; daemon-reported RTF (status "
               f"line) {d.get('daemon_reported_rtf')}; exit code {d.get('returncode')}",
               f"- **flat (growth < {TARGETS['soak_growth_max']:.0%} after warm-up): {report['flat']}**", ""]
     return lines
-
-
-def write_report(report: dict[str, Any], out: Path, stem: str) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    j, md = out / f"{stem}.json", out / f"{stem}.md"
-    j.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    md.write_text(markdown(report) + "\n")
-    return j, md

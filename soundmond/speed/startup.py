@@ -1,5 +1,5 @@
-"""The daemon's own speed check at start-up (`soundmond run` imports `startup_rtf_check` from here, on a sensor:
-numpy and the standard library only)."""
+"""The daemon's own speed check at start-up (`soundmond run`, on a sensor): a few synthetic windows through the loaded
+models, and advice when this machine cannot keep up with live audio."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
-from soundmond.workbench.bench.common import KEEP_UP_RTF
+from soundmond.analysis import Analyzer, Session
+from soundmond.config import Config
+from soundmond.data import AudioWindow
+from soundmond.speed.common import KEEP_UP_RTF
 
-logger = logging.getLogger("soundmond.workbench.bench")  # the package's one logger, named as before the split
+logger = logging.getLogger(__name__)
 
 
-def keep_up_advice(rtf: float, cfg: Any) -> str:
+def keep_up_advice(rtf: float, cfg: Config) -> str:
     """What to change when the configured models are too slow (or too close) for real time on this machine."""
     tips = []
     tagger = cfg.models.tagger
@@ -34,26 +36,15 @@ def keep_up_advice(rtf: float, cfg: Any) -> str:
     return "; ".join(tips)
 
 
-def startup_rtf_check(session: Any, cfg: Any, *, windows: int = 2, warn_above: float = KEEP_UP_RTF,
+def startup_rtf_check(session: Session, cfg: Config, *, windows: int = 2, warn_above: float = KEEP_UP_RTF,
                       clock: Callable[[], float] = time.perf_counter) -> float | None:
     """Time `windows` synthetic windows (noise at about -30 dBFS, 48 kHz) through the loaded models and head
-    (`session.analyzer`, no aggregation, no store) and log the real-time factor; a WARNING with advice when the
-    windows take more than `warn_above` of the time between windows (live audio would fall behind).
-    Stops after one window when that one is already too slow. Returns the measured load (compute / hop) or None."""
+    (`session.analyzer`, no aggregation, no store, the RMS gate not applied: the check is about windows the models
+    run on) and log the real-time factor; a WARNING with advice when the windows take more than `warn_above` of the
+    time between windows (live audio would fall behind). Stops after one window when that one is already too slow.
+    Returns the measured load (compute / hop) or None."""
     length_s, hop_s = float(cfg.windows.length_s), float(cfg.windows.hop_s)
-    rng = np.random.default_rng(0)
-    loads: list[float] | None = None
-    analyzer = session.analyzer
-    gate = getattr(analyzer, "min_rms_dbfs", None)
-    if gate is not None:
-        analyzer.min_rms_dbfs = None  # the models must run: the check is about windows that are not gated
-    try:
-        loads = _probe_windows(analyzer, windows, length_s, hop_s, warn_above, rng, clock)
-    finally:
-        if gate is not None:
-            analyzer.min_rms_dbfs = gate
-        if hasattr(analyzer, "windows_skipped_quiet"):
-            analyzer.windows_skipped_quiet = 0
+    loads = _probe_windows(session.analyzer, windows, length_s, hop_s, warn_above, clock)
     if loads is None:
         return None
     load = float(np.median(loads))
@@ -68,17 +59,16 @@ def startup_rtf_check(session: Any, cfg: Any, *, windows: int = 2, warn_above: f
     return load
 
 
-def _probe_windows(analyzer: Any, windows: int, length_s: float, hop_s: float, warn_above: float,
-                   rng: np.random.Generator, clock: Callable[[], float]) -> list[float] | None:
-    from soundmond.data import AudioWindow
-
+def _probe_windows(analyzer: Analyzer, windows: int, length_s: float, hop_s: float, warn_above: float,
+                   clock: Callable[[], float]) -> list[float] | None:
+    rng = np.random.default_rng(0)
     loads: list[float] = []
     for i in range(windows):
         samples = (0.03 * rng.standard_normal(int(length_s * 48000))).astype(np.float32)
         window = AudioWindow(window_id=f"startup-check-{i}", source="startup-check", start_unix_s=time.time(),
                              start_s=0.0, sample_rate_hz=48000, samples=samples)
         t0 = clock()
-        result = analyzer.analyze(window).result
+        result = analyzer.analyze(window, use_gate=False).result
         compute_s = clock() - t0
         if result.status == "error":
             logger.warning("start-up speed check: the models failed on a test window (%s)", result.error)
