@@ -62,7 +62,7 @@ from soundmond.outputs.publish import MqttPublisher
 from soundmond.outputs.store import OutboxItem, Store, StoreError, StoreWriter
 from soundmond.protocols import AudioSource, BirdModel, GroupHead, Publisher, ResultStore, ResultWriter, Tagger
 from soundmond.sdnotify import Notifier, ProgressWatchdog
-from soundmond.workbench.bench.startup import startup_rtf_check  # moves to soundmond.speed
+from soundmond.speed import startup_rtf_check
 
 logger = logging.getLogger(__name__)
 

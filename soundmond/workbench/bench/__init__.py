@@ -39,20 +39,13 @@ torch, transformers, ai-edge-litert, scikit-learn and onnx are imported inside t
 
 from __future__ import annotations
 
-# `soundmond.speed`'s names, for the callers not yet moved there (cli.py's `bench`, pipeline.py's start-up check):
-# remove once they import them from `soundmond.speed`.
-from soundmond.speed import add_bench_arguments, keep_up_advice, run_bench, startup_rtf_check
 from soundmond.workbench.bench.measure import agreement, growth
 from soundmond.workbench.bench.models import ast_forward_gflop
 from soundmond.workbench.bench.runs import run_workbench
 
 __all__ = [
-    "add_bench_arguments",
     "agreement",
     "ast_forward_gflop",
     "growth",
-    "keep_up_advice",
-    "run_bench",
     "run_workbench",
-    "startup_rtf_check",
 ]
