@@ -12,7 +12,7 @@ Reproduce (from the repository root, with the corpus beside the checkout at ../s
 
 The exact command of each shipped head is in its .json (`command`).
 
-Every head is written twice (`soundmond.head.meta.save_head`): `<name>.onnx`, what the daemon loads (ONNX Runtime, no
+Every head is written twice (`soundmond.head.save.save_head`): `<name>.onnx`, what the daemon loads (ONNX Runtime, no
 scikit-learn import; embedded checksum; refused unless it matches scikit-learn's probabilities to 1e-9 on random rows
 and the training features), and `<name>.skops`, the fitted scikit-learn pipeline (the training artefact). The shipped
 `.onnx` heads were converted from the `.skops` heads trained before the daemon loaded ONNX, with
@@ -25,7 +25,7 @@ head and the conversion's parity (`files`). Two runs give byte-identical `.onnx`
 
 `--tagger-only` restricts the candidates to feature sets the tagger alone supplies (YAMNet probabilities and
 embeddings; BirdNET is never loaded, `--birdnet` is ignored): the head the daemon picks when
-`models.birds.enabled` is false (`soundmond.head.meta.load_head`). Its default `--out` is
+`models.birds.enabled` is false (`soundmond.head.loader.load_head`). Its default `--out` is
 `soundmond/heads/yamnet-tagger.onnx`. Selection, CV, nested CV and the target are the same as for the main head.
 The shipped tagger-only head meets the target on its CV (0.961) but not on the nested CV (0.940), so its command
 exits 1; it is shipped anyway as the fallback for stations without BirdNET (see `yamnet-tagger.json`).
@@ -62,7 +62,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from soundmond.errors import ExitCode  # noqa: E402
-from soundmond.head.meta import HeadError, convert_head  # noqa: E402
+from soundmond.head.meta import HeadError  # noqa: E402
+from soundmond.head.save import convert_head  # noqa: E402
 from soundmond.models.sidecar import ModelFolderError  # noqa: E402
 from soundmond.workbench.crossval import TARGET, TrainError, target_met  # noqa: E402
 from soundmond.workbench.labels import LabelsError  # noqa: E402

@@ -31,7 +31,8 @@ import numpy as np
 from soundmond.capture.audio import resample
 from soundmond.config import LoadedConfig
 from soundmond.data import Alert, AudioWindow, BirdOutput, TaggerOutput, WindowResult
-from soundmond.head.meta import HeadError, load_head
+from soundmond.head.loader import load_head
+from soundmond.head.meta import HeadError
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.sidecar import ModelFolderError, model_digest
 from soundmond.models.taggers import load_tagger

@@ -14,7 +14,7 @@ from soundmond.analysis import Analyzer, ModelWorker
 from soundmond.capture.files import FileSource
 from soundmond.config import BirdConfig, TaggerConfig
 from soundmond.data import AudioWindow, BirdOutput
-from soundmond.head.meta import load_head
+from soundmond.head.loader import load_head
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.taggers import load_tagger
 from soundmond.protocols import BirdModel

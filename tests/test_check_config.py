@@ -18,7 +18,8 @@ import pytest
 from soundmond.cli import main
 from soundmond.data import AlertType
 from soundmond.errors import ExitCode
-from soundmond.head.meta import Head, HeadError, default_head_path
+from soundmond.head.loader import Head
+from soundmond.head.meta import HeadError, default_head_path
 from soundmond.head.onnx import CHECKSUM_KEY, CHECKSUM_PLACEHOLDER, META_KEY, seal
 
 REPO = Path(__file__).resolve().parent.parent

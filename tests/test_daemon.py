@@ -19,7 +19,7 @@ from soundmond.analysis import build_session
 from soundmond.capture.files import FileSource
 from soundmond.config import load_config
 from soundmond.data import TaggerOutput
-from soundmond.head.meta import load_head
+from soundmond.head.loader import load_head
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.taggers import YamnetTagger
 from soundmond.outputs.store import Store, StoreWriter

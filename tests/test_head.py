@@ -21,19 +21,18 @@ from soundmond.analysis import Analyzer
 from soundmond.capture.audio import load_audio
 from soundmond.config import BirdConfig, LoadedConfig, TaggerConfig, load_config
 from soundmond.data import AudioWindow, BirdOutput, GroupPrediction, TaggerOutput
+from soundmond.head.loader import Head, load_head
 from soundmond.head.meta import (
     HEAD_CLASSES,
     BirdFeaturesMissing,
-    Head,
     HeadError,
     HeadMeta,
     default_head_path,
     feature_parts,
     head_features,
-    load_head,
-    save_head,
     tagger_only_head_path,
 )
+from soundmond.head.save import save_head
 from soundmond.head.skops import ALLOWED_TYPES, TRUSTED_TYPES, schema_types
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.taggers import AstTagger, YamnetTagger
@@ -228,7 +227,7 @@ def test_default_head_paths_are_the_onnx_heads() -> None:
 
 def test_load_head_picks_the_tagger_only_head_when_birds_are_disabled(caplog: pytest.LogCaptureFixture) -> None:
     assert load_head(None, "yamnet", 521).path == SHIPPED  # birds enabled (the default): the main head
-    with caplog.at_level("INFO", logger="soundmond.head.meta"):
+    with caplog.at_level("INFO", logger="soundmond.head.loader"):
         head = load_head(None, "yamnet", 521, birds_enabled=False)
     assert head.path == SHIPPED_TAGGER and not head.needs_birds
     reason = next(r.getMessage() for r in caplog.records if "tagger-only" in r.getMessage())

@@ -19,21 +19,20 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-import soundmond.head.onnx
+import soundmond.head.save
 from soundmond.capture.audio import load_audio
 from soundmond.config import BirdConfig, TaggerConfig
+from soundmond.head.loader import Head, load_head
 from soundmond.head.meta import (
     HEAD_CLASSES,
-    Head,
     HeadError,
     HeadMeta,
     default_head_path,
     head_features,
-    load_head,
-    save_head,
     tagger_only_head_path,
 )
 from soundmond.head.onnx import CHECKSUM_KEY, CHECKSUM_PLACEHOLDER, FORMAT_KEY, seal
+from soundmond.head.save import save_head
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.taggers import YamnetTagger
 
@@ -226,7 +225,7 @@ def test_the_skops_head_says_the_onnx_head_avoids_scikit_learn(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     files = save_head(tmp_path / "mine.onnx", fitted(), meta_for(6))
-    with caplog.at_level("INFO", logger="soundmond.head.meta"):
+    with caplog.at_level("INFO", logger="soundmond.head.loader"):
         Head.load(files.skops)
     assert any("mine.onnx" in r.getMessage() and "without importing scikit-learn" in r.getMessage()
                for r in caplog.records)
@@ -261,7 +260,7 @@ def test_one_vs_rest_models_are_refused_at_save(tmp_path: Path) -> None:
 
 
 def test_a_conversion_outside_the_tolerance_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(soundmond.head.onnx, "PARITY_TOLERANCE", -1.0)  # any difference, even 0, is too much
+    monkeypatch.setattr(soundmond.head.save, "PARITY_TOLERANCE", -1.0)  # any difference, even 0, is too much
     _refused_at_save(tmp_path, fitted(), "the ONNX head differs from scikit-learn by")
 
 

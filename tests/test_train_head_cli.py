@@ -13,7 +13,7 @@ import soundfile as sf
 from PIL import Image
 
 from soundmond.cli import main
-from soundmond.head.meta import Head
+from soundmond.head.loader import Head
 from soundmond.workbench.train_head import DEFAULT_MAPPING, load_mapping
 
 # The 50 ESC-50 classes (meta/esc50.csv `category`), from the data set's documentation.

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from soundmond.head.meta import _DAMAGED_HINT, HEAD_CLASSES, HeadError, HeadMeta
+from soundmond.head.meta import DAMAGED_HINT, HEAD_CLASSES, HeadError, HeadMeta
 from soundmond.models.sessions import ORT_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -85,12 +85,12 @@ def verify_checksum(path: Path, data: bytes) -> None:
     if offset is None:
         raise HeadError(
             path, f"checksum missing: no single {CHECKSUM_KEY} entry (the head file was changed or damaged, or it "
-            "is not a soundmond ONNX head)", _DAMAGED_HINT,
+            "is not a soundmond ONNX head)", DAMAGED_HINT,
         )
     stored = data[offset : offset + 64]
     unsealed = data[:offset] + CHECKSUM_PLACEHOLDER.encode() + data[offset + 64 :]
     if hashlib.sha256(unsealed).hexdigest().encode() != stored:
-        raise HeadError(path, "checksum mismatch: the head file was changed or damaged", _DAMAGED_HINT)
+        raise HeadError(path, "checksum mismatch: the head file was changed or damaged", DAMAGED_HINT)
 
 
 # --- loading ----------------------------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def load_onnx(path: Path, data: bytes) -> tuple[OnnxPredictor, HeadMeta]:
         session = _session(data)
     except ORT_ERRORS as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise HeadError(path, f"ONNX Runtime cannot load the head ({first})", _DAMAGED_HINT) from exc
+        raise HeadError(path, f"ONNX Runtime cannot load the head ({first})", DAMAGED_HINT) from exc
     props = session.get_modelmeta().custom_metadata_map
     if props.get(FORMAT_KEY) != FORMAT:
         raise HeadError(
@@ -133,21 +133,21 @@ def load_onnx(path: Path, data: bytes) -> tuple[OnnxPredictor, HeadMeta]:
     try:
         meta_data = json.loads(props.get(META_KEY, ""))
     except ValueError as exc:
-        raise HeadError(path, f"{META_KEY} is not JSON ({exc})", _DAMAGED_HINT) from exc
+        raise HeadError(path, f"{META_KEY} is not JSON ({exc})", DAMAGED_HINT) from exc
     meta = HeadMeta.from_dict(path, meta_data)
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if [i.name for i in inputs] != [INPUT_NAME] or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 2:
-        raise HeadError(path, f"the head's input is not {INPUT_NAME} float32 [N, D]", _DAMAGED_HINT)
+        raise HeadError(path, f"the head's input is not {INPUT_NAME} float32 [N, D]", DAMAGED_HINT)
     n_in = inputs[0].shape[1]
     if n_in != meta.feature_dim:
-        raise HeadError(path, f"model takes {n_in} features, meta says {meta.feature_dim}", _DAMAGED_HINT)
+        raise HeadError(path, f"model takes {n_in} features, meta says {meta.feature_dim}", DAMAGED_HINT)
     if (
         [o.name for o in outputs] != [OUTPUT_NAME]
         or outputs[0].type != "tensor(double)"
         or len(outputs[0].shape) != 2
         or outputs[0].shape[1] != len(HEAD_CLASSES)
     ):
-        raise HeadError(path, f"the head's output is not {OUTPUT_NAME} double [N, {len(HEAD_CLASSES)}]", _DAMAGED_HINT)
+        raise HeadError(path, f"the head's output is not {OUTPUT_NAME} double [N, {len(HEAD_CLASSES)}]", DAMAGED_HINT)
     return OnnxPredictor(session), meta
 
 

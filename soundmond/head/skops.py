@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from soundmond.head.meta import _DAMAGED_HINT, HEAD_CLASSES, HeadError, HeadMeta
+from soundmond.head.meta import DAMAGED_HINT, HEAD_CLASSES, HeadError, HeadMeta
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +82,12 @@ def _file_types(path: Path, data: bytes) -> set[str]:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             bad = archive.testzip()
             if bad is not None:
-                raise HeadError(path, f"member {bad} of the head file is damaged (CRC mismatch)", _DAMAGED_HINT)
+                raise HeadError(path, f"member {bad} of the head file is damaged (CRC mismatch)", DAMAGED_HINT)
             schema = json.loads(archive.read("schema.json"))
     except HeadError:
         raise
     except (zipfile.BadZipFile, zlib.error, KeyError, EOFError, ValueError, OSError) as exc:
-        raise HeadError(path, f"not a readable skops head file ({exc})", _DAMAGED_HINT) from exc
+        raise HeadError(path, f"not a readable skops head file ({exc})", DAMAGED_HINT) from exc
     return schema_types(schema)
 
 
@@ -121,16 +121,16 @@ def load_skops(path: Path, data: bytes) -> tuple[Any, HeadMeta]:
     except sio.exceptions.UntrustedTypesFoundException as exc:
         raise HeadError(path, f"untrusted type in head file ({exc})", "refusing to load it") from exc
     except (zipfile.BadZipFile, zlib.error, KeyError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise HeadError(path, f"cannot load the head ({type(exc).__name__}: {exc})", _DAMAGED_HINT) from exc
+        raise HeadError(path, f"cannot load the head ({type(exc).__name__}: {exc})", DAMAGED_HINT) from exc
     if not isinstance(obj, dict) or "model" not in obj or "meta" not in obj:
-        raise HeadError(path, "not a soundmond head (expected {'model': ..., 'meta': ...})", _DAMAGED_HINT)
+        raise HeadError(path, "not a soundmond head (expected {'model': ..., 'meta': ...})", DAMAGED_HINT)
     meta = HeadMeta.from_dict(path, obj["meta"])
     model = obj["model"]
     if not hasattr(model, "predict_proba") or list(getattr(model, "classes_", [])) != HEAD_CLASSES:
         raise HeadError(path, f"the model's classes are not {HEAD_CLASSES}", "retrain the head")
     n_in = getattr(model, "n_features_in_", meta.feature_dim)
     if n_in != meta.feature_dim:
-        raise HeadError(path, f"model takes {n_in} features, meta says {meta.feature_dim}", _DAMAGED_HINT)
+        raise HeadError(path, f"model takes {n_in} features, meta says {meta.feature_dim}", DAMAGED_HINT)
     if meta.sklearn_version and meta.sklearn_version != sklearn.__version__:
         logger.warning(
             "%s: head saved with scikit-learn %s, running %s; retrain it if predictions look wrong",

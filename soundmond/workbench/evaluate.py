@@ -52,7 +52,8 @@ from soundmond.capture.audio import AudioError, load_audio, resample
 from soundmond.config import BirdConfig, ConfigError, TaggerConfig
 from soundmond.data import GROUPS
 from soundmond.errors import ExitCode
-from soundmond.head.meta import HEAD_CLASSES, HeadError, head_features, load_head
+from soundmond.head.loader import load_head
+from soundmond.head.meta import HEAD_CLASSES, HeadError, head_features
 from soundmond.logs import setup_logging
 from soundmond.models.birds import BirdnetMetaModel, BirdnetModel, birdnet_week
 from soundmond.models.sessions import sigmoid

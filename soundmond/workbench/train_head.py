@@ -21,7 +21,7 @@ is the best logistic regression (the only model the head loader's allow-list acc
 natural-vs-industrial balanced accuracy, then 3-class balanced accuracy, then log loss. Logistic regression gives
 probabilities directly; their calibration (log loss, Brier, expected calibration error) is in the report.
 
-Output: the head (`--out`, `.onnx` or `.skops`; both are written, see `soundmond.head.meta.save_head`: `<name>.onnx`,
+Output: the head (`--out`, `.onnx` or `.skops`; both are written, see `soundmond.head.save.save_head`: `<name>.onnx`,
 what the daemon loads, with an embedded checksum and checked against scikit-learn on the training features, and
 `<name>.skops`, the training artefact, loadable only through the allow-list; metadata in both: tagger family and label
 count, feature kind, the group labels, training-data checksum, CV metrics), and a report folder (`--report`, default

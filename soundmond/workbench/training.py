@@ -33,7 +33,8 @@ import sklearn
 
 from soundmond.config import BirdConfig, TaggerConfig
 from soundmond.data import GROUPS
-from soundmond.head.meta import HEAD_CLASSES, HeadFiles, HeadMeta, needs_birds, save_head, utc_now_iso
+from soundmond.head.meta import HEAD_CLASSES, HeadMeta, needs_birds, utc_now_iso
+from soundmond.head.save import HeadFiles, save_head
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.sidecar import ModelFolderError, verify_folder
 from soundmond.models.taggers import AstTagger, YamnetTagger

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from soundmond.head.meta import HEAD_CLASSES, HeadMeta, save_head
+from soundmond.head.meta import HEAD_CLASSES, HeadMeta
+from soundmond.head.save import save_head
 from soundmond.models.sidecar import ModelFolderError, verify_folder
 from soundmond.speed.common import REPO, BenchError
 from soundmond.workbench.bench.common import AST_EXPORT_SOURCES, AST_VARIANTS, BENCH_CACHE
