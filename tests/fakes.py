@@ -5,7 +5,9 @@ used only where the real part cannot do what the test needs (speed under forced 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,26 +20,89 @@ from soundmond.data import (
     SpeciesScore,
     TaggerOutput,
 )
+from soundmond.protocols import BirdModel, Tagger
 
 SPECIES = (("Turdus merula", "Eurasian Blackbird"), ("Parus major", "Great Tit"), ("Erithacus rubecula", "Robin"),
            ("Fringilla coelebs", "Common Chaffinch"), ("Sylvia atricapilla", "Eurasian Blackcap"))
 
 
 class StaticTagger:
-    """A `Tagger`: the same probabilities and embedding for every window (labels a, b, c, ...)."""
+    """A `Tagger`: the same probabilities and embedding for every window (labels a, b, c, ...). `on_tag`, when given,
+    is called on every window (e.g. to move a test's fake clock as if the model took time)."""
 
     family = "yamnet"
     sample_rate_hz = 16000
 
-    def __init__(self, n_labels: int = 3) -> None:
+    def __init__(self, n_labels: int = 3, *, probabilities: Sequence[float] | None = None,
+                 embedding: Sequence[float] = (1.0, 1.0, 1.0, 1.0), on_tag: Callable[[], None] | None = None) -> None:
         self.labels: Sequence[str] = tuple(chr(ord("a") + i) for i in range(n_labels))
-        self.probabilities = np.linspace(0.9, 0.1, n_labels).astype(np.float32)
+        self.probabilities = (np.linspace(0.9, 0.1, n_labels) if probabilities is None
+                              else np.asarray(probabilities)).astype(np.float32)
+        self.embedding = np.asarray(embedding, np.float32)
+        self.on_tag = on_tag
         self.calls = 0
 
     def tag(self, samples: np.ndarray) -> TaggerOutput:
         self.calls += 1
+        if self.on_tag is not None:
+            self.on_tag()
         top = tuple(LabelScore(lab, float(p)) for lab, p in zip(self.labels, self.probabilities, strict=True))[:3]
-        return TaggerOutput(self.probabilities, np.ones(4, np.float32), top)
+        return TaggerOutput(self.probabilities, self.embedding, top)
+
+
+class SlowTagger:
+    """A `Tagger`: a real tagger made slow (`delay_s` per window), or wedged after its first window until `gate` is
+    set."""
+
+    def __init__(self, real: Tagger, delay_s: float, gate: threading.Event | None = None) -> None:
+        self.real = real
+        self.family = real.family
+        self.sample_rate_hz = real.sample_rate_hz
+        self.labels = real.labels
+        self.delay_s = delay_s
+        self.gate = gate
+        self.calls = 0
+
+    def tag(self, samples: Any) -> TaggerOutput:
+        self.calls += 1
+        if self.gate is not None and self.calls > 1:
+            self.gate.wait()  # wedged until the test lets go
+        time.sleep(self.delay_s)
+        return self.real.tag(samples)
+
+
+class FixedBirds:
+    """A `BirdModel` that reports no species and the same embedding for every window."""
+
+    sample_rate_hz = 48000
+
+    def __init__(self, embedding: Sequence[float] = (9.0, 9.0, 9.0, 9.0)) -> None:
+        self.embedding = np.asarray(embedding, np.float32)
+
+    def detect(self, samples: np.ndarray, *, start_unix_s: float) -> BirdOutput:
+        return BirdOutput((), 0.0, embedding=self.embedding)
+
+
+class ThreadRecordingBirds:
+    """A `BirdModel`: a real one, recording which thread each call runs on, how many calls are running (`active`),
+    and failing on the windows (by start time) asked to."""
+
+    def __init__(self, birds: BirdModel, fail_on: frozenset[float] = frozenset()) -> None:
+        self.birds = birds
+        self.sample_rate_hz = birds.sample_rate_hz
+        self.threads: list[str] = []
+        self.active = 0
+        self.fail_on = fail_on
+
+    def detect(self, samples: np.ndarray, *, start_unix_s: float) -> BirdOutput:
+        self.threads.append(threading.current_thread().name)
+        self.active += 1
+        try:
+            if start_unix_s in self.fail_on:
+                raise RuntimeError("bird model failed on this window")
+            return self.birds.detect(samples, start_unix_s=start_unix_s)
+        finally:
+            self.active -= 1
 
 
 class RotatingBirds:
@@ -55,15 +120,18 @@ class RotatingBirds:
 
 
 class FixedHead:
-    """A `GroupHead` that calls every window `group` (tagger output only)."""
+    """A `GroupHead` that calls every window `group`; with `needs_birds` it asks for the bird model's output. It
+    records the bird outputs it was given (`seen`)."""
 
     tagger_family = "yamnet"
-    needs_birds = False
 
-    def __init__(self, group: str = "natural") -> None:
+    def __init__(self, group: str = "natural", *, needs_birds: bool = False) -> None:
         self.group = group
+        self.needs_birds = needs_birds
+        self.seen: list[BirdOutput | None] = []
 
     def predict(self, tagger_output: TaggerOutput, bird_output: BirdOutput | None = None) -> GroupPrediction:
+        self.seen.append(bird_output)
         others = [g for g in ("natural", "industrial", "other") if g != self.group]
         return GroupPrediction(self.group, {self.group: 0.8, others[0]: 0.1, others[1]: 0.1})  # type: ignore[arg-type]
 

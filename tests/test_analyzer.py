@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import ThreadRecordingBirds
 
 from soundmond.analysis import Analyzer, ModelWorker
 from soundmond.capture.files import FileSource
 from soundmond.config import BirdConfig, TaggerConfig
-from soundmond.data import AudioWindow, BirdOutput
+from soundmond.data import AudioWindow
 from soundmond.head.loader import load_head
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.taggers import load_tagger
@@ -34,28 +35,6 @@ def models(yamnet_dir: Path, birdnet_dir: Path) -> tuple:
 def windows(fixture_audio: Path) -> list[AudioWindow]:
     files = [fixture_audio / "maad_spinetail_Cranioleuca_erythrops.flac", fixture_audio / "whisp_field_horn.flac"]
     return list(FileSource(files, 5.0, 5.0).windows(threading.Event()))
-
-
-class ThreadRecordingBirds:
-    """The real BirdNET, recording which thread each call runs on, how many calls are running (`active`), and failing
-    on the windows asked to."""
-
-    def __init__(self, birds: BirdModel, fail_on: frozenset[float] = frozenset()) -> None:
-        self.birds = birds
-        self.sample_rate_hz = birds.sample_rate_hz
-        self.threads: list[str] = []
-        self.active = 0
-        self.fail_on = fail_on
-
-    def detect(self, samples: np.ndarray, *, start_unix_s: float) -> BirdOutput:
-        self.threads.append(threading.current_thread().name)
-        self.active += 1
-        try:
-            if start_unix_s in self.fail_on:
-                raise RuntimeError("bird model failed on this window")
-            return self.birds.detect(samples, start_unix_s=start_unix_s)
-        finally:
-            self.active -= 1
 
 
 def test_side_by_side_gives_the_same_results_as_one_after_the_other(models: tuple, windows: list) -> None:

@@ -10,12 +10,13 @@ import subprocess
 import sys
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from fakes import FixedHead, StaticTagger
 
 from soundmond import speed
+from soundmond.analysis import build_session
 from soundmond.config import load_config
 from soundmond.errors import ExitCode
 from soundmond.speed.measure import cpu_features, cpu_name
@@ -96,32 +97,25 @@ def test_soak_growth_is_measured_after_warmup() -> None:
     assert leak["growth"] is not None and leak["growth"] > 0.5
 
 
-class _FakeAnalyzer:
-    windows_skipped_quiet = 0
-
-    def __init__(self, clock: list[float], seconds: float) -> None:
-        self.clock, self.seconds = clock, seconds
-        self.gated: list[bool] = []
-
-    def analyze(self, window: Any, *, use_gate: bool = True) -> Any:
-        self.gated.append(use_gate)
-        self.clock[0] += self.seconds  # the window "takes" this long on the fake clock
-        result = type("R", (), {"status": "ok", "error": None})()
-        return type("A", (), {"result": result})()
-
-
 @pytest.mark.parametrize(("seconds", "warns"), [(4.5, True), (0.2, False)])
 def test_startup_check_warns_when_models_cannot_keep_up(
     seconds: float, warns: bool, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    cfg = load_config(None).config  # defaults: 5-s windows every 5 s, YAMNet, 1 thread
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text("windows: {min_rms_dbfs: -10}\n")  # a gate that would skip the test noise
+    loaded = load_config(cfg_path)  # otherwise defaults: 5-s windows every 5 s, YAMNet, 1 thread
     clock = [0.0]
-    analyzer = _FakeAnalyzer(clock, seconds)
-    session = type("S", (), {"analyzer": analyzer})()
+
+    def takes_time() -> None:
+        clock[0] += seconds  # the window "takes" this long on the fake clock
+
+    tagger = StaticTagger(on_tag=takes_time)
+    session = build_session(loaded, models=(tagger, None, FixedHead(), {}))
     with caplog.at_level(logging.INFO, logger="soundmond.speed"):
-        load = speed.startup_rtf_check(session, cfg, clock=lambda: clock[0])
+        load = speed.startup_rtf_check(session, loaded.config, clock=lambda: clock[0])
     assert load == pytest.approx(seconds / 5.0)
-    assert analyzer.gated == [False, False]  # both windows asked for without the RMS gate (no analyzer state set)
+    assert tagger.calls == 2  # both windows ran the models: the gate did not skip them
+    assert session.analyzer.min_rms_dbfs == -10 and session.analyzer.windows_skipped_quiet == 0
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert bool(warnings) == warns
     if warns:
@@ -129,8 +123,6 @@ def test_startup_check_warns_when_models_cannot_keep_up(
 
 
 def test_startup_check_on_the_real_models(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path) -> None:
-    from soundmond.analysis import build_session
-
     cfg_path = _quick_config(tmp_path, yamnet_dir, birdnet_dir)
     cfg_path.write_text(cfg_path.read_text() + "windows: {min_rms_dbfs: -10}\n")  # would gate the test noise
     loaded = load_config(cfg_path)

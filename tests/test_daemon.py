@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import SlowTagger
 
 from soundmond.analysis import build_session
 from soundmond.capture.files import FileSource
 from soundmond.config import load_config
-from soundmond.data import TaggerOutput
 from soundmond.head.loader import load_head
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.taggers import YamnetTagger
@@ -110,26 +110,6 @@ def test_no_model_folder_exits_3(tmp_path: Path, birdnet_dir: Path, fixture_audi
                            str(fixture_audio)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3
     assert "models.tagger.path" in proc.stderr and "Traceback" not in proc.stderr
-
-
-class SlowTagger:
-    """A test double implementing the Tagger Protocol: the real YAMNet tagger, made slow (or stuck) on purpose."""
-
-    def __init__(self, real: YamnetTagger, delay_s: float, gate: threading.Event | None = None) -> None:
-        self.real = real
-        self.family = real.family
-        self.sample_rate_hz = real.sample_rate_hz
-        self.labels = real.labels
-        self.delay_s = delay_s
-        self.gate = gate
-        self.calls = 0
-
-    def tag(self, samples: Any) -> TaggerOutput:
-        self.calls += 1
-        if self.gate is not None and self.calls > 1:
-            self.gate.wait()  # wedged until the test lets go
-        time.sleep(self.delay_s)
-        return self.real.tag(samples)
 
 
 def make_daemon(tmp_path: Path, cfg_path: Path, tagger: Tagger, *, live: bool, notifier: Notifier | None = None,

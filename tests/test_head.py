@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skops.io as sio
+from fakes import FixedBirds, FixedHead, StaticTagger
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -20,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from soundmond.analysis import Analyzer
 from soundmond.capture.audio import load_audio
 from soundmond.config import BirdConfig, LoadedConfig, TaggerConfig, load_config
-from soundmond.data import AudioWindow, BirdOutput, GroupPrediction, TaggerOutput
+from soundmond.data import AudioWindow, BirdOutput, TaggerOutput
 from soundmond.head.loader import Head, load_head
 from soundmond.head.meta import (
     HEAD_CLASSES,
@@ -473,38 +474,10 @@ def test_head_with_unknown_features_is_refused(tmp_path: Path) -> None:
         Head.load(path)
 
 
-class _Tagger:
-    family = "yamnet"
-    sample_rate_hz = 16000
-    labels = ("a", "b", "c")
-
-    def tag(self, samples: np.ndarray) -> TaggerOutput:
-        return _outputs()[0]
-
-
-class _Birds:
-    sample_rate_hz = 48000
-
-    def detect(self, samples: np.ndarray, *, start_unix_s: float) -> BirdOutput:
-        return _outputs()[1]
-
-
-class _BirdHead:
-    tagger_family = "yamnet"
-    needs_birds = True
-
-    def __init__(self) -> None:
-        self.seen: list[BirdOutput | None] = []
-
-    def predict(self, tagger_output: TaggerOutput, bird_output: BirdOutput | None = None) -> GroupPrediction:
-        self.seen.append(bird_output)
-        return GroupPrediction("natural", {"industrial": 0.1, "natural": 0.8, "other": 0.1})
-
-
 def test_analyzer_passes_the_bird_output_to_the_head() -> None:
-    head = _BirdHead()
+    head = FixedHead(needs_birds=True)
     assert isinstance(head, GroupHead)
-    analyzer = Analyzer(_Tagger(), _Birds(), head)
+    analyzer = Analyzer(StaticTagger(), FixedBirds(), head)
     window = AudioWindow("w", "test", 0.0, 0.0, 16000, np.zeros(80000, np.float32) + 0.01)
     analysis = analyzer.analyze(window)
     assert analysis.result.status == "ok" and analysis.result.group is not None
@@ -513,7 +486,7 @@ def test_analyzer_passes_the_bird_output_to_the_head() -> None:
 
 def test_analyzer_refuses_a_bird_head_without_the_bird_model() -> None:
     with pytest.raises(ValueError, match="needs BirdNET's embedding but the bird model is disabled"):
-        Analyzer(_Tagger(), None, _BirdHead())
+        Analyzer(StaticTagger(), None, FixedHead(needs_birds=True))
 
 
 # --- training helpers ------------------------------------------------------------------------------------------------
