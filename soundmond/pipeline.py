@@ -38,7 +38,20 @@ from soundmond import __version__
 from soundmond.analysis import ModelLoadError, Session, build_session
 from soundmond.capture.files import FileSource
 from soundmond.config import FileSourceConfig, LoadedConfig, MicSourceConfig
-from soundmond.data import Alert, AlertType, AudioWindow, CaptureEvent, Severity, WindowResult
+from soundmond.data import (
+    Alert,
+    AlertType,
+    AudioWindow,
+    BaselineRule,
+    BaselineStatus,
+    CaptureEvent,
+    CaptureState,
+    CaptureStats,
+    DiskUsage,
+    Heartbeat,
+    Severity,
+    WindowResult,
+)
 from soundmond.protocols import AudioSource, BirdModel, GroupHead, Tagger
 from soundmond.sdnotify import Notifier, ProgressWatchdog
 
@@ -111,7 +124,7 @@ class Daemon:
         self._watchdog = ProgressWatchdog(notifier) if notifier is not None else None
         self._capture_episode = 0
         self._stalled = False
-        self._capture_state = "starting"
+        self._capture_state: CaptureState = "starting"
         self._started_unix_s = clock()
         self._started_mono = time.monotonic()
 
@@ -309,29 +322,36 @@ class Daemon:
         return (f"{c.windows_done} windows ({c.windows_done / up:.2f}/s), RTF {rtf:.3f}, dropped {c.windows_dropped}, "
                 f"capture {self._capture_state}") if rtf is not None else f"capture {self._capture_state}, waiting"
 
-    def heartbeat(self) -> dict[str, Any]:
+    def heartbeat(self) -> Heartbeat:
         c = self.counters
         disk = None
         if self.store is not None:
             usage = shutil.disk_usage(Path(self.store.path).parent)
-            disk = {"store_bytes": self.store.file_bytes(), "free_bytes": usage.free, "total_bytes": usage.total}
-        return {
-            "uptime_s": round(time.monotonic() - self._started_mono, 1),
-            "rtf": c.rtf(),
-            "windows_processed": c.windows_done,
-            "dropped_windows": c.windows_dropped,
-            "failed_windows": c.windows_failed,
-            "skipped_quiet_windows": c.windows_skipped_quiet,
-            "capture_state": self._capture_state,
-            "capture": self.source.stats() if hasattr(self.source, "stats") else None,
-            "disk": disk,
-            "models": self.session.model_versions,
-            "config_sha256": self.loaded.sha256,
-            "version": __version__,
-            "outbox": self.store.outbox_counts() if self.store is not None else None,
-            "store_writer": self.writer.health() if self.writer is not None else None,
-            "baseline": self.session.engine.baseline_status(self.session.aggregator, self.clock()),
-        }
+            disk = DiskUsage(store_bytes=self.store.file_bytes(), free_bytes=usage.free, total_bytes=usage.total)
+        # interim adapters until stats() / baseline_status() return the typed parts (the lead's rewrite)
+        stats: Any = self.source.stats() if hasattr(self.source, "stats") else None
+        baseline: Any = self.session.engine.baseline_status(self.session.aggregator, self.clock())
+        return Heartbeat(
+            uptime_s=round(time.monotonic() - self._started_mono, 1),
+            rtf=c.rtf(),
+            windows_processed=c.windows_done,
+            dropped_windows=c.windows_dropped,
+            failed_windows=c.windows_failed,
+            skipped_quiet_windows=c.windows_skipped_quiet,
+            capture_state=self._capture_state,
+            capture=stats if stats is None or isinstance(stats, CaptureStats) else CaptureStats(**stats),
+            disk=disk,
+            models=self.session.model_versions,
+            config_sha256=self.loaded.sha256,
+            version=__version__,
+            outbox=self.store.outbox_counts() if self.store is not None else None,
+            store_writer=self.writer.health() if self.writer is not None else None,
+            baseline=baseline if isinstance(baseline, BaselineStatus) else BaselineStatus(
+                ready=baseline["ready"], days_available=baseline["days_available"],
+                days_needed=baseline["days_needed"], message=baseline["message"],
+                rules={AlertType(t): BaselineRule(**r) for t, r in baseline["rules"].items()},
+            ),
+        )
 
     def _progress(self) -> None:
         if self._watchdog is not None:
@@ -364,7 +384,7 @@ class Daemon:
             logger.info("status: %s", self.status_text())
 
     def _snapshot(self, now: float) -> None:
-        snapshot = self.session.aggregator.snapshot(now).to_dict()
+        snapshot = self.session.aggregator.snapshot(now)
         if self.store is not None:
             self.store.write_aggregate(now, snapshot)
         if self.publisher is not None:
