@@ -31,6 +31,10 @@ import numpy as np
 from soundmond.capture.audio import resample
 from soundmond.config import LoadedConfig
 from soundmond.data import Alert, AudioWindow, BirdOutput, TaggerOutput, WindowResult
+from soundmond.head.meta import HeadError, load_head
+from soundmond.models.birds import BirdnetModel
+from soundmond.models.sidecar import ModelFolderError, model_digest
+from soundmond.models.taggers import load_tagger
 from soundmond.protocols import BirdModel, GroupHead, Tagger
 from soundmond.soundscape.aggregate import Aggregator
 from soundmond.soundscape.alerts import AlertEngine
@@ -127,7 +131,6 @@ class Analyzer:
         self.head = head
         self.min_rms_dbfs = min_rms_dbfs
         self.windows_skipped_quiet = 0
-        self.windows_failed = 0
         self._birds_worker = (
             ModelWorker("birds") if side_by_side and tagger is not None and birds is not None else None
         )
@@ -188,7 +191,6 @@ class Analyzer:
         except Exception as exc:  # a model failing on one window must not stop the stream
             if pending is not None and not pending.cancel():  # the tagger failed: the bird call ends first
                 pending.exception()
-            self.windows_failed += 1
             logger.exception("window %s of %s: analysis failed", window.window_id, window.source)
             return Analysis(
                 WindowResult(**base, group=None, tagger_top=(), tagger_top_score=0.0, species=(),
@@ -249,11 +251,6 @@ class Session:
 
 def load_models(loaded: LoadedConfig) -> tuple[Tagger, BirdModel | None, GroupHead, dict[str, Any]]:
     """Load and check every configured model; any problem -> `ModelLoadError` naming the config key."""
-    from soundmond.head.meta import HeadError, load_head
-    from soundmond.models.birds import BirdnetModel
-    from soundmond.models.sidecar import ModelFolderError
-    from soundmond.models.taggers import load_tagger
-
     cfg = loaded.config
     tagger_cfg = cfg.models.tagger
     versions: dict[str, Any] = {}
@@ -288,13 +285,11 @@ def _version(model: object) -> str | None:
     sidecar = getattr(model, "sidecar", None)
     if sidecar is None:
         return None
-    from soundmond.models.sidecar import model_digest
-
     pinned = sidecar.source.revision or f"sha256:{model_digest(sidecar)[:16]}"
     return f"{sidecar.family} {sidecar.source.id}@{pinned} {sidecar.quantization}"
 
 
-def build_session(loaded: LoadedConfig, *, with_store: bool = False,
+def build_session(loaded: LoadedConfig, *,
                   models: tuple[Tagger, BirdModel | None, GroupHead, dict[str, Any]] | None = None) -> Session:
     cfg = loaded.config
     tagger, birds, head, versions = models if models is not None else load_models(loaded)

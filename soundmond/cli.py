@@ -55,9 +55,9 @@ def _load(args: argparse.Namespace) -> LoadedConfig:
 
 
 def _report_config_error(exc: ConfigError) -> int:
-    print(f"{exc.path}: invalid configuration", file=sys.stderr)
+    """Every problem of a config that does not load, on stderr, as check-config prints them on stdout."""
     for problem in exc.problems:
-        print(f"  {problem}", file=sys.stderr)
+        print(str(problem), file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -65,12 +65,23 @@ def _report_config_error(exc: ConfigError) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """The config's problems, then the preflight's (`soundmond.preflight`): every line on stdout as
+    `key.path: problem (line N) - how to fix`, warnings on stderr; exit 0 or the code `run` would give."""
+    from soundmond.preflight import preflight
+
     try:
         loaded = load_config(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(str(problem))
         return EXIT_USAGE
+    result = preflight(loaded, quick=args.quick)
+    for warning in result.warnings:
+        print(str(warning), file=sys.stderr)
+    for problem in result.problems:
+        print(str(problem))
+    if not result.ok:
+        return int(result.exit_code)
     where = loaded.path or "built-in defaults (no config file found)"
     print(f"ok: {where}")
     return EXIT_OK
@@ -88,7 +99,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return _report_config_error(exc)
     errors: list[tuple[Path, str]] = []
     try:
-        session: Session = build_session(loaded, with_store=False)
+        session: Session = build_session(loaded)
     except ModelLoadError as exc:
         print(f"soundmond: {exc}", file=sys.stderr)
         return EXIT_MODELS
@@ -139,12 +150,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """The preflight first (what check-config checks, models included): any problem refuses the start with the
+    lines and exit code check-config gives, on stderr; then the daemon."""
     from soundmond.pipeline import run_daemon
+    from soundmond.preflight import preflight
 
     try:
         loaded = _load(args)
     except ConfigError as exc:
         return _report_config_error(exc)
+    result = preflight(loaded, source_override=args.source)
+    for warning in result.warnings:
+        logger.warning("%s", warning)
+    if not result.ok:
+        for problem in result.problems:
+            print(str(problem), file=sys.stderr)
+        return int(result.exit_code)
     return run_daemon(loaded, source_override=args.source, realtime=args.realtime)
 
 
@@ -217,9 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_analyze)
 
-    p = add("check-config", "validate a config file; prints `key.path: problem (line N) - how to fix`",
-            "soundmond check-config /etc/soundmond/config.yaml")
+    p = add("check-config", "check a config file and what it points at, as `run` would before it starts; prints "
+            "`key.path: problem (line N) - how to fix`", "soundmond check-config /etc/soundmond/config.yaml")
     p.add_argument("config", nargs="?", type=Path, default=None)
+    p.add_argument("--quick", action="store_true",
+                   help="skip the model folders and the head (checksums, tagger match, species names)")
     p.set_defaults(func=cmd_check_config)
 
     p = add("devices", "list audio input devices with their index, default rate and channels",

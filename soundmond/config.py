@@ -9,17 +9,49 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from soundmond.data import AlertType
 
 DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/soundmond/config.yaml"))
 SECRET_KEYS = {"password", "api_key", "apikey", "token", "secret"}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What a cross-field validator refuses: `key` (below the model that validates, e.g. ("min_baseline_days",)),
+    the problem and how to fix it. Printed as `key.path: problem (line N) - hint` like every config problem."""
+
+    key: tuple[str, ...]
+    problem: str
+    hint: str
+
+    def __str__(self) -> str:
+        return f"{'.'.join(self.key)}: {self.problem} - {self.hint}"
+
+
+class RefusedError(ValueError):
+    """Raised by a validator with one or more `Refusal`s; `parse_config` turns each into a `ConfigProblem` naming
+    its own key and hint (pydantic hands the exception through as the error's `ctx["error"]`)."""
+
+    def __init__(self, *refusals: Refusal) -> None:
+        self.refusals = refusals
+        super().__init__("; ".join(str(r) for r in refusals))
 
 
 class _Section(BaseModel):
@@ -36,8 +68,7 @@ class StationConfig(_Section):
 class FileSourceConfig(_Section):
     type: Literal["file"] = "file"
     path: Path = Path("recordings")
-    realtime: bool = False
-    recursive: bool = True
+    realtime: bool = False  # the folder is always searched recursively
 
 
 class MicSourceConfig(_Section):
@@ -114,29 +145,50 @@ class ModelsConfig(_Section):
     side_by_side: bool = True
 
 
-class FrequencyAlertConfig(_Section):
+class _BaselineRule(_Section):
+    """A span rule compared with the same span on previous days (see soundscape/alerts.py)."""
+
     span_s: Annotated[int, Field(ge=60)] = 3600
-    k: Annotated[float, Field(gt=0)] = 3.0
     baseline_days: Annotated[int, Field(ge=1, le=365)] = 7
     min_baseline_days: Annotated[int, Field(ge=1, le=365)] = 3
+
+    @model_validator(mode="after")
+    def _can_be_ready(self) -> _BaselineRule:
+        if self.min_baseline_days > self.baseline_days:
+            raise RefusedError(Refusal(
+                ("min_baseline_days",),
+                f"{self.min_baseline_days} days is more than baseline_days ({self.baseline_days}): the rule would "
+                "never be ready",
+                "make it at most baseline_days, or raise baseline_days",
+            ))
+        return self
+
+
+class FrequencyAlertConfig(_BaselineRule):
+    k: Annotated[float, Field(gt=0)] = 3.0
     min_std: Annotated[float, Field(gt=0)] = 1.0  # std floor: a constant baseline does not alert on +1
     low_min_mean: Annotated[float, Field(ge=0)] = 5.0  # LOW_FREQUENCY only for species with this baseline mean
 
 
-class IndustrialRiseConfig(_Section):
-    span_s: Annotated[int, Field(ge=60)] = 3600
+class IndustrialRiseConfig(_BaselineRule):
     margin: Annotated[float, Field(gt=0, le=1)] = 0.2
-    baseline_days: Annotated[int, Field(ge=1, le=365)] = 7
     min_windows: Annotated[int, Field(ge=1)] = 30
-    min_baseline_days: Annotated[int, Field(ge=1, le=365)] = 3
 
 
-class BirdActivityDropConfig(_Section):
-    span_s: Annotated[int, Field(ge=60)] = 3600
+class BirdActivityDropConfig(_BaselineRule):
     drop_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
-    baseline_days: Annotated[int, Field(ge=1, le=365)] = 7
-    min_baseline_days: Annotated[int, Field(ge=1, le=365)] = 3
     min_baseline_mean: Annotated[float, Field(ge=0)] = 10.0  # bird windows per span; below, a drop is noise
+
+
+def _alert_name(v: object) -> object:
+    """An alert type name, any case; an unknown one is refused with the list of known ones."""
+    name = str(v).strip().upper()
+    if name not in AlertType.__members__:
+        raise RefusedError(Refusal((), f"unknown alert type {v!r}", f"use one of {', '.join(AlertType.__members__)}"))
+    return name
+
+
+AlertName = Annotated[AlertType, BeforeValidator(_alert_name)]
 
 
 class AlertsConfig(_Section):
@@ -149,19 +201,24 @@ class AlertsConfig(_Section):
     bird_activity_drop: BirdActivityDropConfig = BirdActivityDropConfig()
     cooldown_s: Annotated[float, Field(ge=0)] = 3600.0
     clear_after_s: Annotated[float, Field(ge=0)] = 600.0
-    disabled: list[AlertType] = Field(default_factory=list)
+    disabled: list[AlertName] = Field(default_factory=list)
 
-    @field_validator("disabled", mode="before")
-    @classmethod
-    def _alert_names(cls, v: object) -> object:
-        """Alert type names, any case; an unknown name is refused with the list of known ones."""
-        if not isinstance(v, list):
-            return v
-        names = [str(x).strip().upper() for x in v]
-        unknown = [n for n in names if n not in AlertType.__members__]
-        if unknown:
-            raise ValueError(f"unknown alert type {', '.join(unknown)}: use some of {', '.join(AlertType.__members__)}")
-        return names
+    def rules(self) -> dict[str, _BaselineRule]:
+        """The span rules by their key under `alerts`."""
+        return {"frequency": self.frequency, "industrial_rise": self.industrial_rise,
+                "bird_activity_drop": self.bird_activity_drop}
+
+
+def alert_span_refusals(alerts: AlertsConfig, spans_s: Sequence[int]) -> list[Refusal]:
+    """Every span rule whose `span_s` is longer than the longest aggregation span (it would have no figures)."""
+    longest = max(spans_s, default=0)
+    return [
+        Refusal(("alerts", name, "span_s"),
+                f"{rule.span_s} s is longer than the longest aggregation span ({longest} s)",
+                "add it to aggregation.spans_s or shorten it")
+        for name, rule in alerts.rules().items()
+        if rule.span_s > longest
+    ]
 
 
 class AggregationConfig(_Section):
@@ -233,6 +290,13 @@ class Config(_Section):
     mqtt: MqttConfig = MqttConfig()
     logging: LoggingConfig = LoggingConfig()
 
+    @model_validator(mode="after")
+    def _alert_spans_aggregated(self) -> Config:
+        refusals = alert_span_refusals(self.alerts, self.aggregation.spans_s)
+        if refusals:
+            raise RefusedError(*refusals)
+        return self
+
 
 @dataclass(frozen=True)
 class ConfigProblem:
@@ -260,6 +324,16 @@ class LoadedConfig:
     config: Config
     path: Path | None
     sha256: str  # of the file's bytes (reported in heartbeats)
+    lines: Mapping[tuple[str, ...], int] = field(default_factory=dict, compare=False, repr=False)  # key path -> line
+
+    def line(self, key: str) -> int | None:
+        """The YAML line of a dotted key path (list items by index: `alerts.rare_species.0`); None when the key is
+        not in the file."""
+        return self.lines.get(tuple(key.split(".")))
+
+    def problem(self, key: str, problem: str, hint: str) -> ConfigProblem:
+        """A problem about `key`, with the key's line in this file."""
+        return ConfigProblem(key, problem, self.line(key), hint)
 
     def resolve(self, p: Path) -> Path:
         """Relative paths in the config are relative to the config file's folder."""
@@ -268,7 +342,7 @@ class LoadedConfig:
         return (self.path.parent / p).resolve()
 
 
-def _line_index(text: str) -> dict[tuple[str, ...], int]:
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
     """Map every key path of a YAML document to its 1-based line."""
     lines: dict[tuple[str, ...], int] = {}
     try:
@@ -320,15 +394,26 @@ def _problems_from(exc: ValidationError, lines: dict[tuple[str, ...], int]) -> l
         loc = [str(p) for p in err["loc"] if p not in ("file", "mic") or err["loc"][0] != "source"]
         if err["type"] == "union_tag_invalid":
             loc.append(str((err.get("ctx") or {}).get("discriminator", "type")).strip("'"))
+        error = (err.get("ctx") or {}).get("error")
+        if isinstance(error, RefusedError):
+            for refusal in error.refusals:
+                path = [*loc, *refusal.key]
+                problems.append(ConfigProblem(".".join(path) or "(top level)", refusal.problem,
+                                              _nearest_line(path, lines), refusal.hint))
+            continue
         key = ".".join(loc) or "(top level)"
-        line = None
-        for n in range(len(loc), 0, -1):
-            line = lines.get(tuple(loc[:n]))
-            if line:
-                break
         msg = err["msg"].removeprefix("Value error, ")
-        problems.append(ConfigProblem(key, msg, line, _hint(err["type"], key, msg)))
+        problems.append(ConfigProblem(key, msg, _nearest_line(loc, lines), _hint(err["type"], key, msg)))
     return problems
+
+
+def _nearest_line(loc: Sequence[str], lines: Mapping[tuple[str, ...], int]) -> int | None:
+    """The line of the key, or of its nearest parent in the file (a default value has no line of its own)."""
+    for n in range(len(loc), 0, -1):
+        line = lines.get(tuple(loc[:n]))
+        if line:
+            return line
+    return None
 
 
 def parse_config(text: str, path: Path | str = "<config>") -> Config:
@@ -350,7 +435,7 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(path, _problems_from(exc, _line_index(text))) from exc
+        raise ConfigError(path, _problems_from(exc, key_lines(text))) from exc
 
 
 def load_config(path: Path | str | None = None) -> LoadedConfig:
@@ -366,13 +451,15 @@ def load_config(path: Path | str | None = None) -> LoadedConfig:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(path, [ConfigProblem("(file)", f"cannot read ({exc.strerror})", None,
+        raise ConfigError(path, [ConfigProblem("(file)", f"cannot read {path} ({exc.strerror})", None,
                                                "give the path of a readable config.yaml")]) from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(path, [ConfigProblem("(file)", "not UTF-8 text", None, "save it as UTF-8")]) from exc
-    return LoadedConfig(parse_config(text, path), path.resolve(), hashlib.sha256(raw).hexdigest())
+        raise ConfigError(path, [ConfigProblem("(file)", f"{path} is not UTF-8 text", None,
+                                               "save it as UTF-8")]) from exc
+    config = parse_config(text, path)
+    return LoadedConfig(config, path.resolve(), hashlib.sha256(raw).hexdigest(), key_lines(text))
 
 
 def read_secret(env_name: str | None, credential_name: str | None) -> str | None:

@@ -1,12 +1,17 @@
-"""`soundmond run`: the 24/7 service.
+"""`soundmond run`: the one place where the stages are wired.
 
-Threads, each with one job, sharing one stop event:
+Threads, each with one job, sharing one stop event, and who owns what:
 
-    capture   source.windows() -> bounded window queue (the backlog)     [FileSource or MicSource]
-    inference window -> Session.process -> StoreWriter.submit (+ outbox rows for alerts and detections)
-    store     StoreWriter: batched SQLite writes off the inference thread
-    publisher MqttPublisher: drains the outbox to the broker (when MQTT is enabled)
-    main      signals, periodic soundscape / heartbeat / span rules, sd_notify READY / WATCHDOG / STATUS
+    capture    source.windows() -> the bounded backlog; owns windows in / dropped, the falling-behind episode, READY
+    pipeline   THE owner of the analysis session (analyzer, aggregator, alert engine), the per-window counters and
+               the capture state: takes windows from the backlog and messages from its control queue (capture
+               events, falling-behind notices), runs the periodic snapshot, span rules and heartbeat itself
+    store      StoreWriter: batched SQLite writes off the pipeline thread
+    publisher  MqttPublisher: drains the outbox to the broker (when MQTT is enabled)
+    main       signals, sd_notify WATCHDOG / STATUS (it reads only the frozen `PipelineStatus`)
+
+Nothing but the pipeline thread touches the session: other threads send it messages (`post`), so the aggregator
+and the alert engine need no lock. Every queue is bounded.
 
 Falling behind (live sources): the backlog holds `windows.backlog_windows` windows. When inference is slower than real
 time and the backlog is full, `drop_oldest` drops the oldest waiting window (the newest audio is kept), and `thin`
@@ -15,8 +20,9 @@ stored and published in the heartbeat) and FALLING_BEHIND is raised once per epi
 time never drops: capture waits for inference.
 
 Shutdown (SIGTERM / SIGINT): capture stops first; windows already queued are analysed until `DRAIN_TIMEOUT_S`, the rest
-are counted as skipped (`windows_skipped_shutdown`); the store is flushed; the publisher goes last. A fatal error
-(the store cannot be written, the capture thread died) exits non-zero so systemd restarts the service.
+are counted as skipped (`windows_skipped_shutdown`); the pipeline thread takes its last messages and writes the last
+snapshot; the store is flushed; the publisher goes last. A fatal error (the store cannot be written, a stage thread
+died) exits non-zero so systemd restarts the service.
 """
 
 from __future__ import annotations
@@ -30,44 +36,61 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from soundmond import __version__
 from soundmond.analysis import ModelLoadError, Session, build_session
 from soundmond.capture.files import FileSource
+from soundmond.capture.mic import CaptureError, MicSource
 from soundmond.config import FileSourceConfig, LoadedConfig, MicSourceConfig
 from soundmond.data import (
     Alert,
     AlertType,
     AudioWindow,
-    BaselineRule,
-    BaselineStatus,
     CaptureEvent,
     CaptureState,
-    CaptureStats,
     DiskUsage,
     Heartbeat,
     Severity,
     WindowResult,
 )
-from soundmond.protocols import AudioSource, BirdModel, GroupHead, Tagger
+from soundmond.errors import ExitCode
+from soundmond.outputs.messages import alert_payload, detection_payload
+from soundmond.outputs.publish import MqttPublisher
+from soundmond.outputs.store import OutboxItem, Store, StoreError, StoreWriter
+from soundmond.protocols import AudioSource, BirdModel, GroupHead, Publisher, ResultStore, ResultWriter, Tagger
 from soundmond.sdnotify import Notifier, ProgressWatchdog
+from soundmond.workbench.bench.startup import startup_rtf_check  # moves to soundmond.speed
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_MODELS, EXIT_DEVICE, EXIT_FATAL = 0, 1, 2, 3, 4, 5
 DRAIN_TIMEOUT_S = 30.0
 CAPTURE_STOP_GRACE_S = 10.0  # capture gets this long to stop after SIGTERM (a stuck audio driver must not block)
-IDLE_BEAT_S = 0.25  # an idle inference thread proves it is alive this often (WATCHDOG=1 needs progress)
+IDLE_BEAT_S = 0.25  # an idle pipeline thread proves it is alive this often (WATCHDOG=1 needs progress)
 RTF_WINDOWS = 60  # the real-time factor is measured over the last N windows
+CONTROL_QUEUE = 256  # capture events and notices waiting for the pipeline thread (they are rare: a few per hour)
+CONTROL_WAIT_S = 5.0  # a sender waits this long for room before the message is counted as lost (and logged)
+FIRST_PERIODIC_S = 5.0  # the first soundscape snapshot and heartbeat, this long after start
 
-_SENTINEL = object()
+_END = object()  # end-of-stream marker on the backlog
 
 
-@dataclass
-class Counters:
+@dataclass(frozen=True)
+class FallingBehind:
+    """Sent by the capture thread when it starts dropping windows (once per episode)."""
+
+    rtf: float | None
+    backlog_windows: int
+    policy: str
+    windows_dropped: int
+
+
+@dataclass(frozen=True)
+class PipelineStatus:
+    """What the pipeline thread has done so far; replaced (never changed) after every step, read by any thread."""
+
     windows_in: int = 0
     windows_done: int = 0
     windows_dropped: int = 0
@@ -75,12 +98,8 @@ class Counters:
     windows_skipped_quiet: int = 0
     windows_skipped_shutdown: int = 0
     alerts: int = 0
-    recent: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=RTF_WINDOWS))
-
-    def rtf(self) -> float | None:
-        """Compute seconds per second of audio over the recent windows (< 1 keeps up with real time)."""
-        audio_s = sum(a for a, _ in self.recent)
-        return sum(c for _, c in self.recent) / audio_s if audio_s > 0 else None
+    rtf: float | None = None  # compute seconds per second of audio over the last RTF_WINDOWS windows
+    capture_state: CaptureState = "starting"
 
 
 class Daemon:
@@ -91,11 +110,11 @@ class Daemon:
         source: AudioSource,
         *,
         live: bool,
-        store: Any = None,
-        writer: Any = None,
-        publisher: Any = None,
+        store: ResultStore | None = None,
+        writer: ResultWriter | None = None,
+        publisher: Publisher | None = None,
         publisher_stop: threading.Event | None = None,
-        notifier: Any = None,
+        notifier: Notifier | None = None,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -112,70 +131,57 @@ class Daemon:
         self.notifier = notifier
         self.stop = stop or threading.Event()
         self.clock = clock
-        self.counters = Counters()
-        self.backlog: queue.Queue[Any] = queue.Queue(maxsize=cfg.windows.backlog_windows)
-        self._lock = threading.Lock()
+        self.backlog: queue.Queue[object] = queue.Queue(maxsize=cfg.windows.backlog_windows)
+        self._control: queue.Queue[CaptureEvent | FallingBehind] = queue.Queue(maxsize=CONTROL_QUEUE)
         self._capture_done = threading.Event()
-        self._inference_done = threading.Event()
+        self._pipeline_done = threading.Event()
         self._fatal: str | None = None
-        self._ready_sent = False
+        self._watchdog = ProgressWatchdog(notifier) if notifier is not None else None
+        self._stalled = False
+        self._started_mono = time.monotonic()
+        # owned by the capture thread
+        self._ready = threading.Event()
+        self._windows_in = 0
+        self._windows_dropped = 0
         self._falling_behind = False
         self._thin_toggle = False
-        self._watchdog = ProgressWatchdog(notifier) if notifier is not None else None
-        self._capture_episode = 0
-        self._stalled = False
+        self._control_lost = 0
+        # owned by the pipeline thread
+        self._done = 0
+        self._failed = 0
+        self._skipped_quiet = 0
+        self._skipped_shutdown = 0
+        self._alerts = 0
+        self._recent: deque[tuple[float, float]] = deque(maxlen=RTF_WINDOWS)
         self._capture_state: CaptureState = "starting"
-        self._started_unix_s = clock()
-        self._started_mono = time.monotonic()
+        self._capture_episode = 0
+        self._drops_stored = 0
+        # written by the pipeline thread only, read by anyone
+        self.status = PipelineStatus()
 
-    # ------------------------------------------------------------------ alerts and outbox
+    # ------------------------------------------------------------------ messages for the pipeline thread
 
-    def _outbox_for(self, result: WindowResult | None, alerts: list[Alert]) -> list[Any]:
-        from soundmond.outputs.messages import alert_payload, detection_payload
-        from soundmond.outputs.store import OutboxItem
-
-        station = self.cfg.station
-        items = [OutboxItem("alert", a.alert_id, alert_payload(a, station), 1) for a in alerts]
-        if result is not None:
-            for species in result.species:
-                payload = detection_payload(species, station, window_id=result.window_id,
-                                            ts_unix_s=result.start_unix_s)
-                items.append(OutboxItem("detection", payload["event_id"], payload, 1))
-        return items
-
-    def raise_external(self, alert_type: AlertType, key: str, severity: Severity, message: str,
-                       evidence: dict[str, Any]) -> None:
-        alert = self.session.engine.external(alert_type, key, severity, message, evidence, self.clock())
-        if alert is None:
-            return
-        self.counters.alerts += 1
-        logger.warning("%s: %s", alert.type, alert.message)
-        if self.writer is not None:
-            self.writer.submit_alert(alert, self._outbox_for(None, [alert])[0])
+    def post(self, message: CaptureEvent | FallingBehind) -> None:
+        """Hand a message to the pipeline thread, from any thread. The control queue is bounded: a sender waits for
+        room (the pipeline takes messages between windows and every IDLE_BEAT_S when idle), at most CONTROL_WAIT_S."""
+        try:
+            self._control.put(message, timeout=CONTROL_WAIT_S)
+        except queue.Full:
+            self._control_lost += 1
+            logger.error("the pipeline's control queue is full: %s was not delivered (%d so far)",
+                         type(message).__name__, self._control_lost)
 
     def on_capture_event(self, event: CaptureEvent) -> None:
-        """Capture state changes from a live source become alerts through the same path as every other alert."""
-        self._capture_state = event.state
-        if event.state == "running" and not self._ready_sent:
+        """A live source's state change (called on the capture thread): READY on the first "running", then the
+        event goes to the pipeline thread, which turns it into an alert like every other alert."""
+        if event.state == "running":
             self._send_ready()
-        detail = dict(event.detail)
-        # Each capture episode is its own alert key: a second loss an hour after the first is a new CAPTURE_LOST,
-        # never held back by the cooldown, so LOST/RESTORED pairs always tell the truth about the microphone.
-        if event.state in ("lost", "flat", "clipped"):
-            self._capture_episode += 1
-        key = f"CAPTURE:{self._capture_episode}"
-        if event.state == "lost":
-            self.raise_external(AlertType.CAPTURE_LOST, key + ":lost", "critical", event.message, detail)
-        elif event.state == "running" and event.previous in ("lost", "flat", "clipped"):
-            self.raise_external(AlertType.CAPTURE_RESTORED, key + ":restored", "info", event.message, detail)
-        elif event.state in ("flat", "clipped"):
-            alert_type = AlertType.CAPTURE_FLAT if event.state == "flat" else AlertType.CAPTURE_CLIPPED
-            self.raise_external(alert_type, key + ":" + event.state, "warning", event.message, detail)
+        self.post(event)
 
     # ------------------------------------------------------------------ capture thread
 
     def _enqueue(self, window: AudioWindow) -> None:
-        self.counters.windows_in += 1
+        self._windows_in += 1
         if not self.live:
             while not self.stop.is_set():
                 try:
@@ -185,7 +191,7 @@ class Daemon:
                     continue
             return
         if self.backlog.full():
-            dropped = None
+            dropped: object = None
             if self.cfg.windows.backlog_policy == "drop_oldest":
                 try:
                     dropped = self.backlog.get_nowait()
@@ -211,25 +217,17 @@ class Daemon:
             self._count_drop(window)
 
     def _count_drop(self, window: AudioWindow) -> None:
-        self.counters.windows_dropped += 1
-        if self.store is not None:
-            self.store.increment("windows_dropped")
+        self._windows_dropped += 1
         logger.debug("dropped window %s (%s) to keep up with real time", window.window_id, window.source)
         if not self._falling_behind:
             self._falling_behind = True
-            rtf = self.counters.rtf()
-            self.raise_external(
-                AlertType.FALLING_BEHIND, "FALLING_BEHIND", "warning",
-                f"inference is slower than real time (RTF {rtf:.2f})" if rtf else "inference is slower than real time",
-                {"rtf": rtf, "backlog_windows": self.backlog.maxsize, "policy": self.cfg.windows.backlog_policy,
-                 "windows_dropped": self.counters.windows_dropped},
-            )
+            self.post(FallingBehind(self.status.rtf, self.backlog.maxsize, self.cfg.windows.backlog_policy,
+                                    self._windows_dropped))
 
     def _capture_loop(self) -> None:
         try:
             for window in self.source.windows(self.stop):
-                if not self._ready_sent:
-                    self._send_ready()
+                self._send_ready()
                 self._enqueue(window)
                 if self.stop.is_set():
                     break
@@ -239,19 +237,31 @@ class Daemon:
             self.stop.set()
         finally:
             self._capture_done.set()
-            while not self._inference_done.is_set():  # end-of-stream marker, unless inference already ended
+            while not self._pipeline_done.is_set():  # end-of-stream marker, unless the pipeline already ended
                 try:
-                    self.backlog.put(_SENTINEL, timeout=0.5)
+                    self.backlog.put(_END, timeout=0.5)
                     break
                 except queue.Full:
                     continue
 
-    # ------------------------------------------------------------------ inference thread
+    def _send_ready(self) -> None:
+        if self._ready.is_set():
+            return
+        self._ready.set()
+        logger.info("models loaded and audio flowing: ready")
+        if self.notifier is not None:
+            self.notifier.ready()
 
-    def _inference_loop(self) -> None:
+    # ------------------------------------------------------------------ pipeline thread (the session's owner)
+
+    def _pipeline_loop(self) -> None:
         drain_deadline: float | None = None
+        now_mono = time.monotonic()
+        due = {"soundscape": now_mono + FIRST_PERIODIC_S, "heartbeat": now_mono + FIRST_PERIODIC_S}
         try:
             while True:
+                self._take_messages()
+                self._periodic(time.monotonic(), due)
                 try:
                     item = self.backlog.get(timeout=IDLE_BEAT_S)
                 except queue.Empty:
@@ -264,25 +274,100 @@ class Daemon:
                                                "shutting down without it", CAPTURE_STOP_GRACE_S)
                             break
                     continue
-                if item is _SENTINEL:
+                if item is _END:
                     break
+                assert isinstance(item, AudioWindow)
                 if self.stop.is_set():
                     drain_deadline = drain_deadline or time.monotonic() + DRAIN_TIMEOUT_S
                     if time.monotonic() > drain_deadline:
-                        self.counters.windows_skipped_shutdown += 1
+                        self._skipped_shutdown += 1
                         continue
                 self._process(item)
+            self._take_messages()
+            self._snapshot(self.clock())  # the last figures of the run, and the span rules on them
         except Exception as exc:
-            logger.exception("the inference thread failed")
+            logger.exception("the pipeline thread failed")
             self._fatal = f"inference failed: {exc}"
             self.stop.set()
         finally:
-            if self.counters.windows_skipped_shutdown:
+            if self._skipped_shutdown:
                 logger.warning("%d queued windows were not analysed before the shutdown deadline",
-                               self.counters.windows_skipped_shutdown)
+                               self._skipped_shutdown)
                 if self.store is not None:
-                    self.store.increment("windows_skipped_shutdown", self.counters.windows_skipped_shutdown)
-            self._inference_done.set()
+                    self.store.increment("windows_skipped_shutdown", self._skipped_shutdown)
+            self._sync_drops()
+            self._publish_status()
+            self._pipeline_done.set()
+
+    def _take_messages(self) -> None:
+        self._sync_drops()
+        while True:
+            try:
+                message = self._control.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(message, CaptureEvent):
+                self._on_capture_event(message)
+            else:
+                self._on_falling_behind(message)
+
+    def _sync_drops(self) -> None:
+        """Store the windows the capture thread dropped since the last call (it counts; this thread writes)."""
+        dropped = self._windows_dropped
+        if dropped > self._drops_stored:
+            if self.store is not None:
+                self.store.increment("windows_dropped", dropped - self._drops_stored)
+            self._drops_stored = dropped
+
+    def _on_capture_event(self, event: CaptureEvent) -> None:
+        self._capture_state = event.state
+        detail = dict(event.detail)
+        # Each capture episode is its own alert key: a second loss an hour after the first is a new CAPTURE_LOST,
+        # never held back by the cooldown, so LOST/RESTORED pairs always tell the truth about the microphone.
+        if event.state in ("lost", "flat", "clipped"):
+            self._capture_episode += 1
+        key = f"CAPTURE:{self._capture_episode}"
+        if event.state == "lost":
+            self._raise(AlertType.CAPTURE_LOST, key + ":lost", "critical", event.message, detail)
+        elif event.state == "running" and event.previous in ("lost", "flat", "clipped"):
+            self._raise(AlertType.CAPTURE_RESTORED, key + ":restored", "info", event.message, detail)
+        elif event.state in ("flat", "clipped"):
+            alert_type = AlertType.CAPTURE_FLAT if event.state == "flat" else AlertType.CAPTURE_CLIPPED
+            self._raise(alert_type, key + ":" + event.state, "warning", event.message, detail)
+        self._publish_status()
+
+    def _on_falling_behind(self, notice: FallingBehind) -> None:
+        rtf = notice.rtf
+        self._raise(
+            AlertType.FALLING_BEHIND, "FALLING_BEHIND", "warning",
+            f"inference is slower than real time (RTF {rtf:.2f})" if rtf else "inference is slower than real time",
+            {"rtf": rtf, "backlog_windows": notice.backlog_windows, "policy": notice.policy,
+             "windows_dropped": notice.windows_dropped},
+        )
+
+    def _raise(self, alert_type: AlertType, key: str, severity: Severity, message: str,
+               evidence: dict[str, object]) -> None:
+        alert = self.session.engine.external(alert_type, key, severity, message, evidence, self.clock())
+        if alert is None:
+            return
+        logger.warning("%s: %s", alert.type, alert.message)
+        self._submit_alerts([alert])
+
+    def _submit_alerts(self, alerts: list[Alert]) -> None:
+        self._alerts += len(alerts)
+        if self.writer is not None:
+            for alert in alerts:
+                self.writer.submit_alert(alert, self._outbox_for(None, [alert])[0])
+
+    def _outbox_for(self, result: WindowResult | None, alerts: list[Alert]) -> list[OutboxItem]:
+        station = self.cfg.station
+        items = [OutboxItem("alert", a.alert_id, alert_payload(a, station), 1) for a in alerts]
+        if result is not None:
+            for species in result.species:
+                payload = detection_payload(species, station, window_id=result.window_id,
+                                            ts_unix_s=result.start_unix_s)
+                items.append(OutboxItem("detection", payload["event_id"], payload, 1))
+        return items
 
     def _process(self, window: AudioWindow) -> None:
         started = time.perf_counter()
@@ -290,93 +375,36 @@ class Daemon:
         compute_s = time.perf_counter() - started
         self._progress()
         result = analysis.result
-        c = self.counters
-        c.windows_done += 1
-        c.recent.append((window.duration_s, compute_s))
+        self._done += 1
+        self._recent.append((window.duration_s, compute_s))
         if result.status == "error":
-            c.windows_failed += 1
+            self._failed += 1
         elif result.status == "skipped_quiet":
-            c.windows_skipped_quiet += 1
-        c.alerts += len(alerts)
+            self._skipped_quiet += 1
+        self._alerts += len(alerts)
         for alert in alerts:
             logger.info("%s: %s", alert.type, alert.message)
         if self.writer is not None:
             self.writer.submit(result, alerts, self._outbox_for(result, alerts))
         if self.publisher is not None and self.cfg.mqtt.publish_windows:
             self.publisher.publish_window(result)
+        self._publish_status()
         logger.debug("window %s: %s in %.0f ms", result.window_id, result.group.group if result.group else "-",
                      compute_s * 1000)
 
-    # ------------------------------------------------------------------ main thread
+    def _rtf(self) -> float | None:
+        audio_s = sum(a for a, _ in self._recent)
+        return sum(c for _, c in self._recent) / audio_s if audio_s > 0 else None
 
-    def _send_ready(self) -> None:
-        self._ready_sent = True
-        logger.info("models loaded and audio flowing: ready")
-        if self.notifier is not None:
-            self.notifier.ready()
-
-    def status_text(self) -> str:
-        c = self.counters
-        up = max(time.monotonic() - self._started_mono, 1e-9)
-        rtf = c.rtf()
-        return (f"{c.windows_done} windows ({c.windows_done / up:.2f}/s), RTF {rtf:.3f}, dropped {c.windows_dropped}, "
-                f"capture {self._capture_state}") if rtf is not None else f"capture {self._capture_state}, waiting"
-
-    def heartbeat(self) -> Heartbeat:
-        c = self.counters
-        disk = None
-        if self.store is not None:
-            usage = shutil.disk_usage(Path(self.store.path).parent)
-            disk = DiskUsage(store_bytes=self.store.file_bytes(), free_bytes=usage.free, total_bytes=usage.total)
-        # interim adapters until stats() / baseline_status() return the typed parts (the lead's rewrite)
-        stats: Any = self.source.stats() if hasattr(self.source, "stats") else None
-        baseline: Any = self.session.engine.baseline_status(self.session.aggregator, self.clock())
-        return Heartbeat(
-            uptime_s=round(time.monotonic() - self._started_mono, 1),
-            rtf=c.rtf(),
-            windows_processed=c.windows_done,
-            dropped_windows=c.windows_dropped,
-            failed_windows=c.windows_failed,
-            skipped_quiet_windows=c.windows_skipped_quiet,
-            capture_state=self._capture_state,
-            capture=stats if stats is None or isinstance(stats, CaptureStats) else CaptureStats(**stats),
-            disk=disk,
-            models=self.session.model_versions,
-            config_sha256=self.loaded.sha256,
-            version=__version__,
-            outbox=self.store.outbox_counts() if self.store is not None else None,
-            store_writer=self.writer.health() if self.writer is not None else None,
-            baseline=baseline if isinstance(baseline, BaselineStatus) else BaselineStatus(
-                ready=baseline["ready"], days_available=baseline["days_available"],
-                days_needed=baseline["days_needed"], message=baseline["message"],
-                rules={AlertType(t): BaselineRule(**r) for t, r in baseline["rules"].items()},
-            ),
-        )
-
-    def _progress(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.progress()
+    def _publish_status(self) -> None:
+        self.status = PipelineStatus(self._windows_in, self._done, self._windows_dropped, self._failed,
+                                     self._skipped_quiet, self._skipped_shutdown, self._alerts, self._rtf(),
+                                     self._capture_state)
 
     def _periodic(self, now_mono: float, due: dict[str, float]) -> None:
-        now = self.clock()
-        if self._watchdog is not None and self._ready_sent:
-            interval = self._watchdog.interval_s
-            if self._watchdog.maybe_ping(now_mono):
-                if self._stalled:
-                    logger.info("the pipeline makes progress again: systemd watchdog pings resumed")
-                self._stalled = False
-                due["watchdog"] = now_mono
-            elif interval is not None and now_mono - due["watchdog"] > 2 * interval and not self._stalled:
-                self._stalled = True
-                logger.error("the pipeline made no progress for %.0f s: withholding the systemd watchdog ping "
-                             "(systemd restarts the service when WatchdogSec runs out)", now_mono - due["watchdog"])
-        if self.notifier is not None:
-            if now_mono >= due["status"]:
-                due["status"] = now_mono + 5.0
-                self.notifier.status(self.status_text())
         if now_mono >= due["soundscape"]:
             due["soundscape"] = now_mono + self.cfg.mqtt.soundscape_interval_s
-            self._snapshot(now)
+            self._snapshot(self.clock())
         if now_mono >= due["heartbeat"]:
             due["heartbeat"] = now_mono + self.cfg.mqtt.heartbeat_interval_s
             if self.publisher is not None:
@@ -389,35 +417,88 @@ class Daemon:
             self.store.write_aggregate(now, snapshot)
         if self.publisher is not None:
             self.publisher.publish_soundscape(snapshot)
-        for alert in self.session.tick(now):
-            self.counters.alerts += 1
+        alerts = self.session.tick(now)
+        for alert in alerts:
             logger.warning("%s: %s", alert.type, alert.message)
-            if self.writer is not None:
-                self.writer.submit_alert(alert, self._outbox_for(None, [alert])[0])
+        self._submit_alerts(alerts)
+
+    def heartbeat(self) -> Heartbeat:
+        """Station health (pipeline thread: it reads the alert engine's baselines)."""
+        s = self.status
+        disk = None
+        if self.store is not None:
+            usage = shutil.disk_usage(Path(self.store.path).parent)
+            disk = DiskUsage(store_bytes=self.store.file_bytes(), free_bytes=usage.free, total_bytes=usage.total)
+        return Heartbeat(
+            uptime_s=round(time.monotonic() - self._started_mono, 1),
+            rtf=s.rtf,
+            windows_processed=s.windows_done,
+            dropped_windows=s.windows_dropped,
+            failed_windows=s.windows_failed,
+            skipped_quiet_windows=s.windows_skipped_quiet,
+            capture_state=s.capture_state,
+            capture=self.source.stats(),
+            disk=disk,
+            models=dict(self.session.model_versions),
+            config_sha256=self.loaded.sha256,
+            version=__version__,
+            outbox=self.store.outbox_counts() if self.store is not None else None,
+            store_writer=self.writer.health() if self.writer is not None else None,
+            baseline=self.session.engine.baseline_status(self.session.aggregator, self.clock()),
+        )
+
+    def _progress(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.progress()
+
+    # ------------------------------------------------------------------ main thread
+
+    def status_text(self) -> str:
+        s = self.status
+        up = max(time.monotonic() - self._started_mono, 1e-9)
+        if s.rtf is None:
+            return f"capture {s.capture_state}, waiting"
+        return (f"{s.windows_done} windows ({s.windows_done / up:.2f}/s), RTF {s.rtf:.3f}, "
+                f"dropped {s.windows_dropped}, capture {s.capture_state}")
+
+    def _supervise(self, now_mono: float, due: dict[str, float]) -> None:
+        """sd_notify from the main thread: WATCHDOG only while the pipeline makes progress, STATUS every 5 s."""
+        if self._watchdog is not None and self._ready.is_set():
+            interval = self._watchdog.interval_s
+            if self._watchdog.maybe_ping(now_mono):
+                if self._stalled:
+                    logger.info("the pipeline makes progress again: systemd watchdog pings resumed")
+                self._stalled = False
+                due["watchdog"] = now_mono
+            elif interval is not None and now_mono - due["watchdog"] > 2 * interval and not self._stalled:
+                self._stalled = True
+                logger.error("the pipeline made no progress for %.0f s: withholding the systemd watchdog ping "
+                             "(systemd restarts the service when WatchdogSec runs out)", now_mono - due["watchdog"])
+        if self.notifier is not None and now_mono >= due["status"]:
+            due["status"] = now_mono + 5.0
+            self.notifier.status(self.status_text())
 
     def run(self) -> int:
         threads = [
             threading.Thread(target=self._capture_loop, name="capture", daemon=True),
-            threading.Thread(target=self._inference_loop, name="inference", daemon=True),
+            threading.Thread(target=self._pipeline_loop, name="pipeline", daemon=True),
         ]
         for t in threads:
             t.start()
-        due = {"watchdog": time.monotonic(), "status": 0.0, "soundscape": time.monotonic() + 5.0,
-               "heartbeat": time.monotonic() + 5.0}
-        while not self._inference_done.wait(0.5):
-            self._periodic(time.monotonic(), due)
+        due = {"watchdog": time.monotonic(), "status": 0.0}
+        while not self._pipeline_done.wait(0.5):
+            self._supervise(time.monotonic(), due)
         logger.info("stopping: capture %s, %d windows analysed", "done" if self._capture_done.is_set() else "stopped",
-                    self.counters.windows_done)
+                    self.status.windows_done)
         if self.notifier is not None:
             self.notifier.stopping()
         self.stop.set()
         for t in threads:
             t.join(timeout=DRAIN_TIMEOUT_S)
-        self._snapshot(self.clock())
         return self._shutdown()
 
     def _shutdown(self) -> int:
-        self.session.close()  # the inference thread is done: end the analyzer's worker (models side by side)
+        self.session.close()  # the pipeline thread is done: end the analyzer's worker (models side by side)
         flushed = True
         if self.writer is not None:
             flushed = self.writer.close(timeout=30.0)
@@ -431,8 +512,8 @@ class Daemon:
             self.store.close()
         if self._fatal:
             logger.error("fatal: %s", self._fatal)
-            return EXIT_FATAL
-        return EXIT_OK if flushed else EXIT_FATAL
+            return ExitCode.FATAL
+        return ExitCode.OK if flushed else ExitCode.FATAL
 
 
 def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override: Path | None,
@@ -445,7 +526,6 @@ def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override
     if isinstance(src, FileSourceConfig):
         return FileSource([loaded.resolve(src.path)], w.length_s, w.hop_s, realtime=src.realtime), src.realtime
     assert isinstance(src, MicSourceConfig)
-    from soundmond.capture.mic import MicSource
 
     def on_event(event: CaptureEvent) -> None:
         if daemon_ref:
@@ -462,8 +542,6 @@ def run_daemon(
     models: tuple[Tagger, BirdModel | None, GroupHead, dict[str, Any]] | None = None,
 ) -> int:
     """Run until the source ends or SIGTERM/SIGINT; returns the process exit code."""
-    from soundmond.outputs.store import Store, StoreError, StoreWriter
-
     cfg = loaded.config
     stop = threading.Event()
 
@@ -479,15 +557,13 @@ def run_daemon(
         session = build_session(loaded, models=models)
     except ModelLoadError as exc:
         print(f"soundmond: {exc}", file=sys.stderr)
-        return EXIT_MODELS
-    from soundmond.workbench.bench import startup_rtf_check
-
+        return ExitCode.MODELS
     startup_rtf_check(session, cfg)  # a WARNING with advice when the configured models cannot keep up here
     try:
         store = Store(loaded.resolve(cfg.store.path), cfg.store)
     except StoreError as exc:
         print(f"soundmond: store: {exc}", file=sys.stderr)
-        return EXIT_FATAL
+        return ExitCode.FATAL
     history_s = max(max(cfg.aggregation.spans_s), cfg.alerts.frequency.baseline_days * 86400)
     restored = store.recent_results(time.time() - history_s)
     if restored:
@@ -498,27 +574,20 @@ def run_daemon(
     publisher = None
     publisher_stop = threading.Event()
     if cfg.mqtt.enabled:
-        from soundmond.outputs.publish import MqttPublisher
-
         publisher = MqttPublisher(cfg.mqtt, cfg.station, store, publisher_stop)
         publisher.start()
     daemon_ref: list[Daemon] = []
     try:
         source, live = _make_source(loaded, daemon_ref, source_override, realtime)
-        if hasattr(source, "open"):
-            source.open()
-    except Exception as exc:
-        from soundmond.capture.mic import CaptureError
-
-        if not isinstance(exc, CaptureError):
-            raise
+        source.open()
+    except CaptureError as exc:
         print(f"soundmond: {exc}", file=sys.stderr)
         writer.close(timeout=10.0)
         publisher_stop.set()
         if publisher is not None:
             publisher.join(timeout=5.0)
         store.close()
-        return EXIT_DEVICE
+        return ExitCode.DEVICE
     daemon = Daemon(loaded, session, source, live=live, store=store, writer=writer, publisher=publisher,
                     publisher_stop=publisher_stop, notifier=notifier, stop=stop)
     daemon_ref.append(daemon)

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from soundmond.data import AudioWindow, BirdOutput, GroupPrediction, TaggerOutput
+from soundmond.data import (
+    Alert,
+    AudioWindow,
+    BirdOutput,
+    CaptureStats,
+    GroupPrediction,
+    Heartbeat,
+    OutboxCounts,
+    TaggerOutput,
+    WindowResult,
+    WriterHealth,
+)
+from soundmond.outputs.store import OutboxItem
+from soundmond.soundscape.aggregate import SoundscapeSnapshot
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -50,6 +64,56 @@ class GroupHead(Protocol):
 
 @runtime_checkable
 class AudioSource(Protocol):
-    """Yields analysis windows until exhausted or `stop` is set."""
+    """Yields analysis windows until exhausted or `stop` is set (`FileSource`, `MicSource`)."""
+
+    def open(self) -> None:
+        """Open the input now (start-up), so a missing device fails before the daemon says it is ready."""
+        ...
+
+    def close(self) -> None: ...
 
     def windows(self, stop: threading.Event) -> Iterator[AudioWindow]: ...
+
+    def stats(self) -> CaptureStats | None:
+        """A live source's counters for the heartbeat; None for recordings."""
+        ...
+
+
+class ResultStore(Protocol):
+    """What the pipeline asks of the store directly (`soundmond.outputs.store.Store`); rows go through the writer."""
+
+    path: Path
+
+    def increment(self, name: str, by: int = 1) -> int: ...
+
+    def write_aggregate(self, ts_unix_s: float, snapshot: SoundscapeSnapshot) -> None: ...
+
+    def outbox_counts(self) -> OutboxCounts: ...
+
+    def file_bytes(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class ResultWriter(Protocol):
+    """The store's writer thread (`soundmond.outputs.store.StoreWriter`): batched writes off the pipeline's thread."""
+
+    def submit(self, result: WindowResult, alerts: Sequence[Alert] = (), outbox: Sequence[OutboxItem] = ()) -> bool: ...
+
+    def submit_alert(self, alert: Alert, outbox_item: OutboxItem | None = None) -> None: ...
+
+    def close(self, timeout: float = 10.0) -> bool: ...
+
+    def health(self) -> WriterHealth: ...
+
+
+class Publisher(Protocol):
+    """The MQTT publisher (`soundmond.outputs.publish.MqttPublisher`): its own thread drains the store's outbox."""
+
+    def publish_window(self, result: WindowResult) -> bool: ...
+
+    def publish_soundscape(self, snapshot: SoundscapeSnapshot) -> bool: ...
+
+    def publish_heartbeat(self, heartbeat: Heartbeat) -> bool: ...
+
+    def join(self, timeout: float | None = None) -> bool: ...

@@ -353,10 +353,10 @@ def test_baseline_status(config: dict[str, Any], previous: list[dict[str, Any]],
     e = engine(**config)
     agg = station(previous, bird(60))
     status = e.baseline_status(agg, T)
-    assert status["ready"] is ready
-    assert status["days_available"] == pytest.approx(days_available, abs=0.01)
+    assert status.ready is ready
+    assert status.days_available == pytest.approx(days_available, abs=0.01)
     if not ready:
-        assert "Learning" in str(status["message"])
+        assert "Learning" in status.message
         assert e.on_tick(agg, T) == []  # a 60-window blackbird hour would fire with a baseline of 10
 
 

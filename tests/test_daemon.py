@@ -165,7 +165,7 @@ def test_slow_model_keeps_the_backlog_bounded_and_counts_drops(tmp_path: Path, y
     assert daemon.run() == 0
     stop_watch.set()
     watcher.join()
-    c = daemon.counters
+    c = daemon.status
     assert c.windows_in == 15
     assert c.windows_dropped > 0
     assert c.windows_done + c.windows_dropped == c.windows_in
@@ -183,7 +183,7 @@ def test_file_replay_never_drops(tmp_path: Path, yamnet_dir: Path, birdnet_dir: 
     tagger = SlowTagger(YamnetTagger(yamnet_dir, loaded.config.models.tagger), delay_s=0.05)
     daemon, _, _ = make_daemon(tmp_path, cfg, tagger, live=False, fixture_audio=fixture_audio)
     assert daemon.run() == 0
-    assert daemon.counters.windows_dropped == 0 and daemon.counters.windows_done == 15
+    assert daemon.status.windows_dropped == 0 and daemon.status.windows_done == 15
 
 
 def test_sd_notify_ready_after_audio_and_watchdog_stops_when_wedged(tmp_path: Path, yamnet_dir: Path,

@@ -25,7 +25,7 @@ import soundfile as sf
 
 from soundmond.capture.audio import AudioError, check_finite, find_audio_files, to_mono
 from soundmond.capture.windowing import WindowCutter
-from soundmond.data import AudioWindow, new_id
+from soundmond.data import AudioWindow, CaptureStats, new_id
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,16 @@ class FileSource:
         self._clock = clock
         self.files_done = 0
         self.files_failed = 0
+
+    def open(self) -> None:
+        """Nothing to open ahead: each file is opened when its turn comes (a bad file is reported, not fatal)."""
+
+    def close(self) -> None:
+        """Nothing stays open between windows."""
+
+    def stats(self) -> CaptureStats | None:
+        """Recordings have no live capture to report on."""
+        return None
 
     def files(self) -> list[Path]:
         found: list[Path] = []

@@ -58,7 +58,7 @@ import numpy.typing as npt
 
 from soundmond.capture.windowing import WindowCutter
 from soundmond.config import MicSourceConfig
-from soundmond.data import AudioWindow, CaptureEvent, CaptureState, new_id
+from soundmond.data import AudioWindow, CaptureEvent, CaptureState, CaptureStats, new_id
 
 logger = logging.getLogger(__name__)
 
@@ -211,21 +211,21 @@ class MicSource:
     def state(self) -> CaptureState:
         return self._state
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> CaptureStats:
         last = self._last_block_mono
-        return {
-            "state": self._state,
-            "device": self._device_name,
-            "blocks": self._blocks,
-            "overflows": self._overflows,
-            "queue_drops": self._queue_drops,
-            "gaps": self._gaps,
-            "reopen_attempts": self._reopen_attempts,
-            "clock_reanchors": self._reanchors,
-            "last_block_age_s": None if last is None else round(time.monotonic() - last, 3),
-            "stream_rate_hz": self._rate_measured,
-            "queue_depth": self._queue.qsize(),
-        }
+        return CaptureStats(
+            state=self._state,
+            device=self._device_name,
+            blocks=self._blocks,
+            overflows=self._overflows,
+            queue_drops=self._queue_drops,
+            gaps=self._gaps,
+            reopen_attempts=self._reopen_attempts,
+            clock_reanchors=self._reanchors,
+            last_block_age_s=None if last is None else round(time.monotonic() - last, 3),
+            stream_rate_hz=self._rate_measured,
+            queue_depth=self._queue.qsize(),
+        )
 
     def open(self) -> None:
         """Open the device now (start-up): raises `CaptureError` with a hint if it cannot be opened."""

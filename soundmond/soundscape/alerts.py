@@ -63,8 +63,8 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from soundmond.config import AlertsConfig
-from soundmond.data import Alert, AlertType, Severity, SpeciesScore, WindowResult
+from soundmond.config import AlertsConfig, alert_span_refusals
+from soundmond.data import Alert, AlertType, BaselineRule, BaselineStatus, Severity, SpeciesScore, WindowResult
 from soundmond.soundscape.aggregate import Aggregator, SpanFigures
 
 logger = logging.getLogger(__name__)
@@ -124,29 +124,14 @@ class AlertEngine:
     """Evaluates the alert rules and keeps their hysteresis/cooldown state. Not thread-safe: one owner."""
 
     def __init__(self, config: AlertsConfig, spans_s: Sequence[int]) -> None:
+        """`config` and `spans_s` as in a validated `Config` (its validators refuse a rule span longer than every
+        aggregation span, and `min_baseline_days` above `baseline_days`); the same span rule is checked here for
+        engines built from parts."""
+        refusals = alert_span_refusals(config, spans_s)
+        if refusals:
+            raise ValueError("; ".join(str(r) for r in refusals))
         self.config = config
         self._disabled = set(config.disabled)
-        longest = max(spans_s) if spans_s else 0
-        for name, rule_span in (
-            ("frequency", config.frequency.span_s),
-            ("industrial_rise", config.industrial_rise.span_s),
-            ("bird_activity_drop", config.bird_activity_drop.span_s),
-        ):
-            if rule_span > longest:
-                raise ValueError(
-                    f"alerts.{name}.span_s ({rule_span} s) is longer than the longest aggregation span ({longest} s):"
-                    " add it to aggregation.spans_s or shorten it"
-                )
-        for name, rule in (
-            ("frequency", config.frequency),
-            ("industrial_rise", config.industrial_rise),
-            ("bird_activity_drop", config.bird_activity_drop),
-        ):
-            if rule.min_baseline_days > rule.baseline_days:
-                logger.warning(
-                    "alerts.%s.min_baseline_days (%s) > baseline_days (%s): this rule will never be ready",
-                    name, rule.min_baseline_days, rule.baseline_days,
-                )
         self._rare_names = {n.strip().casefold() for n in config.rare_species if n.strip()}
         self._states: dict[str, _KeyState] = {}
 
@@ -225,10 +210,10 @@ class AlertEngine:
                 st.last_fired_s = a.ts_unix_s
             st.active = a.type in SEVERITY and a.type not in _EXTERNAL  # a held condition, until seen false
 
-    def baseline_status(self, aggregator: Aggregator, now: float) -> dict[str, object]:
+    def baseline_status(self, aggregator: Aggregator, now: float) -> BaselineStatus:
         """Whether the baseline rules can fire yet, for the daemon to publish."""
         cfg = self.config
-        rules: dict[str, dict[str, object]] = {}
+        rules: dict[AlertType, BaselineRule] = {}
         for types, span_s, days, needed in (
             ((AlertType.HIGH_FREQUENCY, AlertType.LOW_FREQUENCY), cfg.frequency.span_s, cfg.frequency.baseline_days,
              cfg.frequency.min_baseline_days),
@@ -240,10 +225,10 @@ class AlertEngine:
             b = self._baseline(aggregator, now, span_s, days, needed)
             for t in types:
                 if self.enabled(t):
-                    rules[t] = {"ready": b.ready, "usable_days": len(b.days), "days_needed": needed, "span_s": span_s}
+                    rules[t] = BaselineRule(ready=b.ready, usable_days=len(b.days), days_needed=needed, span_s=span_s)
         days_available = round(aggregator.history_days_available(now), 2)
-        waiting = [t for t, r in rules.items() if not r["ready"]]
-        needed_max = max((int(str(r["days_needed"])) for r in rules.values()), default=0)
+        waiting = [t for t, r in rules.items() if not r.ready]
+        needed_max = max((r.days_needed for r in rules.values()), default=0)
         if not rules:
             message = "No baseline alert rules are enabled."
         elif not waiting:
@@ -254,13 +239,8 @@ class AlertEngine:
                 f"{', '.join(waiting)} alerts start once {needed_max} previous days are recorded at the same "
                 "time of day."
             )
-        return {
-            "ready": not waiting,
-            "days_available": days_available,
-            "days_needed": needed_max,
-            "message": message,
-            "rules": rules,
-        }
+        return BaselineStatus(ready=not waiting, days_available=days_available, days_needed=needed_max,
+                              message=message, rules=rules)
 
     # --- per-window rules ------------------------------------------------------------------------------------------
 

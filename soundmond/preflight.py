@@ -1,0 +1,317 @@
+"""The preflight: everything `soundmond run` would refuse, found before anything is loaded.
+
+`soundmond check-config` prints it and `soundmond run` runs it first (and refuses with the same lines and exit code).
+The configuration itself is validated by `load_config` (schema and cross-field rules); the preflight checks what the
+file points at, in the order `run` meets it, each check fast and without an ONNX Runtime session:
+
+1. config  (exit 2) species names in `models.birds.include` / `exclude` and `alerts.rare_species` are BirdNET labels
+2. models  (exit 3) the tagger and BirdNET folders are present, their sidecar fits the configuration and every file
+                    matches its checksum (`check_sidecar`: reads and hashes, opens no session); the head is present,
+                    intact (its embedded checksum) and made for the configured tagger (family and label count in its
+                    embedded meta), and needs no BirdNET output when birds are off
+3. store   (exit 5) the store's folder exists or can be created, and can be written
+4. source  (exit 2) a file source's path exists; a microphone that cannot be found now is only a warning (a USB
+                    microphone may appear after boot; `run` exits 4 while it is missing and systemd starts it again)
+
+`quick=True` skips the model folders and the head (steps 1 and 2). Every problem is a `ConfigProblem`:
+`key.path: problem (line N) - how to fix`, the line from the YAML when the key is in the file. The exit code is the one
+of the first stage with a problem.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from soundmond.config import ConfigProblem, FileSourceConfig, LoadedConfig, MicSourceConfig
+from soundmond.errors import ExitCode
+from soundmond.head.meta import (
+    HEAD_SUFFIXES,
+    ONNX_SUFFIX,
+    HeadError,
+    HeadMeta,
+    check_tagger,
+    default_head_path,
+    needs_birds,
+    tagger_only_head_path,
+)
+from soundmond.head.onnx import FORMAT, FORMAT_KEY, META_KEY, verify_checksum
+from soundmond.head.skops import load_skops
+from soundmond.models.birds import is_sound_class, split_birdnet_label
+from soundmond.models.sessions import check_sidecar, read_labels
+from soundmond.models.sidecar import ModelFolderError
+
+HEAD_DAMAGED_HINT = "reinstall soundmond (shipped head), or retrain the head with scripts/train_default_head.py"
+STORE_HINT = "create it, or give store.path a folder the service user may write"
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What `run` would refuse (`problems`, in the order `run` meets them) and what it would only warn about."""
+
+    problems: tuple[ConfigProblem, ...]
+    warnings: tuple[ConfigProblem, ...]
+    exit_code: ExitCode  # the code `run` gives for the first problem; OK when there is none
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def preflight(loaded: LoadedConfig, *, quick: bool = False, source_override: Path | None = None) -> Preflight:
+    """Check what the configuration points at (see the module docstring). `source_override` (`run --source`)
+    replaces the configured source, which is then not checked."""
+    species: list[ConfigProblem] = []
+    models: list[ConfigProblem] = []
+    if not quick:
+        species, models = _model_problems(loaded)
+    source, warnings = ([], []) if source_override is not None else _source_problems(loaded)
+    stages = [(ExitCode.USAGE, species), (ExitCode.MODELS, models), (ExitCode.FATAL, _store_problems(loaded)),
+              (ExitCode.USAGE, source)]
+    code = next((code for code, found in stages if found), ExitCode.OK)
+    return Preflight(tuple(p for _, found in stages for p in found), tuple(warnings), code)
+
+
+# --- models -----------------------------------------------------------------------------------------------------------
+
+
+def _model_problems(loaded: LoadedConfig) -> tuple[list[ConfigProblem], list[ConfigProblem]]:
+    """(species-name problems, model folder and head problems)."""
+    cfg = loaded.config.models
+    species: list[ConfigProblem] = []
+    models: list[ConfigProblem] = []
+    label_count: int | None = None
+    try:
+        label_count = check_sidecar(loaded.resolve(cfg.tagger.path), cfg.tagger.family, cfg.tagger).label_count
+    except ModelFolderError as exc:
+        models.append(loaded.problem("models.tagger.path", f"{exc.folder}: {exc.problem}", exc.hint))
+    if cfg.birds.enabled:
+        folder = loaded.resolve(cfg.birds.path)
+        try:
+            sidecar = check_sidecar(folder, "birdnet", cfg.birds)
+            labels = read_labels(folder, sidecar)
+        except ModelFolderError as exc:
+            models.append(loaded.problem("models.birds.path", f"{exc.folder}: {exc.problem}", exc.hint))
+        else:
+            species = species_problems(loaded, labels, folder / sidecar.labels_file)
+    models += _head_problems(loaded, label_count)
+    return species, models
+
+
+def species_problems(loaded: LoadedConfig, labels: Sequence[str], labels_file: Path) -> list[ConfigProblem]:
+    """Names in `models.birds.include` / `exclude` and `alerts.rare_species` that BirdNET does not know, one problem
+    per name. The matching is the one that uses them: include / exclude match a label's scientific or common name or
+    the whole label (`BirdnetModel`), rare species a species' scientific or common name (`AlertEngine`); case and
+    surrounding spaces do not matter."""
+    parts = [split_birdnet_label(label) for label in labels]
+    filter_names = {n.casefold(): n for (s, c), label in zip(parts, labels, strict=True) for n in (s, c, label)}
+    species_names = {n.casefold(): n for s, c in parts if not is_sound_class(s, c) for n in (s, c)}
+    cfg = loaded.config
+    checks = [("models.birds.include", cfg.models.birds.include, filter_names),
+              ("models.birds.exclude", cfg.models.birds.exclude, filter_names),
+              ("alerts.rare_species", [n for n in cfg.alerts.rare_species if n.strip()], species_names)]
+    problems = []
+    for key, names, known in checks:
+        for i, name in enumerate(names):
+            if name.strip().casefold() in known:
+                continue
+            close = difflib.get_close_matches(name.strip().casefold(), known, n=1, cutoff=0.8)
+            hint = f"did you mean {known[close[0]]!r}? " if close else ""
+            hint += f"use scientific or common names as in {labels_file} (case does not matter)"
+            problems.append(loaded.problem(f"{key}.{i}", f"unknown species {name!r}", hint))
+    return problems
+
+
+def _head_problems(loaded: LoadedConfig, tagger_label_count: int | None) -> list[ConfigProblem]:
+    """The head `run` would load (the rules of `load_head`), checked from its file: no session is opened."""
+    cfg = loaded.config.models
+    family = cfg.tagger.family
+    birds = cfg.birds.enabled
+    configured = loaded.resolve(cfg.head.path) if cfg.head.path else None
+    if configured is not None:
+        path = configured
+    elif not birds and tagger_only_head_path(family).is_file():
+        path = tagger_only_head_path(family)
+    else:
+        path = default_head_path(family)
+    try:
+        if configured is None and not path.is_file():
+            raise HeadError(path, f"no head is shipped for the '{family}' tagger",
+                            "set models.head.path to a head trained on this tagger's outputs "
+                            "(see scripts/train_default_head.py)")
+        meta = read_head_meta(path)
+        check_tagger(path, meta, family, tagger_label_count)
+    except HeadError as exc:
+        return [loaded.problem(exc.config_keys[0], f"{exc.path}: {exc.problem}", exc.hint)]
+    if not needs_birds(meta.features) or birds:
+        return []
+    fallback = tagger_only_head_path(family)
+    if configured is not None and fallback.is_file():
+        hint = f"set models.birds.enabled: true, or leave models.head.path empty to use {fallback.name}"
+    else:
+        hint = ("set models.birds.enabled: true, or set models.head.path to a head trained on tagger features only "
+                "(scripts/train_default_head.py --tagger-only)")
+    key = "models.head.path" if configured is not None else "models.birds.enabled"
+    return [loaded.problem(key, f"{path}: the head needs BirdNET's embedding (features '{meta.features}') but "
+                                "models.birds.enabled is false", hint)]
+
+
+def read_head_meta(path: Path) -> HeadMeta:
+    """A head file's `HeadMeta` without loading the head: an ONNX head's embedded checksum is verified and its meta
+    read from the file's metadata (no ONNX Runtime session); a skops head is read strictly (`load_skops`, which imports
+    scikit-learn, as loading it in `run` does). `HeadError` for what `Head.load` refuses."""
+    suffix = path.suffix.lower()
+    if suffix not in HEAD_SUFFIXES:
+        raise HeadError(path, f"unknown head file type {suffix or '(no suffix)'!r}: expected "
+                              f"{' or '.join(HEAD_SUFFIXES)}",
+                        "set models.head.path to a .onnx head written by soundmond train-head, or leave it empty")
+    if not path.is_file():
+        raise HeadError(path, "no such head file", "set models.head.path, or leave it empty for the shipped head")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HeadError(path, f"cannot read the head file ({exc.strerror or exc})", "check models.head.path") from exc
+    if suffix != ONNX_SUFFIX:
+        return load_skops(path, data)[1]
+    verify_checksum(path, data)
+    try:
+        props = onnx_metadata(data)
+    except ValueError as exc:
+        raise HeadError(path, f"not a readable ONNX file ({exc})", HEAD_DAMAGED_HINT) from exc
+    if props.get(FORMAT_KEY) != FORMAT:
+        raise HeadError(path, f"not a soundmond ONNX head ({FORMAT_KEY} is {props.get(FORMAT_KEY)!r}, expected "
+                              f"{FORMAT!r})", "use a head written by soundmond train-head or "
+                                              "scripts/train_default_head.py")
+    try:
+        meta = json.loads(props.get(META_KEY, ""))
+    except ValueError as exc:
+        raise HeadError(path, f"{META_KEY} is not JSON ({exc})", HEAD_DAMAGED_HINT) from exc
+    return HeadMeta.from_dict(path, meta)
+
+
+def onnx_metadata(data: bytes) -> dict[str, str]:
+    """The `metadata_props` of a serialised ONNX model, read from the protobuf wire format (ModelProto field 14,
+    entries of key = field 1, value = field 2), so neither the onnx package nor ONNX Runtime is needed.
+    `ValueError` for bytes that are not a well-formed protobuf message."""
+    props: dict[str, str] = {}
+    for number, value in _fields(data):
+        if number == 14 and isinstance(value, bytes):
+            entry = {n: v for n, v in _fields(value) if isinstance(v, bytes)}
+            try:
+                props[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"metadata is not UTF-8 ({exc})") from exc
+    return props
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("truncated or malformed varint")
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) of one protobuf message: varints as int, length-delimited fields as bytes; fixed-size
+    fields are skipped."""
+    pos = 0
+    while pos < len(data):
+        tag, pos = _varint(data, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            yield number, value
+        elif wire == 2:
+            size, pos = _varint(data, pos)
+            if pos + size > len(data):
+                raise ValueError("a field runs past the end of the file")
+            yield number, data[pos : pos + size]
+            pos += size
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire}")
+    if pos != len(data):
+        raise ValueError("the last field runs past the end of the file")
+
+
+# --- store and source -------------------------------------------------------------------------------------------------
+
+
+def _store_problems(loaded: LoadedConfig) -> list[ConfigProblem]:
+    """The store file, when it exists, is a writable file; its folder exists, or its nearest existing parent is a
+    folder; and a file can be written there (a temporary file, removed at once: nothing else is created here, the
+    store makes its folder when `run` opens it)."""
+    path = Path(os.path.abspath(loaded.resolve(loaded.config.store.path)))
+    if path.exists() and not path.is_file():
+        return [loaded.problem("store.path", f"{path} exists and is not a file",
+                               "give store.path the path of the SQLite database file")]
+    if path.exists():
+        try:  # opened for writing, nothing written
+            with open(path, "r+b"):
+                pass
+        except OSError as exc:
+            return [loaded.problem("store.path", f"{path} cannot be written ({exc.strerror or exc})", STORE_HINT)]
+    existing = path.parent
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [loaded.problem("store.path", f"cannot create the folder {path.parent}: {existing} is not a folder",
+                               STORE_HINT)]
+    try:  # a real write, not os.access: root passes every mode check, but not a read-only or virtual file system
+        with tempfile.TemporaryFile(dir=existing, prefix=".soundmond-preflight-"):
+            pass
+    except OSError as exc:
+        problem = f"cannot write in the folder {existing} ({exc.strerror or exc})"
+        if existing != path.parent:
+            problem = f"cannot create the folder {path.parent}: {problem}"
+        return [loaded.problem("store.path", problem, STORE_HINT)]
+    return []
+
+
+def _source_problems(loaded: LoadedConfig) -> tuple[list[ConfigProblem], list[ConfigProblem]]:
+    """(problems, warnings) of the configured source."""
+    src = loaded.config.source
+    if isinstance(src, FileSourceConfig):
+        path = loaded.resolve(src.path)
+        if path.exists():
+            return [], []
+        return [loaded.problem("source.path", f"no such file or folder: {path}",
+                               "give source.path a recording or a folder of recordings (relative to the config "
+                               "file's folder), or use `run --source`")], []
+    assert isinstance(src, MicSourceConfig)
+    return [], _device_warnings(loaded, src)
+
+
+def _device_warnings(loaded: LoadedConfig, src: MicSourceConfig) -> list[ConfigProblem]:
+    """The microphone as PortAudio resolves it now (by index, or name substrings as `sounddevice` matches them)."""
+    later = "`run` exits 4 while it is missing and systemd starts it again"
+    try:
+        import sounddevice as sd  # here, not at the top: PortAudio may be missing, and only a microphone needs it
+    except (ImportError, OSError) as exc:
+        return [loaded.problem("source.type", f"cannot look for the microphone: PortAudio is not available ({exc})",
+                               "install it (Debian: apt-get install libportaudio2, or scripts/install-system-deps.sh)")]
+    label = "the default input device" if src.device is None else f"input device {src.device!r}"
+    try:
+        info = sd.query_devices(src.device, kind="input")
+    except (sd.PortAudioError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return [loaded.problem("source.device", f"{label} is not found right now ({detail})",
+                               f"plug the microphone in, or set source.device from `soundmond devices`; {later}")]
+    have = int(info["max_input_channels"])
+    if have < src.channels:
+        return [loaded.problem("source.channels" if loaded.line("source.channels") else "source.device",
+                               f"{label} ({info['name']}) has {have} input channel(s), source.channels is "
+                               f"{src.channels}", f"set source.device from `soundmond devices`, or lower "
+                               f"source.channels; {later}")]
+    return []
