@@ -29,6 +29,7 @@ from mqtt_rig import (
 from soundmond.config import MqttConfig, StationConfig, StoreConfig, TlsConfig
 from soundmond.data import Alert, AlertType, GroupPrediction, LabelScore, SpeciesScore, WindowResult
 from soundmond.outputs import messages
+from soundmond.outputs.commands import MAX_COMMAND_BYTES, read_incoming
 from soundmond.outputs.publish import MqttPublisher
 from soundmond.outputs.store import OutboxItem, Store
 
@@ -443,3 +444,25 @@ def test_publisher_process_sigkilled_mid_drain_and_last_will(tmp_path: Path, bro
             sub.close()
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "topic, payload, expected",
+    [
+        ("homeassistant/status", b"online", ("resend_discovery", "")),
+        ("homeassistant/status", b" offline\n", ("none", "")),
+        ("homeassistant/status", b"maybe", ("ignored", "malformed")),
+        ("homeassistant/status", b"\xff\xfe", ("ignored", "malformed")),
+        ("homeassistant/status", b"online" * 20, ("ignored", "oversized")),
+        ("soundmond/st-1/set", b'{"command": "republish"}', ("republish", "")),
+        ("soundmond/st-1/set", b'{"command": "self_destruct"}', ("ignored", "unknown_command")),
+        ("soundmond/st-1/set", b"[1, 2]", ("ignored", "malformed")),
+        ("soundmond/st-1/set", b"{not json", ("ignored", "malformed")),
+        ("soundmond/st-1/set", b" " * (MAX_COMMAND_BYTES + 1), ("ignored", "oversized")),
+        ("soundmond/st-1/elsewhere", b"online", ("ignored", "unexpected_topic")),
+    ],
+)
+def test_incoming_messages_are_classified(topic: str, payload: bytes, expected: tuple[str, str]) -> None:
+    incoming = read_incoming(topic, payload, set_topic="soundmond/st-1/set", birth_topic="homeassistant/status")
+    assert (incoming.action, incoming.reason) == expected
+    assert bool(incoming.detail) == (incoming.action == "ignored")  # an ignored message says why
