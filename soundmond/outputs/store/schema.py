@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from soundmond.errors import HintedError
+
 logger = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x534E444D  # "SNDM": marks the file as a soundmond store
@@ -103,13 +105,8 @@ WINDOW_AGE = "COALESCE(stored_unix_s, start_unix_s)"
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class StoreError(Exception):
+class StoreError(HintedError):
     """The store cannot do what was asked; `hint` says what a user can do about it (may be empty)."""
-
-    def __init__(self, problem: str, hint: str = "") -> None:
-        self.problem = problem
-        self.hint = hint
-        super().__init__(f"{problem} - {hint}" if hint else problem)
 
 
 class StoreDataError(StoreError):
