@@ -579,7 +579,7 @@ CHILD = textwrap.dedent(
     for i in range(40):
         r = WindowResult(f"w{i}", "mic", t + i, 0.0, 5.0, GroupPrediction("natural", {"natural": 1.0}), (), 0.0,
                          (), 0.0, -30.0, 0.0, 1.0)
-        alerts = [Alert("X", "X", "critical", t, "m", alert_id=f"a{i}")] if i % 10 == 0 else []
+        alerts = [Alert(AlertType.CAPTURE_LOST, "X", "critical", t, "m", alert_id=f"a{i}")] if i % 10 == 0 else []
         writer.submit(r, alerts, [OutboxItem("alert", a.alert_id, {}) for a in alerts])
     assert writer.flush(timeout=30)
     print("flushed", flush=True)
