@@ -18,7 +18,6 @@ import importlib
 import io
 import json
 import logging
-import math
 import sys
 import threading
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from soundmond import __version__
 from soundmond.config import ConfigError, LoadedConfig, load_config
 from soundmond.errors import EXIT_CODES_HELP, ExitCode
 from soundmond.logs import setup_logging
+from soundmond.outputs import records
 
 logger = logging.getLogger("soundmond")
 
@@ -83,53 +83,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- analyze
 
 
-def _window_record(analysis: Any) -> dict[str, Any]:
-    r = analysis.result
-    return {
-        "file": r.source,
-        "window_id": r.window_id,
-        "start_s": round(r.start_s, 3),
-        "end_s": round(r.end_s, 3),
-        "start_utc": _iso(r.start_unix_s),
-        "status": r.status,
-        "error": r.error,
-        "group": r.group.group if r.group else None,
-        "group_probabilities": {k: round(v, 4) for k, v in r.group.probabilities.items()} if r.group else None,
-        "tagger_top": [{"label": s.label, "score": round(s.score, 4)} for s in r.tagger_top],
-        "species": [
-            {"scientific_name": s.scientific_name, "common_name": s.common_name, "confidence": round(s.confidence, 4)}
-            | ({"occurrence": round(s.occurrence, 4)} if s.occurrence is not None else {})
-            for s in r.species
-        ],
-        "rms_dbfs": None if math.isinf(r.rms_dbfs) else round(r.rms_dbfs, 1),
-        "clipped_fraction": round(r.clipped_fraction, 4),
-        "compute_ms": round(r.compute_ms, 1),
-    }
-
-
-def _iso(unix_s: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-CSV_FIELDS = ["file", "start_s", "end_s", "start_utc", "status", "group", "p_natural", "p_industrial", "p_other",
-              "tagger_top", "species", "error"]
-
-
-def _csv_row(rec: dict[str, Any]) -> dict[str, Any]:
-    probs = rec["group_probabilities"] or {}
-    return {
-        "file": rec["file"], "start_s": rec["start_s"], "end_s": rec["end_s"], "start_utc": rec["start_utc"],
-        "status": rec["status"], "group": rec["group"] or "",
-        "p_natural": probs.get("natural", ""), "p_industrial": probs.get("industrial", ""),
-        "p_other": probs.get("other", ""),
-        "tagger_top": "; ".join(f"{t['label']}:{t['score']}" for t in rec["tagger_top"]),
-        "species": "; ".join(f"{s['scientific_name']}:{s['confidence']}" for s in rec["species"]),
-        "error": rec["error"] or "",
-    }
-
-
 def cmd_analyze(args: argparse.Namespace) -> int:
     from soundmond.analysis import ModelLoadError, Session, build_session
 
@@ -151,7 +104,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         on_error=lambda path, problem: errors.append((path, problem)),
     )
     out = sys.stdout
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS) if args.format == "csv" else None
+    writer = csv.DictWriter(out, fieldnames=records.CSV_FIELDS) if args.format == "csv" else None
     if writer:
         writer.writeheader()
     alerts_raised: list[Any] = []
@@ -161,9 +114,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         analysis, alerts = session.process(window, now=window.start_unix_s + window.duration_s)
         last_ts = max(last_ts, window.start_unix_s + window.duration_s)
         alerts_raised.extend(alerts)
-        rec = _window_record(analysis)
+        rec = records.analyze_record(analysis.result)
         if writer:
-            writer.writerow(_csv_row(rec))
+            writer.writerow(records.csv_row(rec))
         else:
             out.write(json.dumps(rec) + "\n")
         out.flush()
@@ -171,7 +124,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.summary:
         summary = {
             "summary": session.aggregator.snapshot(last_ts).to_dict() if last_ts else None,
-            "alerts": [_alert_record(a) for a in alerts_raised],
+            "alerts": [records.alert_record(a) for a in alerts_raised],
             "files_analysed": source.files_done,
             "files_failed": [{"file": str(p), "problem": m} for p, m in errors],
         }
@@ -184,13 +137,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if errors:
         return EXIT_PARTIAL
     return EXIT_OK
-
-
-def _alert_record(alert: Any) -> dict[str, Any]:
-    return {
-        "alert_id": alert.alert_id, "type": alert.type, "severity": alert.severity, "key": alert.key,
-        "ts": _iso(alert.ts_unix_s), "message": alert.message, "evidence": alert.evidence,
-    }
 
 
 # ---------------------------------------------------------------- run

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import store_rows
 from fakes import SlowTagger
 
 from soundmond.analysis import build_session
 from soundmond.capture.files import FileSource
 from soundmond.config import load_config
+from soundmond.data import AlertType
 from soundmond.head.loader import load_head
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.taggers import YamnetTagger
@@ -149,14 +151,11 @@ def test_slow_model_keeps_the_backlog_bounded_and_counts_drops(tmp_path: Path, y
     assert c.windows_dropped > 0
     assert c.windows_done + c.windows_dropped == c.windows_in
     assert max_backlog[0] <= 3  # the bound (2) plus the end-of-stream marker
-    reopened = Store(tmp_path / "soundmond.db", loaded.config.store)
-    try:
-        assert reopened.counter("windows_dropped") == c.windows_dropped
-        falling = reopened.alerts(type="FALLING_BEHIND")
-        assert len(falling) == 1  # raised once, not once per dropped window
-        assert len(reopened.windows()) == c.windows_done
-    finally:
-        reopened.close()
+    db = tmp_path / "soundmond.db"
+    assert store_rows.counter(db, "windows_dropped") == c.windows_dropped
+    falling = store_rows.alerts(db, type=AlertType.FALLING_BEHIND)
+    assert len(falling) == 1  # raised once, not once per dropped window
+    assert len(store_rows.windows(db)) == c.windows_done
 
 
 def test_file_replay_never_drops(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path) -> None:

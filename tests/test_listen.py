@@ -11,11 +11,12 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+import samples
 from mqtt_rig import Broker, mosquitto_available, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from soundmond.config import StationConfig
-from soundmond.data import Alert
+from soundmond.data import Alert, AlertType
 from soundmond.outputs import messages
 from soundmond.outputs.listen import Listener, SeenIds, add_listen_arguments, format_line, listen_config
 
@@ -58,7 +59,7 @@ class Running:
 
 
 def alert(i: int, station: str = "st-a") -> dict[str, object]:
-    return messages.alert_payload(Alert("RARE_SPECIES", f"k{i}", "warning", 1.7e9 + i, f"alert {i}"),
+    return messages.alert_payload(Alert(AlertType.RARE_SPECIES, f"k{i}", "warning", 1.7e9 + i, f"alert {i}"),
                                   StationConfig(id=station))
 
 
@@ -77,10 +78,8 @@ def publish_all(port: int, items: list[tuple[str, dict[str, object]]]) -> None:
 
 def test_duplicates_printed_once_from_many_stations(broker: Broker) -> None:
     a1, a2, b1 = alert(1), alert(2), alert(3, "st-b")
-    scape = messages.soundscape_payload({"spans": {60: {"windows": 10, "shares": {"natural": 0.7, "industrial": 0.2,
-                                                                                 "other": 0.1},
-                                                        "species": {"Turdus merula": 4}}}},
-                                        StationConfig(id="st-b"), ts_unix_s=1.7e9)
+    span = samples.span(60, 10, {"natural": 0.7, "industrial": 0.2, "other": 0.1}, {"Turdus merula": 4}, ts=1.7e9)
+    scape = messages.soundscape_payload(samples.snapshot(1.7e9, span), StationConfig(id="st-b"), ts_unix_s=1.7e9)
     listener = Running(broker.port, "--validate")
     try:
         publish_all(broker.port, [("soundmond/st-a/alerts", a1), ("soundmond/st-a/alerts", a1),

@@ -8,10 +8,11 @@ from importlib import resources
 from typing import Any
 
 import pytest
+import samples
 
 from soundmond.config import MqttConfig, StationConfig
-from soundmond.data import Alert, GroupPrediction, LabelScore, SpeciesScore, WindowResult
-from soundmond.outputs import messages
+from soundmond.data import Alert, AlertType, GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.outputs import messages, records
 
 STATION = StationConfig(id="jura-1", latitude=46.5, longitude=6.1, name="Jura forest")
 BARE = StationConfig(id="bare")
@@ -31,14 +32,11 @@ def window_result(**kw: Any) -> WindowResult:
 
 
 def all_payloads() -> list[dict[str, Any]]:
-    alert = Alert("RARE_SPECIES", "RARE_SPECIES:Bubo bubo", "warning", T, "Eurasian Eagle-Owl heard",
+    alert = Alert(AlertType.RARE_SPECIES, "RARE_SPECIES:Bubo bubo", "warning", T, "Eurasian Eagle-Owl heard",
                   {"window_ids": ["w1"], "confidence": 0.8})
-    snapshot = {"spans": {3600: {"windows": 700, "shares": {"natural": 0.6, "industrial": 0.3, "other": 0.1},
-                                 "species": {"Turdus merula": 3, "Bubo bubo": 9}},
-                          60: {"windows": 0, "shares": None, "species": {}}}}
-    heartbeat = {"uptime_s": 12.5, "rtf": 0.05, "dropped_windows": 0, "capture_state": "running",
-                 "disk": {"db_bytes": 1000, "free_bytes": 10**9}, "models": {"tagger": "yamnet@abc", "birds": None},
-                 "config_sha256": "0" * 64, "something_new": [1, 2]}
+    scape = samples.snapshot(T, samples.span(3600, 700, {"natural": 0.6, "industrial": 0.3, "other": 0.1},
+                                             {"Turdus merula": 3, "Bubo bubo": 9}, ts=T),
+                             samples.span(60, 0, ts=T))
     out = []
     for st in (STATION, BARE):
         out += [
@@ -48,8 +46,8 @@ def all_payloads() -> list[dict[str, Any]]:
             messages.detection_payload(SpeciesScore("Turdus merula", "Eurasian Blackbird", 0.91), st,
                                        window_id="w1", ts_unix_s=T),
             messages.alert_payload(alert, st),
-            messages.soundscape_payload(snapshot, st, ts_unix_s=T),
-            messages.heartbeat_payload(heartbeat, st, ts_unix_s=T),
+            messages.soundscape_payload(scape, st, ts_unix_s=T),
+            messages.heartbeat_payload(samples.heartbeat(), st, ts_unix_s=T),
         ]
     return out
 
@@ -72,11 +70,54 @@ def test_payload_details() -> None:
     assert w["event_id"] == "w1" and w["shares"]["natural"] == 0.7 and w["group"] == "natural"
     assert quiet["rms_dbfs"] is None and quiet["shares"] is None  # -inf dBFS is not JSON
     assert alert["alert_type"] == "RARE_SPECIES" and alert["severity"] == "warning"
-    assert messages.iso_utc(T) == "2024-05-24T08:00:00.250Z" == alert["ts"]
+    assert records.iso_utc(T) == "2024-05-24T08:00:00.250Z" == alert["ts"]
     assert [s["span_s"] for s in scape["spans"]] == [60, 3600]  # shortest first (HA reads spans[0])
     assert [s["scientific_name"] for s in scape["spans"][1]["species"]] == ["Bubo bubo", "Turdus merula"]
-    assert hb["extra"] == {"something_new": [1, 2]} and hb["capture_state"] == "running"
+    assert hb["capture_state"] == "running" and hb["extra"]["failed_windows"] == 1
     assert det["event_id"] != alert["event_id"]
+
+
+def test_soundscape_payload_from_the_aggregators_snapshot() -> None:
+    scape = samples.snapshot(T, samples.span(3600, 700, {"natural": 0.612345, "industrial": 0.287655, "other": 0.1},
+                                             {"Turdus merula": 3, "Bubo bubo": 9, "Abies": 3}, ts=T),
+                             samples.span(60, 4, None, {}, ts=T))
+    p = messages.soundscape_payload(scape, BARE, ts_unix_s=T)
+    assert p["spans"] == [
+        {"span_s": 60, "windows": 4, "windows_with_group": 0, "shares": None, "species": []},
+        {"span_s": 3600, "windows": 700, "windows_with_group": 700,
+         "shares": {"natural": 0.6123, "industrial": 0.2877, "other": 0.1},
+         "species": [{"scientific_name": "Bubo bubo", "count": 9}, {"scientific_name": "Abies", "count": 3},
+                     {"scientific_name": "Turdus merula", "count": 3}]},
+    ]
+    assert list(p) == ["schema", "type", "station_id", "event_id", "ts", "spans"]
+
+
+def test_heartbeat_payload_keeps_its_shape() -> None:
+    """Known keys at the top in their order, the publisher's `mqtt` when given, the rest under `extra`."""
+    mqtt = messages.PublisherHealth(connected=True, pending=2, in_flight=0, published=30, dropped=1)
+    hb = samples.heartbeat(uptime_s=12.34567, rtf=0.0512345)
+    p = messages.heartbeat_payload(hb, STATION, ts_unix_s=T, mqtt=mqtt)
+    messages.validate(p)
+    assert list(p) == ["schema", "type", "station_id", "event_id", "ts", "location", "uptime_s", "rtf",
+                       "windows_processed", "dropped_windows", "capture_state", "disk", "models", "config_sha256",
+                       "version", "mqtt", "extra"]
+    assert (p["uptime_s"], p["rtf"]) == (12.346, 0.051)
+    assert p["disk"] == {"store_bytes": 1000, "free_bytes": 10**9, "total_bytes": 2 * 10**9}
+    assert p["mqtt"] == {"connected": True, "pending": 2, "in_flight": 0, "published": 30, "dropped": 1}
+    extra = p["extra"]
+    assert list(extra) == ["failed_windows", "skipped_quiet_windows", "capture", "outbox", "store_writer", "baseline"]
+    assert (extra["failed_windows"], extra["skipped_quiet_windows"]) == (1, 3)
+    assert extra["capture"]["device"] == "hw:1,0" and extra["capture"]["stream_rate_hz"] == 48000.0
+    assert extra["outbox"] == {"pending": 2, "pending_alerts": 1, "sent": 30, "dropped": 0, "refused": 0}
+    assert extra["store_writer"]["rows_written"] == 400 and extra["store_writer"]["last_error"] is None
+    assert extra["baseline"]["rules"] == {
+        "HIGH_FREQUENCY": {"ready": False, "usable_days": 2, "days_needed": 7, "span_s": 3600},
+        "INDUSTRIAL_RISE": {"ready": False, "usable_days": 2, "days_needed": 7, "span_s": 3600},
+    }
+    assert "mqtt" not in messages.heartbeat_payload(hb, STATION, ts_unix_s=T)
+    recording = messages.heartbeat_payload(samples.heartbeat(capture=None, rtf=None), BARE, ts_unix_s=T)
+    assert recording["rtf"] is None and recording["extra"]["capture"] is None
+    messages.validate(recording)
 
 
 def test_event_ids_are_unique_per_event() -> None:
@@ -114,7 +155,7 @@ def test_schema_files_are_draft_2020_12_with_envelope(kind: str) -> None:
     ],
 )
 def test_schema_rejects_bad_alerts(mutate: Any, match: str) -> None:
-    payload = messages.alert_payload(Alert("X", "X", "info", T, "m"), STATION)
+    payload = messages.alert_payload(Alert(AlertType.FALLING_BEHIND, "X", "info", T, "m"), STATION)
     mutate(payload)
     with pytest.raises(messages.InvalidMessage, match=match):
         messages.validate(payload)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import samples
 from mqtt_rig import (
     Broker,
     Collector,
@@ -26,8 +27,9 @@ from mqtt_rig import (
 )
 
 from soundmond.config import MqttConfig, StationConfig, StoreConfig, TlsConfig
-from soundmond.data import Alert, GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.data import Alert, AlertType, GroupPrediction, LabelScore, SpeciesScore, WindowResult
 from soundmond.outputs import messages
+from soundmond.outputs.commands import MAX_COMMAND_BYTES, read_incoming
 from soundmond.outputs.publish import MqttPublisher
 from soundmond.outputs.store import OutboxItem, Store
 
@@ -40,9 +42,8 @@ def outbox_items(n: int, station: StationConfig = STATION, start: int = 0) -> li
     items = []
     for i in range(start, start + n):
         if i % 5 == 0:
-            p = messages.alert_payload(
-                Alert("RARE_SPECIES", f"RARE_SPECIES:{i}", "warning", 1.7e9 + i, f"alert {i}", {"n": i}), station
-            )
+            a = Alert(AlertType.RARE_SPECIES, f"RARE_SPECIES:{i}", "warning", 1.7e9 + i, f"alert {i}", {"n": i})
+            p = messages.alert_payload(a, station)
             items.append(OutboxItem("alert", p["event_id"], p))
         else:
             p = messages.detection_payload(
@@ -124,18 +125,11 @@ def test_outbox_status_state_messages_and_discovery(broker: Broker, store: Store
         assert wait_until(lambda: len(sub.on("homeassistant/sensor/#")) >= 5, 5)
         s = pub.state()
         assert s.connected and s.last_error is None and s.in_flight == 0 and s.connects == 1
-        assert store.outbox_counts()["pending"] == 0
-        snapshot = {
-            "spans": {
-                60: {
-                    "windows": 12,
-                    "shares": {"natural": 0.5, "industrial": 0.4, "other": 0.1},
-                    "species": {"Turdus merula": 2},
-                }
-            }
-        }
+        assert store.outbox_counts().pending == 0
+        snapshot = samples.snapshot(1.7e9, samples.span(60, 12, {"natural": 0.5, "industrial": 0.4, "other": 0.1},
+                                                        {"Turdus merula": 2}, ts=1.7e9))
         assert pub.publish_soundscape(snapshot)
-        assert pub.publish_heartbeat({"uptime_s": 3.0, "capture_state": "running", "rtf": 0.1})
+        assert pub.publish_heartbeat(samples.heartbeat(uptime_s=3.0, rtf=0.1))
         assert pub.publish_window(window_result())
         assert sub.wait_for(
             lambda ms: (
@@ -163,7 +157,9 @@ def test_outbox_status_state_messages_and_discovery(broker: Broker, store: Store
         assert got == order
         assert [m.payload for m in sub.on("soundmond/st-1/status")] == [b"online"]
         hb = json.loads(sub.on("soundmond/st-1/heartbeat")[-1].payload)
-        assert hb["mqtt"]["published"] == 50
+        assert hb["mqtt"]["published"] == 50 and hb["mqtt"]["connected"] and hb["uptime_s"] == 3.0
+        scape = json.loads(sub.on("soundmond/st-1/soundscape")[-1].payload)
+        assert scape["spans"][0]["species"] == [{"scientific_name": "Turdus merula", "count": 2}]
 
         # retained: a new subscriber sees status, soundscape, heartbeat and the discovery configs at once
         with Collector(broker.port, ["soundmond/st-1/#", "homeassistant/#"]) as late:
@@ -209,11 +205,11 @@ def test_unreachable_broker_keeps_outbox_and_drops_periodic_state(tmp_path: Path
         assert wait_until(lambda: pub.state().last_error_kind == "unreachable", 5)
         s = pub.state()
         assert not s.connected and "connection refused by 127.0.0.1:" in (s.last_error or "")
-        assert not pub.publish_soundscape({"spans": {}})
-        assert not pub.publish_heartbeat({"uptime_s": 1.0, "capture_state": "running"})
+        assert not pub.publish_soundscape(samples.snapshot(1.7e9))
+        assert not pub.publish_heartbeat(samples.heartbeat())
         assert pub.state().dropped == {"soundscape": 1, "heartbeat": 1}
         time.sleep(0.5)
-        assert store.outbox_counts()["pending"] == 20 and pub.state().published == 0
+        assert store.outbox_counts().pending == 20 and pub.state().published == 0
         with Broker(tmp_path / "late", port=port), Collector(port, ["soundmond/st-1/#"]) as sub:
             assert wait_until(lambda: pub.state().published == 20, 10), pub.state()
             assert pub.state().connected and pub.state().last_error is None
@@ -253,7 +249,7 @@ def test_tls_password_right_and_wrong(
                     10,
                 )
                 time.sleep(0.3)
-                return pub.state(), st.outbox_counts()["pending"]
+                return pub.state(), st.outbox_counts().pending
 
     ok, ok_pending = attempt("right-pw", tls.cert, "ok")
     assert ok.connected and ok.published == 10 and ok_pending == 0
@@ -306,7 +302,7 @@ def test_broker_killed_repeatedly_nothing_lost(tmp_path: Path, store: Store) -> 
                     broker.kill()
                     assert wait_until(lambda: not pub.state().connected, 5)
                     time.sleep(0.7)  # rows keep arriving in the outbox meanwhile
-                    pending_at_restart = store.outbox_counts()["pending"]
+                    pending_at_restart = store.outbox_counts().pending
                     t0 = time.monotonic()
                     n_sub_connects = len(sub.connects)
                     broker.start()
@@ -314,13 +310,13 @@ def test_broker_killed_repeatedly_nothing_lost(tmp_path: Path, store: Store) -> 
                     # Mosquitto keeps messages queued for an absent subscriber in memory until its next autosave:
                     # a SIGKILL before the verifier is back would lose what the broker already acknowledged to us.
                     assert wait_until(lambda n=n_sub_connects: len(sub.connects) > n, 10)  # type: ignore[misc]
-                    assert wait_until(lambda: store.outbox_counts()["pending"] <= 5, 20)
+                    assert wait_until(lambda: store.outbox_counts().pending <= 5, 20)
                     drain_times.append((pending_at_restart, time.monotonic() - t0))
             finally:
                 w.join(30)
                 done.set()
             assert written == total
-            assert wait_until(lambda: store.outbox_counts()["pending"] == 0, 30), pub.state()
+            assert wait_until(lambda: store.outbox_counts().pending == 0, 30), pub.state()
             stored = stored_event_ids(store)
             ok = sub.wait_for(lambda ms: set(event_ids(ms)) >= stored, 30)
             order = [r[0] for r in store._query("SELECT event_id FROM outbox ORDER BY id")]
@@ -364,7 +360,7 @@ def test_rows_a_crashed_broker_acknowledged_are_published_again(tmp_path: Path, 
             if resend_acked_s:
                 assert wait_until(lambda: pub.state().published == 40, 10), pub.state()
                 assert pub.state().resent == 20
-            assert wait_until(lambda: store.outbox_counts()["pending"] == 0, 10), store.outbox_counts()
+            assert wait_until(lambda: store.outbox_counts().pending == 0, 10), store.outbox_counts()
             with Collector(broker.port, topics, client_id="verifier", persistent=True) as sub:
                 assert sub.connects and sub.connects[0][1], "the subscriber's session was not kept across the kill"
                 if resend_acked_s:
@@ -422,7 +418,7 @@ def test_publisher_process_sigkilled_mid_drain_and_last_will(tmp_path: Path, bro
                 assert sub.wait_for(lambda ms: status()[-1:] == [b"online"], 10), status()
             write(total - written)
             assert written == total
-            assert wait_until(lambda: store.outbox_counts()["pending"] == 0, 30), store.outbox_counts()
+            assert wait_until(lambda: store.outbox_counts().pending == 0, 30), store.outbox_counts()
             stored = stored_event_ids(store)
             data = [m for m in sub.messages if m.topic.endswith(("/alerts", "/detections"))]
             assert sub.wait_for(
@@ -448,3 +444,25 @@ def test_publisher_process_sigkilled_mid_drain_and_last_will(tmp_path: Path, bro
             sub.close()
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "topic, payload, expected",
+    [
+        ("homeassistant/status", b"online", ("resend_discovery", "")),
+        ("homeassistant/status", b" offline\n", ("none", "")),
+        ("homeassistant/status", b"maybe", ("ignored", "malformed")),
+        ("homeassistant/status", b"\xff\xfe", ("ignored", "malformed")),
+        ("homeassistant/status", b"online" * 20, ("ignored", "oversized")),
+        ("soundmond/st-1/set", b'{"command": "republish"}', ("republish", "")),
+        ("soundmond/st-1/set", b'{"command": "self_destruct"}', ("ignored", "unknown_command")),
+        ("soundmond/st-1/set", b"[1, 2]", ("ignored", "malformed")),
+        ("soundmond/st-1/set", b"{not json", ("ignored", "malformed")),
+        ("soundmond/st-1/set", b" " * (MAX_COMMAND_BYTES + 1), ("ignored", "oversized")),
+        ("soundmond/st-1/elsewhere", b"online", ("ignored", "unexpected_topic")),
+    ],
+)
+def test_incoming_messages_are_classified(topic: str, payload: bytes, expected: tuple[str, str]) -> None:
+    incoming = read_incoming(topic, payload, set_topic="soundmond/st-1/set", birth_topic="homeassistant/status")
+    assert (incoming.action, incoming.reason) == expected
+    assert bool(incoming.detail) == (incoming.action == "ignored")  # an ignored message says why

@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import store_rows
+from samples import snapshot, span
 
 from soundmond.config import StoreConfig
-from soundmond.data import Alert, GroupPrediction, LabelScore, SpeciesScore, WindowResult, new_id
-from soundmond.outputs import store as store_mod
+from soundmond.data import Alert, AlertType, GroupPrediction, LabelScore, SpeciesScore, WindowResult, new_id
 from soundmond.outputs.store import (
     OUTBOX_DROPPED,
     OUTBOX_REFUSED,
     SCHEMA_VERSION,
     WRITER_DROPPED_WINDOWS,
+    WRITER_REJECTED,
     OutboxItem,
     Store,
     StoreDataError,
@@ -34,6 +36,7 @@ from soundmond.outputs.store import (
     StoreVersionError,
     StoreWriter,
 )
+from soundmond.outputs.store import schema as schema_mod
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +65,7 @@ def window(t: float | None = None, n_species: int = 2, **kw: Any) -> WindowResul
 
 
 def alert(t: float | None = None, **kw: Any) -> Alert:
-    return Alert("RARE_SPECIES", "RARE_SPECIES:x", "warning", time.time() if t is None else t, "rare bird",
+    return Alert(AlertType.RARE_SPECIES, "RARE_SPECIES:x", "warning", time.time() if t is None else t, "rare bird",
                  {"windows": ["w1"], "score": 0.93}, **kw)
 
 
@@ -103,7 +106,7 @@ def store(db: Path):
 
 def test_new_file_is_wal_incremental_and_migrated(db: Path) -> None:
     with Store(db, cfg()) as s:
-        assert s.schema_version() == SCHEMA_VERSION
+        assert store_rows.schema_version(s.path) == SCHEMA_VERSION
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -121,23 +124,23 @@ def test_reopen_is_idempotent_and_keeps_data(db: Path) -> None:
         s.write_batch([w], [], [])
         s.increment("x", 3)
     with Store(db, cfg()) as s:
-        assert s.schema_version() == SCHEMA_VERSION
-        assert [r["window_id"] for r in s.windows()] == [w.window_id]
-        assert s.counter("x") == 3
+        assert store_rows.schema_version(s.path) == SCHEMA_VERSION
+        assert [r["window_id"] for r in store_rows.windows(s.path)] == [w.window_id]
+        assert store_rows.counter(s.path, "x") == 3
 
 
 def test_migrations_apply_in_order_in_a_transaction(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Store(db, cfg()):
         pass
-    good = (*store_mod.MIGRATIONS, ("CREATE TABLE extra (x INTEGER)",))
-    monkeypatch.setattr(store_mod, "MIGRATIONS", good)
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", len(good))
+    good = (*schema_mod.MIGRATIONS, ("CREATE TABLE extra (x INTEGER)",))
+    monkeypatch.setattr(schema_mod, "MIGRATIONS", good)
+    monkeypatch.setattr(schema_mod, "SCHEMA_VERSION", len(good))
     with Store(db, cfg()) as s:
-        assert s.schema_version() == len(good)
+        assert store_rows.schema_version(s.path) == len(good)
     # a failing step leaves nothing of itself behind and the version unchanged
     bad = (*good, ("CREATE TABLE half (x INTEGER)", "THIS IS NOT SQL"))
-    monkeypatch.setattr(store_mod, "MIGRATIONS", bad)
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", len(bad))
+    monkeypatch.setattr(schema_mod, "MIGRATIONS", bad)
+    monkeypatch.setattr(schema_mod, "SCHEMA_VERSION", len(bad))
     with pytest.raises(StoreError):
         Store(db, cfg())
     conn = sqlite3.connect(db)
@@ -185,19 +188,20 @@ def test_not_a_database_has_a_hint(db: Path) -> None:
 def test_write_batch_round_trips(store: Store) -> None:
     w, a = window(), alert()
     store.write_batch([w], [a], [alert_item(a), item("detection", id=w.window_id)])
-    rows = store.windows()
+    rows = store_rows.windows(store.path)
     assert len(rows) == 1
     r = rows[0]
     assert (r["group"], r["p_natural"], r["p_industrial"], r["p_other"]) == ("natural", 0.7, 0.2, 0.1)
     assert r["tagger_top"] == [["Bird", 0.81], ["Wind", 0.12]]
-    dets = store.detections()
+    dets = store_rows.detections(store.path)
     assert [(d["scientific_name"], d["confidence"], d["occurrence"]) for d in dets] == [
         ("Genus species0", 0.9, None),
         ("Genus species1", 0.8, 0.2),
     ]
-    [ra] = store.alerts()
+    [ra] = store_rows.alerts(store.path)
+    assert ra["type"] is AlertType.RARE_SPECIES  # the stored name reads back as the enum
     assert ra["alert_id"] == a.alert_id and ra["evidence"] == {"windows": ["w1"], "score": 0.93}
-    assert store.outbox_counts()["pending"] == 2
+    assert store.outbox_counts().pending == 2
 
 
 def test_write_batch_is_atomic_on_duplicate_id(store: Store) -> None:
@@ -206,10 +210,10 @@ def test_write_batch_is_atomic_on_duplicate_id(store: Store) -> None:
     a = alert()
     with pytest.raises(StoreDataError):
         store.write_batch([window(), window(window_id=first.window_id)], [a], [alert_item(a)])
-    assert [r["window_id"] for r in store.windows()] == [first.window_id]
-    assert len(store.detections()) == 2  # only the first window's
-    assert store.alerts() == []
-    assert store.outbox_counts()["pending"] == 1
+    assert [r["window_id"] for r in store_rows.windows(store.path)] == [first.window_id]
+    assert len(store_rows.detections(store.path)) == 2  # only the first window's
+    assert store_rows.alerts(store.path) == []
+    assert store.outbox_counts().pending == 1
 
 
 def test_write_batch_is_atomic_on_failure_mid_batch(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,10 +228,11 @@ def test_write_batch_is_atomic_on_failure_mid_batch(store: Store, monkeypatch: p
         store.write_batch([window(), window()], [a], [alert_item(a)])
     assert not isinstance(info.value, StoreDataError)  # retryable
     assert "dmesg" in info.value.hint
-    assert len(store.windows()) == 1 and len(store.detections()) == 2 and store.alerts() == []
+    assert len(store_rows.windows(store.path)) == 1 and len(store_rows.detections(store.path)) == 2
+    assert store_rows.alerts(store.path) == []
     monkeypatch.undo()
     store.write_batch([window()], [a], [alert_item(a)])  # the connection is usable again
-    assert len(store.windows()) == 2 and len(store.alerts()) == 1
+    assert len(store_rows.windows(store.path)) == 2 and len(store_rows.alerts(store.path)) == 1
 
 
 def test_nan_and_numpy_values_are_stored_honestly(store: Store) -> None:
@@ -275,7 +280,7 @@ def test_outbox_order_and_mark_sent(store: Store) -> None:
     assert store.outbox_mark_sent([rows[0].id], now=time.time()) == 0  # already sent
     assert [r.id for r in store.outbox_pending(10)] == [rows[1].id, rows[3].id, rows[4].id]
     counts = store.outbox_counts()
-    assert (counts["pending"], counts["sent"], counts["dropped"]) == (3, 2, 0)
+    assert (counts.pending, counts.sent, counts.dropped) == (3, 2, 0)
 
 
 def test_outbox_requeue_rows_sent_since(store: Store) -> None:
@@ -286,7 +291,7 @@ def test_outbox_requeue_rows_sent_since(store: Store) -> None:
     assert store.outbox_requeue_sent_since(1020.0) == 2  # rows 1 and 2: sent inside the window
     assert [r.id for r in store.outbox_pending(10)] == [r.id for r in rows[1:]]  # replayed in id order
     assert store.outbox_requeue_sent_since(1020.0) == 0
-    assert store.outbox_counts()["sent"] == 1  # row 0, sent before the window, stays sent
+    assert store.outbox_counts().sent == 1  # row 0, sent before the window, stays sent
 
 
 def test_outbox_duplicate_event_id_is_refused(store: Store) -> None:
@@ -303,7 +308,7 @@ def test_outbox_bound_drop_oldest_never_drops_alerts(db: Path) -> None:
         windows_ = [item("window") for _ in range(20)]
         dets = [item("detection") for _ in range(75)]
         s.write_batch([], [], windows_ + dets)  # 100 pending: full
-        assert s.outbox_counts()["pending"] == 100
+        assert s.outbox_counts().pending == 100
         newer = [item("detection") for _ in range(30)]
         s.write_batch([], alerts[5:], [alert_item(a) for a in alerts[5:]] + newer)
         pending = {r.event_id for r in s.outbox_pending(1000)}
@@ -312,11 +317,11 @@ def test_outbox_bound_drop_oldest_never_drops_alerts(db: Path) -> None:
         assert not {w.event_id for w in windows_} & pending  # window rows go first
         assert {d.event_id for d in newer} <= pending
         assert sum(d.event_id in pending for d in dets) == 100 - 10 - 30  # then the oldest detections
-        assert s.counter(OUTBOX_DROPPED) == 35
-        assert s.counter(f"{OUTBOX_DROPPED}:window") == 20
-        assert s.counter(f"{OUTBOX_DROPPED}:detection") == 15
+        assert store_rows.counter(s.path, OUTBOX_DROPPED) == 35
+        assert store_rows.counter(s.path, f"{OUTBOX_DROPPED}:window") == 20
+        assert store_rows.counter(s.path, f"{OUTBOX_DROPPED}:detection") == 15
     with Store(db, c) as s:  # counted drops survive a restart
-        assert s.outbox_counts()["dropped"] == 35
+        assert s.outbox_counts().dropped == 35
 
 
 def test_outbox_alerts_go_in_beyond_the_bound(db: Path) -> None:
@@ -326,11 +331,11 @@ def test_outbox_alerts_go_in_beyond_the_bound(db: Path) -> None:
         alerts = [alert() for _ in range(105)]
         s.write_batch([], alerts, [alert_item(a) for a in alerts])
         counts = s.outbox_counts()
-        assert counts["pending"] == 105 and counts["pending_alerts"] == 105  # over the bound: alerts only
+        assert counts.pending == 105 and counts.pending_alerts == 105  # over the bound: alerts only
         late = item()
         s.write_batch([], [], [late])  # nothing droppable: the new row is not admitted, and counted
         assert late.event_id not in {r.event_id for r in s.outbox_pending(1000)}
-        assert s.counter(OUTBOX_DROPPED) == 101
+        assert store_rows.counter(s.path, OUTBOX_DROPPED) == 101
 
 
 def test_outbox_bound_refuse_new(db: Path) -> None:
@@ -343,13 +348,13 @@ def test_outbox_bound_refuse_new(db: Path) -> None:
         s.write_batch([], [a], [refused[0], alert_item(a), refused[1]])
         pending = [r.event_id for r in s.outbox_pending(1000)]
         assert pending == [i.event_id for i in first] + [a.alert_id]
-        assert s.counter(OUTBOX_REFUSED) == 2 and s.counter(OUTBOX_DROPPED) == 0
+        assert store_rows.counter(s.path, OUTBOX_REFUSED) == 2 and store_rows.counter(s.path, OUTBOX_DROPPED) == 0
         s.outbox_mark_sent([r.id for r in s.outbox_pending(10)], now=time.time())
         ok = item()
         s.write_batch([], [], [ok])  # room again
         assert ok.event_id in {r.event_id for r in s.outbox_pending(1000)}
     with Store(db, c) as s:
-        assert s.outbox_counts()["refused"] == 2
+        assert s.outbox_counts().refused == 2
 
 
 # --- retention -----------------------------------------------------------------------------------------------
@@ -366,18 +371,19 @@ def test_retention_by_age(db: Path, caplog: pytest.LogCaptureFixture) -> None:
         s.write_batch([new], [new_alert], [], now=now - 9 * day)
         archive = window(now - 400 * day)  # a recording from an old SD card, analysed today: kept
         s.write_batch([archive], [], [], now=now)
-        s.write_aggregate(now - 11 * day, {"a": 1})
-        s.write_aggregate(now - 1 * day, {"a": 2})
+        s.write_aggregate(now - 11 * day, snapshot(now - 11 * day, span(3600, 1, species={"Genus old": 1})))
+        s.write_aggregate(now - 1 * day, snapshot(now - day, span(3600, 2, species={"Genus new": 2})))
         rows = s.outbox_pending(10)
         s.outbox_mark_sent([rows[0].id], now=now - 7200)  # old_alert sent 2 h ago
         with caplog.at_level(logging.INFO, logger="soundmond.outputs.store"):
             deleted = s.enforce_retention(now)
         assert deleted == {"windows": 1, "detections": 2, "aggregates": 1, "alerts": 1, "outbox_sent": 1}
         assert "retention deleted" in caplog.text
-        assert [w["window_id"] for w in s.windows()] == [archive.window_id, new.window_id]
-        assert {d["window_id"] for d in s.detections()} == {new.window_id, archive.window_id}
-        assert [a["snapshot"] for a in s.aggregates()] == [{"a": 2}]
-        assert {a["alert_id"] for a in s.alerts()} == {old_pending_alert.alert_id, new_alert.alert_id}
+        assert [w["window_id"] for w in store_rows.windows(s.path)] == [archive.window_id, new.window_id]
+        assert {d["window_id"] for d in store_rows.detections(s.path)} == {new.window_id, archive.window_id}
+        kept = snapshot(now - day, span(3600, 2, species={"Genus new": 2})).to_dict()
+        assert [a["snapshot"] for a in store_rows.aggregates(s.path)] == [kept]
+        assert {a["alert_id"] for a in store_rows.alerts(s.path)} == {old_pending_alert.alert_id, new_alert.alert_id}
         assert [r.event_id for r in s.outbox_pending(10)] == [old_pending_alert.alert_id]
         assert s.enforce_retention(now) == dict.fromkeys(deleted, 0)
 
@@ -389,15 +395,15 @@ def test_retention_by_size(db: Path) -> None:
         t0 = now - 3600
         for b in range(20):
             s.write_batch([window(t0 + (b * 50 + i) * 5, n_species=3) for i in range(50)], [], [])
-            s.write_aggregate(t0 + b * 250, {"span": b, "pad": "x" * 200})
+            s.write_aggregate(t0 + b * 250, snapshot(t0 + b * 250, span(3600, 1, species={f"{b} " + "x" * 200: 1})))
         keep = [item("detection", pad="y" * 100) for _ in range(50)]
         s.write_batch([], [], keep)
         assert s.file_bytes() > 3 * max_mb * 1024 * 1024
-        newest = s.windows(limit=1, newest_first=True)[0]["window_id"]
+        newest = store_rows.windows(s.path, limit=1, newest_first=True)[0]["window_id"]
         deleted = s.enforce_retention(now)
         assert deleted["windows"] > 0 and deleted["detections"] > 0 and deleted["aggregates"] > 0
         assert db.stat().st_size <= max_mb * 1024 * 1024
-        remaining = s.windows()
+        remaining = store_rows.windows(s.path)
         assert remaining and remaining[-1]["window_id"] == newest  # the oldest went, the newest stayed
         assert min(w["start_unix_s"] for w in remaining) > t0
         assert [r.event_id for r in s.outbox_pending(100)] == [k.event_id for k in keep]  # pending kept
@@ -435,12 +441,12 @@ def test_writer_batches_and_flushes(writer_parts: Any) -> None:
     a = alert()
     w.submit_alert(a, alert_item(a))
     assert w.flush(timeout=5)
-    assert [r["window_id"] for r in s.windows()] == [x.window_id for x in ws]
-    assert [r["alert_id"] for r in s.alerts()] == [a.alert_id]
+    assert [r["window_id"] for r in store_rows.windows(s.path)] == [x.window_id for x in ws]
+    assert [r["alert_id"] for r in store_rows.alerts(s.path)] == [a.alert_id]
     h = w.health()
-    assert h["rows_written"] == 35 * 4 + 2
-    assert 4 <= h["batches_written"] < 35  # batched, at most batch_size windows each
-    assert h["queue_depth"] == 0 and h["last_error"] is None
+    assert h.rows_written == 35 * 4 + 2
+    assert 4 <= h.batches_written < 35  # batched, at most batch_size windows each
+    assert h.queue_depth == 0 and h.last_error is None
 
 
 def test_writer_writes_everything_on_stop(writer_parts: Any) -> None:
@@ -450,11 +456,11 @@ def test_writer_writes_everything_on_stop(writer_parts: Any) -> None:
     for x in ws:
         w.submit(x)
     stop.set()
-    wait_for(lambda: not w.health()["alive"])
+    wait_for(lambda: not w.health().alive)
     late = window()
     w.submit(late)  # after the thread ended: flush/close still write it
     assert w.close(timeout=5)
-    assert len(s.windows()) == 26
+    assert len(store_rows.windows(s.path)) == 26
 
 
 def test_writer_retries_while_locked_and_loses_nothing(writer_parts: Any, db: Path) -> None:
@@ -467,17 +473,17 @@ def test_writer_retries_while_locked_and_loses_nothing(writer_parts: Any, db: Pa
         alerts = [alert() for _ in range(3)]
         for i, x in enumerate(ws):
             w.submit(x, alerts[i : i + 1] if i < 3 else [], [alert_item(alerts[i])] if i < 3 else [])
-        wait_for(lambda: w.health()["failing"])
-        assert "locked" in (w.health()["last_error"] or "")
-        assert "second soundmond" in (w.health()["last_error"] or "")  # the hint travels with it
+        wait_for(lambda: w.health().failing)
+        assert "locked" in (w.health().last_error or "")
+        assert "second soundmond" in (w.health().last_error or "")  # the hint travels with it
         assert not w.flush(timeout=0.2)  # not on disk yet, and flush says so
     finally:
         other.execute("ROLLBACK")
         other.close()
     assert w.flush(timeout=5)
-    assert {r["window_id"] for r in s.windows()} == {x.window_id for x in ws}
-    assert len(s.alerts()) == 3 and s.outbox_counts()["pending"] == 3
-    assert not w.health()["failing"]
+    assert {r["window_id"] for r in store_rows.windows(s.path)} == {x.window_id for x in ws}
+    assert len(store_rows.alerts(s.path)) == 3 and s.outbox_counts().pending == 3
+    assert not w.health().failing
 
 
 def test_writer_full_queue_counts_drops_and_keeps_alerts(writer_parts: Any, db: Path) -> None:
@@ -488,7 +494,7 @@ def test_writer_full_queue_counts_drops_and_keeps_alerts(writer_parts: Any, db: 
         other.execute("BEGIN EXCLUSIVE")
         kept = [window()]
         assert w.submit(kept[0])
-        wait_for(lambda: w.health()["failing"])  # the writer holds that one item and retries
+        wait_for(lambda: w.health().failing)  # the writer holds that one item and retries
         kept += [window(), window()]
         assert w.submit(kept[1]) and w.submit(kept[2])  # the queue's 2 places
         a = alert()
@@ -497,15 +503,15 @@ def test_writer_full_queue_counts_drops_and_keeps_alerts(writer_parts: Any, db: 
         a2 = alert()
         w.submit_alert(a2, alert_item(a2))  # never blocks, never dropped
         h = w.health()
-        assert h["dropped_windows"] == 1 and h["dropped_outbox_items"] == 1 and h["overflow_alerts"] == 2
+        assert h.dropped_windows == 1 and h.dropped_outbox_items == 1 and h.overflow_alerts == 2
     finally:
         other.execute("ROLLBACK")
         other.close()
     assert w.flush(timeout=5)
-    assert {r["window_id"] for r in s.windows()} == {k.window_id for k in kept}
-    assert {r["alert_id"] for r in s.alerts()} == {a.alert_id, a2.alert_id}
+    assert {r["window_id"] for r in store_rows.windows(s.path)} == {k.window_id for k in kept}
+    assert {r["alert_id"] for r in store_rows.alerts(s.path)} == {a.alert_id, a2.alert_id}
     assert {r.event_id for r in s.outbox_pending(10)} == {a.alert_id, a2.alert_id}
-    assert s.counter(WRITER_DROPPED_WINDOWS) == 1  # persisted with the next write
+    assert store_rows.counter(s.path, WRITER_DROPPED_WINDOWS) == 1  # persisted with the next write
 
 
 def test_writer_rejects_a_bad_item_without_blocking_the_others(writer_parts: Any) -> None:
@@ -520,12 +526,12 @@ def test_writer_rejects_a_bad_item_without_blocking_the_others(writer_parts: Any
     w.submit(window(window_id=first.window_id), [a], [alert_item(a)])  # duplicate id: refused
     w.submit(good[1])
     assert w.flush(timeout=5)
-    assert {r["window_id"] for r in s.windows()} == {first.window_id, *(g.window_id for g in good)}
-    assert [r["alert_id"] for r in s.alerts()] == [a.alert_id]  # its alert was saved on its own
-    assert w.health()["rejected_items"] == 1
+    assert {r["window_id"] for r in store_rows.windows(s.path)} == {first.window_id, *(g.window_id for g in good)}
+    assert [r["alert_id"] for r in store_rows.alerts(s.path)] == [a.alert_id]  # its alert was saved on its own
+    assert w.health().rejected_items == 1
     w.submit(window())  # the count is persisted with the next successful write
     assert w.flush(timeout=5)
-    assert s.counter(store_mod.WRITER_REJECTED) == 1
+    assert store_rows.counter(s.path, WRITER_REJECTED) == 1
 
 
 def test_writer_survives_transient_failures(writer_parts: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -546,15 +552,15 @@ def test_writer_survives_transient_failures(writer_parts: Any, monkeypatch: pyte
         w.submit(x)
     assert w.flush(timeout=5)
     assert fails["n"] == 0
-    assert len(s.windows()) == 5
-    assert w.health()["last_error"] == "disk is full - free space"
+    assert len(store_rows.windows(s.path)) == 5
+    assert w.health().last_error == "disk is full - free space"
 
 
 def test_writer_runs_retention(writer_parts: Any) -> None:
     s, stop, make = writer_parts
     s.write_batch([window(time.time() - 200 * 86400)], [], [], now=time.time() - 200 * 86400)
     make(retention_interval_s=3600)
-    wait_for(lambda: s.windows() == [])
+    wait_for(lambda: store_rows.windows(s.path) == [])
 
 
 # --- a crash ---------------------------------------------------------------------------------------------------
@@ -564,7 +570,7 @@ CHILD = textwrap.dedent(
     import sys, threading, time
     from pathlib import Path
     from soundmond.config import StoreConfig
-    from soundmond.data import Alert, GroupPrediction, WindowResult
+    from soundmond.data import Alert, AlertType, GroupPrediction, WindowResult
     from soundmond.outputs.store import OutboxItem, Store, StoreWriter
 
     store = Store(Path(sys.argv[1]), StoreConfig(batch_size=7, flush_interval_s=5.0))
@@ -573,7 +579,7 @@ CHILD = textwrap.dedent(
     for i in range(40):
         r = WindowResult(f"w{i}", "mic", t + i, 0.0, 5.0, GroupPrediction("natural", {"natural": 1.0}), (), 0.0,
                          (), 0.0, -30.0, 0.0, 1.0)
-        alerts = [Alert("X", "X", "critical", t, "m", alert_id=f"a{i}")] if i % 10 == 0 else []
+        alerts = [Alert(AlertType.CAPTURE_LOST, "X", "critical", t, "m", alert_id=f"a{i}")] if i % 10 == 0 else []
         writer.submit(r, alerts, [OutboxItem("alert", a.alert_id, {}) for a in alerts])
     assert writer.flush(timeout=30)
     print("flushed", flush=True)
@@ -598,5 +604,5 @@ def test_data_survives_sigkill_after_flush(db: Path) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     with Store(db, cfg()) as s:
-        assert [r["window_id"] for r in s.windows()] == [f"w{i}" for i in range(40)]
+        assert [r["window_id"] for r in store_rows.windows(s.path)] == [f"w{i}" for i in range(40)]
         assert [r.event_id for r in s.outbox_pending(100)] == ["a0", "a10", "a20", "a30"]

@@ -15,24 +15,26 @@ Topic tree (prefix defaults to `soundmond/<station_id>`):
     <prefix>/heartbeat    uptime, real-time factor, drops, capture state, disk, model versions, config hash; retained
     <prefix>/set          commands to the station (JSON, small); malformed ones are ignored and counted
 
-The builders are pure: they take the stage dataclasses (or plain dicts for the soundscape snapshot and the heartbeat)
-and return dicts ready for `encode`. `validate` needs the `jsonschema` package (a dev dependency), imported lazily.
+The builders are pure: they take the stage dataclasses (`WindowResult`, `SpeciesScore`, `Alert`, the aggregator's
+`SoundscapeSnapshot`, the pipeline's `Heartbeat`) and return dicts ready for `encode`. Windows, species and alerts are
+serialised by `soundmond.outputs.records` (shared with `soundmond analyze` and the store), numbers per
+`records.MESSAGE`. `validate` needs the `jsonschema` package (a dev dependency), imported lazily.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from soundmond.config import MqttConfig, StationConfig
-from soundmond.data import Alert, SpeciesScore, WindowResult, new_id
+from soundmond.data import GROUPS, Alert, BaselineStatus, Heartbeat, SpeciesScore, WindowResult, new_id
+from soundmond.outputs.records import MESSAGE, alert_record, iso_utc, number, species_record, window_record
+from soundmond.soundscape.aggregate import SoundscapeSnapshot
 
 SCHEMA = "soundmond.v1"
 SCHEMA_VERSION = 1
@@ -50,18 +52,7 @@ KIND_TOPICS: dict[str, str] = {
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
 
-_HEARTBEAT_KEYS = (
-    "uptime_s",
-    "rtf",
-    "windows_processed",
-    "dropped_windows",
-    "capture_state",
-    "disk",
-    "models",
-    "config_sha256",
-    "mqtt",
-    "version",
-)
+HEARTBEAT_DIGITS = 3  # uptime_s and rtf in the heartbeat
 
 
 class InvalidMessage(ValueError):
@@ -114,19 +105,6 @@ class Topics:
         return f"{self.prefix}/{KIND_TOPICS.get(kind, kind)}"
 
 
-def iso_utc(ts_unix_s: float) -> str:
-    """ISO-8601 UTC with milliseconds and a Z: 2024-05-01T06:00:00.000Z."""
-    return datetime.fromtimestamp(ts_unix_s, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _num(x: float | None, ndigits: int = 4) -> float | None:
-    """JSON has no NaN/inf (e.g. -inf dBFS of digital silence): those become null."""
-    if x is None:
-        return None
-    x = float(x)
-    return round(x, ndigits) if math.isfinite(x) else None
-
-
 def _envelope(kind: str, station: StationConfig, ts_unix_s: float, event_id: str | None) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "schema": SCHEMA,
@@ -140,38 +118,27 @@ def _envelope(kind: str, station: StationConfig, ts_unix_s: float, event_id: str
     return payload
 
 
-def _species(s: SpeciesScore) -> dict[str, Any]:
-    return {
-        "scientific_name": s.scientific_name,
-        "common_name": s.common_name,
-        "confidence": _num(s.confidence),
-        "occurrence": _num(s.occurrence),
-    }
-
-
 def window_payload(result: WindowResult, station: StationConfig) -> dict[str, Any]:
     """One analysed window (event_id = window_id)."""
+    rec = window_record(result, MESSAGE)
+    probs = rec["probabilities"]
     p = _envelope("window", station, result.start_unix_s, result.window_id)
     p.update(
         {
-            "window_id": result.window_id,
-            "source": result.source,
-            "start_s": _num(result.start_s, 3),
-            "end_s": _num(result.end_s, 3),
-            "status": result.status,
-            "group": result.group.group if result.group else None,
-            "shares": (
-                {g: _num(result.group.probabilities.get(g, 0.0)) for g in ("natural", "industrial", "other")}
-                if result.group
-                else None
-            ),
-            "tagger_top": [{"label": ls.label, "score": _num(ls.score)} for ls in result.tagger_top],
-            "species": [_species(s) for s in result.species],
-            "bird_top_score": _num(result.bird_top_score),
-            "rms_dbfs": _num(result.rms_dbfs, 2),
-            "clipped_fraction": _num(result.clipped_fraction),
-            "compute_ms": _num(result.compute_ms, 1),
-            "error": result.error,
+            "window_id": rec["window_id"],
+            "source": rec["source"],
+            "start_s": rec["start_s"],
+            "end_s": rec["end_s"],
+            "status": rec["status"],
+            "group": rec["group"],
+            "shares": {g: probs.get(g, 0.0) for g in GROUPS} if probs is not None else None,
+            "tagger_top": rec["tagger_top"],
+            "species": rec["species"],
+            "bird_top_score": rec["bird_top_score"],
+            "rms_dbfs": rec["rms_dbfs"],
+            "clipped_fraction": rec["clipped_fraction"],
+            "compute_ms": rec["compute_ms"],
+            "error": rec["error"],
         }
     )
     return p
@@ -188,60 +155,44 @@ def detection_payload(
     """One species detected in one window (ts = the window's start)."""
     p = _envelope("detection", station, ts_unix_s, event_id)
     p["window_id"] = window_id
-    p.update(_species(score))
+    p.update(species_record(score, MESSAGE))
     return p
 
 
 def alert_payload(alert: Alert, station: StationConfig) -> dict[str, Any]:
     """An alert (event_id = alert_id, so a replayed alert keeps its id)."""
+    rec = alert_record(alert)
     p = _envelope("alert", station, alert.ts_unix_s, alert.alert_id)
     p.update(
         {
-            "alert_type": alert.type,
-            "key": alert.key,
-            "severity": alert.severity,
-            "message": alert.message,
-            "evidence": json.loads(json.dumps(alert.evidence, default=str)),
+            "alert_type": rec["type"],
+            "key": rec["key"],
+            "severity": rec["severity"],
+            "message": rec["message"],
+            "evidence": json.loads(json.dumps(rec["evidence"], default=str)),
         }
     )
     return p
 
 
-def soundscape_payload(snapshot: Mapping[str, Any], station: StationConfig, *, ts_unix_s: float) -> dict[str, Any]:
-    """Rolling shares per span and species counts.
+def soundscape_payload(snapshot: SoundscapeSnapshot, station: StationConfig, *, ts_unix_s: float) -> dict[str, Any]:
+    """Rolling shares per span and species counts, spans shortest first, species by count (highest first).
 
-    `snapshot` = {"spans": {span_s: {"windows": int, "shares": {"natural": f, "industrial": f, "other": f} | None,
-    "species": {scientific_name: count} | [{"scientific_name", "common_name"?, "count"}]}}}, or the aggregator's
-    `SoundscapeSnapshot.to_dict()` (a list of spans with `span_s`, `windows_with_group` and `species_counts`).
-    `windows_with_group` is the number of windows behind the shares (skipped or failed windows have no group).
-    Spans are sorted shortest first; species by count, highest first.
+    `windows_with_group` is the number of windows behind the shares (skipped or failed windows have no group);
+    `shares` is null when there is none.
     """
-    spans_in = snapshot.get("spans", {})
-    items = spans_in.items() if isinstance(spans_in, Mapping) else ((s.get("span_s"), s) for s in spans_in)
     spans = []
-    for span_s, span in sorted(items, key=lambda kv: int(kv[0])):
-        shares = span.get("shares")
-        species_in = span.get("species") or span.get("species_counts") or {}
-        if isinstance(species_in, Mapping):
-            species: list[dict[str, Any]] = [
-                {"scientific_name": str(k), "count": int(v)} for k, v in species_in.items()
-            ]
-        else:
-            species = []
-            for s in species_in:
-                entry: dict[str, Any] = {"scientific_name": str(s["scientific_name"]), "count": int(s["count"])}
-                if s.get("common_name"):
-                    entry["common_name"] = str(s["common_name"])
-                species.append(entry)
-        species.sort(key=lambda s: (-int(s["count"]), str(s["scientific_name"])))
+    for span in sorted(snapshot.spans, key=lambda s: s.span_s):
+        ranked = sorted(span.species_counts.items(), key=lambda kv: (-int(kv[1]), kv[0]))
+        species = [{"scientific_name": name, "count": int(n)} for name, n in ranked]
         spans.append(
             {
-                "span_s": int(span_s),
-                "windows": int(span.get("windows", 0)),
-                "windows_with_group": int(span.get("windows_with_group", span.get("windows", 0))),
+                "span_s": int(span.span_s),
+                "windows": int(span.windows),
+                "windows_with_group": int(span.windows_with_group),
                 "shares": (
-                    {g: _num(float(shares.get(g, 0.0))) for g in ("natural", "industrial", "other")}
-                    if shares
+                    {g: number(span.shares.get(g, 0.0), MESSAGE.score, MESSAGE) for g in GROUPS}
+                    if span.shares
                     else None
                 ),
                 "species": species,
@@ -252,20 +203,59 @@ def soundscape_payload(snapshot: Mapping[str, Any], station: StationConfig, *, t
     return p
 
 
-def heartbeat_payload(info: Mapping[str, Any], station: StationConfig, *, ts_unix_s: float) -> dict[str, Any]:
-    """Station health. Known keys: uptime_s, rtf, windows_processed, dropped_windows, capture_state, disk {...},
-    models {name: version}, config_sha256, mqtt {...}, version; anything else goes under `extra`."""
+@dataclass(frozen=True)
+class PublisherHealth:
+    """The MQTT publisher as the heartbeat reports it (under `mqtt`)."""
+
+    connected: bool
+    pending: int | None  # unsent outbox rows as of the last count (None before the first)
+    in_flight: int
+    published: int
+    dropped: int  # direct messages dropped while disconnected, all kinds
+
+
+def _baseline(b: BaselineStatus) -> dict[str, Any]:
+    return {
+        "ready": b.ready,
+        "days_available": b.days_available,
+        "days_needed": b.days_needed,
+        "message": b.message,
+        "rules": {str(t): asdict(r) for t, r in b.rules.items()},
+    }
+
+
+def heartbeat_payload(
+    heartbeat: Heartbeat, station: StationConfig, *, ts_unix_s: float, mqtt: PublisherHealth | None = None
+) -> dict[str, Any]:
+    """Station health: uptime_s, rtf, windows_processed, dropped_windows, capture_state, disk, models, config_sha256,
+    version, `mqtt` (when given) at the top; failed and quiet windows, capture, outbox, store_writer and baseline
+    under `extra`."""
+    hb = heartbeat
     p = _envelope("heartbeat", station, ts_unix_s, None)
-    extra: dict[str, Any] = {}
-    for k, v in info.items():
-        if k in _HEARTBEAT_KEYS:
-            p[k] = _num(v, 3) if isinstance(v, float) else v
-        else:
-            extra[k] = v
-    p.setdefault("uptime_s", 0.0)
-    p.setdefault("capture_state", "unknown")
-    if extra:
-        p["extra"] = json.loads(json.dumps(extra, default=str))
+    p.update(
+        {
+            "uptime_s": number(hb.uptime_s, HEARTBEAT_DIGITS, MESSAGE),
+            "rtf": number(hb.rtf, HEARTBEAT_DIGITS, MESSAGE),
+            "windows_processed": hb.windows_processed,
+            "dropped_windows": hb.dropped_windows,
+            "capture_state": hb.capture_state,
+            "disk": asdict(hb.disk) if hb.disk is not None else None,
+            "models": dict(hb.models),
+            "config_sha256": hb.config_sha256,
+            "version": hb.version,
+        }
+    )
+    if mqtt is not None:
+        p["mqtt"] = asdict(mqtt)
+    extra = {
+        "failed_windows": hb.failed_windows,
+        "skipped_quiet_windows": hb.skipped_quiet_windows,
+        "capture": asdict(hb.capture) if hb.capture is not None else None,
+        "outbox": asdict(hb.outbox) if hb.outbox is not None else None,
+        "store_writer": asdict(hb.store_writer) if hb.store_writer is not None else None,
+        "baseline": _baseline(hb.baseline),
+    }
+    p["extra"] = json.loads(json.dumps(extra, default=str))
     return p
 
 

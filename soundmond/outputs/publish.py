@@ -22,6 +22,9 @@ Delivery rules:
   established connection dropped). It is logged once per change and exposed in `state()`. The password is read with
   `read_secret` at each attempt and never logged.
 
+The client itself (protocol, last will, credentials, TLS, connection errors) is made in `broker.py`; what subscribers
+may send the station is read in `commands.py`.
+
 All paho calls happen on the publisher's own thread (`client.loop()` is driven by it), so callbacks need no locks
 beyond the one guarding the counters `state()` reads.
 """
@@ -29,10 +32,8 @@ beyond the one guarding the counters `state()` reads.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import random
-import socket
 import ssl
 import threading
 import time
@@ -41,63 +42,36 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from soundmond import __version__
 from soundmond.config import MqttConfig, StationConfig, read_secret
-from soundmond.data import WindowResult
+from soundmond.data import Heartbeat, OutboxCounts, WindowResult
 from soundmond.outputs import messages
+from soundmond.outputs.broker import connect, new_client
+from soundmond.outputs.commands import read_incoming
+from soundmond.outputs.store import OutboxRow
+from soundmond.soundscape.aggregate import SoundscapeSnapshot
 
 logger = logging.getLogger(__name__)
 
-MAX_BIRTH_BYTES = 64
-MAX_COMMAND_BYTES = 4096
 _AUTH_REASONS = {134, 135}  # MQTT 5 "Bad user name or password", "Not authorized" (3.1.1 rc 4 and 5 map to these)
-
-
-class OutboxRowLike(Protocol):
-    @property
-    def id(self) -> int: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def event_id(self) -> str: ...
-    @property
-    def payload(self) -> str: ...
-    @property
-    def qos(self) -> int: ...
 
 
 class OutboxStore(Protocol):
     """What the publisher needs from `soundmond.outputs.store.Store`."""
 
-    def outbox_pending(self, limit: int, after_id: int = 0) -> Sequence[OutboxRowLike]: ...
+    def outbox_pending(self, limit: int, after_id: int = 0) -> Sequence[OutboxRow]: ...
 
-    def outbox_mark_sent(self, ids: Sequence[int], now: float) -> Any: ...
+    def outbox_mark_attempt(self, ids: Sequence[int]) -> None: ...
+
+    def outbox_mark_sent(self, ids: Sequence[int], now: float) -> int: ...
 
     def outbox_requeue_sent_since(self, since_unix_s: float) -> int: ...
 
-
-class _Client(mqtt.Client):
-    """paho 2.2 leaves the TLS socket open when the handshake fails (a ResourceWarning per retry); close it.
-
-    Same steps as paho's `_ssl_wrap_socket`; hostname checking is done by our SSLContext (check_hostname), which
-    paho also relies on when the context checks hostnames."""
-
-    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
-        ctx = self._ssl_context
-        if ctx is None:
-            raise ValueError("TLS requested without an SSL context")
-        ssl_sock = ctx.wrap_socket(tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
-        try:
-            ssl_sock.settimeout(self._connect_timeout)
-            ssl_sock.do_handshake()
-        except BaseException:
-            ssl_sock.close()
-            raise
-        return ssl_sock
+    def outbox_counts(self) -> OutboxCounts: ...
 
 
 @dataclass(frozen=True)
@@ -221,24 +195,22 @@ class MqttPublisher:
                 resent=c.resent,
             )
 
-    def publish_soundscape(self, snapshot: Mapping[str, Any]) -> bool:
+    def publish_soundscape(self, snapshot: SoundscapeSnapshot) -> bool:
         """Retained soundscape; False (dropped, counted) while disconnected. Thread-safe."""
         payload = messages.soundscape_payload(snapshot, self.station, ts_unix_s=self._clock())
         return self._publish_direct("soundscape", self.topics.soundscape, messages.encode(payload), 1, True)
 
-    def publish_heartbeat(self, info: Mapping[str, Any]) -> bool:
+    def publish_heartbeat(self, heartbeat: Heartbeat) -> bool:
         """Retained heartbeat (the publisher adds its own counters under `mqtt`); False while disconnected."""
-        info = dict(info)
-        if "mqtt" not in info:
-            s = self.state()
-            info["mqtt"] = {
-                "connected": s.connected,
-                "pending": s.pending,
-                "in_flight": s.in_flight,
-                "published": s.published,
-                "dropped": sum(s.dropped.values()),
-            }
-        payload = messages.heartbeat_payload(info, self.station, ts_unix_s=self._clock())
+        s = self.state()
+        mqtt_health = messages.PublisherHealth(
+            connected=s.connected,
+            pending=s.pending,
+            in_flight=s.in_flight,
+            published=s.published,
+            dropped=sum(s.dropped.values()),
+        )
+        payload = messages.heartbeat_payload(heartbeat, self.station, ts_unix_s=self._clock(), mqtt=mqtt_health)
         return self._publish_direct("heartbeat", self.topics.heartbeat, messages.encode(payload), 1, True)
 
     def publish_window(self, result: WindowResult) -> bool:
@@ -307,43 +279,19 @@ class MqttPublisher:
         return f"{self.config.host}:{self.config.port}"
 
     def _new_client(self) -> mqtt.Client:
-        v5 = self.config.protocol == "5"
-        client = _Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self._client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else True,
-        )
-        client.enable_logger(logging.getLogger(__name__ + ".paho"))
-        client.max_inflight_messages_set(self._window + 10)
-        client.max_queued_messages_set(self._window + self._direct_max + 32)
-        client.connect_timeout = 5.0
-        client.will_set(self.topics.status, messages.STATUS_OFFLINE, qos=1, retain=True)
+        password = None
         if self.config.username:
             password = read_secret(self.config.password_env, self.config.password_credential)
             if password is None:
                 self._warn_once_no_password()
-            client.username_pw_set(self.config.username, password)
-        if self.config.tls is not None:
-            client.tls_set_context(self._tls_context())
-            if self.config.tls.insecure:
-                client.tls_insecure_set(True)
+        client = new_client(self.config, self._client_id, self.topics.status, password,
+                            max_inflight=self._window + 10, max_queued=self._window + self._direct_max + 32,
+                            logger=logging.getLogger(__name__ + ".paho"))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
-
-    def _tls_context(self) -> ssl.SSLContext:
-        tls = self.config.tls
-        assert tls is not None
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None)
-        if tls.cert_file:
-            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
-        if tls.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
 
     _no_password_warned = False
 
@@ -366,26 +314,9 @@ class MqttPublisher:
             return
         self._client = client
         self._connect_started = time.monotonic()
-        try:
-            if self.config.protocol == "5":
-                client.connect(self.config.host, self.config.port, self.config.keepalive_s, clean_start=True)
-            else:
-                client.connect(self.config.host, self.config.port, self.config.keepalive_s)
-        except ssl.SSLCertVerificationError as exc:
-            self._fail("tls", f"TLS certificate of {self._where()} not trusted: {exc.verify_message or exc} "
-                              "(check mqtt.tls.ca_file and that the certificate names this host)")
-        except ssl.SSLError as exc:
-            self._fail("tls", f"TLS handshake with {self._where()} failed: {exc.reason or exc} "
-                              "(is this a TLS port? check mqtt.tls)")
-        except ConnectionRefusedError:
-            self._fail("unreachable", f"connection refused by {self._where()} (is the broker running and listening "
-                                      "on that port?)")
-        except socket.gaierror as exc:
-            self._fail("unreachable", f"cannot resolve {self.config.host!r}: {exc.strerror or exc}")
-        except TimeoutError:
-            self._fail("unreachable", f"timed out connecting to {self._where()}")
-        except OSError as exc:
-            self._fail("unreachable", f"cannot connect to {self._where()}: {exc.strerror or exc}")
+        failure = connect(client, self.config)
+        if failure is not None:
+            self._fail(*failure)
 
     def _fail(self, kind: str, text: str) -> None:
         self._set_error(kind, text)
@@ -523,42 +454,17 @@ class MqttPublisher:
             self._ignore("malformed", msg.topic, "could not be handled", exc_info=True)
 
     def _handle_message(self, topic: str, payload: bytes) -> None:
-        if topic == f"{self.config.discovery_prefix}/status":
-            if len(payload) > MAX_BIRTH_BYTES:
-                self._ignore("oversized", topic, f"{len(payload)} bytes")
-                return
-            try:
-                text = payload.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                self._ignore("malformed", topic, "not UTF-8")
-                return
-            if text == "online":
-                logger.info("Home Assistant is online: re-sending discovery")
-                self._resend_discovery = True
-            elif text != "offline":
-                self._ignore("malformed", topic, "neither online nor offline")
-            return
-        if topic == self.topics.set:
-            if len(payload) > MAX_COMMAND_BYTES:
-                self._ignore("oversized", topic, f"{len(payload)} bytes")
-                return
-            try:
-                command = json.loads(payload.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                self._ignore("malformed", topic, "not UTF-8 JSON")
-                return
-            if not isinstance(command, dict) or not isinstance(command.get("command"), str):
-                self._ignore("malformed", topic, 'not a JSON object with a string "command"')
-                return
-            name = command["command"]
-            if name == "republish":
-                logger.info("MQTT command: republish")
-                self._resend_discovery = self.config.home_assistant_discovery
-                self._republish_state = True
-            else:
-                self._ignore("unknown_command", topic, f"command {name[:40]!r} is not known (known: republish)")
-            return
-        self._ignore("unexpected_topic", topic, "not subscribed here")
+        incoming = read_incoming(topic, payload, set_topic=self.topics.set,
+                                 birth_topic=f"{self.config.discovery_prefix}/status")
+        if incoming.action == "ignored":
+            self._ignore(incoming.reason, topic, incoming.detail)
+        elif incoming.action == "resend_discovery":
+            logger.info("Home Assistant is online: re-sending discovery")
+            self._resend_discovery = True
+        elif incoming.action == "republish":
+            logger.info("MQTT command: republish")
+            self._resend_discovery = self.config.home_assistant_discovery
+            self._republish_state = True
 
     def _ignore(self, reason: str, topic: str, detail: str, *, exc_info: bool = False) -> None:
         with self._lock:
@@ -629,12 +535,10 @@ class MqttPublisher:
         if not rows:
             self._next_poll = now + self._poll_interval_s
             return
-        mark_attempt = getattr(self._store, "outbox_mark_attempt", None)
-        if mark_attempt is not None:
-            try:
-                mark_attempt([row.id for row in rows])
-            except Exception:
-                logger.debug("outbox_mark_attempt failed", exc_info=True)
+        try:
+            self._store.outbox_mark_attempt([row.id for row in rows])
+        except Exception:
+            logger.debug("outbox_mark_attempt failed", exc_info=True)
         for row in rows:
             info = client.publish(self.topics.for_kind(row.kind), row.payload, qos=2 if row.qos == 2 else 1)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -662,18 +566,13 @@ class MqttPublisher:
                 self._counters.pending = max(0, self._counters.pending - len(ids))
 
     def _count_pending(self) -> None:
-        counter = getattr(self._store, "outbox_counts", None)
-        if counter is None:
-            return
         try:
-            counts = counter()
+            counts = self._store.outbox_counts()
         except Exception:
             logger.debug("outbox_counts failed", exc_info=True)
             return
-        pending = counts.get("pending") if isinstance(counts, Mapping) else getattr(counts, "pending", counts)
-        if isinstance(pending, int):
-            with self._lock:
-                self._counters.pending = pending
+        with self._lock:
+            self._counters.pending = counts.pending
 
     def _flushed(self) -> bool:
         """During shutdown: nothing in flight and nothing left to send."""

@@ -1,0 +1,166 @@
+"""Between the stage dataclasses and the store's rows: the outbox item and row, the column tuples, and back.
+
+The window and detection columns come from `records.window_record` at full precision (`records.STORED`), so the
+store, `soundmond analyze` and MQTT serialise a window in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soundmond.data import GROUPS, Alert, GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.outputs.records import STORED, alert_record, window_record
+
+ALERT_KIND = "alert"
+
+WINDOW_COLUMNS = (
+    'window_id, source, start_unix_s, start_s, end_s, status, error, "group", p_natural, p_industrial, p_other, '
+    "tagger_top, tagger_top_score, bird_top_score, rms_dbfs, clipped_fraction, compute_ms, stored_unix_s"
+)
+DETECTION_COLUMNS = "window_id, rank, scientific_name, common_name, confidence, occurrence, start_unix_s"
+ALERT_COLUMNS = "alert_id, type, key, severity, ts_unix_s, message, evidence"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A message to publish, handed to the store with the data it describes."""
+
+    kind: str  # "alert", "detection", "window", "soundscape", ...; only "alert" is never dropped
+    event_id: str  # unique per event (alerts: the alert_id), lets subscribers de-duplicate replays
+    payload: dict[str, Any]  # stored as JSON (non-finite floats become null, numpy scalars plain numbers)
+    qos: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            raise ValueError("OutboxItem.kind must not be empty")
+        if self.qos not in (0, 1, 2):
+            raise ValueError(f"OutboxItem.qos must be 0, 1 or 2, not {self.qos!r}")
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """A pending outbox row as the publisher sees it; `id` is the replay order."""
+
+    id: int
+    kind: str
+    event_id: str
+    payload: str  # JSON text, published as is
+    qos: int
+    created_unix_s: float
+    attempts: int
+
+
+
+def clean(obj: Any) -> Any:
+    """A JSON-safe copy: non-finite floats -> None (strict JSON has no NaN), numpy values -> Python values."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, np.generic):
+        return clean(obj.item())
+    if isinstance(obj, np.ndarray):
+        return clean(obj.tolist())
+    if isinstance(obj, Mapping):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset, deque)):
+        return [clean(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot store a {type(obj).__name__} as JSON")
+
+
+def dumps(obj: Any) -> str:
+    """Compact strict JSON of `clean(obj)`: what the store's JSON columns hold."""
+    return json.dumps(clean(obj), allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
+def _float_or_nan(v: float | None) -> float:
+    """SQLite stores NaN as NULL; a NULL measurement comes back as NaN (unknown), never as a made-up number."""
+    return math.nan if v is None else float(v)
+
+
+def window_row(r: WindowResult, stored_unix_s: float) -> tuple[Any, ...]:
+    """The `windows` columns (WINDOW_COLUMNS order) of one result."""
+    rec = window_record(r, STORED)
+    probs = rec["probabilities"] or {}
+    return (
+        rec["window_id"],
+        rec["source"],
+        rec["start_unix_s"],
+        rec["start_s"],
+        rec["end_s"],
+        rec["status"],
+        rec["error"],
+        rec["group"],
+        *(probs.get(g) for g in GROUPS),
+        dumps([[t["label"], t["score"]] for t in rec["tagger_top"]]),
+        rec["tagger_top_score"],
+        rec["bird_top_score"],
+        rec["rms_dbfs"],
+        rec["clipped_fraction"],
+        rec["compute_ms"],
+        float(stored_unix_s),
+    )
+
+
+def detection_rows(r: WindowResult) -> list[tuple[Any, ...]]:
+    """The `detections` rows (DETECTION_COLUMNS order) of one result, rank = position in `species`."""
+    rec = window_record(r, STORED)
+    return [
+        (rec["window_id"], rank, s["scientific_name"], s["common_name"], s["confidence"], s["occurrence"],
+         rec["start_unix_s"])
+        for rank, s in enumerate(rec["species"])
+    ]
+
+
+def alert_row(a: Alert) -> tuple[Any, ...]:
+    """The `alerts` row (ALERT_COLUMNS order); `type` is AlertType's stable name."""
+    rec = alert_record(a)
+    return (rec["alert_id"], rec["type"], rec["key"], rec["severity"], float(a.ts_unix_s), rec["message"],
+            dumps(rec["evidence"]))
+
+
+def results_from_rows(windows: Iterable[sqlite3.Row], detections: Iterable[sqlite3.Row]) -> list[WindowResult]:
+    """WindowResults rebuilt from `windows` rows and their `detections` rows (ordered by window_id, rank)."""
+    species: dict[str, list[SpeciesScore]] = {}
+    for d in detections:
+        species.setdefault(d["window_id"], []).append(
+            SpeciesScore(d["scientific_name"], d["common_name"], _float_or_nan(d["confidence"]), d["occurrence"])
+        )
+    out = []
+    for w in windows:
+        group = None
+        if w["group"] is not None:
+            probs = {g: w[f"p_{g}"] for g in GROUPS if w[f"p_{g}"] is not None}
+            group = GroupPrediction(w["group"], {g: float(p) for g, p in probs.items()})
+        tagger_top: Sequence[Sequence[Any]] = json.loads(w["tagger_top"])
+        out.append(
+            WindowResult(
+                window_id=w["window_id"],
+                source=w["source"],
+                start_unix_s=w["start_unix_s"],
+                start_s=w["start_s"],
+                end_s=w["end_s"],
+                group=group,
+                tagger_top=tuple(LabelScore(label, _float_or_nan(score)) for label, score in tagger_top),
+                tagger_top_score=_float_or_nan(w["tagger_top_score"]),
+                species=tuple(species.get(w["window_id"], ())),
+                bird_top_score=_float_or_nan(w["bird_top_score"]),
+                rms_dbfs=_float_or_nan(w["rms_dbfs"]),
+                clipped_fraction=_float_or_nan(w["clipped_fraction"]),
+                compute_ms=_float_or_nan(w["compute_ms"]),
+                status=w["status"],
+                error=w["error"],
+            )
+        )
+    return out
