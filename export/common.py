@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from soundmond.capture.audio import find_audio_files, load_audio
+from soundmond.errors import ExitCode
 from soundmond.models.sessions import sigmoid
 from soundmond.models.sidecar import Parity, sha256_file
 
@@ -25,10 +26,10 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECK_AUDIO = REPO_ROOT / "tests" / "fixtures" / "audio"
 
-# Exit codes of `python -m export` (documented in `--help` and the README).
-EXIT_OK = 0
-EXIT_FAILED = 1  # the export ran but missed its parity target: nothing written
-EXIT_USAGE = 2  # bad arguments, unreachable hub / unknown id, wrong input file: nothing written
+# Exit codes of `python -m export` (documented in `--help` and the README), soundmond's own numbers (`ExitCode`).
+EXIT_OK = ExitCode.OK
+EXIT_FAILED = ExitCode.PARTIAL  # 1: the export ran but missed its parity target: nothing written
+EXIT_USAGE = ExitCode.USAGE  # 2: bad arguments, unreachable hub / unknown id, wrong input file: nothing written
 
 
 class ExportError(Exception):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from soundmond.cli import LAZY_COMMANDS, main, missing_workbench_library
+from soundmond.cli import COMMANDS, main, missing_workbench_library
 from soundmond.errors import EXIT_CODES_HELP, ExitCode
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def test_building_the_parser_imports_nothing_heavy() -> None:
     modules, _ = _modules_after("from soundmond.cli import build_parser\nbuild_parser()")
     assert "soundmond.cli" in modules
     assert _heavy(modules) == []
-    assert not {spec.module for spec in LAZY_COMMANDS.values()} & modules  # no command module either
+    assert not {spec.module for spec in COMMANDS.values()} & modules  # no command module either
 
 
 def test_top_level_help_lists_every_command_and_imports_nothing_heavy() -> None:
@@ -47,7 +47,7 @@ def test_top_level_help_lists_every_command_and_imports_nothing_heavy() -> None:
                  "try:\n    main(['--help'])\nexcept SystemExit as exc:\n    assert exc.code == 0\n")
     modules, proc = _modules_after(statement)
     assert _heavy(modules) == []
-    for command in ("run", "analyze", "check-config", "devices", *LAZY_COMMANDS):
+    for command in ("run", "analyze", "check-config", "devices", *COMMANDS):
         assert f"    {command}" in proc.stdout
     assert EXIT_CODES_HELP.splitlines()[1] in proc.stdout and "examples:" in proc.stdout
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +194,6 @@ def linear_parts(path: Path, model: Any) -> dict[str, npt.NDArray[np.float64]]:
 
 def to_onnx(path: Path, model: Any, meta: HeadMeta) -> bytes:
     """The sealed ONNX head (bytes) of a StandardScaler + multinomial LogisticRegression pipeline."""
-    from dataclasses import asdict
-
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

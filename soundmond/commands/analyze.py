@@ -1,0 +1,76 @@
+"""`soundmond analyze`: recordings through the same `Session.process` as the daemon, one record per window on stdout
+(JSON lines or CSV, `soundmond.outputs.records`), the aggregate and the alerts with `--summary`; files that cannot
+be decoded are named on stderr (exit 1) and the others analysed."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import threading
+from pathlib import Path
+
+from soundmond.analysis import ModelLoadError, build_session
+from soundmond.capture.files import FileSource
+from soundmond.commands.common import add_config_argument, load_with_logging, report_config_error
+from soundmond.config import ConfigError
+from soundmond.data import Alert
+from soundmond.errors import ExitCode
+from soundmond.outputs import records
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", type=Path, help="audio files or folders (wav, flac, mp3, ogg, opus)")
+    add_config_argument(p, "config file (models, windows, alert rules)")
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("--summary", action="store_true", help="add the aggregate and the alerts at the end")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_with_logging(args.config, args.verbose)
+        session = build_session(loaded)
+    except ConfigError as exc:  # the config, or names in it the models do not know (species)
+        return report_config_error(exc)
+    except ModelLoadError as exc:
+        print(f"soundmond: {exc}", file=sys.stderr)
+        return ExitCode.MODELS
+    errors: list[tuple[Path, str]] = []
+    cfg = loaded.config
+    source = FileSource(args.paths, cfg.windows.length_s, cfg.windows.hop_s,
+                        on_error=lambda path, problem: errors.append((path, problem)))
+    out = sys.stdout
+    writer = csv.DictWriter(out, fieldnames=records.CSV_FIELDS) if args.format == "csv" else None
+    if writer:
+        writer.writeheader()
+    alerts_raised: list[Alert] = []
+    last_ts = 0.0
+    try:
+        for window in source.windows(threading.Event()):
+            analysis, alerts = session.process(window, now=window.start_unix_s + window.duration_s)
+            last_ts = max(last_ts, window.start_unix_s + window.duration_s)
+            alerts_raised.extend(alerts)
+            rec = records.analyze_record(analysis.result)
+            if writer:
+                writer.writerow(records.csv_row(rec))
+            else:
+                out.write(json.dumps(rec) + "\n")
+            out.flush()
+    finally:
+        session.close()
+    if args.summary:
+        summary = {
+            "summary": session.aggregator.snapshot(last_ts).to_dict() if last_ts else None,
+            "alerts": [records.alert_record(a) for a in alerts_raised],
+            "files_analysed": source.files_done,
+            "files_failed": [{"file": str(p), "problem": m} for p, m in errors],
+        }
+        if writer:
+            print("# " + json.dumps(summary), file=out)
+        else:
+            out.write(json.dumps(summary) + "\n")
+    for path, problem in errors:
+        print(f"soundmond analyze: {path}: {problem}", file=sys.stderr)
+    return ExitCode.PARTIAL if errors else ExitCode.OK

@@ -1,0 +1,39 @@
+"""`soundmond run`: the preflight first (what check-config checks, models included): any problem refuses the start
+with the lines and exit code check-config gives, on stderr; then the daemon (`soundmond.pipeline`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from soundmond.commands.common import add_config_argument, load_with_logging, report_config_error
+from soundmond.config import ConfigError
+from soundmond.pipeline import run_daemon
+from soundmond.preflight import preflight
+
+logger = logging.getLogger("soundmond")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_argument(p, "config file (default: ./config.yaml, /etc/soundmond)")
+    p.add_argument("--source", type=Path, default=None,
+                   help="replay this file or folder instead of the configured source")
+    p.add_argument("--realtime", action="store_true", help="with --source: replay at real-time pace")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_with_logging(args.config, args.verbose)
+    except ConfigError as exc:
+        return report_config_error(exc)
+    result = preflight(loaded, source_override=args.source)
+    for warning in result.warnings:
+        logger.warning("%s", warning)
+    if not result.ok:
+        for problem in result.problems:
+            print(str(problem), file=sys.stderr)
+        return int(result.exit_code)
+    return run_daemon(loaded, source_override=args.source, realtime=args.realtime)
