@@ -14,6 +14,8 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
+from soundmond.errors import HintedError
+
 logger = logging.getLogger(__name__)
 
 Float32Array = npt.NDArray[np.float32]
@@ -21,13 +23,12 @@ Float32Array = npt.NDArray[np.float32]
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus")
 
 
-class AudioError(Exception):
+class AudioError(HintedError):
     """A recording that cannot be used, with the file and the reason."""
 
-    def __init__(self, path: Path | str, problem: str) -> None:
+    def __init__(self, path: Path | str, problem: str, hint: str = "") -> None:
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
+        super().__init__(problem, hint, where=path)
 
 
 def to_mono(samples: npt.NDArray[np.floating], channel: int | None = None) -> Float32Array:

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from soundmond.data import GROUPS, BirdOutput, TaggerOutput
+from soundmond.errors import HintedError
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ ONNX_SUFFIX, SKOPS_SUFFIX = ".onnx", ".skops"
 HEAD_SUFFIXES: tuple[str, ...] = (ONNX_SUFFIX, SKOPS_SUFFIX)
 
 
-class HeadError(Exception):
+class HeadError(HintedError):
     """A head file that cannot be used: damaged, untrusted content, made for another tagger, or needing BirdNET's
     output with `models.birds.enabled` false. `config_keys`: the configuration keys the problem is about."""
 
@@ -60,13 +61,8 @@ class HeadError(Exception):
         self, path: Path | str, problem: str, hint: str = "", config_keys: tuple[str, ...] = ("models.head.path",)
     ) -> None:
         self.path = Path(path)
-        self.problem = problem
-        self.hint = hint
         self.config_keys = config_keys
-        msg = f"{path}: {problem}"
-        if hint:
-            msg += f" - {hint}"
-        super().__init__(msg)
+        super().__init__(problem, hint, where=path)
 
 
 @dataclass(frozen=True)

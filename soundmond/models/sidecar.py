@@ -14,6 +14,8 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from soundmond.errors import HintedError
+
 SIDECAR_NAME = "model.json"
 SIDECAR_SCHEMA_VERSION: Final = 1
 
@@ -26,17 +28,12 @@ LICENCES: dict[str, str] = {
 }
 
 
-class ModelFolderError(Exception):
+class ModelFolderError(HintedError):
     """A model folder is missing, damaged or does not match what the configuration asks for."""
 
     def __init__(self, folder: Path | str, problem: str, hint: str = "") -> None:
         self.folder = Path(folder)
-        self.problem = problem
-        self.hint = hint
-        msg = f"{folder}: {problem}"
-        if hint:
-            msg += f" - {hint}"
-        super().__init__(msg)
+        super().__init__(problem, hint, where=folder)
 
 
 class _Strict(BaseModel):
