@@ -17,7 +17,7 @@ from soundmond.analysis import Analyzer
 from soundmond.capture.files import FileSource
 from soundmond.config import BirdConfig, StationConfig, StoreConfig, TaggerConfig
 from soundmond.data import GroupPrediction, LabelScore, SpeciesScore, WindowResult
-from soundmond.head.meta import load_head
+from soundmond.head.loader import load_head
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.taggers import load_tagger
 from soundmond.outputs import messages, records
