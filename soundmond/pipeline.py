@@ -2,7 +2,7 @@
 
 Threads, each with one job, sharing one stop event, and who owns what:
 
-    capture    source.windows() -> the bounded backlog; owns windows in / dropped, the falling-behind episode, READY
+    capture    source.windows() -> the bounded backlog (capture/backlog.py: its counters and drop policy), READY
     pipeline   THE owner of the analysis session (analyzer, aggregator, alert engine), the per-window counters and
                the capture state: takes windows from the backlog and messages from its control queue (capture
                events, falling-behind notices), runs the periodic snapshot, span rules and heartbeat itself
@@ -13,11 +13,9 @@ Threads, each with one job, sharing one stop event, and who owns what:
 Nothing but the pipeline thread touches the session: other threads send it messages (`post`), so the aggregator
 and the alert engine need no lock. Every queue is bounded.
 
-Falling behind (live sources): the backlog holds `windows.backlog_windows` windows. When inference is slower than real
-time and the backlog is full, `drop_oldest` drops the oldest waiting window (the newest audio is kept), and `thin`
-drops every other incoming window while the backlog stays full. Every dropped window is counted (`windows_dropped`,
-stored and published in the heartbeat) and FALLING_BEHIND is raised once per episode. File replay that is not real
-time never drops: capture waits for inference.
+Falling behind (live sources): `capture/backlog.py` drops windows by `windows.backlog_policy` when the backlog is
+full; every dropped window is counted (stored and published in the heartbeat) and FALLING_BEHIND is raised once per
+episode. File replay that is not real time never drops: capture waits for inference.
 
 Shutdown (SIGTERM / SIGINT): capture stops first; windows already queued are analysed until `DRAIN_TIMEOUT_S`, the rest
 are counted as skipped (`windows_skipped_shutdown`); the pipeline thread takes its last messages and writes the last
@@ -42,6 +40,7 @@ from typing import Any
 
 from soundmond import __version__
 from soundmond.analysis import ModelLoadError, Session, build_session
+from soundmond.capture.backlog import Backlog, EndOfStream
 from soundmond.capture.files import FileSource
 from soundmond.capture.mic import CaptureError, MicSource
 from soundmond.config import FileSourceConfig, LoadedConfig, MicSourceConfig
@@ -74,7 +73,6 @@ CONTROL_QUEUE = 256  # capture events and notices waiting for the pipeline threa
 CONTROL_WAIT_S = 5.0  # a sender waits this long for room before the message is counted as lost (and logged)
 FIRST_PERIODIC_S = 5.0  # the first soundscape snapshot and heartbeat, this long after start
 
-_END = object()  # end-of-stream marker on the backlog
 
 
 @dataclass(frozen=True)
@@ -131,7 +129,8 @@ class Daemon:
         self.notifier = notifier
         self.stop = stop or threading.Event()
         self.clock = clock
-        self.backlog: queue.Queue[object] = queue.Queue(maxsize=cfg.windows.backlog_windows)
+        self.backlog = Backlog(cfg.windows.backlog_windows, cfg.windows.backlog_policy, live=live, stop=self.stop,
+                               on_falling_behind=self._notice_falling_behind)
         self._control: queue.Queue[CaptureEvent | FallingBehind] = queue.Queue(maxsize=CONTROL_QUEUE)
         self._capture_done = threading.Event()
         self._pipeline_done = threading.Event()
@@ -141,10 +140,6 @@ class Daemon:
         self._started_mono = time.monotonic()
         # owned by the capture thread
         self._ready = threading.Event()
-        self._windows_in = 0
-        self._windows_dropped = 0
-        self._falling_behind = False
-        self._thin_toggle = False
         self._control_lost = 0
         # owned by the pipeline thread
         self._done = 0
@@ -180,55 +175,14 @@ class Daemon:
 
     # ------------------------------------------------------------------ capture thread
 
-    def _enqueue(self, window: AudioWindow) -> None:
-        self._windows_in += 1
-        if not self.live:
-            while not self.stop.is_set():
-                try:
-                    self.backlog.put(window, timeout=0.5)
-                    return
-                except queue.Full:
-                    continue
-            return
-        if self.backlog.full():
-            dropped: object = None
-            if self.cfg.windows.backlog_policy == "drop_oldest":
-                try:
-                    dropped = self.backlog.get_nowait()
-                except queue.Empty:
-                    pass
-            else:  # thin: while full, every other incoming window is dropped
-                self._thin_toggle = not self._thin_toggle
-                if self._thin_toggle:
-                    self._count_drop(window)
-                    return
-                try:
-                    dropped = self.backlog.get_nowait()
-                except queue.Empty:
-                    pass
-            if isinstance(dropped, AudioWindow):
-                self._count_drop(dropped)
-        elif self._falling_behind and self.backlog.qsize() <= self.backlog.maxsize // 2:
-            self._falling_behind = False
-            logger.info("inference keeps up again (backlog %d windows)", self.backlog.qsize())
-        try:
-            self.backlog.put_nowait(window)
-        except queue.Full:
-            self._count_drop(window)
-
-    def _count_drop(self, window: AudioWindow) -> None:
-        self._windows_dropped += 1
-        logger.debug("dropped window %s (%s) to keep up with real time", window.window_id, window.source)
-        if not self._falling_behind:
-            self._falling_behind = True
-            self.post(FallingBehind(self.status.rtf, self.backlog.maxsize, self.cfg.windows.backlog_policy,
-                                    self._windows_dropped))
+    def _notice_falling_behind(self, windows_dropped: int) -> None:
+        self.post(FallingBehind(self.status.rtf, self.backlog.maxsize, self.backlog.policy, windows_dropped))
 
     def _capture_loop(self) -> None:
         try:
             for window in self.source.windows(self.stop):
                 self._send_ready()
-                self._enqueue(window)
+                self.backlog.put(window)
                 if self.stop.is_set():
                     break
         except Exception as exc:
@@ -237,12 +191,7 @@ class Daemon:
             self.stop.set()
         finally:
             self._capture_done.set()
-            while not self._pipeline_done.is_set():  # end-of-stream marker, unless the pipeline already ended
-                try:
-                    self.backlog.put(_END, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
+            self.backlog.end(self._pipeline_done)
 
     def _send_ready(self) -> None:
         if self._ready.is_set():
@@ -262,9 +211,8 @@ class Daemon:
             while True:
                 self._take_messages()
                 self._periodic(time.monotonic(), due)
-                try:
-                    item = self.backlog.get(timeout=IDLE_BEAT_S)
-                except queue.Empty:
+                item = self.backlog.get(timeout=IDLE_BEAT_S)
+                if item is None:
                     self._progress()  # idle, not wedged: waiting for audio is progress for the watchdog
                     if self.stop.is_set():
                         drain_deadline = drain_deadline or time.monotonic() + CAPTURE_STOP_GRACE_S
@@ -274,9 +222,8 @@ class Daemon:
                                                "shutting down without it", CAPTURE_STOP_GRACE_S)
                             break
                     continue
-                if item is _END:
+                if isinstance(item, EndOfStream):
                     break
-                assert isinstance(item, AudioWindow)
                 if self.stop.is_set():
                     drain_deadline = drain_deadline or time.monotonic() + DRAIN_TIMEOUT_S
                     if time.monotonic() > drain_deadline:
@@ -313,7 +260,7 @@ class Daemon:
 
     def _sync_drops(self) -> None:
         """Store the windows the capture thread dropped since the last call (it counts; this thread writes)."""
-        dropped = self._windows_dropped
+        dropped = self.backlog.windows_dropped
         if dropped > self._drops_stored:
             if self.store is not None:
                 self.store.increment("windows_dropped", dropped - self._drops_stored)
@@ -397,7 +344,7 @@ class Daemon:
         return sum(c for _, c in self._recent) / audio_s if audio_s > 0 else None
 
     def _publish_status(self) -> None:
-        self.status = PipelineStatus(self._windows_in, self._done, self._windows_dropped, self._failed,
+        self.status = PipelineStatus(self.backlog.windows_in, self._done, self.backlog.windows_dropped, self._failed,
                                      self._skipped_quiet, self._skipped_shutdown, self._alerts, self._rtf(),
                                      self._capture_state)
 
