@@ -287,3 +287,31 @@ def test_soak_samples_rss_and_fds(tmp_path: Path, models: Path, fixture_audio: P
     assert report["rss_mb"]["samples"] >= 2 and report["open_fds"]["samples"] >= 2
     assert isinstance(report["flat"], bool)
     assert "open fds" in (out / "soak.md").read_text()
+
+
+def test_quick_bench_refuses_what_run_would_refuse(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _quick_config(tmp_path, yamnet_dir, birdnet_dir)
+    cfg.write_text(cfg.read_text().replace(str(yamnet_dir), str(tmp_path / "no-such-model")))
+    parser = argparse.ArgumentParser()
+    speed.add_bench_arguments(parser)
+    args = parser.parse_args(["--quick", "--config", str(cfg), "--out", str(tmp_path / "out")])
+    assert speed.run_bench(args) == ExitCode.MODELS  # what `soundmond run` gives for it
+    err = capsys.readouterr().err
+    assert "models.tagger.path:" in err and "no such model folder" in err and "(line 2)" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()  # no verdict on a config that cannot run
+
+
+def test_quick_bench_audio_never_comes_from_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from soundmond.speed import audio
+
+    monkeypatch.setattr(audio, "DEFAULT_CORPUS", tmp_path / "no-corpus")
+    monkeypatch.setattr(audio, "FIXTURE_AUDIO", tmp_path / "no-fixtures")
+    (tmp_path / "empty.wav").write_bytes(b"")  # would crash a scan of the current folder
+    monkeypatch.chdir(tmp_path)
+    assert audio.audio_folder(None) == (None, "synthetic")
+    assert audio.audio_folder(None, tmp_path / "recordings") == (None, "synthetic")  # a fallback that is not there
+    (tmp_path / "recordings").mkdir()
+    assert audio.audio_folder(None, tmp_path / "recordings") == (tmp_path / "recordings", "source.path")
+    windows = audio.load_windows(None, 2)
+    assert windows.source == "synthetic" and windows.files == ["noise-0", "noise-1"] and windows.paths == []

@@ -33,8 +33,10 @@ class BenchAudio:
     at48k: list[npt.NDArray[np.float32]]
 
 
-def audio_folder(corpus: Path | None) -> tuple[Path, str]:
-    """The corpus (`--corpus`, default ../shared/data/corpus) or, without it, the committed fixtures."""
+def audio_folder(corpus: Path | None, fallback: Path | None = None) -> tuple[Path | None, str]:
+    """Where the real audio comes from: `--corpus`; else the shared corpus (../shared/data/corpus); else the committed
+    fixtures; else `fallback` (the daemon's own recordings folder, `soundmond bench --quick` on a sensor); else None:
+    synthetic noise. Never the current folder."""
     if corpus is not None:
         if not corpus.exists():
             raise BenchError(f"--corpus {corpus}: no such folder")
@@ -44,11 +46,13 @@ def audio_folder(corpus: Path | None) -> tuple[Path, str]:
     if FIXTURE_AUDIO.is_dir():
         logger.warning("the shared corpus (%s) is not here: using the test fixtures' audio", DEFAULT_CORPUS)
         return FIXTURE_AUDIO, "fixtures"
-    return Path(), "synthetic"
+    if fallback is not None and fallback.exists():
+        return fallback, "source.path"
+    return None, "synthetic"
 
 
-def corpus_files(folder: Path) -> list[Path]:
-    return find_audio_files(folder) if str(folder) else []
+def corpus_files(folder: Path | None) -> list[Path]:
+    return find_audio_files(folder) if folder is not None else []
 
 
 def pick_files(files: Sequence[Path], count: int) -> list[Path]:
@@ -59,9 +63,9 @@ def pick_files(files: Sequence[Path], count: int) -> list[Path]:
     return [files[i] for i in idx]
 
 
-def load_windows(corpus: Path | None, count: int) -> BenchAudio:
+def load_windows(corpus: Path | None, count: int, fallback: Path | None = None) -> BenchAudio:
     """`count` real 5-s windows (the first 5 s of files spread over the corpus); synthetic noise when no audio."""
-    folder, kind = audio_folder(corpus)
+    folder, kind = audio_folder(corpus, fallback)
     files = pick_files(corpus_files(folder), count)
     native: list[tuple[npt.NDArray[np.float32], int]] = []
     names = []
@@ -71,7 +75,7 @@ def load_windows(corpus: Path | None, count: int) -> BenchAudio:
         if samples.size < n:
             samples = np.pad(samples, (0, n - samples.size))
         native.append((np.ascontiguousarray(samples[:n], dtype=np.float32), rate))
-        names.append(str(path.relative_to(folder)) if path.is_relative_to(folder) else path.name)
+        names.append(str(path.relative_to(folder)) if folder is not None and path.is_relative_to(folder) else path.name)
     if not native:
         logger.warning("no audio files found: timing on synthetic noise (agreement figures are then not meaningful)")
         rng = np.random.default_rng(0)
@@ -79,7 +83,7 @@ def load_windows(corpus: Path | None, count: int) -> BenchAudio:
             native.append(((0.05 * rng.standard_normal(int(WINDOW_S * 48000))).astype(np.float32), 48000))
             names.append(f"noise-{i}")
     return BenchAudio(
-        source=f"{kind}: {folder}" if str(folder) else kind,
+        source=f"{kind}: {folder}" if folder is not None else kind,
         files=names,
         paths=list(files),
         native=native,

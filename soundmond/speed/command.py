@@ -13,8 +13,12 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from soundmond.config import ConfigError
+from soundmond.capture.audio import AudioError
+from soundmond.config import ConfigError, load_config
 from soundmond.errors import ExitCode
+from soundmond.head.meta import HeadError
+from soundmond.models.sidecar import ModelFolderError
+from soundmond.preflight import preflight
 from soundmond.speed.common import DEFAULT_CORPUS, BenchError
 from soundmond.speed.quick import run_quick
 from soundmond.speed.report import quick_markdown, write_report
@@ -61,6 +65,21 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-tmp", action="store_true", help="keep the scratch folder (configs, daemon logs, stores)")
 
 
+def refusal(config: Path | None) -> ExitCode | None:
+    """What `soundmond run` would refuse in this config (`soundmond.preflight`), printed as check-config prints it,
+    with run's exit code; None when the daemon would start: a speed verdict on a config that cannot run is no help."""
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(str(problem), file=sys.stderr)
+        return ExitCode.USAGE
+    result = preflight(loaded)
+    for problem in result.problems:
+        print(str(problem), file=sys.stderr)
+    return None if result.ok else result.exit_code
+
+
 def run_quick_report(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], str, str]:
     report = run_quick(args, tmp)
     return report, quick_markdown(report), "bench-quick"
@@ -93,6 +112,8 @@ def run_bench(args: argparse.Namespace) -> int:
     if isinstance(run, str):
         print(f"soundmond bench: {run}", file=sys.stderr)
         return ExitCode.USAGE
+    if args.quick and (refused := refusal(args.config)) is not None:
+        return refused
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
     tmp = Path(tempfile.mkdtemp(prefix="soundmond-bench-"))
@@ -101,7 +122,7 @@ def run_bench(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"soundmond bench: {exc}", file=sys.stderr)
         return ExitCode.USAGE
-    except BenchError as exc:
+    except (BenchError, ModelFolderError, HeadError, AudioError) as exc:
         print(f"soundmond bench: {exc}", file=sys.stderr)
         return ExitCode.MODELS
     finally:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from soundmond.config import Config, load_config
+from soundmond.config import Config, FileSourceConfig, load_config
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.sidecar import read_sidecar
 from soundmond.models.taggers import load_tagger
@@ -34,7 +34,8 @@ def run_quick(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     tagger_path = loaded.resolve(cfg.models.tagger.path)
     birds_path = loaded.resolve(cfg.models.birds.path) if cfg.models.birds.enabled else None
     head_path = loaded.resolve(cfg.models.head.path) if cfg.models.head.path else None
-    audio = load_windows(args.corpus, args.windows)
+    recordings = loaded.resolve(cfg.source.path) if isinstance(cfg.source, FileSourceConfig) else None
+    audio = load_windows(args.corpus, args.windows, recordings)
     report["audio"] = {"source": audio.source, "windows": audio.files}
     cores = os.cpu_count() or 1
     choices = sorted({1, min(2, cores), cfg.models.tagger.threads})

@@ -13,6 +13,8 @@ def pipeline_files(corpus: Path | None, count: int, quiet: int = 2) -> list[Path
     """`count` files spread over the corpus plus up to `quiet` of its quiet background recordings (for the gate)."""
     folder, _ = audio_folder(corpus)
     files = pick_files(corpus_files(folder), count)
+    if folder is None:
+        return files
     labels = folder / "labels.csv"
     if labels.is_file() and quiet:
         with open(labels, newline="", encoding="utf-8") as fh:
