@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from soundmond import __version__
+from soundmond import __version__, alert_memory
 from soundmond.analysis import ModelLoadError, Session, build_session
 from soundmond.capture.backlog import Backlog, EndOfStream
 from soundmond.capture.files import FileSource
@@ -149,8 +149,8 @@ class Daemon:
         self._alerts = 0
         self._recent: deque[tuple[float, float]] = deque(maxlen=RTF_WINDOWS)
         self._capture_state: CaptureState = "starting"
-        self._capture_episode = 0
         self._drops_stored = 0
+        self._alert_memory = alert_memory.AlertMemory(writer)
         # written by the pipeline thread only, read by anyone
         self.status = PipelineStatus()
 
@@ -271,9 +271,10 @@ class Daemon:
         detail = dict(event.detail)
         # Each capture episode is its own alert key: a second loss an hour after the first is a new CAPTURE_LOST,
         # never held back by the cooldown, so LOST/RESTORED pairs always tell the truth about the microphone.
-        if event.state in ("lost", "flat", "clipped"):
-            self._capture_episode += 1
-        key = f"CAPTURE:{self._capture_episode}"
+        # The episode number lives in the alert engine's state, so it goes on after a restart.
+        engine = self.session.engine
+        new_episode = event.state in ("lost", "flat", "clipped")
+        key = f"CAPTURE:{engine.next_episode('CAPTURE') if new_episode else engine.episode('CAPTURE')}"
         if event.state == "lost":
             self._raise(AlertType.CAPTURE_LOST, key + ":lost", "critical", event.message, detail)
         elif event.state == "running" and event.previous in ("lost", "flat", "clipped"):
@@ -305,6 +306,8 @@ class Daemon:
         if self.writer is not None:
             for alert in alerts:
                 self.writer.submit_alert(alert, self._outbox_for(None, [alert])[0])
+        if alerts:
+            self._save_alert_state()
 
     def _outbox_for(self, result: WindowResult | None, alerts: list[Alert]) -> list[OutboxItem]:
         station = self.cfg.station
@@ -333,6 +336,8 @@ class Daemon:
             logger.info("%s: %s", alert.type, alert.message)
         if self.writer is not None:
             self.writer.submit(result, alerts, self._outbox_for(result, alerts))
+        if alerts:
+            self._save_alert_state()
         if self.publisher is not None and self.cfg.mqtt.publish_windows:
             self.publisher.publish_window(result)
         self._publish_status()
@@ -368,6 +373,16 @@ class Daemon:
         for alert in alerts:
             logger.warning("%s: %s", alert.type, alert.message)
         self._submit_alerts(alerts)
+        self._save_alert_state()  # hysteresis moved on even without an alert (a key cleared, ...)
+
+    def _save_alert_state(self) -> None:
+        """Queue the alert engine's state for the store (when it changed), behind the alerts it accounts for."""
+        self._alert_memory.save(self.session.engine, self.clock())
+
+    def _restore_alert_state(self) -> None:
+        """Before the threads start: take over the alert engine's state from the store (a restart remembers)."""
+        if self.store is not None:
+            alert_memory.restore(self.store, self.session.engine, self.clock())
 
     def heartbeat(self) -> Heartbeat:
         """Station health (pipeline thread: it reads the alert engine's baselines)."""
@@ -426,6 +441,7 @@ class Daemon:
             self.notifier.status(self.status_text())
 
     def run(self) -> int:
+        self._restore_alert_state()
         threads = [
             threading.Thread(target=self._capture_loop, name="capture", daemon=True),
             threading.Thread(target=self._pipeline_loop, name="pipeline", daemon=True),
