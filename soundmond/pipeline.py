@@ -43,7 +43,7 @@ from soundmond.analysis import ModelLoadError, Session, build_session
 from soundmond.capture.backlog import Backlog, EndOfStream
 from soundmond.capture.files import FileSource
 from soundmond.capture.mic import CaptureError, MicSource
-from soundmond.config import FileSourceConfig, LoadedConfig, MicSourceConfig
+from soundmond.config import ConfigError, FileSourceConfig, LoadedConfig, MicSourceConfig
 from soundmond.data import (
     Alert,
     AlertType,
@@ -480,14 +480,16 @@ class Daemon:
 
 
 def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override: Path | None,
-                 realtime: bool) -> tuple[AudioSource, bool]:
+                 realtime: bool, on_input_error: Callable[[Path, str], None] | None) -> tuple[AudioSource, bool]:
     cfg = loaded.config
     w = cfg.windows
     src = cfg.source
     if source_override is not None:
-        return FileSource([source_override], w.length_s, w.hop_s, realtime=realtime), realtime
+        return FileSource([source_override], w.length_s, w.hop_s, realtime=realtime,
+                          on_error=on_input_error), realtime
     if isinstance(src, FileSourceConfig):
-        return FileSource([loaded.resolve(src.path)], w.length_s, w.hop_s, realtime=src.realtime), src.realtime
+        return FileSource([loaded.resolve(src.path)], w.length_s, w.hop_s, realtime=src.realtime,
+                          on_error=on_input_error), src.realtime
     assert isinstance(src, MicSourceConfig)
 
     def on_event(event: CaptureEvent) -> None:
@@ -503,8 +505,10 @@ def run_daemon(
     source_override: Path | None = None,
     realtime: bool = False,
     models: tuple[Tagger, BirdModel | None, GroupHead, dict[str, Any]] | None = None,
+    on_input_error: Callable[[Path, str], None] | None = None,
 ) -> int:
-    """Run until the source ends or SIGTERM/SIGINT; returns the process exit code."""
+    """Run until the source ends or SIGTERM/SIGINT; returns the process exit code. `on_input_error(path, problem)`
+    hears of every recording a file source could not decode (called on the capture thread); the run goes on."""
     cfg = loaded.config
     stop = threading.Event()
 
@@ -521,6 +525,10 @@ def run_daemon(
     except ModelLoadError as exc:
         print(f"soundmond: {exc}", file=sys.stderr)
         return ExitCode.MODELS
+    except ConfigError as exc:  # names in the config the models do not know (the preflight refuses them first)
+        for problem in exc.problems:
+            print(str(problem), file=sys.stderr)
+        return ExitCode.USAGE
     startup_rtf_check(session, cfg)  # a WARNING with advice when the configured models cannot keep up here
     try:
         store = Store(loaded.resolve(cfg.store.path), cfg.store)
@@ -541,7 +549,7 @@ def run_daemon(
         publisher.start()
     daemon_ref: list[Daemon] = []
     try:
-        source, live = _make_source(loaded, daemon_ref, source_override, realtime)
+        source, live = _make_source(loaded, daemon_ref, source_override, realtime, on_input_error)
         source.open()
     except CaptureError as exc:
         print(f"soundmond: {exc}", file=sys.stderr)
