@@ -11,7 +11,9 @@ Threads, each with one job, sharing one stop event, and who owns what:
     main       signals, sd_notify WATCHDOG / STATUS (it reads only the frozen `PipelineStatus`)
 
 Nothing but the pipeline thread touches the session: other threads send it messages (`post`), so the aggregator
-and the alert engine need no lock. Every queue is bounded.
+and the alert engine need no lock. Every queue is bounded. A restart remembers (`alert_memory.py`): the alert engine's
+state is taken over from the store before the threads start, and saved by the pipeline thread through the store
+writer after alerts fire and at every snapshot.
 
 Falling behind (live sources): `capture/backlog.py` drops windows by `windows.backlog_policy` when the backlog is
 full; every dropped window is counted (stored and published in the heartbeat) and FALLING_BEHIND is raised once per
