@@ -11,7 +11,9 @@ Threads, each with one job, sharing one stop event, and who owns what:
     main       signals, sd_notify WATCHDOG / STATUS (it reads only the frozen `PipelineStatus`)
 
 Nothing but the pipeline thread touches the session: other threads send it messages (`post`), so the aggregator
-and the alert engine need no lock. Every queue is bounded.
+and the alert engine need no lock. Every queue is bounded. A restart remembers (`alert_memory.py`): the alert engine's
+state is taken over from the store before the threads start, and saved by the pipeline thread through the store
+writer after alerts fire and at every snapshot.
 
 Falling behind (live sources): `capture/backlog.py` drops windows by `windows.backlog_policy` when the backlog is
 full; every dropped window is counted (stored and published in the heartbeat) and FALLING_BEHIND is raised once per
@@ -38,12 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from soundmond import __version__
+from soundmond import __version__, alert_memory
 from soundmond.analysis import ModelLoadError, Session, build_session
 from soundmond.capture.backlog import Backlog, EndOfStream
 from soundmond.capture.files import FileSource
 from soundmond.capture.mic import CaptureError, MicSource
-from soundmond.config import FileSourceConfig, LoadedConfig, MicSourceConfig
+from soundmond.config import ConfigError, FileSourceConfig, LoadedConfig, MicSourceConfig
 from soundmond.data import (
     Alert,
     AlertType,
@@ -149,8 +151,8 @@ class Daemon:
         self._alerts = 0
         self._recent: deque[tuple[float, float]] = deque(maxlen=RTF_WINDOWS)
         self._capture_state: CaptureState = "starting"
-        self._capture_episode = 0
         self._drops_stored = 0
+        self._alert_memory = alert_memory.AlertMemory(writer)
         # written by the pipeline thread only, read by anyone
         self.status = PipelineStatus()
 
@@ -271,9 +273,10 @@ class Daemon:
         detail = dict(event.detail)
         # Each capture episode is its own alert key: a second loss an hour after the first is a new CAPTURE_LOST,
         # never held back by the cooldown, so LOST/RESTORED pairs always tell the truth about the microphone.
-        if event.state in ("lost", "flat", "clipped"):
-            self._capture_episode += 1
-        key = f"CAPTURE:{self._capture_episode}"
+        # The episode number lives in the alert engine's state, so it goes on after a restart.
+        engine = self.session.engine
+        new_episode = event.state in ("lost", "flat", "clipped")
+        key = f"CAPTURE:{engine.next_episode('CAPTURE') if new_episode else engine.episode('CAPTURE')}"
         if event.state == "lost":
             self._raise(AlertType.CAPTURE_LOST, key + ":lost", "critical", event.message, detail)
         elif event.state == "running" and event.previous in ("lost", "flat", "clipped"):
@@ -305,6 +308,8 @@ class Daemon:
         if self.writer is not None:
             for alert in alerts:
                 self.writer.submit_alert(alert, self._outbox_for(None, [alert])[0])
+        if alerts:
+            self._save_alert_state()
 
     def _outbox_for(self, result: WindowResult | None, alerts: list[Alert]) -> list[OutboxItem]:
         station = self.cfg.station
@@ -333,6 +338,8 @@ class Daemon:
             logger.info("%s: %s", alert.type, alert.message)
         if self.writer is not None:
             self.writer.submit(result, alerts, self._outbox_for(result, alerts))
+        if alerts:
+            self._save_alert_state()
         if self.publisher is not None and self.cfg.mqtt.publish_windows:
             self.publisher.publish_window(result)
         self._publish_status()
@@ -368,6 +375,16 @@ class Daemon:
         for alert in alerts:
             logger.warning("%s: %s", alert.type, alert.message)
         self._submit_alerts(alerts)
+        self._save_alert_state()  # hysteresis moved on even without an alert (a key cleared, ...)
+
+    def _save_alert_state(self) -> None:
+        """Queue the alert engine's state for the store (when it changed), behind the alerts it accounts for."""
+        self._alert_memory.save(self.session.engine, self.clock())
+
+    def _restore_alert_state(self) -> None:
+        """Before the threads start: take over the alert engine's state from the store (a restart remembers)."""
+        if self.store is not None:
+            alert_memory.restore(self.store, self.session.engine, self.clock())
 
     def heartbeat(self) -> Heartbeat:
         """Station health (pipeline thread: it reads the alert engine's baselines)."""
@@ -426,6 +443,7 @@ class Daemon:
             self.notifier.status(self.status_text())
 
     def run(self) -> int:
+        self._restore_alert_state()
         threads = [
             threading.Thread(target=self._capture_loop, name="capture", daemon=True),
             threading.Thread(target=self._pipeline_loop, name="pipeline", daemon=True),
@@ -464,14 +482,16 @@ class Daemon:
 
 
 def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override: Path | None,
-                 realtime: bool) -> tuple[AudioSource, bool]:
+                 realtime: bool, on_input_error: Callable[[Path, str], None] | None) -> tuple[AudioSource, bool]:
     cfg = loaded.config
     w = cfg.windows
     src = cfg.source
     if source_override is not None:
-        return FileSource([source_override], w.length_s, w.hop_s, realtime=realtime), realtime
+        return FileSource([source_override], w.length_s, w.hop_s, realtime=realtime,
+                          on_error=on_input_error), realtime
     if isinstance(src, FileSourceConfig):
-        return FileSource([loaded.resolve(src.path)], w.length_s, w.hop_s, realtime=src.realtime), src.realtime
+        return FileSource([loaded.resolve(src.path)], w.length_s, w.hop_s, realtime=src.realtime,
+                          on_error=on_input_error), src.realtime
     assert isinstance(src, MicSourceConfig)
 
     def on_event(event: CaptureEvent) -> None:
@@ -487,8 +507,10 @@ def run_daemon(
     source_override: Path | None = None,
     realtime: bool = False,
     models: tuple[Tagger, BirdModel | None, GroupHead, dict[str, Any]] | None = None,
+    on_input_error: Callable[[Path, str], None] | None = None,
 ) -> int:
-    """Run until the source ends or SIGTERM/SIGINT; returns the process exit code."""
+    """Run until the source ends or SIGTERM/SIGINT; returns the process exit code. `on_input_error(path, problem)`
+    hears of every recording a file source could not decode (called on the capture thread); the run goes on."""
     cfg = loaded.config
     stop = threading.Event()
 
@@ -505,6 +527,10 @@ def run_daemon(
     except ModelLoadError as exc:
         print(f"soundmond: {exc}", file=sys.stderr)
         return ExitCode.MODELS
+    except ConfigError as exc:  # names in the config the models do not know (the preflight refuses them first)
+        for problem in exc.problems:
+            print(str(problem), file=sys.stderr)
+        return ExitCode.USAGE
     startup_rtf_check(session, cfg)  # a WARNING with advice when the configured models cannot keep up here
     try:
         store = Store(loaded.resolve(cfg.store.path), cfg.store)
@@ -525,7 +551,7 @@ def run_daemon(
         publisher.start()
     daemon_ref: list[Daemon] = []
     try:
-        source, live = _make_source(loaded, daemon_ref, source_override, realtime)
+        source, live = _make_source(loaded, daemon_ref, source_override, realtime, on_input_error)
         source.open()
     except CaptureError as exc:
         print(f"soundmond: {exc}", file=sys.stderr)

@@ -10,8 +10,9 @@ file points at, in the order `run` meets it, each check fast and without an ONNX
                     intact (its embedded checksum) and made for the configured tagger (family and label count in its
                     embedded meta), and needs no BirdNET output when birds are off
 3. store   (exit 5) the store's folder exists or can be created, and can be written
-4. source  (exit 2) a file source's path exists; a microphone that cannot be found now is only a warning (a USB
-                    microphone may appear after boot; `run` exits 4 while it is missing and systemd starts it again)
+4. source  (exit 2) a file source's path (or `run --source`) exists; a microphone that cannot be found now is only a
+                    warning (a USB microphone may appear after boot; `run` exits 4 while it is missing and systemd
+                    starts it again)
 
 `quick=True` skips the model folders and the head (steps 1 and 2). Every problem is a `ConfigProblem`:
 `key.path: problem (line N) - how to fix`, the line from the YAML when the key is in the file. The exit code is the one
@@ -65,12 +66,15 @@ class Preflight:
 
 def preflight(loaded: LoadedConfig, *, quick: bool = False, source_override: Path | None = None) -> Preflight:
     """Check what the configuration points at (see the module docstring). `source_override` (`run --source`)
-    replaces the configured source, which is then not checked."""
+    replaces the configured source: it is checked instead."""
     species: list[ConfigProblem] = []
     models: list[ConfigProblem] = []
     if not quick:
         species, models = _model_problems(loaded)
-    source, warnings = ([], []) if source_override is not None else _source_problems(loaded)
+    if source_override is not None:
+        source, warnings = _override_problems(source_override)
+    else:
+        source, warnings = _source_problems(loaded)
     stages = [(ExitCode.USAGE, species), (ExitCode.MODELS, models), (ExitCode.FATAL, _store_problems(loaded)),
               (ExitCode.USAGE, source)]
     code = next((code for code, found in stages if found), ExitCode.OK)
@@ -291,6 +295,14 @@ def _source_problems(loaded: LoadedConfig) -> tuple[list[ConfigProblem], list[Co
                                "file's folder), or use `run --source`")], []
     assert isinstance(src, MicSourceConfig)
     return [], _device_warnings(loaded, src)
+
+
+def _override_problems(path: Path) -> tuple[list[ConfigProblem], list[ConfigProblem]]:
+    """(problems, warnings) of `run --source`."""
+    if path.exists():
+        return [], []
+    return [ConfigProblem("--source", f"no such file or folder: {path}", None,
+                          "give --source a recording or a folder of recordings")], []
 
 
 def _device_warnings(loaded: LoadedConfig, src: MicSourceConfig) -> list[ConfigProblem]:

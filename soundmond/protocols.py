@@ -22,7 +22,7 @@ from soundmond.data import (
     WindowResult,
     WriterHealth,
 )
-from soundmond.outputs.store import OutboxItem
+from soundmond.outputs.store import OutboxItem, SavedState
 from soundmond.soundscape.aggregate import SoundscapeSnapshot
 
 Float32Array = npt.NDArray[np.float32]
@@ -90,6 +90,8 @@ class ResultStore(Protocol):
 
     def outbox_counts(self) -> OutboxCounts: ...
 
+    def load_state(self, name: str) -> SavedState | None: ...
+
     def file_bytes(self) -> int: ...
 
     def close(self) -> None: ...
@@ -101,6 +103,8 @@ class ResultWriter(Protocol):
     def submit(self, result: WindowResult, alerts: Sequence[Alert] = (), outbox: Sequence[OutboxItem] = ()) -> bool: ...
 
     def submit_alert(self, alert: Alert, outbox_item: OutboxItem | None = None) -> None: ...
+
+    def submit_state(self, state: SavedState) -> bool: ...
 
     def close(self, timeout: float = 10.0) -> bool: ...
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pytest
 
 from soundmond.config import AlertsConfig
-from soundmond.data import Alert, GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.data import Alert, AlertType, GroupPrediction, LabelScore, SpeciesScore, WindowResult
 from soundmond.soundscape.aggregate import DAY_S, Aggregator
+from soundmond.soundscape.alert_state import EngineState, KeyState
 from soundmond.soundscape.alerts import SEVERITY, AlertEngine
 
 T = 19675 * DAY_S + 8 * 3600  # 2023-11-14 08:00 UTC
@@ -155,9 +159,7 @@ def held(start: float, end: float, holds: bool, step: float = 5.0) -> list[tuple
     return [(start + i * step, holds) for i in range(n)]
 
 
-@pytest.mark.parametrize(
-    ("config", "observations", "fired_at"),
-    [
+HYSTERESIS_CASES = [
         pytest.param({}, held(0, 3600, True), [0], id="held-an-hour-one-alert"),
         pytest.param({}, held(0, 300, True) + held(300, 1500, False) + held(4000, 4100, True), [0, 4000],
                      id="cleared-and-cooldown-passed-fires-again"),
@@ -178,8 +180,10 @@ def held(start: float, end: float, holds: bool, step: float = 5.0) -> list[tuple
         pytest.param({"cooldown_s": 100, "clear_after_s": 0}, [(0, True), (5, False), (10, True), (200, False),
                                                               (205, True)], [0, 205], id="cooldown-only"),
         pytest.param({"disabled": ["UNKNOWN_SOUND"]}, held(0, 3600, True), [], id="disabled-never-fires"),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize(("config", "observations", "fired_at"), HYSTERESIS_CASES)
 def test_hysteresis_and_cooldown(
     config: dict[str, Any], observations: list[tuple[float, bool]], fired_at: list[float]
 ) -> None:
@@ -200,14 +204,162 @@ def test_keys_are_independent() -> None:
     assert e.active_keys() == ["RARE_SPECIES:Bubo bubo", "RARE_SPECIES:Crex crex"]
 
 
-def test_restored_alerts_do_not_fire_again_after_restart() -> None:
-    (alert,) = engine(rare_species=["Bubo bubo"]).on_window(win(T, [OWL]), T)
+# --- a restart remembers (state -> JSON -> a new engine) --------------------------------------------------------------
+
+
+def restarted(e: AlertEngine, now: float, **config: Any) -> AlertEngine:
+    """A new engine (same config unless `config` is given) that took over `e`'s state through JSON, as the daemon's
+    store holds it."""
+    data = json.loads(json.dumps(e.state(now).to_dict()))
+    state, unknown = EngineState.from_dict(data)
+    assert unknown == []
+    fresh = engine(**(config or e.config.model_dump()))
+    fresh.load_state(state, now)
+    return fresh
+
+
+@pytest.mark.parametrize("case", [p.id for p in HYSTERESIS_CASES])
+def test_a_restart_before_every_observation_changes_nothing(case: str) -> None:
+    """The hysteresis table again, with the engine replaced by a restored one before every observation: the same
+    alerts fire at the same times as in one uninterrupted run."""
+    (param,) = [p for p in HYSTERESIS_CASES if p.id == case]
+    config, observations, fired_at = param.values
+    e = engine(**config)
+    fired = []
+    for t, holds in observations:
+        e = restarted(e, T + t)
+        for a in e.on_window(win(T + t, **(UNKNOWN if holds else KNOWN)), T + t):
+            fired.append(a.ts_unix_s - T)
+    assert fired == fired_at
+
+
+@pytest.mark.parametrize(
+    ("before", "down_until", "after", "fired_after"),
+    [
+        pytest.param(held(0, 100, True), 420, held(420, 500, True), [], id="restart-7-min-later-inside-cooldown"),
+        pytest.param(held(0, 100, True), 4000, held(4000, 4100, True), [],
+                     id="active-condition-not-forgotten-past-cooldown"),
+        pytest.param(held(0, 100, True) + held(100, 800, False), 900, held(900, 1000, True), [],
+                     id="cleared-then-new-episode-inside-cooldown-held"),
+        pytest.param(held(0, 100, True) + held(100, 800, False), 4000, held(4000, 4100, True), [4000],
+                     id="cleared-and-cooldown-passed-fires-again"),
+        pytest.param(held(0, 100, True) + held(100, 400, False), 4000, held(4000, 4100, True), [4000],
+                     id="seen-false-before-the-restart-clears-over-the-downtime"),
+        pytest.param(held(0, 100, False), 200, held(200, 300, True), [200], id="never-fired-fires-after-restart"),
+    ],
+)
+def test_a_restart_within_the_cooldown_does_not_raise_again(
+    before: list[tuple[float, bool]], down_until: float, after: list[tuple[float, bool]], fired_after: list[float]
+) -> None:
+    e = engine()  # cooldown 3600 s, clear after 600 s
+    for t, holds in before:
+        e.on_window(win(T + t, **(UNKNOWN if holds else KNOWN)), T + t)
+    e = restarted(e, T + before[-1][0])
+    fired = []
+    for t, holds in after:
+        for a in e.on_window(win(T + t, **(UNKNOWN if holds else KNOWN)), T + t):
+            fired.append(a.ts_unix_s - T)
+    assert fired == fired_after
+    if before[0][1] and down_until < 3600:  # the contrast: an engine without the memory raises it again
+        assert engine().on_window(win(T + after[0][0], **UNKNOWN), T + after[0][0]) != []
+
+
+def test_state_round_trips_through_json() -> None:
     e = engine(rare_species=["Bubo bubo"])
-    e.restore([alert], now=T + 60)
-    assert e.on_window(win(T + 65, [OWL]), T + 65) == []
-    fresh = engine(rare_species=["Bubo bubo"])
-    fresh.restore([alert], now=T + 4000)  # past its cooldown: forgotten
-    assert len(fresh.on_window(win(T + 4005, [OWL]), T + 4005)) == 1
+    e.on_window(win(T, [OWL], **UNKNOWN), T)
+    e.on_window(win(T + 5, [OWL], **KNOWN), T + 5)  # UNKNOWN_SOUND seen false: false_since set
+    e.external("CAPTURE_LOST", f"CAPTURE:{e.next_episode('CAPTURE')}:lost", "critical", "lost", None, T + 6)
+    state = e.state(T + 10)
+    assert {k.key: (k.active, k.false_since_s, k.last_fired_s) for k in state.keys} == {
+        "CAPTURE:1:lost": (False, None, T + 6),
+        "RARE_SPECIES:Bubo bubo": (True, None, T),
+        "UNKNOWN_SOUND": (True, T + 5, T),
+    }
+    text = json.dumps(state.to_dict())
+    assert EngineState.from_dict(json.loads(text)) == (state, [])
+
+
+def test_episode_numbers_go_on_after_a_restart() -> None:
+    e = engine()
+    key = f"CAPTURE:{e.next_episode('CAPTURE')}:lost"
+    assert e.external("CAPTURE_LOST", key, "critical", "lost", None, T) is not None
+    e = restarted(e, T + 60)
+    assert e.external("CAPTURE_LOST", key, "critical", "lost again", None, T + 60) is None  # its cooldown holds
+    assert (e.episode("CAPTURE"), e.next_episode("CAPTURE")) == (1, 2)  # a new loss is a new key: it fires
+    assert e.external("CAPTURE_LOST", "CAPTURE:2:lost", "critical", "lost", None, T + 70) is not None
+
+
+@pytest.mark.parametrize(
+    ("saved_config", "config", "kept"),
+    [
+        pytest.param({"rare_species": ["Bubo bubo"]}, {"rare_species": ["Bubo bubo"], "disabled": ["RARE_SPECIES"]},
+                     ["UNKNOWN_SOUND"], id="type-now-disabled"),
+        pytest.param({"rare_species": ["Bubo bubo"]}, {"rare_species": ["Bubo bubo"], "cooldown_s": 60,
+                                                       "clear_after_s": 0}, ["RARE_SPECIES:Bubo bubo", "UNKNOWN_SOUND"],
+                     id="shorter-cooldown-still-active"),
+    ],
+)
+def test_a_state_from_another_configuration(saved_config: dict[str, Any], config: dict[str, Any], kept: list[str],
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    e = engine(**saved_config)
+    e.on_window(win(T, [OWL], **UNKNOWN), T)
+    with caplog.at_level(logging.INFO, logger="soundmond.soundscape.alerts"):
+        fresh = restarted(e, T + 60, **config)
+    assert fresh.active_keys() == kept
+    if len(kept) < 2:
+        assert "dropped: RARE_SPECIES:Bubo bubo" in caplog.text
+
+
+def test_span_rule_keys_of_another_span_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    state = EngineState(T, (KeyState("HIGH_FREQUENCY:Turdus merula:3600", AlertType.HIGH_FREQUENCY, True, None, T),
+                            KeyState("HIGH_FREQUENCY:Turdus merula:1800", AlertType.HIGH_FREQUENCY, True, None, T)))
+    e = engine(frequency={"span_s": 1800})
+    with caplog.at_level(logging.INFO, logger="soundmond.soundscape.alerts"):
+        e.load_state(state, T + 10)
+    assert e.active_keys() == ["HIGH_FREQUENCY:Turdus merula:1800"]
+    assert "HIGH_FREQUENCY:Turdus merula:3600" in caplog.text
+
+
+def test_unknown_alert_types_are_left_out_and_named() -> None:
+    data = engine().state(T).to_dict()
+    data["keys"] = [{"key": "OWL_PARTY", "type": "OWL_PARTY", "active": True, "false_since_s": None,
+                     "last_fired_s": T},
+                    {"key": "UNKNOWN_SOUND", "type": "UNKNOWN_SOUND", "active": True, "false_since_s": None,
+                     "last_fired_s": T}]
+    state, unknown = EngineState.from_dict(data)
+    assert unknown == ["OWL_PARTY"] and [k.key for k in state.keys] == ["UNKNOWN_SOUND"]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        pytest.param({"version": 99}, "state version 99", id="other-version"),
+        pytest.param({"saved_unix_s": "yesterday"}, "saved_unix_s", id="saved-not-a-number"),
+        pytest.param({"keys": {}}, "'keys' is not a list", id="keys-not-a-list"),
+        pytest.param({"keys": [{"key": "UNKNOWN_SOUND", "type": "UNKNOWN_SOUND", "active": "yes"}]}, "keys[0]",
+                     id="active-not-a-bool"),
+        pytest.param({"keys": [{"key": "UNKNOWN_SOUND", "type": "UNKNOWN_SOUND", "active": True,
+                                "last_fired_s": float("nan")}]}, "keys[0].last_fired_s", id="nan-time"),
+        pytest.param({"episodes": {"CAPTURE": -1}}, "'episodes'", id="negative-episode"),
+    ],
+)
+def test_a_damaged_state_is_refused_whole(change: dict[str, Any], problem: str) -> None:
+    data = {**engine().state(T).to_dict(), **change}
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        EngineState.from_dict(data)
+
+
+def test_a_state_saved_in_the_future_is_taken_as_now() -> None:
+    """The clock moved back an hour: the cooldown runs from the restart, not from an hour ahead."""
+    e = engine()
+    e.on_window(win(T + 3600, **UNKNOWN), T + 3600)
+    e.on_window(win(T + 3605, **KNOWN), T + 3605)
+    fresh = engine()
+    fresh.load_state(e.state(T + 3605), T)
+    assert fresh.on_window(win(T + 700, **KNOWN), T + 700) == []  # cleared: false since T, for 700 s > 600 s
+    assert fresh.on_window(win(T + 3500, **UNKNOWN), T + 3500) == []  # inside the cooldown counted from T
+    fresh.on_window(win(T + 3550, **KNOWN), T + 3550)
+    assert len(fresh.on_window(win(T + 4200, **UNKNOWN), T + 4200)) == 1  # cooldown from T has passed
 
 
 # --- external events ---------------------------------------------------------------------------------------------

@@ -81,6 +81,30 @@ def test_summary_holds_aggregate_and_alerts(records: list[dict]) -> None:
     assert all(a["type"] and a["message"] and a["evidence"] is not None for a in summary["alerts"])
 
 
+def test_summary_counts_every_window_analysed(records: list[dict]) -> None:
+    """The rolling spans end at the newest window, so the 2019 Jura recordings fall in none of them: `analysed`
+    counts every window, and `windows_outside_spans` says how many the spans leave out."""
+    summary = records[-1]
+    windows = [r for r in records if "window_id" in r]
+    analysed = summary["analysed"]
+    assert analysed["windows"] == len(windows) == 15
+    assert analysed["windows_with_group"] + analysed["windows_without_group"] == 15
+    assert summary["windows_outside_spans"] == 4
+    longest = max(summary["summary"]["spans"], key=lambda s: s["span_s"])
+    assert longest["windows"] + summary["windows_outside_spans"] == analysed["windows"]
+    species: dict[str, int] = {}
+    for r in windows:
+        for name in {s["scientific_name"] for s in r["species"]}:
+            species[name] = species.get(name, 0) + 1
+    assert analysed["species_counts"] == species
+    assert analysed["species_counts"]["Phylloscopus collybita"] == 2  # only in the 2019 dawn recording
+    industrial = sum(r["group"] == "industrial" for r in windows)
+    assert analysed["shares"]["industrial"] == pytest.approx(industrial / 15, abs=1e-6)
+    starts = [r["start_utc"] for r in windows]
+    assert analysed["start_unix_s"] == pytest.approx(1558483200.0)  # 2019-05-22T00:00:00Z, the night recording
+    assert min(starts) == "2019-05-22T00:00:00.000Z"
+
+
 def test_csv_output_and_bad_files_exit_1(config: Path, fixture_audio: Path, tmp_path: Path) -> None:
     (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     sf.write(tmp_path / "tone.wav", (0.3 * np.sin(np.arange(16000 * 5) * 0.3)).astype(np.float32), 16000)

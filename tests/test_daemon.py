@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import soundfile as sf
 import store_rows
 from fakes import SlowTagger
 
@@ -104,6 +106,44 @@ def test_sigterm_stops_capture_first_and_flushes(tmp_path: Path, yamnet_dir: Pat
     assert "SIGTERM received" in err
     stored = rows(db, "SELECT count(*) FROM windows")[0][0]
     assert 2 <= stored < 15  # stopped early, and nothing analysed was lost
+
+
+def run_cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "soundmond.cli", "run", "--config", str(cfg), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_restart_within_the_cooldown_does_not_raise_the_alert_again(
+    tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path
+) -> None:
+    """The wind recording raises UNKNOWN_SOUND (no tag nor bird reaches 0.3). A second run on another recording that
+    raises it too (the same wind 1 dB quieter: other content, other name), seconds later and so inside the 3600-s
+    cooldown, takes over the stored alert state and does not raise it again: the alert is stored once."""
+    cfg = write_config(tmp_path, yamnet_dir, birdnet_dir)
+    db = tmp_path / "soundmond.db"
+    wind = fixture_audio / "whisp_field_wind.flac"
+    audio, rate = sf.read(wind, dtype="float32")
+    quieter = tmp_path / "other" / "wind_quieter.flac"
+    quieter.parent.mkdir()
+    sf.write(quieter, audio * 10 ** (-1 / 20), rate)
+
+    first = run_cli(cfg, "--source", str(wind))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert [a["key"] for a in store_rows.alerts(db)] == ["UNKNOWN_SOUND"]
+    state = json.loads(rows(db, "SELECT state FROM engine_state WHERE name = 'alerts'")[0][0])
+    assert [(k["key"], k["active"]) for k in state["keys"]] == [("UNKNOWN_SOUND", True)]
+
+    second = run_cli(cfg, "--source", str(quieter))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "alert state restored" in second.stderr
+    assert rows(db, "SELECT count(*) FROM windows")[0][0] == 2  # the second recording was analysed
+    assert [a["key"] for a in store_rows.alerts(db)] == ["UNKNOWN_SOUND"]  # ... and raised nothing new
+
+    # the contrast: the second recording alone, into a store without that memory, raises it
+    alone = write_config(tmp_path / "other", yamnet_dir, birdnet_dir)
+    fresh = run_cli(alone, "--source", str(quieter))
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert [a["key"] for a in store_rows.alerts(tmp_path / "other" / "soundmond.db")] == ["UNKNOWN_SOUND"]
 
 
 def test_no_model_folder_exits_3(tmp_path: Path, birdnet_dir: Path, fixture_audio: Path) -> None:

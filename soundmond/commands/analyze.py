@@ -1,5 +1,6 @@
 """`soundmond analyze`: recordings through the same `Session.process` as the daemon, one record per window on stdout
-(JSON lines or CSV, `soundmond.outputs.records`), the aggregate and the alerts with `--summary`; files that cannot
+(JSON lines or CSV, `soundmond.outputs.records`), the aggregate and the alerts with `--summary` (figures over every
+window analysed, and how many fall outside the rolling spans); files that cannot
 be decoded are named on stderr (exit 1) and the others analysed."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from soundmond.config import ConfigError
 from soundmond.data import Alert
 from soundmond.errors import ExitCode
 from soundmond.outputs import records
+from soundmond.soundscape.aggregate import RunTotals, SoundscapeSnapshot
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,11 +49,13 @@ def run(args: argparse.Namespace) -> int:
         writer.writeheader()
     alerts_raised: list[Alert] = []
     last_ts = 0.0
+    totals = RunTotals()
     try:
         for window in source.windows(threading.Event()):
             analysis, alerts = session.process(window, now=window.start_unix_s + window.duration_s)
             last_ts = max(last_ts, window.start_unix_s + window.duration_s)
             alerts_raised.extend(alerts)
+            totals.add(analysis.result)
             rec = records.analyze_record(analysis.result)
             if writer:
                 writer.writerow(records.csv_row(rec))
@@ -61,12 +65,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         session.close()
     if args.summary:
-        summary = {
-            "summary": session.aggregator.snapshot(last_ts).to_dict() if last_ts else None,
-            "alerts": [records.alert_record(a) for a in alerts_raised],
-            "files_analysed": source.files_done,
-            "files_failed": [{"file": str(p), "problem": m} for p, m in errors],
-        }
+        summary = batch_summary(session.aggregator.snapshot(last_ts) if last_ts else None, totals)
+        summary["alerts"] = [records.alert_record(a) for a in alerts_raised]
+        summary["files_analysed"] = source.files_done
+        summary["files_failed"] = [{"file": str(p), "problem": m} for p, m in errors]
+        if summary["windows_outside_spans"]:
+            print(f"soundmond analyze: {summary['windows_outside_spans']} of {totals.windows} windows are older than "
+                  "the longest aggregation span before the newest window; the summary's 'analysed' figures count "
+                  "every window", file=sys.stderr)
         if writer:
             print("# " + json.dumps(summary), file=out)
         else:
@@ -74,3 +80,16 @@ def run(args: argparse.Namespace) -> int:
     for path, problem in errors:
         print(f"soundmond analyze: {path}: {problem}", file=sys.stderr)
     return ExitCode.PARTIAL if errors else ExitCode.OK
+
+
+def batch_summary(snapshot: SoundscapeSnapshot | None, totals: RunTotals) -> dict[str, object]:
+    """`summary`: the rolling spans as the daemon keeps them, ending at the newest window; `analysed`: the same
+    figures over every window analysed, from the first window's start to the last one's end; `windows_outside_spans`:
+    how many analysed windows none of the spans holds (recordings older than the longest span)."""
+    longest = max(snapshot.spans, key=lambda f: f.span_s).windows if snapshot is not None and snapshot.spans else 0
+    figures = totals.figures()
+    return {
+        "summary": snapshot.to_dict() if snapshot is not None else None,
+        "analysed": figures.to_dict() if figures is not None else None,
+        "windows_outside_spans": totals.windows - longest,
+    }

@@ -1,5 +1,6 @@
-"""`soundmond run`: the preflight first (what check-config checks, models included): any problem refuses the start
-with the lines and exit code check-config gives, on stderr; then the daemon (`soundmond.pipeline`)."""
+"""`soundmond run`: the preflight first (what check-config checks, models included, and `--source`): any problem
+refuses the start with the lines and exit code check-config gives, on stderr; then the daemon (`soundmond.pipeline`).
+Exit 1 when some recordings could not be decoded (each named on stderr; the others were analysed), as `analyze`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from soundmond.commands.common import add_config_argument, load_with_logging, report_config_error
 from soundmond.config import ConfigError
+from soundmond.errors import ExitCode
 from soundmond.pipeline import run_daemon
 from soundmond.preflight import preflight
 
@@ -36,4 +38,18 @@ def run(args: argparse.Namespace) -> int:
         for problem in result.problems:
             print(str(problem), file=sys.stderr)
         return int(result.exit_code)
-    return run_daemon(loaded, source_override=args.source, realtime=args.realtime)
+    failed: list[tuple[Path, str]] = []  # appended on the capture thread, read once the daemon has returned
+    code = run_daemon(loaded, source_override=args.source, realtime=args.realtime,
+                      on_input_error=lambda path, problem: failed.append((path, problem)))
+    return with_input_failures(code, failed)
+
+
+def with_input_failures(code: int, failed: list[tuple[Path, str]]) -> int:
+    """The run's exit code once the recordings that could not be decoded are known: each named on stderr (as
+    `analyze` does) and exit 1 when the run otherwise succeeded; a worse code stays."""
+    for path, problem in failed:
+        print(f"soundmond run: {path}: {problem}", file=sys.stderr)
+    if failed and code == ExitCode.OK:
+        print(f"soundmond run: {len(failed)} input(s) could not be analysed; the rest was", file=sys.stderr)
+        return ExitCode.PARTIAL
+    return code

@@ -207,6 +207,32 @@ class SoundscapeSnapshot:
         }
 
 
+class RunTotals:
+    """Figures over every window of a batch run, whatever its dates (`analyze --summary`): the rolling spans end at
+    the newest window, so recordings older than the longest span fall in none of them; this counts them all."""
+
+    def __init__(self) -> None:
+        self._counts = _Counts()
+        self._start: float | None = None
+        self._end: float | None = None
+
+    def add(self, result: WindowResult) -> None:
+        self._counts.add(_Window.of(result))
+        end = result.start_unix_s + (result.end_s - result.start_s)
+        self._start = result.start_unix_s if self._start is None else min(self._start, result.start_unix_s)
+        self._end = end if self._end is None else max(self._end, end)
+
+    @property
+    def windows(self) -> int:
+        return self._counts.windows
+
+    def figures(self) -> SpanFigures | None:
+        """Figures over [first window start, last window end) (`span_s` its length rounded up); None before any."""
+        if self._start is None or self._end is None:
+            return None
+        return self._counts.figures(math.ceil(self._end - self._start), self._start, self._end)
+
+
 class Aggregator:
     """Rolling figures per span, the UTC day's species, and previous-day baselines. Not thread-safe: one owner."""
 

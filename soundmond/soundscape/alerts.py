@@ -36,6 +36,9 @@ Hysteresis and cooldown, per key
   So one noisy hour is one alert.
 - `external` events have no condition to clear: each call fires unless the key fired less than `cooldown_s` ago.
 - Rule types listed in `disabled` (case-insensitive) are neither evaluated nor fired, external ones included.
+- Across restarts: `state()` gives all of this as a frozen, JSON-serialisable `EngineState` (soundscape/alert_state.py)
+  and `load_state()` takes it over in a new engine, so a restart inside a cooldown does not fire again and an active
+  condition stays active.
 
 Baselines (HIGH_FREQUENCY, LOW_FREQUENCY, INDUSTRIAL_RISE, BIRD_ACTIVITY_DROP)
 - The current span (rule's `span_s`, ending at `now`) is compared with the same span at the same UTC time of day on
@@ -60,12 +63,13 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from soundmond.config import AlertsConfig, alert_span_refusals
 from soundmond.data import Alert, AlertType, BaselineRule, BaselineStatus, Severity, SpeciesScore, WindowResult
 from soundmond.soundscape.aggregate import Aggregator, SpanFigures
+from soundmond.soundscape.alert_state import EngineState, KeyState
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +88,6 @@ SEVERITY: dict[AlertType, Severity] = {
     AlertType.CAPTURE_CLIPPED: "warning",
     AlertType.FALLING_BEHIND: "warning",
 }
-_EXTERNAL = (AlertType.CAPTURE_LOST, AlertType.CAPTURE_RESTORED, AlertType.CAPTURE_FLAT, AlertType.CAPTURE_CLIPPED,
-             AlertType.FALLING_BEHIND)
 MIN_COVERAGE = 0.8
 EXAMPLES = 5  # example windows in span-rule evidence
 
@@ -134,6 +136,7 @@ class AlertEngine:
         self._disabled = set(config.disabled)
         self._rare_names = {n.strip().casefold() for n in config.rare_species if n.strip()}
         self._states: dict[str, _KeyState] = {}
+        self._episodes: dict[str, int] = {}
 
     def enabled(self, alert_type: AlertType) -> bool:
         return alert_type not in self._disabled
@@ -199,16 +202,59 @@ class AlertEngine:
         st.last_fired_s = now
         return self._make(alert_type, key, now, _Draft(message, dict(evidence or {})), severity)
 
-    def restore(self, alerts: Iterable[Alert], now: float) -> None:
-        """After a restart: alerts fired less than cooldown_s before `now` (from the store) count as fired and
-        active, so a condition that still holds does not fire again."""
-        for a in alerts:
-            if now - a.ts_unix_s >= self.config.cooldown_s:
+    # --- memory across restarts ------------------------------------------------------------------------------------
+
+    def state(self, now: float) -> EngineState:
+        """What this engine remembers (every key still active or cooling down, the episode counters), for the store."""
+        keys = tuple(KeyState(k, st.type, st.active, st.false_since_s, st.last_fired_s)
+                     for k, st in sorted(self._states.items()))
+        return EngineState(now, keys, dict(self._episodes))
+
+    def load_state(self, state: EngineState, now: float) -> None:
+        """After a restart: take over the state `state()` gave before it, so a key fired inside its cooldown does not
+        fire again and an active condition stays active (the hysteresis goes on as if the time in between had been
+        observed as last seen, as for any gap). Keys this configuration cannot raise (type disabled, a span rule's
+        span changed) are dropped with a log line; keys past their cooldown and not active are forgotten. Times after
+        `now` (the clock moved back) are taken as `now`."""
+        if state.saved_unix_s > now:
+            logger.warning("the alert state was saved %.0f s in the future (clock moved back?): its times are "
+                           "taken as now", state.saved_unix_s - now)
+        dropped: list[str] = []
+        for ks in state.keys:
+            if not self._raisable(ks.type, ks.key):
+                dropped.append(ks.key)
                 continue
-            st = self._states.setdefault(a.key, _KeyState(a.type))
-            if st.last_fired_s is None or a.ts_unix_s > st.last_fired_s:
-                st.last_fired_s = a.ts_unix_s
-            st.active = a.type in SEVERITY and a.type not in _EXTERNAL  # a held condition, until seen false
+            st = _KeyState(ks.type, ks.active, _not_after(ks.false_since_s, now), _not_after(ks.last_fired_s, now))
+            if st.active or (st.last_fired_s is not None and now - st.last_fired_s < self.config.cooldown_s):
+                self._states[ks.key] = st
+        for name, count in state.episodes.items():
+            self._episodes[name] = max(self._episodes.get(name, 0), count)
+        if dropped:
+            logger.info("alert state: %d keys this configuration does not raise were dropped: %s", len(dropped),
+                        ", ".join(dropped))
+        logger.info("alert state restored (saved %.0f s ago): %d keys active, %d cooling down",
+                    max(0.0, now - state.saved_unix_s), sum(st.active for st in self._states.values()),
+                    sum(not st.active for st in self._states.values()))
+
+    def _raisable(self, alert_type: AlertType, key: str) -> bool:
+        """Whether this configuration can raise `key` (span rules carry their span in the key)."""
+        if not self.enabled(alert_type):
+            return False
+        spans = {AlertType.HIGH_FREQUENCY: self.config.frequency.span_s,
+                 AlertType.LOW_FREQUENCY: self.config.frequency.span_s,
+                 AlertType.INDUSTRIAL_RISE: self.config.industrial_rise.span_s,
+                 AlertType.BIRD_ACTIVITY_DROP: self.config.bird_activity_drop.span_s}
+        return alert_type not in spans or key.endswith(f":{spans[alert_type]}")
+
+    def next_episode(self, name: str) -> int:
+        """Start a new episode of the daemon's own events (`name`, e.g. "CAPTURE") and return its number; kept in the
+        state, so numbers go on after a restart and a new episode never reuses a key still cooling down."""
+        self._episodes[name] = self._episodes.get(name, 0) + 1
+        return self._episodes[name]
+
+    def episode(self, name: str) -> int:
+        """The current episode number of `name` (0 before the first)."""
+        return self._episodes.get(name, 0)
 
     def baseline_status(self, aggregator: Aggregator, now: float) -> BaselineStatus:
         """Whether the baseline rules can fire yet, for the daemon to publish."""
@@ -494,6 +540,10 @@ class AlertEngine:
     def active_keys(self) -> list[str]:
         """Keys inside an episode (fired, or held by the cooldown), for status pages and tests."""
         return sorted(k for k, st in self._states.items() if st.active)
+
+
+def _not_after(t: float | None, now: float) -> float | None:
+    return None if t is None else min(t, now)
 
 
 def _short(window_id: str) -> str:

@@ -19,6 +19,7 @@ Outbox (the MQTT publisher's queue, written BEFORE publishing, marked sent only 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import sqlite3
@@ -37,6 +38,7 @@ from soundmond.outputs.store.rows import (
     WINDOW_COLUMNS,
     OutboxItem,
     OutboxRow,
+    SavedState,
     alert_row,
     detection_rows,
     dumps,
@@ -72,6 +74,8 @@ Alert rows are never dropped nor refused, so the pending count can exceed the bo
 losing an alert is worse than using more disk, and alerts are rare (rules have cooldowns), so the excess stays small.
 Retention never deletes pending rows."""
 
+STATE_UPSERT = ("INSERT INTO engine_state(name, saved_unix_s, state) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET saved_unix_s = excluded.saved_unix_s, state = excluded.state")
 _DROP_ORDER_SQL = "CASE kind WHEN 'window' THEN 0 WHEN 'detection' THEN 1 ELSE 2 END"
 
 
@@ -130,9 +134,11 @@ class Store:
         outbox: Sequence[OutboxItem],
         *,
         counters: Mapping[str, int] | None = None,
+        states: Sequence[SavedState] = (),
         now: float | None = None,
     ) -> None:
-        """Write windows with their detections, alerts, outbox rows and counter increments in ONE transaction.
+        """Write windows with their detections, alerts, outbox rows, counter increments and stage states (each
+        replacing the stored one of its name; the last of a name wins) in ONE transaction.
 
         Raises StoreDataError when the data itself is refused (nothing of the batch is written; retrying the same
         batch cannot help), StoreError for anything else (locked, disk full, ...; retrying later can help).
@@ -143,6 +149,7 @@ class Store:
             detections = [row for r in results for row in detection_rows(r)]
             alert_values = [alert_row(a) for a in alerts]
             outbox_rows = [(item, dumps(item.payload)) for item in outbox]
+            state_rows = [(st.name, float(st.saved_unix_s), dumps(st.state)) for st in states]
         except (TypeError, ValueError, AttributeError) as exc:
             raise StoreDataError(
                 f"cannot store this batch: {exc}", "this is a bug in the data handed to the store"
@@ -167,6 +174,7 @@ class Store:
                     self._insert_outbox(conn, outbox_rows, now)
                     for name, by in (counters or {}).items():
                         self._increment(conn, name, by)
+                    conn.executemany(STATE_UPSERT, state_rows)
             finally:
                 if durable:
                     self._set_synchronous("NORMAL")
@@ -427,6 +435,19 @@ class Store:
             dropped=self._counter(OUTBOX_DROPPED),
             refused=self._counter(OUTBOX_REFUSED),
         )
+
+    def load_state(self, name: str) -> SavedState | None:
+        """The stage state last saved under `name`, or None when there is none. `StoreDataError` when the stored text
+        is not JSON (the caller starts afresh)."""
+        rows = self._query("SELECT saved_unix_s, state FROM engine_state WHERE name = ?", (name,))
+        if not rows:
+            return None
+        try:
+            state = json.loads(rows[0]["state"])
+        except ValueError as exc:
+            raise StoreDataError(f"{self.path}: the stored {name!r} state is not JSON ({exc})",
+                                 "it is ignored; the next save replaces it") from exc
+        return SavedState(name, float(rows[0]["saved_unix_s"]), state)
 
     def recent_results(self, since_unix_s: float) -> list[WindowResult]:
         """WindowResults from `since_unix_s` on, oldest first, rebuilt to restore the aggregator after a restart."""

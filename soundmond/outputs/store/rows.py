@@ -59,6 +59,15 @@ class OutboxRow:
     attempts: int
 
 
+@dataclass(frozen=True)
+class SavedState:
+    """What a stage remembers across restarts (table `engine_state`): one JSON value per name, replaced whole on every
+    save. The store does not read inside it (the alert engine's is `soundscape.alert_state.EngineState.to_dict()`)."""
+
+    name: str  # "alerts": the alert engine
+    saved_unix_s: float
+    state: Any  # JSON types only
+
 
 def clean(obj: Any) -> Any:
     """A JSON-safe copy: non-finite floats -> None (strict JSON has no NaN), numpy values -> Python values."""

@@ -99,6 +99,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE windows ADD COLUMN stored_unix_s REAL",
         "CREATE INDEX windows_stored ON windows(stored_unix_s)",
     ),
+    # 2 -> 3: what a stage must remember across restarts, one JSON row per stage (the alert engine's cooldowns,
+    # hysteresis and episode counters under 'alerts'), replaced whole on every save
+    (
+        """CREATE TABLE engine_state (
+            name TEXT PRIMARY KEY,
+            saved_unix_s REAL NOT NULL,
+            state TEXT NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 )
 # the age of a stored window for retention (rows written before migration 2 fall back to the recording time)
 WINDOW_AGE = "COALESCE(stored_unix_s, start_unix_s)"

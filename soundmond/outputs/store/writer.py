@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from soundmond.data import Alert, WindowResult, WriterHealth
 from soundmond.outputs.store.database import Store
-from soundmond.outputs.store.rows import ALERT_KIND, OutboxItem
+from soundmond.outputs.store.rows import ALERT_KIND, OutboxItem, SavedState
 from soundmond.outputs.store.schema import (
     WRITER_DROPPED_OUTBOX,
     WRITER_DROPPED_WINDOWS,
@@ -30,10 +30,12 @@ class _Item:
     result: WindowResult | None
     alerts: tuple[Alert, ...]
     outbox: tuple[OutboxItem, ...]
+    state: SavedState | None = None
 
     @property
     def rows(self) -> int:
-        return (1 + len(self.result.species) if self.result else 0) + len(self.alerts) + len(self.outbox)
+        return ((1 + len(self.result.species) if self.result else 0) + len(self.alerts) + len(self.outbox)
+                + (self.state is not None))
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,18 @@ class StoreWriter:
             self._queue.put_nowait(item)
         except queue.Full:
             self._overflow.append(item)
+
+    def submit_state(self, state: SavedState) -> bool:
+        """Queue a stage's state (the alert engine's) to replace its stored one, written after everything submitted
+        before it (in the same transaction or a later one): the state never claims an alert the store does not hold.
+        Waits up to submit_timeout_s for room; False (logged) when the queue stays full: the next save carries it."""
+        try:
+            self._queue.put(_Item(None, (), (), state), timeout=self._submit_timeout_s)
+            return True
+        except queue.Full:
+            logger.warning("store queue full for %.1f s: the %r state was not saved this time (the next save "
+                           "carries it)", self._submit_timeout_s, state.name)
+            return False
 
     def _count(self, name: str, by: int) -> None:
         if by:
@@ -253,6 +267,7 @@ class StoreWriter:
                     [a for i in items for a in i.alerts],
                     [o for i in items for o in i.outbox],
                     counters=counters,
+                    states=[i.state for i in items if i.state is not None],
                 )
             except StoreDataError as exc:
                 if len(items) > 1:
