@@ -142,6 +142,7 @@ class Daemon:
         self._started_mono = time.monotonic()
         # owned by the capture thread
         self._ready = threading.Event()
+        self._source_ended = False
         self._control_lost = 0
         # owned by the pipeline thread
         self._done = 0
@@ -187,6 +188,8 @@ class Daemon:
                 self.backlog.put(window)
                 if self.stop.is_set():
                     break
+            else:
+                self._source_ended = True  # the recordings ran out (not stopped by a signal)
         except Exception as exc:
             logger.exception("the capture thread failed")
             self._fatal = f"capture failed: {exc}"
@@ -300,7 +303,6 @@ class Daemon:
         alert = self.session.engine.external(alert_type, key, severity, message, evidence, self.clock())
         if alert is None:
             return
-        logger.warning("%s: %s", alert.type, alert.message)
         self._submit_alerts([alert])
 
     def _submit_alerts(self, alerts: list[Alert]) -> None:
@@ -327,6 +329,8 @@ class Daemon:
         compute_s = time.perf_counter() - started
         self._progress()
         result = analysis.result
+        if not self.live:
+            self._capture_state = "running"  # recordings have no capture events: they run while windows come
         self._done += 1
         self._recent.append((window.duration_s, compute_s))
         if result.status == "error":
@@ -334,8 +338,6 @@ class Daemon:
         elif result.status == "skipped_quiet":
             self._skipped_quiet += 1
         self._alerts += len(alerts)
-        for alert in alerts:
-            logger.info("%s: %s", alert.type, alert.message)
         if self.writer is not None:
             self.writer.submit(result, alerts, self._outbox_for(result, alerts))
         if alerts:
@@ -372,8 +374,6 @@ class Daemon:
         if self.publisher is not None:
             self.publisher.publish_soundscape(snapshot)
         alerts = self.session.tick(now)
-        for alert in alerts:
-            logger.warning("%s: %s", alert.type, alert.message)
         self._submit_alerts(alerts)
         self._save_alert_state()  # hysteresis moved on even without an alert (a key cleared, ...)
 
@@ -453,8 +453,9 @@ class Daemon:
         due = {"watchdog": time.monotonic(), "status": 0.0}
         while not self._pipeline_done.wait(0.5):
             self._supervise(time.monotonic(), due)
-        logger.info("stopping: capture %s, %d windows analysed", "done" if self._capture_done.is_set() else "stopped",
-                    self.status.windows_done)
+        how = ("the recordings ended" if self._source_ended else "capture stopped" if self._capture_done.is_set()
+               else "capture did not stop")
+        logger.info("stopping: %s, %d windows analysed", how, self.status.windows_done)
         if self.notifier is not None:
             self.notifier.stopping()
         self.stop.set()

@@ -22,32 +22,22 @@ of the first stage with a problem.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from soundmond.config import ConfigProblem, FileSourceConfig, LoadedConfig, MicSourceConfig
 from soundmond.errors import ExitCode
+from soundmond.head.loader import load_head
 from soundmond.head.meta import (
-    HEAD_SUFFIXES,
-    ONNX_SUFFIX,
     HeadError,
-    HeadMeta,
-    check_tagger,
-    default_head_path,
-    needs_birds,
-    tagger_only_head_path,
 )
-from soundmond.head.onnx import FORMAT, FORMAT_KEY, META_KEY, verify_checksum
-from soundmond.head.skops import load_skops
 from soundmond.models.birds import is_sound_class, split_birdnet_label
 from soundmond.models.sessions import check_sidecar, read_labels
 from soundmond.models.sidecar import ModelFolderError
 
-HEAD_DAMAGED_HINT = "reinstall soundmond (shipped head), or retrain the head with scripts/train_default_head.py"
 STORE_HINT = "create it, or give store.path a folder the service user may write"
 
 
@@ -64,19 +54,25 @@ class Preflight:
         return not self.problems
 
 
-def preflight(loaded: LoadedConfig, *, quick: bool = False, source_override: Path | None = None) -> Preflight:
+def preflight(loaded: LoadedConfig, *, quick: bool = False, source_override: Path | None = None,
+              models_only: bool = False) -> Preflight:
     """Check what the configuration points at (see the module docstring). `source_override` (`run --source`)
-    replaces the configured source: it is checked instead."""
+    replaces the configured source: it is checked instead. `models_only` (`analyze`, which names its own inputs and
+    writes no store): the species names, the model folders and the head."""
     species: list[ConfigProblem] = []
     models: list[ConfigProblem] = []
     if not quick:
         species, models = _model_problems(loaded)
-    if source_override is not None:
-        source, warnings = _override_problems(source_override)
-    else:
-        source, warnings = _source_problems(loaded)
-    stages = [(ExitCode.USAGE, species), (ExitCode.MODELS, models), (ExitCode.FATAL, _store_problems(loaded)),
-              (ExitCode.USAGE, source)]
+    source: list[ConfigProblem] = []
+    warnings: list[ConfigProblem] = []
+    store: list[ConfigProblem] = []
+    if not models_only:
+        store = _store_problems(loaded)
+        if source_override is not None:
+            source, warnings = _override_problems(source_override)
+        else:
+            source, warnings = _source_problems(loaded)
+    stages = [(ExitCode.USAGE, species), (ExitCode.MODELS, models), (ExitCode.FATAL, store), (ExitCode.USAGE, source)]
     code = next((code for code, found in stages if found), ExitCode.OK)
     return Preflight(tuple(p for _, found in stages for p in found), tuple(warnings), code)
 
@@ -132,121 +128,16 @@ def species_problems(loaded: LoadedConfig, labels: Sequence[str], labels_file: P
 
 
 def _head_problems(loaded: LoadedConfig, tagger_label_count: int | None) -> list[ConfigProblem]:
-    """The head `run` would load (the rules of `load_head`), checked from its file: no session is opened."""
+    """The head `run` would load, loaded by the same code (`load_head`: an ONNX head is a few kB, its session opens in
+    milliseconds), so check-config and run refuse it with the same words."""
     cfg = loaded.config.models
-    family = cfg.tagger.family
-    birds = cfg.birds.enabled
     configured = loaded.resolve(cfg.head.path) if cfg.head.path else None
-    if configured is not None:
-        path = configured
-    elif not birds and tagger_only_head_path(family).is_file():
-        path = tagger_only_head_path(family)
-    else:
-        path = default_head_path(family)
     try:
-        if configured is None and not path.is_file():
-            raise HeadError(path, f"no head is shipped for the '{family}' tagger",
-                            "set models.head.path to a head trained on this tagger's outputs "
-                            "(see scripts/train_default_head.py)")
-        meta = read_head_meta(path)
-        check_tagger(path, meta, family, tagger_label_count)
+        load_head(configured, cfg.tagger.family, tagger_label_count, birds_enabled=cfg.birds.enabled)
     except HeadError as exc:
-        return [loaded.problem(exc.config_keys[0], f"{exc.path}: {exc.problem}", exc.hint)]
-    if not needs_birds(meta.features) or birds:
-        return []
-    fallback = tagger_only_head_path(family)
-    if configured is not None and fallback.is_file():
-        hint = f"set models.birds.enabled: true, or leave models.head.path empty to use {fallback.name}"
-    else:
-        hint = ("set models.birds.enabled: true, or set models.head.path to a head trained on tagger features only "
-                "(scripts/train_default_head.py --tagger-only)")
-    key = "models.head.path" if configured is not None else "models.birds.enabled"
-    return [loaded.problem(key, f"{path}: the head needs BirdNET's embedding (features '{meta.features}') but "
-                                "models.birds.enabled is false", hint)]
-
-
-def read_head_meta(path: Path) -> HeadMeta:
-    """A head file's `HeadMeta` without loading the head: an ONNX head's embedded checksum is verified and its meta
-    read from the file's metadata (no ONNX Runtime session); a skops head is read strictly (`load_skops`, which imports
-    scikit-learn, as loading it in `run` does). `HeadError` for what `Head.load` refuses."""
-    suffix = path.suffix.lower()
-    if suffix not in HEAD_SUFFIXES:
-        raise HeadError(path, f"unknown head file type {suffix or '(no suffix)'!r}: expected "
-                              f"{' or '.join(HEAD_SUFFIXES)}",
-                        "set models.head.path to a .onnx head written by soundmond train-head, or leave it empty")
-    if not path.is_file():
-        raise HeadError(path, "no such head file", "set models.head.path, or leave it empty for the shipped head")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise HeadError(path, f"cannot read the head file ({exc.strerror or exc})", "check models.head.path") from exc
-    if suffix != ONNX_SUFFIX:
-        return load_skops(path, data)[1]
-    verify_checksum(path, data)
-    try:
-        props = onnx_metadata(data)
-    except ValueError as exc:
-        raise HeadError(path, f"not a readable ONNX file ({exc})", HEAD_DAMAGED_HINT) from exc
-    if props.get(FORMAT_KEY) != FORMAT:
-        raise HeadError(path, f"not a soundmond ONNX head ({FORMAT_KEY} is {props.get(FORMAT_KEY)!r}, expected "
-                              f"{FORMAT!r})", "use a head written by soundmond train-head or "
-                                              "scripts/train_default_head.py")
-    try:
-        meta = json.loads(props.get(META_KEY, ""))
-    except ValueError as exc:
-        raise HeadError(path, f"{META_KEY} is not JSON ({exc})", HEAD_DAMAGED_HINT) from exc
-    return HeadMeta.from_dict(path, meta)
-
-
-def onnx_metadata(data: bytes) -> dict[str, str]:
-    """The `metadata_props` of a serialised ONNX model, read from the protobuf wire format (ModelProto field 14,
-    entries of key = field 1, value = field 2), so neither the onnx package nor ONNX Runtime is needed.
-    `ValueError` for bytes that are not a well-formed protobuf message."""
-    props: dict[str, str] = {}
-    for number, value in _fields(data):
-        if number == 14 and isinstance(value, bytes):
-            entry = {n: v for n, v in _fields(value) if isinstance(v, bytes)}
-            try:
-                props[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"metadata is not UTF-8 ({exc})") from exc
-    return props
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while pos < len(data) and shift < 64:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-    raise ValueError("truncated or malformed varint")
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) of one protobuf message: varints as int, length-delimited fields as bytes; fixed-size
-    fields are skipped."""
-    pos = 0
-    while pos < len(data):
-        tag, pos = _varint(data, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, pos = _varint(data, pos)
-            yield number, value
-        elif wire == 2:
-            size, pos = _varint(data, pos)
-            if pos + size > len(data):
-                raise ValueError("a field runs past the end of the file")
-            yield number, data[pos : pos + size]
-            pos += size
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire}")
-    if pos != len(data):
-        raise ValueError("the last field runs past the end of the file")
+        key = exc.config_keys[0] if configured is not None or len(exc.config_keys) == 1 else exc.config_keys[-1]
+        return [loaded.problem(key, f"{exc.path}: {exc.problem}", exc.hint)]
+    return []
 
 
 # --- store and source -------------------------------------------------------------------------------------------------
@@ -271,7 +162,7 @@ def _store_problems(loaded: LoadedConfig) -> list[ConfigProblem]:
         existing = existing.parent
     if not existing.is_dir():
         return [loaded.problem("store.path", f"cannot create the folder {path.parent}: {existing} is not a folder",
-                               STORE_HINT)]
+                               "give store.path a folder the service user may write (not under a file)")]
     try:  # a real write, not os.access: root passes every mode check, but not a read-only or virtual file system
         with tempfile.TemporaryFile(dir=existing, prefix=".soundmond-preflight-"):
             pass

@@ -150,6 +150,10 @@ def test_an_unknown_rare_species(station: Station, capsys: pytest.CaptureFixture
     assert_refused(capsys, station, f"alerts.rare_species.2: unknown species 'Turdus merulla' (line {n}) - did you "
                    f"mean 'Turdus merula'? use scientific or common names as in {station.birdnet_dir / 'labels.txt'} "
                    "(case does not matter)", ExitCode.USAGE, run=True)
+    # analyze refuses it too, with the same line, before it analyses anything
+    assert main(["analyze", str(station.tmp), "--config", str(station.path)]) == ExitCode.USAGE
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"alerts.rare_species.2: unknown species 'Turdus merulla' (line {n})" in captured.err
 
 
 def test_unknown_include_and_exclude_names(station: Station, capsys: pytest.CaptureFixture[str]) -> None:
@@ -176,7 +180,8 @@ def test_an_unwritable_store_folder(station: Station, capsys: pytest.CaptureFixt
     store = blocker / "db" / "soundmond.db"
     n = station.set("store.path", store)
     assert_refused(capsys, station, f"store.path: cannot create the folder {store.parent}: {blocker} is not a folder "
-                   f"(line {n}) - {STORE_HINT}", ExitCode.FATAL, run=True)
+                   f"(line {n}) - give store.path a folder the service user may write (not under a file)",
+                   ExitCode.FATAL, run=True)
     assert not (blocker / "db").exists()
 
 
@@ -247,7 +252,7 @@ def test_a_head_that_needs_birds_with_birds_off(station: Station, capsys: pytest
     assert check_config(capsys, str(station.path)) == (ExitCode.OK, [f"ok: {station.path}"], "")
     head = default_head_path("yamnet")
     n = station.set("models.head.path", head)
-    assert_refused(capsys, station, f"models.head.path: {head}: the head needs BirdNET's embedding (features "
-                   "'probabilities+embedding+birdnet_embedding') but models.birds.enabled is false "
-                   f"(line {n}) - set models.birds.enabled: true, or leave models.head.path empty to use "
-                   "yamnet-tagger.onnx", ExitCode.MODELS, run=True)
+    assert_refused(capsys, station, f"models.head.path: {head}: models.head.path names a head that needs BirdNET's "
+                   "embedding (features 'probabilities+embedding+birdnet_embedding'), but models.birds.enabled is "
+                   f"false (line {n}) - set models.birds.enabled: true, or leave models.head.path empty to use the "
+                   "shipped tagger-only head (yamnet-tagger.onnx)", ExitCode.MODELS, run=True)

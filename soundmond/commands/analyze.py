@@ -19,6 +19,7 @@ from soundmond.config import ConfigError
 from soundmond.data import Alert
 from soundmond.errors import ExitCode
 from soundmond.outputs import records
+from soundmond.preflight import preflight
 from soundmond.soundscape.aggregate import RunTotals, SoundscapeSnapshot
 
 
@@ -33,9 +34,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         loaded = load_with_logging(args.config, args.verbose)
-        session = build_session(loaded)
-    except ConfigError as exc:  # the config, or names in it the models do not know (species)
+    except ConfigError as exc:
         return report_config_error(exc)
+    checked = preflight(loaded, models_only=True)  # what run would refuse in the models, with run's words
+    if not checked.ok:
+        for problem in checked.problems:
+            print(str(problem), file=sys.stderr)
+        return checked.exit_code
+    try:
+        session = build_session(loaded)
     except ModelLoadError as exc:
         print(f"soundmond: {exc}", file=sys.stderr)
         return ExitCode.MODELS
@@ -77,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
             print("# " + json.dumps(summary), file=out)
         else:
             out.write(json.dumps(summary) + "\n")
-    for path, problem in errors:
-        print(f"soundmond analyze: {path}: {problem}", file=sys.stderr)
+    for path, failure in errors:
+        print(f"soundmond analyze: {path}: {failure}", file=sys.stderr)
     return ExitCode.PARTIAL if errors else ExitCode.OK
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from soundmond.config import ConfigError, load_config
 from soundmond.errors import ExitCode
+from soundmond.logs import setup_logging
 from soundmond.preflight import preflight
 
 
@@ -19,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    setup_logging("WARNING")  # the problems are this command's output; the loaders' INFO lines are not
     try:
         loaded = load_config(args.config)
     except ConfigError as exc:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
-from soundmond.config import ConfigError, LoadedConfig, load_config
+from soundmond.config import DEFAULT_CONFIG_PATHS, ConfigError, LoadedConfig, load_config
 from soundmond.errors import ExitCode
 from soundmond.logs import setup_logging
+
+logger = logging.getLogger("soundmond")
 
 
 def load_with_logging(config: Path | None, verbose: bool = False) -> LoadedConfig:
     """The config (`ConfigError` if it does not load), with logging at its level (DEBUG with `verbose`)."""
     loaded = load_config(config)
     setup_logging("DEBUG" if verbose else loaded.config.logging.level)
+    if loaded.path is None:
+        logger.warning("no config file (%s): using the built-in defaults; give one with --config",
+                       ", ".join(str(p) for p in DEFAULT_CONFIG_PATHS))
     return loaded
 
 

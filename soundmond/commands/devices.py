@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
             buf.write(f"{d['index']:>5}  {rate:>8}  {d['max_input_channels']:>3}  {d['name']}\n")
         print(buf.getvalue(), end="")
     if not devices:
-        print("soundmond devices: no input device found", file=sys.stderr)
+        print("soundmond devices: no input device found - plug in a microphone, check that the audio server "
+              "(PulseAudio, PipeWire) runs and that this user may use it (group audio)", file=sys.stderr)
         return ExitCode.DEVICE
     return ExitCode.OK

@@ -534,7 +534,8 @@ class AlertEngine:
     def _make(self, alert_type: AlertType, key: str, now: float, draft: _Draft, severity: Severity) -> Alert:
         alert = Alert(type=alert_type, key=key, severity=severity, ts_unix_s=now, message=draft.message,
                       evidence=draft.evidence)
-        logger.info("alert %s (%s): %s", key, severity, draft.message)
+        logger.log(logging.INFO if severity == "info" else logging.WARNING, "alert %s (%s): %s", key, severity,
+                   draft.message)  # the one log line of every alert raised
         return alert
 
     def active_keys(self) -> list[str]:

@@ -240,7 +240,10 @@ class StoreWriter:
             except Exception:  # the top of the thread's loop: log, back off, carry on
                 logger.exception("store writer: unexpected error")
                 self._give_up.wait(1.0)
-        logger.info("store writer stopped: %s", self.health())
+        h = self.health()
+        logger.info("store writer stopped: %d rows in %d batches written, %d windows and %d outbox rows dropped, "
+                    "%d items rejected%s", h.rows_written, h.batches_written, h.dropped_windows,
+                    h.dropped_outbox_items, h.rejected_items, f"; last error: {h.last_error}" if h.last_error else "")
 
     def _maybe_retention(self) -> None:
         if self._retention_interval_s is None or time.monotonic() < self._next_retention:
