@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", type=Path, default=None,
                    help="replay this file or folder instead of the configured source")
     p.add_argument("--realtime", action="store_true", help="with --source: replay at real-time pace")
+    p.add_argument("--reanalyze", action="store_true",
+                   help="replay files the store already holds again, replacing their earlier rows (by default they "
+                        "are skipped, and a file a crash interrupted resumes where it stopped)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -36,4 +39,4 @@ def run(args: argparse.Namespace) -> int:
         for problem in result.problems:
             print(str(problem), file=sys.stderr)
         return int(result.exit_code)
-    return run_daemon(loaded, source_override=args.source, realtime=args.realtime)
+    return run_daemon(loaded, source_override=args.source, realtime=args.realtime, reanalyze=args.reanalyze)

@@ -99,6 +99,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE windows ADD COLUMN stored_unix_s REAL",
         "CREATE INDEX windows_stored ON windows(stored_unix_s)",
     ),
+    # 2 -> 3: which recordings (by content hash) were analysed, with which window settings, at which path, and
+    # whether decoding finished (the last window's id: the file is complete once that window is stored). A replay
+    # skips complete files without decoding them and resumes partial ones (`soundmond.capture.replay`).
+    (
+        """CREATE TABLE replay_sources (
+            sha256 TEXT NOT NULL,
+            analysis TEXT NOT NULL,
+            path TEXT NOT NULL,
+            last_window_id TEXT,
+            windows INTEGER,
+            started_unix_s REAL NOT NULL,
+            decoded_unix_s REAL,
+            PRIMARY KEY (sha256, analysis, path)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX windows_source ON windows(source)",
+    ),
 )
 # the age of a stored window for retention (rows written before migration 2 fall back to the recording time)
 WINDOW_AGE = "COALESCE(stored_unix_s, start_unix_s)"
