@@ -139,8 +139,8 @@ class Alert:
     alert_id: str = ""  # the alert engine derives it from the key and the window or time that raised it
 
     def __post_init__(self) -> None:
-        if not self.alert_id:  # an alert made by hand: its key and second
-            object.__setattr__(self, "alert_id", identity.alert_id(self.key, identity.at_second(self.ts_unix_s)))
+        if not self.alert_id:  # an alert made by hand: its key and time
+            object.__setattr__(self, "alert_id", identity.alert_id(self.key, f"t{self.ts_unix_s!r}"))
 
 
 CaptureState = Literal["starting", "running", "lost", "flat", "clipped"]
