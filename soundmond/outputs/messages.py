@@ -2,7 +2,8 @@
 
 Every payload soundmond publishes under its topic prefix (except the plain-text `status`) is a JSON object with
 `schema` ("soundmond.v1"), `type`, `station_id`, a unique `event_id`, an ISO-8601 UTC `ts` and, when the station's
-coordinates are configured, `location` {lat, lon}. The JSON Schemas (draft 2020-12) live in
+coordinates are configured, `location` {lat, lon}. Window, detection and alert event ids derive from what they report
+(`soundmond.identity`): a replayed event keeps its id. The JSON Schemas (draft 2020-12) live in
 `soundmond/outputs/schemas/<type>.v1.json`; a change to a schema bumps its version.
 
 Topic tree (prefix defaults to `soundmond/<station_id>`):
