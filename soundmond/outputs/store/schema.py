@@ -24,7 +24,7 @@ OUTBOX_DROPPED = "outbox_dropped"  # pending rows deleted or not admitted by dro
 OUTBOX_REFUSED = "outbox_refused"  # new rows refused by refuse_new
 WRITER_DROPPED_WINDOWS = "store_queue_dropped_windows"  # StoreWriter queue full: window results dropped
 WRITER_DROPPED_OUTBOX = "store_queue_dropped_outbox"  # ... and their non-alert outbox items
-WRITER_REJECTED = "store_rejected_items"  # items the database refused as invalid (duplicate id, bad value)
+WRITER_REJECTED = "store_rejected_items"  # items refused as invalid (a stored id is skipped, no error)
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 0 -> 1: initial schema
@@ -126,7 +126,7 @@ class StoreError(HintedError):
 
 
 class StoreDataError(StoreError):
-    """The database refused the data itself (duplicate id, invalid value): retrying the same write cannot help."""
+    """The database refused the data itself (a missing or invalid value): retrying the same write cannot help."""
 
 
 class StoreVersionError(StoreError):
