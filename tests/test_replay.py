@@ -154,6 +154,14 @@ def test_a_folder_replayed_twice_adds_nothing_the_second_time(tmp_path: Path, ya
     # the second run's aggregate counts each window once: the restored windows, nothing replayed on top
     assert last_aggregate(db) == figures_first
 
+    stamp = query(db, "SELECT max(stored_unix_s) FROM windows")[0][0]
+    third = soundmond("run", "--config", cfg, "--source", fixture_audio, "--reanalyze")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "8 analysed again (--reanalyze: earlier rows replaced)" in third.stderr
+    assert stored(db) == after_first  # replaced, not appended
+    assert query(db, "SELECT min(stored_unix_s) FROM windows")[0][0] > stamp
+    assert last_aggregate(db) == figures_first  # the replaced windows left the aggregate before it was restored
+
 
 def last_aggregate(db: Path) -> list[tuple[int, int]]:
     """(span_s, windows) of the newest stored aggregate."""
