@@ -11,6 +11,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from soundmond import identity
+
 Group = Literal["natural", "industrial", "other"]
 GROUPS: tuple[Group, ...] = ("natural", "industrial", "other")
 
@@ -38,7 +40,8 @@ class AlertType(str, Enum):
 
 
 def new_id() -> str:
-    """A unique id for windows, alerts and published events (uuid4, hex)."""
+    """A unique id for messages that are not replayed events (soundscape, heartbeat): uuid4, hex. Windows,
+    detections and alerts have ids derived from what they are (`soundmond.identity`)."""
     return uuid.uuid4().hex
 
 
@@ -133,7 +136,11 @@ class Alert:
     ts_unix_s: float
     message: str
     evidence: dict[str, object] = field(default_factory=dict)  # window ids, scores, baselines
-    alert_id: str = field(default_factory=new_id)
+    alert_id: str = ""  # the alert engine derives it from the key and the window or time that raised it
+
+    def __post_init__(self) -> None:
+        if not self.alert_id:  # an alert made by hand: its key and time
+            object.__setattr__(self, "alert_id", identity.alert_id(self.key, f"t{self.ts_unix_s!r}"))
 
 
 CaptureState = Literal["starting", "running", "lost", "flat", "clipped"]
@@ -244,3 +251,14 @@ class Heartbeat:
     outbox: OutboxCounts | None
     store_writer: WriterHealth | None
     baseline: BaselineStatus
+
+
+@dataclass(frozen=True)
+class ReplayProgress:
+    """What the store knows of one recording (by content) analysed with one set of window settings at one path."""
+
+    sha256: str  # of the file's bytes
+    analysis: str  # the settings its window ids derive from (`capture.replay.analysis_key`)
+    path: str  # where it was read (windows.source)
+    windows: int | None  # windows its decoding yielded (None while decoding has not finished)
+    complete: bool  # decoding finished and its last window is stored

@@ -45,7 +45,7 @@ from soundmond.analysis import ModelLoadError, Session, build_session
 from soundmond.capture.backlog import Backlog, EndOfStream
 from soundmond.capture.files import FileSource
 from soundmond.capture.mic import CaptureError, MicSource
-from soundmond.config import ConfigError, FileSourceConfig, LoadedConfig, MicSourceConfig
+from soundmond.config import Config, ConfigError, FileSourceConfig, LoadedConfig, MicSourceConfig
 from soundmond.data import (
     Alert,
     AlertType,
@@ -483,23 +483,33 @@ class Daemon:
 
 
 def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override: Path | None,
-                 realtime: bool, on_input_error: Callable[[Path, str], None] | None) -> tuple[AudioSource, bool]:
+                 realtime: bool, store: Store, reanalyze: bool,
+                 on_input_error: Callable[[Path, str], None] | None) -> tuple[AudioSource, bool]:
     cfg = loaded.config
     w = cfg.windows
     src = cfg.source
-    if source_override is not None:
-        return FileSource([source_override], w.length_s, w.hop_s, realtime=realtime,
-                          on_error=on_input_error), realtime
-    if isinstance(src, FileSourceConfig):
-        return FileSource([loaded.resolve(src.path)], w.length_s, w.hop_s, realtime=src.realtime,
-                          on_error=on_input_error), src.realtime
+    station = cfg.station.id
+    if source_override is None and isinstance(src, FileSourceConfig):
+        source_override, realtime = loaded.resolve(src.path), src.realtime
+    if source_override is not None:  # a replay: the store says what is already analysed
+        return FileSource([source_override], w.length_s, w.hop_s, realtime=realtime, station=station, ledger=store,
+                          reanalyze=reanalyze, on_error=on_input_error), realtime
     assert isinstance(src, MicSourceConfig)
 
     def on_event(event: CaptureEvent) -> None:
         if daemon_ref:
             daemon_ref[0].on_capture_event(event)
 
-    return MicSource(src, w.length_s, w.hop_s, on_event=on_event), True
+    return MicSource(src, w.length_s, w.hop_s, on_event=on_event, station=station), True
+
+
+def _restore_aggregates(cfg: Config, session: Session, store: Store) -> None:
+    """The rolling aggregates from the windows stored over the longest span / baseline (a restart goes on)."""
+    history_s = max(max(cfg.aggregation.spans_s), cfg.alerts.frequency.baseline_days * 86400)
+    restored = store.recent_results(time.time() - history_s)
+    if restored:
+        session.aggregator.restore(restored)
+        logger.info("restored %d stored windows into the rolling aggregates", len(restored))
 
 
 def run_daemon(
@@ -507,11 +517,13 @@ def run_daemon(
     *,
     source_override: Path | None = None,
     realtime: bool = False,
+    reanalyze: bool = False,
     models: tuple[Tagger, BirdModel | None, GroupHead, dict[str, Any]] | None = None,
     on_input_error: Callable[[Path, str], None] | None = None,
 ) -> int:
-    """Run until the source ends or SIGTERM/SIGINT; returns the process exit code. `on_input_error(path, problem)`
-    hears of every recording a file source could not decode (called on the capture thread); the run goes on."""
+    """Run until the source ends or SIGTERM/SIGINT; returns the process exit code. A file replay skips what the
+    store already holds (`reanalyze`: replaces it). `on_input_error(path, problem)` hears of every recording a file
+    source could not decode (called on the capture thread); the run goes on."""
     cfg = loaded.config
     stop = threading.Event()
 
@@ -538,11 +550,6 @@ def run_daemon(
     except StoreError as exc:
         print(f"soundmond: store: {exc}", file=sys.stderr)
         return ExitCode.FATAL
-    history_s = max(max(cfg.aggregation.spans_s), cfg.alerts.frequency.baseline_days * 86400)
-    restored = store.recent_results(time.time() - history_s)
-    if restored:
-        session.aggregator.restore(restored)
-        logger.info("restored %d stored windows into the rolling aggregates", len(restored))
     writer_stop = threading.Event()
     writer = StoreWriter(store, writer_stop).start()
     publisher = None
@@ -552,8 +559,8 @@ def run_daemon(
         publisher.start()
     daemon_ref: list[Daemon] = []
     try:
-        source, live = _make_source(loaded, daemon_ref, source_override, realtime, on_input_error)
-        source.open()
+        source, live = _make_source(loaded, daemon_ref, source_override, realtime, store, reanalyze, on_input_error)
+        source.open()  # a replay: files hashed, looked up, earlier rows deleted with --reanalyze
     except CaptureError as exc:
         print(f"soundmond: {exc}", file=sys.stderr)
         writer.close(timeout=10.0)
@@ -562,6 +569,7 @@ def run_daemon(
             publisher.join(timeout=5.0)
         store.close()
         return ExitCode.DEVICE
+    _restore_aggregates(cfg, session, store)  # after source.open(): --reanalyze has deleted what it replaces
     daemon = Daemon(loaded, session, source, live=live, store=store, writer=writer, publisher=publisher,
                     publisher_stop=publisher_stop, notifier=notifier, stop=stop)
     daemon_ref.append(daemon)

@@ -18,6 +18,7 @@ from soundmond.data import (
     GroupPrediction,
     Heartbeat,
     OutboxCounts,
+    ReplayProgress,
     TaggerOutput,
     WindowResult,
     WriterHealth,
@@ -121,3 +122,24 @@ class Publisher(Protocol):
     def publish_heartbeat(self, heartbeat: Heartbeat) -> bool: ...
 
     def join(self, timeout: float | None = None) -> bool: ...
+
+
+class ReplayLedger(Protocol):
+    """Which recordings (by content hash) were analysed how far (the store, `Store` implements it)."""
+
+    def replay_progress(self, sha256: str) -> list[ReplayProgress]:
+        """Every record of this content, whatever the settings or the path it was analysed with."""
+        ...
+
+    def replay_started(self, sha256: str, analysis: str, path: str) -> None: ...
+
+    def replay_decoded(self, sha256: str, analysis: str, path: str, last_window_id: str, windows: int) -> None:
+        """Decoding finished; the file is complete once `last_window_id` is stored (the writer keeps order)."""
+        ...
+
+    def has_window(self, window_id: str) -> bool: ...
+
+    def forget_source(self, sha256: str) -> dict[str, int]:
+        """Delete what was stored of this content (windows, detections, alerts, their outbox rows, the records):
+        `--reanalyze`. Returns rows deleted per table."""
+        ...

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from soundmond.capture.audio import load_audio
+from soundmond.capture.files import FileSource
 from soundmond.capture.mic import CaptureError, MicSource, list_input_devices
 from soundmond.config import MicSourceConfig
 from soundmond.data import AudioWindow, CaptureEvent
@@ -172,6 +173,22 @@ def test_real_recording_comes_back_with_its_content(virtual_mic: PulseRig) -> No
         corrs.append(float(np.corrcoef(captured[lag : lag + chunk], part)[0, 1]))
     assert np.median(corrs) > 0.95, corrs
     assert sum(c > 0.9 for c in corrs) >= 0.8 * len(corrs), corrs
+
+
+def test_each_capture_session_has_window_ids_of_its_own(virtual_mic: PulseRig) -> None:
+    sessions = []
+    for _ in range(2):  # two daemon starts on the same device
+        with Capture(mic_config(), window_s=1.0, hop_s=1.0) as cap:
+            cap.wait_event("running", timeout_s=10)
+            cap.wait_windows(2, timeout_s=15)
+        assert cap.error is None
+        sessions.append([w for _, w in cap.windows])
+    first, second = ({w.window_id for w in ws} for ws in sessions)
+    assert len(first) == len(sessions[0]) and len(second) == len(sessions[1])
+    assert [w.start_s for w in sessions[0][:2]] == [w.start_s for w in sessions[1][:2]] == [0.0, 1.0]
+    assert not first & second  # the same offsets, another capture session: other ids
+    recording = FileSource([FIXTURES / "oss_birds_10s.flac"], 1.0, 1.0).windows(threading.Event())
+    assert not (first | second) & {w.window_id for w in recording}  # a microphone never collides with a file
 
 
 def test_named_device_missing_is_a_clear_capture_error(virtual_mic: PulseRig) -> None:

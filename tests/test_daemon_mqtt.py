@@ -9,7 +9,6 @@ validates against its JSON Schema.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 
 from soundmond.outputs.messages import validate
 from tests.mqtt_rig import Broker, Collector, mosquitto_available, wait_until
+from tests.recordings import distinct_copies, distinct_copy
 
 REPO = Path(__file__).resolve().parent.parent
 STATION = "e2e"
@@ -53,13 +53,9 @@ mqtt: {{enabled: true, host: 127.0.0.1, port: {port}, reconnect_min_s: 0.2, reco
     return cfg
 
 
-def replay_folder(tmp_path: Path, fixture_audio: Path, copies: int) -> Path:
-    folder = tmp_path / f"replay-{copies}"
-    folder.mkdir()
-    for i in range(copies):
-        for f in sorted(fixture_audio.glob("*.flac")):
-            shutil.copy(f, folder / f"{i:02d}_{f.name}")
-    return folder
+def replay_folder(tmp_path: Path, fixture_audio: Path, copies: int, first: int = 0) -> Path:
+    """Copies of the fixtures with bytes of their own (a plain copy is the same recording: a replay skips it)."""
+    return distinct_copies(fixture_audio, tmp_path / f"replay-{first}-{copies}", copies, first)
 
 
 def run_daemon(cfg: Path, source: Path, *extra: str) -> subprocess.Popen[str]:
@@ -99,14 +95,14 @@ def test_nothing_stored_is_lost_through_broker_and_daemon_kills(
                 lambda since=restarted: any(t > since and r == "Success" for t, _, r in collector.connects), 20)
         assert proc.wait(timeout=300) == 0, log_tail(cfg)
         # 2. a daemon SIGKILLed mid-run (realtime replay keeps it busy), then restarted
-        proc = run_daemon(cfg, replay_folder(tmp_path, fixture_audio, 1), "--realtime")
+        proc = run_daemon(cfg, replay_folder(tmp_path, fixture_audio, 1, first=4), "--realtime")
         wait_until(lambda: query(db, "SELECT count(*) FROM windows")[0][0] >= 64, 60, 0.2)
         time.sleep(1.0)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         last = tmp_path / "last"
         last.mkdir()
-        shutil.copy(fixture_audio / "whisp_field_horn.flac", last / "horn.flac")
+        distinct_copy(fixture_audio / "whisp_field_horn.flac", last / "horn.flac", "last")
         proc = run_daemon(cfg, last, "--realtime")
         assert proc.wait(timeout=120) == 0, log_tail(cfg)
 

@@ -120,10 +120,14 @@ def test_heartbeat_payload_keeps_its_shape() -> None:
     messages.validate(recording)
 
 
-def test_event_ids_are_unique_per_event() -> None:
-    ids = [messages.detection_payload(SpeciesScore("A b", "C", 0.5), BARE, window_id="w", ts_unix_s=T)["event_id"]
-           for _ in range(200)]
-    assert len(set(ids)) == 200
+def test_detection_event_ids_derive_from_the_window_and_the_species() -> None:
+    def event_id(window_id: str, species: str) -> str:
+        score = SpeciesScore(species, "C", 0.5)
+        return str(messages.detection_payload(score, BARE, window_id=window_id, ts_unix_s=T)["event_id"])
+
+    assert event_id("w1", "A b") == event_id("w1", "A b")  # a replayed detection keeps its id
+    ids = {event_id(f"w{i}", species) for i in range(100) for species in ("A b", "A c")}
+    assert len(ids) == 200 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
 
 
 @pytest.mark.parametrize("kind", messages.MESSAGE_TYPES)

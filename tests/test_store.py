@@ -204,12 +204,25 @@ def test_write_batch_round_trips(store: Store) -> None:
     assert store.outbox_counts().pending == 2
 
 
-def test_write_batch_is_atomic_on_duplicate_id(store: Store) -> None:
+def test_a_row_whose_id_is_stored_is_not_stored_again(store: Store) -> None:
+    first = window()
+    a = alert()
+    queued = item()
+    store.write_batch([first], [a], [queued, alert_item(a)])
+    second = window()
+    store.write_batch([first, second], [a], [queued, alert_item(a), item()])  # a replay of the first batch, and more
+    assert [r["window_id"] for r in store_rows.windows(store.path)] == [first.window_id, second.window_id]
+    assert len(store_rows.detections(store.path)) == 4  # two per window, none twice
+    assert [r["alert_id"] for r in store_rows.alerts(store.path)] == [a.alert_id]
+    assert store.outbox_counts().pending == 3
+
+
+def test_write_batch_is_atomic_on_invalid_data(store: Store) -> None:
     first = window()
     store.write_batch([first], [], [item()])
     a = alert()
     with pytest.raises(StoreDataError):
-        store.write_batch([window(), window(window_id=first.window_id)], [a], [alert_item(a)])
+        store.write_batch([window(), window(source=None)], [a], [alert_item(a)])  # windows.source is NOT NULL
     assert [r["window_id"] for r in store_rows.windows(store.path)] == [first.window_id]
     assert len(store_rows.detections(store.path)) == 2  # only the first window's
     assert store_rows.alerts(store.path) == []
@@ -294,10 +307,12 @@ def test_outbox_requeue_rows_sent_since(store: Store) -> None:
     assert store.outbox_counts().sent == 1  # row 0, sent before the window, stays sent
 
 
-def test_outbox_duplicate_event_id_is_refused(store: Store) -> None:
-    store.write_batch([], [], [OutboxItem("detection", "same", {})])
-    with pytest.raises(StoreDataError):
-        store.write_batch([], [], [OutboxItem("detection", "same", {})])
+def test_outbox_event_already_queued_is_not_queued_again(store: Store) -> None:
+    store.write_batch([], [], [OutboxItem("detection", "same", {"n": 1})])
+    store.write_batch([], [], [OutboxItem("detection", "same", {"n": 2})])  # a replay of the same event
+    [row] = store.outbox_pending(10)
+    assert (row.event_id, row.payload) == ("same", '{"n":1}')
+    assert store.outbox_counts().pending == 1
 
 
 def test_outbox_bound_drop_oldest_never_drops_alerts(db: Path) -> None:
@@ -365,7 +380,7 @@ def test_retention_by_age(db: Path, caplog: pytest.LogCaptureFixture) -> None:
     day = 86400.0
     with Store(db, cfg(retention_days=10, outbox_keep_sent_s=3600)) as s:
         old, new = window(now - 11 * day), window(now - 9 * day)
-        old_alert, old_pending_alert, new_alert = alert(now - 11 * day), alert(now - 11 * day), alert(now)
+        old_alert, old_pending_alert, new_alert = alert(now - 11 * day), alert(now - 11 * day + 1), alert(now)
         s.write_batch([old], [old_alert, old_pending_alert], [alert_item(old_alert), alert_item(old_pending_alert)],
                       now=now - 11 * day)
         s.write_batch([new], [new_alert], [], now=now - 9 * day)
@@ -523,7 +538,7 @@ def test_writer_rejects_a_bad_item_without_blocking_the_others(writer_parts: Any
     a = alert()
     good = [window(), window()]
     w.submit(good[0])
-    w.submit(window(window_id=first.window_id), [a], [alert_item(a)])  # duplicate id: refused
+    w.submit(window(source=None), [a], [alert_item(a)])  # windows.source is NOT NULL: refused
     w.submit(good[1])
     assert w.flush(timeout=5)
     assert {r["window_id"] for r in store_rows.windows(s.path)} == {first.window_id, *(g.window_id for g in good)}

@@ -8,6 +8,11 @@ carries its wall-clock time: from the recording's start time in its name when kn
 A file that cannot be decoded is reported through `on_error` with its name and the reason, and the replay goes on with
 the next file. A file's tail shorter than a window is analysed zero-padded when it holds at least `min_tail_s` of audio
 not covered by an earlier window; the padding is recorded (`AudioWindow.padded_samples`).
+
+Window ids derive from the station, the file's content (SHA-256, hashed before decoding), the window settings and the
+window's sample offset (`soundmond.identity`): the same recording yields the same ids however often it is replayed.
+With a `ledger` (the store), `open()` hashes every file and looks it up (`soundmond.capture.replay`): files already
+analysed are skipped without decoding, a file a crash interrupted resumes after its stored windows.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ import numpy as np
 import soundfile as sf
 
 from soundmond.capture.audio import AudioError, check_finite, find_audio_files, to_mono
+from soundmond.capture.replay import FilePlan, ReplayReport, analysis_key, plan_files
 from soundmond.capture.windowing import WindowCutter
-from soundmond.data import AudioWindow, CaptureStats, new_id
+from soundmond.data import AudioWindow, CaptureStats
+from soundmond.identity import file_sha256, file_source_identity, window_id
+from soundmond.protocols import ReplayLedger
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +78,11 @@ class FileSource:
         on_error: Callable[[Path, str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        station: str = "",
+        ledger: ReplayLedger | None = None,
+        reanalyze: bool = False,
     ) -> None:
+        """`ledger`: the store's replay records, to skip what is stored (`reanalyze`: replace it instead)."""
         self.paths = [Path(p) for p in paths]
         self.window_s = window_s
         self.hop_s = hop_s
@@ -82,9 +94,29 @@ class FileSource:
         self._clock = clock
         self.files_done = 0
         self.files_failed = 0
+        self.station = station
+        self.ledger = ledger
+        self.reanalyze = reanalyze
+        self.analysis = analysis_key(station, window_s, hop_s, channel)
+        self.report = ReplayReport()
+        self._plans: list[FilePlan] | None = None
 
     def open(self) -> None:
-        """Nothing to open ahead: each file is opened when its turn comes (a bad file is reported, not fatal)."""
+        """With a ledger: hash every file and decide what to replay (`capture.replay.plan_files`). Each file is
+        opened when its turn comes (a bad file is reported, not fatal)."""
+        if self.ledger is not None and self._plans is None:
+            self._plans = plan_files(self.files(), self.ledger, self.analysis, reanalyze=self.reanalyze,
+                                     report=self.report, on_error=self._fail)
+
+    def _planned(self) -> Iterator[FilePlan]:
+        if self._plans is not None:
+            yield from self._plans
+            return
+        for path in self.files():  # no store to ask: every file is new, hashed as its turn comes
+            try:
+                yield FilePlan(path, file_sha256(path), "new")
+            except OSError as exc:
+                self._fail(path, f"cannot read ({exc.strerror or exc})")
 
     def close(self) -> None:
         """Nothing stays open between windows."""
@@ -111,13 +143,19 @@ class FileSource:
         self.on_error(path, problem)
 
     def windows(self, stop: threading.Event) -> Iterator[AudioWindow]:
+        if self.ledger is not None:
+            self.open()
         started = self._clock()
         replayed_s = 0.0
-        for path in self.files():
+        for plan in self._planned():
             if stop.is_set():
                 return
+            path = plan.path
+            if plan.state in ("done", "duplicate"):
+                self._skip(plan)
+                continue
             try:
-                for window in self._file_windows(path, stop):
+                for window in self._file_windows(plan, stop):
                     if self.realtime:
                         replayed_s += self.hop_s
                         ahead = started + replayed_s - self._clock()
@@ -130,8 +168,44 @@ class FileSource:
                 self.files_done += 1
             except AudioError as exc:
                 self._fail(path, exc.problem)
+        if self.report.planned and not stop.is_set():
+            logger.info("replay: %s", self.report.text())
 
-    def _file_windows(self, path: Path, stop: threading.Event) -> Iterator[AudioWindow]:
+    def _skip(self, plan: FilePlan) -> None:
+        if plan.state == "done":
+            self.report.done += 1
+            logger.info("%s: already analysed (same content, same window settings): skipped", plan.path)
+        else:
+            self.report.duplicates += 1
+            logger.info("%s: the same bytes as an earlier file of this replay: skipped", plan.path)
+
+    def _file_windows(self, plan: FilePlan, stop: threading.Event) -> Iterator[AudioWindow]:
+        """The file's windows, those already stored left out (a partial file), its decoding recorded in the ledger."""
+        path = plan.path
+        if self.ledger is not None:
+            self.ledger.replay_started(plan.sha256, self.analysis, str(path))
+        last: AudioWindow | None = None
+        count = 0
+        skipped = 0
+        for window in self._decode(path, plan.sha256, stop):
+            last = window
+            count += 1
+            if plan.state == "partial" and self.ledger is not None and self.ledger.has_window(window.window_id):
+                skipped += 1
+                continue
+            if skipped and count - 1 == skipped:  # the first window not stored of a partial file
+                self.report.resumed.append((path, window.start_s))
+                logger.info("%s: resumed at %.1f s (%d windows already stored, skipped)", path, window.start_s,
+                            skipped)
+            yield window
+        self.report.windows_skipped += skipped
+        if stop.is_set() or last is None:
+            return
+        if self.ledger is not None:
+            self.ledger.replay_decoded(plan.sha256, self.analysis, str(path), last.window_id, count)
+
+    def _decode(self, path: Path, sha256: str, stop: threading.Event) -> Iterator[AudioWindow]:
+        source_id = file_source_identity(sha256, self.channel)
         if path.stat().st_size == 0:
             raise AudioError(path, "the file is empty (0 bytes)")
         try:
@@ -149,6 +223,11 @@ class FileSource:
             window = round(self.window_s * rate)
             hop = round(self.hop_s * rate)
             block = round(BLOCK_S * rate)
+
+            def cut(start_sample: int, samples: np.ndarray, padded: int = 0) -> AudioWindow:
+                wid = window_id(self.station, source_id, window, hop, rate, start_sample)
+                return self._window(wid, path, start_unix_s, start_sample, rate, samples, padded)
+
             cutter = WindowCutter(window, hop, block)
             total = 0
             covered_to = 0  # samples up to which earlier windows covered the file
@@ -165,9 +244,9 @@ class FileSource:
                     raise AudioError(path, str(exc)) from exc
                 mono = check_finite(mono, path)
                 total += mono.shape[0]
-                for cut in cutter.push(mono):
-                    covered_to = cut.start_sample + window
-                    yield self._window(path, start_unix_s, cut.start_sample, rate, cut.samples, 0)
+                for piece in cutter.push(mono):
+                    covered_to = piece.start_sample + window
+                    yield cut(piece.start_sample, piece.samples)
             if stop.is_set():
                 return
             if total == 0:
@@ -177,11 +256,11 @@ class FileSource:
                 samples = self._read(handle, path, total)
                 logger.info("%s: %.2f s is shorter than a %.1f s window: analysed zero-padded",
                             path, total / rate, self.window_s)
-                yield self._window(path, start_unix_s, 0, rate, np.pad(samples, (0, window - total)), window - total)
+                yield cut(0, np.pad(samples, (0, window - total)), window - total)
             elif total - covered_to >= self.min_tail_s * rate:  # an uncovered tail: one last window ending at the end
                 handle.seek(total - window)
                 samples = self._read(handle, path, window)
-                yield self._window(path, start_unix_s, total - window, rate, samples, 0)
+                yield cut(total - window, samples)
 
     def _read(self, handle: sf.SoundFile, path: Path, frames: int) -> np.ndarray:
         try:
@@ -191,10 +270,10 @@ class FileSource:
         return check_finite(to_mono(data, self.channel), path)
 
     @staticmethod
-    def _window(path: Path, start_unix_s: float, start_sample: int, rate: int, samples: np.ndarray,
+    def _window(wid: str, path: Path, start_unix_s: float, start_sample: int, rate: int, samples: np.ndarray,
                 padded: int) -> AudioWindow:
         return AudioWindow(
-            window_id=new_id(),
+            window_id=wid,
             source=str(path),
             start_unix_s=start_unix_s + start_sample / rate,
             start_s=start_sample / rate,

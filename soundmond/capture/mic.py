@@ -58,7 +58,8 @@ import numpy.typing as npt
 
 from soundmond.capture.windowing import WindowCutter
 from soundmond.config import MicSourceConfig
-from soundmond.data import AudioWindow, CaptureEvent, CaptureState, CaptureStats, new_id
+from soundmond.data import AudioWindow, CaptureEvent, CaptureState, CaptureStats
+from soundmond.identity import mic_source_identity, window_id
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ class MicSource:
         clock: Callable[[], float] = time.time,
         *,
         latency: str | float = "high",
+        station: str = "",
     ) -> None:
         if config.channel is not None and config.channel >= config.channels:
             raise CaptureError(
@@ -162,6 +164,8 @@ class MicSource:
         self._gain = float(10.0 ** (config.gain_db / 20.0))
         self._device_label = "default" if config.device is None else str(config.device)
         self.source = f"mic:{self._device_label}"
+        self._station = station
+        self._identity = mic_source_identity(self._device_label)  # a new capture session per source made
 
         self._queue: queue.Queue[_Block] = queue.Queue(config.queue_blocks)
         self._stream: Any = None
@@ -482,7 +486,8 @@ class MicSource:
             start_unix = self._stream_anchor_unix + cut.start_sample / self._rate
             start_s = self._stream_offset_s + cut.start_sample / self._rate
             window = AudioWindow(
-                window_id=new_id(),
+                window_id=window_id(self._station, self._identity, self._window_samples, self._hop_samples,
+                                    self._rate, round(start_s * self._rate)),
                 source=self.source,
                 start_unix_s=start_unix,
                 start_s=start_s,

@@ -1,7 +1,9 @@
 """`soundmond analyze`: recordings through the same `Session.process` as the daemon, one record per window on stdout
 (JSON lines or CSV, `soundmond.outputs.records`), the aggregate and the alerts with `--summary` (figures over every
-window analysed, and how many fall outside the rolling spans); files that cannot
-be decoded are named on stderr (exit 1) and the others analysed."""
+window analysed, and how many fall outside the rolling spans); files that cannot be decoded are named on stderr
+(exit 1) and the others analysed. With `--store DB` the windows, detections and alerts are also written to that
+store, idempotently: files the store already holds are skipped (the same ids), a file a crash interrupted resumes,
+and stderr says what was skipped; `--reanalyze` replaces the earlier rows instead."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from soundmond.config import ConfigError
 from soundmond.data import Alert
 from soundmond.errors import ExitCode
 from soundmond.outputs import records
+from soundmond.outputs.store import Store, StoreError
 from soundmond.preflight import preflight
 from soundmond.soundscape.aggregate import RunTotals, SoundscapeSnapshot
 
@@ -28,10 +31,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_argument(p, "config file (models, windows, alert rules)")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("--summary", action="store_true", help="add the aggregate and the alerts at the end")
+    p.add_argument("--store", type=Path, default=None, metavar="DB",
+                   help="also write windows, detections and alerts to this SQLite store (created if missing); "
+                        "files it already holds are skipped")
+    p.add_argument("--reanalyze", action="store_true",
+                   help="with --store: analyse files the store already holds again, replacing their earlier rows")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.reanalyze and args.store is None:
+        print("soundmond analyze: --reanalyze replaces rows in a store - give the store with --store DB",
+              file=sys.stderr)
+        return ExitCode.USAGE
     try:
         loaded = load_with_logging(args.config, args.verbose)
     except ConfigError as exc:
@@ -48,8 +60,16 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.MODELS
     errors: list[tuple[Path, str]] = []
     cfg = loaded.config
-    source = FileSource(args.paths, cfg.windows.length_s, cfg.windows.hop_s,
-                        on_error=lambda path, problem: errors.append((path, problem)))
+    store = None
+    if args.store is not None:
+        try:
+            store = Store(args.store, cfg.store)
+        except StoreError as exc:
+            session.close()
+            print(f"soundmond analyze: store: {exc}", file=sys.stderr)
+            return ExitCode.FATAL
+    source = FileSource(args.paths, cfg.windows.length_s, cfg.windows.hop_s, station=cfg.station.id, ledger=store,
+                        reanalyze=args.reanalyze, on_error=lambda path, problem: errors.append((path, problem)))
     out = sys.stdout
     writer = csv.DictWriter(out, fieldnames=records.CSV_FIELDS) if args.format == "csv" else None
     if writer:
@@ -57,20 +77,32 @@ def run(args: argparse.Namespace) -> int:
     alerts_raised: list[Alert] = []
     last_ts = 0.0
     totals = RunTotals()
+    stored = 0
     try:
+        source.open()
         for window in source.windows(threading.Event()):
             analysis, alerts = session.process(window, now=window.start_unix_s + window.duration_s)
             last_ts = max(last_ts, window.start_unix_s + window.duration_s)
             alerts_raised.extend(alerts)
             totals.add(analysis.result)
+            if store is not None:  # one transaction per window: a crash keeps every window analysed before it
+                store.write_batch([analysis.result], alerts, ())
+                stored += 1
             rec = records.analyze_record(analysis.result)
             if writer:
                 writer.writerow(records.csv_row(rec))
             else:
                 out.write(json.dumps(rec) + "\n")
             out.flush()
+    except StoreError as exc:
+        print(f"soundmond analyze: store: {exc}", file=sys.stderr)
+        return ExitCode.FATAL
     finally:
         session.close()
+        if store is not None:
+            store.close()
+    if store is not None:
+        print(f"soundmond analyze: {args.store}: {stored} windows stored; {source.report.text()}", file=sys.stderr)
     if args.summary:
         summary = batch_summary(session.aggregator.snapshot(last_ts) if last_ts else None, totals)
         summary["alerts"] = [records.alert_record(a) for a in alerts_raised]

@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", type=Path, default=None,
                    help="replay this file or folder instead of the configured source")
     p.add_argument("--realtime", action="store_true", help="with --source: replay at real-time pace")
+    p.add_argument("--reanalyze", action="store_true",
+                   help="replay files the store already holds again, replacing their earlier rows (by default they "
+                        "are skipped, and a file a crash interrupted resumes where it stopped)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             print(str(problem), file=sys.stderr)
         return int(result.exit_code)
     failed: list[tuple[Path, str]] = []  # appended on the capture thread, read once the daemon has returned
-    code = run_daemon(loaded, source_override=args.source, realtime=args.realtime,
+    code = run_daemon(loaded, source_override=args.source, realtime=args.realtime, reanalyze=args.reanalyze,
                       on_input_error=lambda path, problem: failed.append((path, problem)))
     return with_input_failures(code, failed)
 

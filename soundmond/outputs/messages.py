@@ -2,7 +2,8 @@
 
 Every payload soundmond publishes under its topic prefix (except the plain-text `status`) is a JSON object with
 `schema` ("soundmond.v1"), `type`, `station_id`, a unique `event_id`, an ISO-8601 UTC `ts` and, when the station's
-coordinates are configured, `location` {lat, lon}. The JSON Schemas (draft 2020-12) live in
+coordinates are configured, `location` {lat, lon}. Window, detection and alert event ids derive from what they report
+(`soundmond.identity`): a replayed event keeps its id. The JSON Schemas (draft 2020-12) live in
 `soundmond/outputs/schemas/<type>.v1.json`; a change to a schema bumps its version.
 
 Topic tree (prefix defaults to `soundmond/<station_id>`):
@@ -33,6 +34,7 @@ from typing import Any
 
 from soundmond.config import MqttConfig, StationConfig
 from soundmond.data import GROUPS, Alert, BaselineStatus, Heartbeat, SpeciesScore, WindowResult, new_id
+from soundmond.identity import detection_id
 from soundmond.outputs.records import MESSAGE, alert_record, iso_utc, number, species_record, window_record
 from soundmond.soundscape.aggregate import SoundscapeSnapshot
 
@@ -152,8 +154,9 @@ def detection_payload(
     ts_unix_s: float,
     event_id: str | None = None,
 ) -> dict[str, Any]:
-    """One species detected in one window (ts = the window's start)."""
-    p = _envelope("detection", station, ts_unix_s, event_id)
+    """One species detected in one window (ts = the window's start; event_id derived from the window and the
+    species unless given, so a replayed detection keeps its id)."""
+    p = _envelope("detection", station, ts_unix_s, event_id or detection_id(window_id, score.scientific_name))
     p["window_id"] = window_id
     p.update(species_record(score, MESSAGE))
     return p

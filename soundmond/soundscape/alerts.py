@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 
 from soundmond.config import AlertsConfig, alert_span_refusals
 from soundmond.data import Alert, AlertType, BaselineRule, BaselineStatus, Severity, SpeciesScore, WindowResult
+from soundmond.identity import alert_id, at_second
 from soundmond.soundscape.aggregate import Aggregator, SpanFigures
 from soundmond.soundscape.alert_state import EngineState, KeyState
 
@@ -149,36 +150,40 @@ class AlertEngine:
         """Per-window rules for one analysed window. `occurrence(scientific_name)` is asked only when a species
         carries no `occurrence` of its own."""
         alerts: list[Alert] = []
+        origin = result.window_id  # the alert's id derives from its key and this window
         if self.enabled(AlertType.RARE_SPECIES):
-            alerts += self._observe(AlertType.RARE_SPECIES, self._rare(result, occurrence), now)
+            alerts += self._observe(AlertType.RARE_SPECIES, self._rare(result, occurrence), now, origin)
         if self.enabled(AlertType.LOW_CONFIDENCE):
-            alerts += self._observe(AlertType.LOW_CONFIDENCE, self._low_confidence(result), now)
+            alerts += self._observe(AlertType.LOW_CONFIDENCE, self._low_confidence(result), now, origin)
         if self.enabled(AlertType.UNKNOWN_SOUND):
-            alerts += self._observe(AlertType.UNKNOWN_SOUND, self._unknown(result), now)
+            alerts += self._observe(AlertType.UNKNOWN_SOUND, self._unknown(result), now, origin)
         return alerts
 
     def on_tick(self, aggregator: Aggregator, now: float) -> list[Alert]:
         """Span rules against the aggregator's current figures and previous-day baselines."""
         alerts: list[Alert] = []
         cfg = self.config
+        origin = at_second(now)  # span rules have no window: the alert's id derives from its key and the tick's time
         if self.enabled(AlertType.HIGH_FREQUENCY) or self.enabled(AlertType.LOW_FREQUENCY):
             b = self._baseline(aggregator, now, cfg.frequency.span_s, cfg.frequency.baseline_days,
                                cfg.frequency.min_baseline_days)
             if b.ready:
                 if self.enabled(AlertType.HIGH_FREQUENCY):
-                    alerts += self._observe(AlertType.HIGH_FREQUENCY, self._high_frequency(aggregator, b, now), now)
+                    high = self._high_frequency(aggregator, b, now)
+                    alerts += self._observe(AlertType.HIGH_FREQUENCY, high, now, origin)
                 if self.enabled(AlertType.LOW_FREQUENCY) and b.complete:
-                    alerts += self._observe(AlertType.LOW_FREQUENCY, self._low_frequency(aggregator, b), now)
+                    alerts += self._observe(AlertType.LOW_FREQUENCY, self._low_frequency(aggregator, b), now, origin)
         if self.enabled(AlertType.INDUSTRIAL_RISE):
             r = cfg.industrial_rise
             b = self._baseline(aggregator, now, r.span_s, r.baseline_days, r.min_baseline_days)
             if b.ready:
-                alerts += self._observe(AlertType.INDUSTRIAL_RISE, self._industrial_rise(aggregator, b, now), now)
+                rise = self._industrial_rise(aggregator, b, now)
+                alerts += self._observe(AlertType.INDUSTRIAL_RISE, rise, now, origin)
         if self.enabled(AlertType.BIRD_ACTIVITY_DROP):
             d = cfg.bird_activity_drop
             b = self._baseline(aggregator, now, d.span_s, d.baseline_days, d.min_baseline_days)
             if b.ready and b.complete:
-                alerts += self._observe(AlertType.BIRD_ACTIVITY_DROP, self._bird_activity_drop(b), now)
+                alerts += self._observe(AlertType.BIRD_ACTIVITY_DROP, self._bird_activity_drop(b), now, origin)
         self._prune(now)
         return alerts
 
@@ -200,7 +205,7 @@ class AlertEngine:
             logger.debug("alert %s held by its cooldown (fired %.0f s ago)", key, now - st.last_fired_s)
             return None
         st.last_fired_s = now
-        return self._make(alert_type, key, now, _Draft(message, dict(evidence or {})), severity)
+        return self._make(alert_type, key, now, _Draft(message, dict(evidence or {})), severity, at_second(now))
 
     # --- memory across restarts ------------------------------------------------------------------------------------
 
@@ -486,8 +491,9 @@ class AlertEngine:
 
     # --- hysteresis and cooldown -----------------------------------------------------------------------------------
 
-    def _observe(self, alert_type: AlertType, holding: dict[str, _Draft], now: float) -> list[Alert]:
-        """One evaluation of a rule: the keys in `holding` are true now, every other known key of the type false."""
+    def _observe(self, alert_type: AlertType, holding: dict[str, _Draft], now: float, origin: str) -> list[Alert]:
+        """One evaluation of a rule: the keys in `holding` are true now, every other known key of the type false.
+        `origin` is what raised the evaluation (a window id, or the tick's time): alert ids derive from it."""
         for key, st in self._states.items():
             if st.type == alert_type and key not in holding:
                 self._step(key, st, False, now)
@@ -495,7 +501,7 @@ class AlertEngine:
         for key, draft in holding.items():
             st = self._states.setdefault(key, _KeyState(alert_type))
             if self._step(key, st, True, now):
-                alerts.append(self._make(alert_type, key, now, draft, SEVERITY[alert_type]))
+                alerts.append(self._make(alert_type, key, now, draft, SEVERITY[alert_type], origin))
         return alerts
 
     def _step(self, key: str, st: _KeyState, holds: bool, now: float) -> bool:
@@ -531,9 +537,10 @@ class AlertEngine:
         for k in stale:
             del self._states[k]
 
-    def _make(self, alert_type: AlertType, key: str, now: float, draft: _Draft, severity: Severity) -> Alert:
+    def _make(self, alert_type: AlertType, key: str, now: float, draft: _Draft, severity: Severity,
+              origin: str) -> Alert:
         alert = Alert(type=alert_type, key=key, severity=severity, ts_unix_s=now, message=draft.message,
-                      evidence=draft.evidence)
+                      evidence=draft.evidence, alert_id=alert_id(key, origin))
         logger.log(logging.INFO if severity == "info" else logging.WARNING, "alert %s (%s): %s", key, severity,
                    draft.message)  # the one log line of every alert raised
         return alert

@@ -5,6 +5,7 @@ One job per module, imported in this order (no circle):
 
     schema.py    tables, migrations, the version check, connections, transactions, the store's errors
     rows.py      stage dataclasses <-> rows: the outbox item and row, column tuples, results rebuilt from rows
+    replays.py   the replay records (which recordings were analysed how far) and `--reanalyze`'s deletes
     database.py  `Store`: writes in one transaction, the outbox and its bound (`OUTBOX_POLICY`), retention, the reads
                  the daemon needs (`recent_results`, `load_state`, `outbox_pending`, `outbox_counts`)
     writer.py    `StoreWriter`: the thread that batches writes off the inference thread

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from soundmond.config import StoreConfig
-from soundmond.data import Alert, OutboxCounts, WindowResult
+from soundmond.data import Alert, OutboxCounts, ReplayProgress, WindowResult
+from soundmond.outputs.store.replays import forget_source, replay_decoded, replay_progress, replay_started
 from soundmond.outputs.store.rows import (
     ALERT_COLUMNS,
     ALERT_KIND,
@@ -140,6 +141,9 @@ class Store:
         """Write windows with their detections, alerts, outbox rows, counter increments and stage states (each
         replacing the stored one of its name; the last of a name wins) in ONE transaction.
 
+        Ids derive from content (`soundmond.identity`): a window, detection, alert or outbox row whose id is already
+        stored is left as it is (INSERT OR IGNORE), so a replay or a race never doubles a row.
+
         Raises StoreDataError when the data itself is refused (nothing of the batch is written; retrying the same
         batch cannot help), StoreError for anything else (locked, disk full, ...; retrying later can help).
         """
@@ -161,14 +165,14 @@ class Store:
                 self._set_synchronous("FULL")
             try:
                 with self._transaction(conn, "writing a batch"):
-                    conn.executemany(f"INSERT INTO windows({WINDOW_COLUMNS}) VALUES ({','.join('?' * 18)})",
+                    conn.executemany(f"INSERT OR IGNORE INTO windows({WINDOW_COLUMNS}) VALUES ({','.join('?' * 18)})",
                                      windows)
                     conn.executemany(
-                        f"INSERT INTO detections({DETECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        f"INSERT OR IGNORE INTO detections({DETECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         detections,
                     )
                     conn.executemany(
-                        f"INSERT INTO alerts({ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        f"INSERT OR IGNORE INTO alerts({ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         alert_values,
                     )
                     self._insert_outbox(conn, outbox_rows, now)
@@ -217,11 +221,12 @@ class Store:
                 if pending >= max_rows:  # refuse_new, or nothing but alerts pending
                     lost[item.kind] = lost.get(item.kind, 0) + 1
                     continue
-            conn.execute(
-                "INSERT INTO outbox(kind, event_id, payload, qos, created_unix_s) VALUES (?, ?, ?, ?, ?)",
+            inserted = conn.execute(
+                "INSERT INTO outbox(kind, event_id, payload, qos, created_unix_s) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(event_id) DO NOTHING",  # an event already queued (a replay, a race) is not queued twice
                 (item.kind, item.event_id, payload, item.qos, now),
-            )
-            pending += 1
+            ).rowcount
+            pending += inserted
         if lost:
             total = sum(lost.values())
             self._increment(conn, counter, total)
@@ -286,6 +291,32 @@ class Store:
         """Count a publish attempt for these rows (the publisher calls it before publishing)."""
         with self._wlock, self._transaction(self._wconn, "counting outbox attempts"):
             self._wconn.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", [(int(x),) for x in ids])
+
+    # --- replays (`soundmond.capture.replay`; the table is described in replays.py) ------------------------------
+
+    def replay_progress(self, sha256: str) -> list[ReplayProgress]:
+        """Every record of this content (any window settings, any path), oldest first."""
+        with self._rlock:
+            try:
+                return replay_progress(self._rconn, sha256)
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path, "reading the replay records") from exc
+
+    def replay_started(self, sha256: str, analysis: str, path: str) -> None:
+        with self._wlock, self._transaction(self._wconn, "recording a replayed file"):
+            replay_started(self._wconn, sha256, analysis, path, time.time())
+
+    def replay_decoded(self, sha256: str, analysis: str, path: str, last_window_id: str, windows: int) -> None:
+        with self._wlock, self._transaction(self._wconn, "recording a replayed file"):
+            replay_decoded(self._wconn, sha256, analysis, path, last_window_id, windows, time.time())
+
+    def has_window(self, window_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM windows WHERE window_id = ?", (window_id,)))
+
+    def forget_source(self, sha256: str) -> dict[str, int]:
+        """`--reanalyze`: delete what was stored of this content (replays.forget_source); rows deleted per table."""
+        with self._wlock, self._transaction(self._wconn, "deleting a recording's earlier rows"):
+            return forget_source(self._wconn, sha256)
 
     # --- retention ------------------------------------------------------------------------------------------
 

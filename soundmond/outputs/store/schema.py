@@ -24,7 +24,7 @@ OUTBOX_DROPPED = "outbox_dropped"  # pending rows deleted or not admitted by dro
 OUTBOX_REFUSED = "outbox_refused"  # new rows refused by refuse_new
 WRITER_DROPPED_WINDOWS = "store_queue_dropped_windows"  # StoreWriter queue full: window results dropped
 WRITER_DROPPED_OUTBOX = "store_queue_dropped_outbox"  # ... and their non-alert outbox items
-WRITER_REJECTED = "store_rejected_items"  # items the database refused as invalid (duplicate id, bad value)
+WRITER_REJECTED = "store_rejected_items"  # items refused as invalid (a stored id is skipped, no error)
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 0 -> 1: initial schema
@@ -108,6 +108,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             state TEXT NOT NULL
         ) WITHOUT ROWID""",
     ),
+    # 3 -> 4: which recordings (by content hash) were analysed, with which window settings, at which path, and
+    # whether decoding finished (the last window's id: the file is complete once that window is stored). A replay
+    # skips complete files without decoding them and resumes partial ones (`soundmond.capture.replay`).
+    (
+        """CREATE TABLE replay_sources (
+            sha256 TEXT NOT NULL,
+            analysis TEXT NOT NULL,
+            path TEXT NOT NULL,
+            last_window_id TEXT,
+            windows INTEGER,
+            started_unix_s REAL NOT NULL,
+            decoded_unix_s REAL,
+            PRIMARY KEY (sha256, analysis, path)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX windows_source ON windows(source)",
+    ),
 )
 # the age of a stored window for retention (rows written before migration 2 fall back to the recording time)
 WINDOW_AGE = "COALESCE(stored_unix_s, start_unix_s)"
@@ -119,7 +135,7 @@ class StoreError(HintedError):
 
 
 class StoreDataError(StoreError):
-    """The database refused the data itself (duplicate id, invalid value): retrying the same write cannot help."""
+    """The database refused the data itself (a missing or invalid value): retrying the same write cannot help."""
 
 
 class StoreVersionError(StoreError):

@@ -1,0 +1,109 @@
+"""Replays are recognised: which recordings of a replay the store already holds, and what to do with each.
+
+Before a replay with a store (`soundmond run --source`, a file source, `soundmond analyze --store`), every file is
+hashed (SHA-256 of its bytes, read 1 MiB at a time) and looked up in the store's replay records:
+
+    done       decoding finished and its last window is stored: skipped without decoding
+    partial    started but not complete (a crash, a stop): decoded again, the windows already stored skipped
+               (their ids derive from the content and the offset, so they are recognised), the rest analysed
+    new        never analysed with these window settings (a file analysed with other settings is analysed again,
+               with a warning: its earlier rows stay unless `--reanalyze`)
+    duplicate  the same bytes as an earlier file of this replay: skipped
+
+With `reanalyze`, the earlier rows of every file seen before are deleted first (`ReplayLedger.forget_source`) and the
+file is analysed as new. What was skipped is logged, e.g. `12 files already analysed, skipped; 1 resumed at 35 s`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from soundmond.identity import file_sha256
+from soundmond.protocols import ReplayLedger
+
+logger = logging.getLogger(__name__)
+
+FileState = Literal["new", "partial", "done", "duplicate"]
+
+
+def analysis_key(station: str, window_s: float, hop_s: float, channel: int | None) -> str:
+    """The settings a file's window ids derive from, besides its content: a file analysed with other settings
+    yields other windows."""
+    return f"station={station};window_s={window_s:g};hop_s={hop_s:g};channel={'mix' if channel is None else channel}"
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    path: Path
+    sha256: str
+    state: FileState
+
+
+@dataclass
+class ReplayReport:
+    """What a replay skipped and resumed (filled by `FileSource` as it goes)."""
+
+    planned: bool = False  # a store was asked
+    done: int = 0  # files already analysed, skipped without decoding
+    duplicates: int = 0  # files with the same bytes as an earlier one of this replay
+    reanalysed: int = 0  # files whose earlier rows were deleted (--reanalyze)
+    resumed: list[tuple[Path, float]] = field(default_factory=list)  # (file, seconds where analysis went on)
+    windows_skipped: int = 0  # windows of partial files already stored
+
+    def text(self) -> str:
+        """One line for the log and stderr, e.g. `12 files already analysed, skipped; 1 resumed at 35 s`."""
+        parts = [f"{self.done} file{'s' * (self.done != 1)} already analysed, skipped"] if self.done else []
+        if self.resumed:
+            at = ", ".join(f"{at_s:.0f} s" for _, at_s in self.resumed[:5]) + (", ..." if len(self.resumed) > 5 else "")
+            parts.append(f"{len(self.resumed)} resumed at {at}")
+        if self.windows_skipped:
+            parts.append(f"{self.windows_skipped} windows already stored, skipped")
+        if self.duplicates:
+            parts.append(f"{self.duplicates} duplicate file{'s' * (self.duplicates != 1)} (same bytes), skipped")
+        if self.reanalysed:
+            parts.append(f"{self.reanalysed} analysed again (--reanalyze: earlier rows replaced)")
+        return "; ".join(parts) or "nothing of it was analysed before"
+
+
+def plan_files(paths: Iterable[Path], ledger: ReplayLedger, analysis: str, *, reanalyze: bool,
+               report: ReplayReport, on_error: Callable[[Path, str], None]) -> list[FilePlan]:
+    """Hash every file and decide what to do with it (see the module docstring); unreadable files go to `on_error`."""
+    plans: list[FilePlan] = []
+    seen: set[str] = set()
+    report.planned = True
+    for path in paths:
+        try:
+            sha = file_sha256(path)
+        except OSError as exc:
+            on_error(path, f"cannot read ({exc.strerror or exc})")
+            continue
+        if sha in seen:
+            plans.append(FilePlan(path, sha, "duplicate"))
+            continue
+        seen.add(sha)
+        records = ledger.replay_progress(sha)
+        if records and reanalyze:
+            deleted = ledger.forget_source(sha)
+            report.reanalysed += 1
+            logger.info("%s: --reanalyze: its earlier rows deleted (%s)", path, deleted)
+            records = []
+        mine = [r for r in records if r.analysis == analysis]
+        if any(r.complete for r in mine):
+            plans.append(FilePlan(path, sha, "done"))
+        elif mine:
+            plans.append(FilePlan(path, sha, "partial"))
+        else:
+            if records:
+                logger.warning("%s was analysed before with other window settings (%s): analysed again with %s; "
+                               "its earlier rows are kept (--reanalyze replaces them)", path, records[0].analysis,
+                               analysis)
+            plans.append(FilePlan(path, sha, "new"))
+    counts = {state: sum(p.state == state for p in plans) for state in ("done", "partial", "new", "duplicate")}
+    logger.info("replay of %d files: %d already analysed (skipped), %d partly analysed (resumed), %d new, "
+                "%d duplicates (skipped)", len(plans), counts["done"], counts["partial"], counts["new"],
+                counts["duplicate"])
+    return plans

@@ -1,0 +1,65 @@
+"""Ids derived from what a thing is, so a replay or a restart yields the same ids and nothing is counted twice.
+
+    window     station + source identity + the window's length/hop (in samples, at the source's rate) + its first
+               sample's offset. A file's identity is the SHA-256 of its bytes (and the channel analysed); a
+               microphone's is its device plus a capture session id drawn at random when the source is made, so a
+               microphone window never equals a file window, nor a window of an earlier daemon start.
+    detection  the window id + the species' scientific name.
+    alert      the alert key + what raised it: the window id for per-window rules; for span rules and daemon events
+               (capture lost, falling behind), which have no window, the time of the tick or event rounded to the
+               second (the same key cannot fire twice within a second: cooldowns are longer).
+
+Every id is 32 hex characters (the first 128 bits of a SHA-256), the length of the uuid4 hex ids they replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+ID_CHARS = 32
+HASH_CHUNK_BYTES = 1 << 20  # a file is hashed 1 MiB at a time: a long recording never sits whole in memory
+
+
+def derive_id(kind: str, *parts: object) -> str:
+    """A 32-hex-character id from `kind` and `parts` (their str(), separated so ("ab", "c") != ("a", "bc"))."""
+    text = "\x1f".join([kind, *(str(p) for p in parts)])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:ID_CHARS]
+
+
+def file_sha256(path: Path | str) -> str:
+    """SHA-256 (hex) of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_source_identity(sha256: str, channel: int | None) -> str:
+    """What a file source is: its content (and which channel of it is analysed, None = the mix of all)."""
+    return f"file:{sha256}:{'mix' if channel is None else channel}"
+
+
+def mic_source_identity(device: str, session: str | None = None) -> str:
+    """What a microphone source is: its device and a capture session (random when not given)."""
+    return f"mic:{device}:{session or uuid.uuid4().hex}"
+
+
+def window_id(station: str, source_identity: str, window_samples: int, hop_samples: int, rate_hz: int,
+              start_sample: int) -> str:
+    return derive_id("window", station, source_identity, rate_hz, window_samples, hop_samples, start_sample)
+
+
+def detection_id(window_id: str, scientific_name: str) -> str:
+    return derive_id("detection", window_id, scientific_name)
+
+
+def alert_id(key: str, origin: str) -> str:
+    """`origin`: the window id that raised the alert, or `at_second(ts)` for alerts with no window."""
+    return derive_id("alert", key, origin)
+
+
+def at_second(ts_unix_s: float) -> str:
+    return f"t{round(ts_unix_s)}"
