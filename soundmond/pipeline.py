@@ -533,7 +533,7 @@ def run_daemon(
         writer.close(timeout=10.0)
         publisher_stop.set()
         if publisher is not None:
-            publisher.join(timeout=5.0)
+            publisher.join(timeout=cfg.mqtt.drain_timeout_s + PUBLISHER_STOP_MARGIN_S)
         store.close()
         return ExitCode.DEVICE
     daemon = Daemon(loaded, session, source, live=live, store=store, writer=writer, publisher=publisher,

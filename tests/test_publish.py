@@ -31,7 +31,8 @@ from soundmond.data import Alert, AlertType, GroupPrediction, LabelScore, Specie
 from soundmond.outputs import messages
 from soundmond.outputs.commands import MAX_COMMAND_BYTES, read_incoming
 from soundmond.outputs.publish import MqttPublisher
-from soundmond.outputs.store import OutboxItem, Store
+from soundmond.outputs.resend import ResendWindow
+from soundmond.outputs.store import OutboxItem, OutboxRow, Store
 
 pytestmark = pytest.mark.skipif(mosquitto_available() is not None, reason=str(mosquitto_available()))
 
@@ -398,6 +399,29 @@ def test_each_row_is_published_at_most_once_more_across_repeated_broker_kills(tm
         assert outbox_publishes(broker) == 40  # each row: once, then once more after the first loss, never again
     finally:
         broker.stop()
+
+
+def row(i: int) -> OutboxRow:
+    return OutboxRow(i, "detection", f"e{i}", "{}", 1, 0.0, 1)
+
+
+def test_resend_window_queues_each_first_ack_once_and_stays_bounded() -> None:
+    w = ResendWindow(window_s=10.0, max_rows=3)
+    for i, t in ((1, 100.0), (2, 105.0), (3, 112.0)):
+        w.acknowledged(row(i), t)
+    assert w.lost(113.0) == 2 and len(w) == 2  # row 1 was acknowledged 13 s before the loss: outside the window
+    assert [r.id for r in w.take(1)] == [2]
+    # the loss of the connection that carried row 2 again: it goes back in front, once per connection; nothing new
+    assert w.lost(114.0, [row(2)]) == 0 and [r.id for r in w.take(5)] == [2, 3]
+    assert w.lost(115.0) == 0 and len(w) == 0  # rows published once more never come back
+    for i in range(4, 9):
+        w.acknowledged(row(i), 120.0)
+    assert w.lost(121.0) == 3 and w.forgotten == 2  # at most max_rows remembered, the oldest forgotten
+    w.put_back(w.take(2))
+    assert [r.id for r in w.take(5)] == [6, 7, 8]
+    off = ResendWindow(window_s=0.0)
+    off.acknowledged(row(1), 1.0)
+    assert off.lost(1.0) == 0  # resend_acked_s = 0: off
 
 
 def test_stop_drains_rows_written_just_before_it(broker: Broker, store: Store) -> None:
