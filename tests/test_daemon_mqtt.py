@@ -260,3 +260,20 @@ def test_a_file_run_with_a_dead_broker_reports_what_is_unsent_and_ends(
     # bounded: the drain gives up after drain_timeout_s; PUBLISHER_STOP_MARGIN_S is what the pipeline allows beyond it
     drained_s = (log_time(log, "MQTT publisher stopped:") - log_time(log, "stopping: capture")).total_seconds()
     assert drained_s <= drain_s + PUBLISHER_STOP_MARGIN_S, drained_s
+
+
+def test_sigterm_drains_the_outbox_before_the_daemon_exits(
+    tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path
+) -> None:
+    """SIGTERM mid-replay (real time, so the daemon is busy): the rows stored up to the stop are all acknowledged."""
+    with Broker(tmp_path / "broker") as broker:
+        cfg = config(tmp_path, broker.port, yamnet_dir, birdnet_dir)
+        db = tmp_path / "soundmond.db"
+        proc = run_daemon(cfg, replay_folder(tmp_path, fixture_audio, 1), "--realtime")
+        assert wait_until(lambda: windows_stored(db) >= 3, 120, 0.1), log_tail(cfg)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log_tail(cfg)
+    total = query(db, "SELECT count(*) FROM outbox")[0][0]
+    assert total > 0 and query(db, "SELECT count(*) FROM outbox WHERE sent_unix_s IS NULL")[0][0] == 0
+    log = (tmp_path / "daemon.log").read_text()
+    assert "SIGTERM received" in log and f"MQTT publisher stopped: {total} rows acknowledged, 0 unsent" in log
