@@ -268,9 +268,13 @@ class MqttConfig(_Section):
     reconnect_min_s: Annotated[float, Field(gt=0)] = 1.0
     reconnect_max_s: Annotated[float, Field(gt=0)] = 60.0
     # After a LOST connection, rows the broker acknowledged in the last resend_acked_s before the loss are published
-    # again on the next connection: a broker that crashes can lose messages it already acknowledged (Mosquitto keeps
-    # deliveries in memory until its next autosave). Subscribers dedupe on event_id. 0 turns it off.
+    # once more on the next connection (at most once per row): a broker that crashes can lose messages it already
+    # acknowledged (Mosquitto keeps deliveries in memory until its next autosave). Subscribers dedupe on event_id.
+    # 0 turns it off.
     resend_acked_s: Annotated[float, Field(ge=0)] = 30.0
+    # When a run ends (end of the files, SIGTERM), the publisher gets this long to publish every pending outbox row and
+    # receive its PUBACK (reconnecting if need be); what is left is logged with its count and kept for the next start.
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 10.0
     home_assistant_discovery: bool = False
     discovery_prefix: str = "homeassistant"
 

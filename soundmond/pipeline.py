@@ -74,6 +74,7 @@ RTF_WINDOWS = 60  # the real-time factor is measured over the last N windows
 CONTROL_QUEUE = 256  # capture events and notices waiting for the pipeline thread (they are rare: a few per hour)
 CONTROL_WAIT_S = 5.0  # a sender waits this long for room before the message is counted as lost (and logged)
 FIRST_PERIODIC_S = 5.0  # the first soundscape snapshot and heartbeat, this long after start
+PUBLISHER_STOP_MARGIN_S = 15.0  # beyond mqtt.drain_timeout_s: a last connect attempt, `offline`, the disconnect
 
 
 
@@ -470,9 +471,9 @@ class Daemon:
             flushed = self.writer.close(timeout=30.0)
             if not flushed:
                 logger.error("the store could not be flushed: some results were not written")
-        if self.publisher is not None:  # last: it flushes what the store just wrote, then says offline
+        if self.publisher is not None:  # last: it drains what the store just wrote (mqtt.drain_timeout_s), says offline
             self.publisher_stop.set()
-            if not self.publisher.join(timeout=15.0):
+            if not self.publisher.join(timeout=self.cfg.mqtt.drain_timeout_s + PUBLISHER_STOP_MARGIN_S):
                 logger.warning("the MQTT publisher did not finish in time; unsent messages stay in the outbox")
         if self.store is not None:
             self.store.close()
@@ -566,7 +567,7 @@ def run_daemon(
         writer.close(timeout=10.0)
         publisher_stop.set()
         if publisher is not None:
-            publisher.join(timeout=5.0)
+            publisher.join(timeout=cfg.mqtt.drain_timeout_s + PUBLISHER_STOP_MARGIN_S)
         store.close()
         return ExitCode.DEVICE
     _restore_aggregates(cfg, session, store)  # after source.open(): --reanalyze has deleted what it replaces

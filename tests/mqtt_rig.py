@@ -2,7 +2,8 @@
 
 - `Broker(root)`: mosquitto on a free 127.0.0.1 port with a temp config (`user root`; anonymous, or a password file;
   optional TLS; optional persistence so sessions and queued QoS 1 messages survive `kill()` + `start()`).
-  `kill()` is SIGKILL; the port stays the same across restarts.
+  `kill()` is SIGKILL; the port stays the same across restarts. `log_all=True` logs every packet, and
+  `publishes_received(client_id)` counts the PUBLISH packets the broker got from one client.
 - `make_tls(root)`: a self-signed server certificate for localhost/127.0.0.1 (openssl), plus an unrelated CA that
   must NOT verify it.
 - `Collector`: a paho subscriber recording every message (optionally with a persistent session that survives
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -118,8 +120,10 @@ class Broker:
         tls: TlsFiles | None = None,
         users: dict[str, str] | None = None,
         port: int | None = None,
+        log_all: bool = False,
     ) -> None:
         self.root = root
+        self.log_all = log_all
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.persistence = persistence
@@ -143,6 +147,8 @@ class Broker:
             "log_type information",
             "connection_messages true",
         ]
+        if self.log_all:  # every packet, e.g. `Received PUBLISH from <client id> (d0, q1, r0, m5, '<topic>', ...`
+            lines.append("log_type all")
         if self.users is not None:
             pwfile = self.root / "passwords"
             pwfile.write_text("")
@@ -211,11 +217,31 @@ class Broker:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def publishes_received(self, client_id: str) -> list[PublishSeen]:
+        """Every PUBLISH packet the broker logged as received from `client_id` (needs `log_all=True`), across
+        restarts (the log file is appended to)."""
+        pattern = re.compile(r"Received PUBLISH from (\S+) \(d(\d), q(\d), r(\d), m(\d+), '([^']*)'")
+        seen = []
+        for line in self.log_text().splitlines():
+            m = pattern.search(line)
+            if m and m.group(1) == client_id:
+                seen.append(PublishSeen(m.group(6), dup=m.group(2) == "1", qos=int(m.group(3))))
+        return seen
+
     def __enter__(self) -> Broker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class PublishSeen:
+    """A PUBLISH packet in the broker's log: its topic, DUP flag and QoS."""
+
+    topic: str
+    dup: bool
+    qos: int
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +14,12 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 import samples
-from mqtt_rig import Broker, mosquitto_available, wait_until
+from mqtt_rig import Broker, child_env, free_port, mosquitto_available, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from soundmond.config import StationConfig
 from soundmond.data import Alert, AlertType
+from soundmond.errors import ExitCode
 from soundmond.outputs import messages
 from soundmond.outputs.listen import Listener, SeenIds, add_listen_arguments, format_line, listen_config
 
@@ -138,3 +141,27 @@ def test_seen_ids_is_bounded_lru() -> None:
 def test_format_line_status_and_unknown() -> None:
     assert format_line("t", [1]) == "t: [1]"
     assert "HEARTBEAT" in format_line("t", {"type": "heartbeat", "ts": "x", "station_id": "s", "uptime_s": 1})
+
+
+def listen_cli(port: int, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "soundmond.cli", "listen", "--host", "127.0.0.1", "--port", str(port),
+                           "--duration", "1.5", *argv], env=child_env(), capture_output=True, text=True, timeout=60)
+
+
+def test_exit_code_says_whether_it_ever_connected(tmp_path: Path) -> None:
+    nobody = free_port()
+    dead = listen_cli(nobody)
+    assert dead.returncode == ExitCode.FATAL, dead.stderr
+    assert f"soundmond listen: never connected to 127.0.0.1:{nobody} (cannot connect:" in dead.stderr
+    assert dead.stdout == ""
+    with Broker(tmp_path / "locked", users={"station": "pw"}) as locked:
+        refused = listen_cli(locked.port)
+    assert refused.returncode == ExitCode.FATAL, refused.stderr
+    assert "never connected" in refused.stderr and "the broker refused the connection: Not authorized" in refused.stderr
+    with Broker(tmp_path / "open") as broker:
+        ok = listen_cli(broker.port)
+    assert ok.returncode == ExitCode.OK, ok.stderr
+    assert "never connected" not in ok.stderr
+    helptext = subprocess.run([sys.executable, "-m", "soundmond.cli", "listen", "--help"], env=child_env(),
+                              capture_output=True, text=True, timeout=60).stdout
+    assert "exit codes of listen:" in helptext and "5  it never connected to the broker" in helptext

@@ -31,7 +31,8 @@ from soundmond.data import Alert, AlertType, GroupPrediction, LabelScore, Specie
 from soundmond.outputs import messages
 from soundmond.outputs.commands import MAX_COMMAND_BYTES, read_incoming
 from soundmond.outputs.publish import MqttPublisher
-from soundmond.outputs.store import OutboxItem, Store
+from soundmond.outputs.resend import ResendWindow
+from soundmond.outputs.store import OutboxItem, OutboxRow, Store
 
 pytestmark = pytest.mark.skipif(mosquitto_available() is not None, reason=str(mosquitto_available()))
 
@@ -343,7 +344,7 @@ def test_rows_a_crashed_broker_acknowledged_are_published_again(tmp_path: Path, 
                                                                  resend_acked_s: float) -> None:
     """A broker that acknowledged rows and was SIGKILLed before saving them loses them (here: queued for a persistent
     subscriber that is offline, with a 1-h autosave). After the lost connection the publisher makes the rows it saw
-    acknowledged in the last `mqtt.resend_acked_s` pending again, so the subscriber gets every row once it is back.
+    acknowledged in the last `mqtt.resend_acked_s` once more, so the subscriber gets every row once it is back.
     With resend off the same run loses them: the control shows the loss is real, not a test artefact."""
     topics = ["soundmond/st-1/alerts", "soundmond/st-1/detections"]
     broker = Broker(tmp_path / "broker", persistence=True, autosave_s=3600).start()
@@ -358,8 +359,8 @@ def test_rows_a_crashed_broker_acknowledged_are_published_again(tmp_path: Path, 
             broker.start()
             assert wait_until(lambda: pub.state().connects == 2, 10), pub.state()
             if resend_acked_s:
-                assert wait_until(lambda: pub.state().published == 40, 10), pub.state()
-                assert pub.state().resent == 20
+                assert wait_until(lambda: pub.state().republished == 20, 10), pub.state()
+                assert pub.state().resent == 20 and pub.state().published == 20
             assert wait_until(lambda: store.outbox_counts().pending == 0, 10), store.outbox_counts()
             with Collector(broker.port, topics, client_id="verifier", persistent=True) as sub:
                 assert sub.connects and sub.connects[0][1], "the subscriber's session was not kept across the kill"
@@ -371,6 +372,118 @@ def test_rows_a_crashed_broker_acknowledged_are_published_again(tmp_path: Path, 
                     assert pub.state().resent == 0 and pub.state().published == 20
     finally:
         broker.stop()
+
+
+def outbox_publishes(broker: Broker, client_id: str = "soundmond-st-1") -> int:
+    """PUBLISH packets on the outbox topics the broker received from the publisher (needs `log_all`)."""
+    return sum(p.topic.endswith(("/alerts", "/detections")) for p in broker.publishes_received(client_id))
+
+
+def test_each_row_is_published_at_most_once_more_across_repeated_broker_kills(tmp_path: Path, store: Store) -> None:
+    """Three broker kills after the rows were acknowledged: the first loss publishes them once more (resend window),
+    the later ones do not again. Before issue 14 the re-acknowledged rows were "recent" again at every loss, so each
+    kill sent all of them once more (80 packets here instead of 40)."""
+    broker = Broker(tmp_path / "broker", persistence=True, log_all=True).start()
+    try:
+        store.write_batch([], [], outbox_items(20))
+        with Running(mqtt_config(broker.port, resend_acked_s=30.0), store) as pub:
+            assert wait_until(lambda: pub.state().published == 20, 10), pub.state()
+            for kill in range(1, 4):
+                broker.kill()
+                broker.start()
+                assert wait_until(lambda k=kill: pub.state().connects == k + 1, 10), pub.state()  # type: ignore
+                assert wait_until(lambda: pub.state().republished == 20 and pub.state().in_flight == 0, 10)
+            state = pub.state()
+        assert store.outbox_counts().pending == 0
+        assert (state.resent, state.republished, state.published) == (20, 20, 20)
+        assert outbox_publishes(broker) == 40  # each row: once, then once more after the first loss, never again
+    finally:
+        broker.stop()
+
+
+def row(i: int) -> OutboxRow:
+    return OutboxRow(i, "detection", f"e{i}", "{}", 1, 0.0, 1)
+
+
+def test_resend_window_queues_each_first_ack_once_and_stays_bounded() -> None:
+    w = ResendWindow(window_s=10.0, max_rows=3)
+    for i, t in ((1, 100.0), (2, 105.0), (3, 112.0)):
+        w.acknowledged(row(i), t)
+    assert w.lost(113.0) == 2 and len(w) == 2  # row 1 was acknowledged 13 s before the loss: outside the window
+    assert [r.id for r in w.take(1)] == [2]
+    # the loss of the connection that carried row 2 again: it goes back in front, once per connection; nothing new
+    assert w.lost(114.0, [row(2)]) == 0 and [r.id for r in w.take(5)] == [2, 3]
+    assert w.lost(115.0) == 0 and len(w) == 0  # rows published once more never come back
+    for i in range(4, 9):
+        w.acknowledged(row(i), 120.0)
+    assert w.lost(121.0) == 3 and w.forgotten == 2  # at most max_rows remembered, the oldest forgotten
+    w.put_back(w.take(2))
+    assert [r.id for r in w.take(5)] == [6, 7, 8]
+    off = ResendWindow(window_s=0.0)
+    off.acknowledged(row(1), 1.0)
+    assert off.lost(1.0) == 0  # resend_acked_s = 0: off
+
+
+def test_stop_drains_rows_written_just_before_it(broker: Broker, store: Store) -> None:
+    """Rows the store wrote after the publisher's last look at the outbox (a 30-s poll here) still go out when the run
+    stops: the drain looks again and waits for every PUBACK before `offline`."""
+    with Collector(broker.port, ["soundmond/st-1/#"]) as sub:
+        running = Running(mqtt_config(broker.port), store, poll_interval_s=30.0)
+        with running as pub:
+            assert wait_until(lambda: pub.state().connected and pub.state().pending == 0, 10), pub.state()
+            store.write_batch([], [], outbox_items(15))
+        assert store.outbox_counts().pending == 0
+        assert running.pub.state().published == 15
+        stored = stored_event_ids(store)
+        assert sub.wait_for(lambda ms: set(event_ids([m for m in ms if not m.topic.endswith("/status")])) == stored,
+                            5)
+        statuses = [m.payload for m in sub.messages if m.topic.endswith("/status")]
+        assert statuses[-1:] == [b"offline"]
+
+
+def test_stop_reconnects_during_the_drain(tmp_path: Path, store: Store) -> None:
+    """The broker is down when the run stops and back within mqtt.drain_timeout_s: the drain reconnects (without
+    waiting for the long reconnect backoff) and sends everything."""
+    port = free_port()
+    store.write_batch([], [], outbox_items(10))
+    cfg = mqtt_config(port, reconnect_min_s=30.0, reconnect_max_s=60.0, drain_timeout_s=20.0)
+    stop = threading.Event()
+    pub = MqttPublisher(cfg, STATION, store, stop)
+    pub.start()
+    try:
+        assert wait_until(lambda: pub.state().last_error_kind == "unreachable", 5)
+        stop.set()
+        with Broker(tmp_path / "late", port=port):
+            assert pub.join(25), "the drain did not end"
+    finally:
+        stop.set()
+        pub.join(25)
+    assert pub.state().published == 10 and store.outbox_counts().pending == 0
+
+
+def test_stop_with_an_unreachable_broker_warns_with_the_count_and_ends(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    store.write_batch([], [], outbox_items(12))  # 3 alerts, 9 detections
+    stop = threading.Event()
+    pub = MqttPublisher(mqtt_config(port, drain_timeout_s=1.0), STATION, store, stop)
+    pub.start()
+    try:
+        assert wait_until(lambda: pub.state().last_error_kind == "unreachable", 5)
+        stop.set()
+        assert pub.join(1.0 + 10.0), "the publisher did not end after mqtt.drain_timeout_s"  # a bound, not a timing
+    finally:
+        stop.set()
+        pub.join(15)
+    assert store.outbox_counts().pending == 12  # kept for the next start
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "not acknowledged" in
+                r.getMessage()]
+    assert warnings == [
+        f"MQTT: 12 outbox rows (3 alerts) not acknowledged within mqtt.drain_timeout_s = 1 s (unreachable: connection "
+        f"refused by 127.0.0.1:{port} (is the broker running and listening on that port?)); they stay in the outbox "
+        "and are published at the next start"
+    ]
 
 
 def _start_child(db: Path, port: int) -> subprocess.Popen[bytes]:

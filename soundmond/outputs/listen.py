@@ -5,6 +5,8 @@ message (or the message as a JSON line with `--json`), and prints an event only 
 least once) and retained re-deliveries are recognised by `event_id` in a bounded LRU set. `--share GROUP` uses MQTT 5
 shared subscriptions (`$share/GROUP/<topic>`) so several listeners split one stream. Broker settings come from the
 `mqtt` section of the config (host, port, protocol, TLS, username, password via env/credential); flags override.
+It exits 0 once it has been connected, and `ExitCode.FATAL` (5), saying why on stderr, when it never connected (broker
+unreachable, connection refused, bad credentials) before `--duration` ran out or it was stopped.
 """
 
 from __future__ import annotations
@@ -22,12 +24,20 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from soundmond.config import MqttConfig, load_config, read_secret
+from soundmond.errors import ExitCode
 from soundmond.outputs import messages
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TOPICS = ("soundmond/+/alerts", "soundmond/+/soundscape")
 MAX_MESSAGE_BYTES = 1_000_000
+EXIT_CODES_HELP = f"""\
+exit codes of listen:
+  0  it was connected to the broker (and ran until --duration, --count or Ctrl-C)
+  2  bad usage or invalid configuration
+  {int(ExitCode.FATAL)}  it never connected to the broker (unreachable, refused, bad credentials) before --duration
+     ran out: the reason is on stderr
+"""
 
 
 class SeenIds:
@@ -67,6 +77,7 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=0, help="exit after printing N messages (0: run until Ctrl-C)")
     parser.add_argument("--duration", type=float, default=0.0, help="exit after S seconds (0: no limit)")
     parser.add_argument("--dedup-size", type=int, default=10_000, help="how many event ids to remember")
+    parser.epilog = (parser.epilog + "\n\n" if parser.epilog else "") + EXIT_CODES_HELP
 
 
 class Listener:
@@ -83,6 +94,8 @@ class Listener:
         self.duplicates = 0
         self.invalid = 0
         self.subscribed = threading.Event()
+        self.connected_once = False  # a CONNACK accepted the connection at least once
+        self.last_error: str | None = None  # why the last attempt failed (for the never-connected message)
         topics = args.topics or list(DEFAULT_TOPICS)
         self.topics = [f"$share/{args.share}/{t}" if args.share else t for t in topics]
 
@@ -106,9 +119,11 @@ class Listener:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
+            self.last_error = f"the broker refused the connection: {reason.getName()}"
             logger.error("broker %s:%s refused the connection: %s", self.config.host, self.config.port,
                          reason.getName())
             return
+        self.connected_once = True
         logger.info("listening on %s:%s to %s", self.config.host, self.config.port, ", ".join(self.topics))
         client.subscribe([(t, 1) for t in self.topics])
 
@@ -163,6 +178,7 @@ class Listener:
                         connected = True
                         backoff = self.config.reconnect_min_s
                     except OSError as exc:
+                        self.last_error = f"cannot connect: {exc}"
                         logger.warning("cannot connect to %s:%s: %s; retrying in %.0f s", self.config.host,
                                        self.config.port, exc, backoff)
                         self.stop.wait(backoff)
@@ -177,7 +193,12 @@ class Listener:
                 client.disconnect()
         logger.info("listen: %d printed, %d duplicates skipped, %d invalid", self.printed, self.duplicates,
                     self.invalid)
-        return 0
+        if not self.connected_once:
+            print(f"soundmond listen: never connected to {self.config.host}:{self.config.port} "
+                  f"({self.last_error or 'no answer from the broker'}) - check --host / --port "
+                  "(mqtt.host / mqtt.port), that the broker runs, and mqtt.username with its password", file=sys.stderr)
+            return ExitCode.FATAL
+        return ExitCode.OK
 
 
 def _pct(x: Any) -> str:
@@ -226,7 +247,8 @@ def run_listen(args: argparse.Namespace, out: TextIO | None = None, stop: thread
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="soundmond listen", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="soundmond listen", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="config.yaml (for the mqtt section)")
     add_listen_arguments(parser)
     args = parser.parse_args(argv)

@@ -5,12 +5,14 @@ Delivery rules:
   id order (`outbox_pending`), publishes them with QoS 1 within a bounded in-flight window, remembers message id ->
   row id, and marks a row sent (`outbox_mark_sent`) only when the broker's PUBACK arrives (`on_publish`). A broker
   outage, a lost connection or a killed daemon leaves the rows unsent; they are replayed in order on the next
-  connection (at least once: subscribers dedupe on `event_id`). A PUBACK is not the end of the story: a broker that
-  crashes can lose messages it acknowledged but had not yet delivered or saved (Mosquitto persists on its autosave
-  interval). So after a LOST connection, the rows acknowledged in the last `mqtt.resend_acked_s` before the loss are
-  made pending again (`outbox_requeue_sent_since`) and published again on the next connection (`state().resent`).
-  paho's own queue is never relied on: every connection uses a fresh client, so messages paho queued for a dead
-  connection are simply forgotten (the outbox still has them).
+  connection (at least once: subscribers dedupe on `event_id`). Each row is handed to paho once per connection (the
+  drain's cursor): paho's own queue is never relied on, every connection uses a fresh client with a clean session,
+  so what paho held for a dead connection is forgotten (the outbox still has it). A crashed broker can lose rows it
+  had acknowledged: after a LOST connection those of the last `mqtt.resend_acked_s` are published once more, at most
+  once per row (`resend.py`, `state().resent`).
+- Drain: after `stop`, the publisher keeps going (reconnecting if need be) for up to `mqtt.drain_timeout_s` until every
+  pending row is acknowledged, then says `offline` and ends; what is still unsent is logged as a WARNING with the
+  count (it stays in the outbox for the next start).
 - `soundscape` and `heartbeat` (retained), `windows` (QoS 0) and `status` are published directly. They are periodic,
   so one published while disconnected is dropped and counted (`state().dropped`); the latest soundscape and heartbeat
   are re-sent on the next connect so retained state is fresh.
@@ -37,9 +39,8 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
@@ -52,56 +53,15 @@ from soundmond.data import Heartbeat, OutboxCounts, WindowResult
 from soundmond.outputs import messages
 from soundmond.outputs.broker import connect, new_client
 from soundmond.outputs.commands import read_incoming
+from soundmond.outputs.publisher_state import Counters, OutboxStore, PublisherState
+from soundmond.outputs.resend import ResendWindow
 from soundmond.outputs.store import OutboxRow
 from soundmond.soundscape.aggregate import SoundscapeSnapshot
 
 logger = logging.getLogger(__name__)
 
 _AUTH_REASONS = {134, 135}  # MQTT 5 "Bad user name or password", "Not authorized" (3.1.1 rc 4 and 5 map to these)
-
-
-class OutboxStore(Protocol):
-    """What the publisher needs from `soundmond.outputs.store.Store`."""
-
-    def outbox_pending(self, limit: int, after_id: int = 0) -> Sequence[OutboxRow]: ...
-
-    def outbox_mark_attempt(self, ids: Sequence[int]) -> None: ...
-
-    def outbox_mark_sent(self, ids: Sequence[int], now: float) -> int: ...
-
-    def outbox_requeue_sent_since(self, since_unix_s: float) -> int: ...
-
-    def outbox_counts(self) -> OutboxCounts: ...
-
-
-@dataclass(frozen=True)
-class PublisherState:
-    """A snapshot of the publisher for health checks and the heartbeat."""
-
-    connected: bool
-    last_error_kind: str | None  # auth | unreachable | tls | refused | lost; None once connected
-    last_error: str | None
-    pending: int | None  # unsent outbox rows, as of the last count (None before the first)
-    in_flight: int  # outbox rows published and waiting for PUBACK
-    published: int  # outbox rows acknowledged by the broker since start
-    direct_published: int  # status / soundscape / heartbeat / windows / discovery messages handed to the socket
-    dropped: Mapping[str, int]  # direct messages dropped while disconnected, by kind
-    rejected: int  # outbox publishes the broker answered with an error reason (MQTT 5); retried next connection
-    ignored: Mapping[str, int]  # incoming messages ignored, by reason (oversized, malformed, unknown_command)
-    connects: int  # successful connections since start
-    resent: int = 0  # acknowledged rows made pending again after a lost connection (`mqtt.resend_acked_s`)
-
-
-@dataclass
-class _Counters:
-    pending: int | None = None
-    published: int = 0
-    direct_published: int = 0
-    rejected: int = 0
-    connects: int = 0
-    resent: int = 0
-    dropped: collections.Counter[str] = field(default_factory=collections.Counter)
-    ignored: collections.Counter[str] = field(default_factory=collections.Counter)
+DRAIN_RETRY_S = 0.5  # while draining after `stop`, a lost or refused connection is retried this often
 
 
 class MqttPublisher:
@@ -117,7 +77,6 @@ class MqttPublisher:
         *,
         max_in_flight: int = 20,
         poll_interval_s: float = 0.25,
-        flush_timeout_s: float = 5.0,
         connack_timeout_s: float = 10.0,
         count_interval_s: float = 2.0,
     ) -> None:
@@ -129,14 +88,13 @@ class MqttPublisher:
         self._clock = clock
         self._window = max_in_flight
         self._poll_interval_s = poll_interval_s
-        self._flush_timeout_s = flush_timeout_s
         self._connack_timeout_s = connack_timeout_s
         self._count_interval_s = count_interval_s
         self._client_id = config.client_id or f"soundmond-{station.id}"
         self._rng = random.Random()
 
         self._lock = threading.Lock()  # guards _counters, _connected, _error, _direct, _last_state_payloads
-        self._counters = _Counters()
+        self._counters = Counters()
         self._connected = False
         self._error: tuple[str, str] | None = None
         self._logged_error: tuple[str, str] | None = None
@@ -150,13 +108,13 @@ class MqttPublisher:
         self._connect_started = 0.0
         self._failures = 0
         self._next_attempt = 0.0
-        self._inflight: dict[int, int] = {}  # mid -> outbox id
+        self._inflight: dict[int, tuple[OutboxRow, bool]] = {}  # mid -> (outbox row, published once more?)
+        self._resend = ResendWindow(config.resend_acked_s)
         self._cursor = 0  # highest outbox id published on this connection
         self._more = True
         self._next_poll = 0.0
         self._next_count = 0.0
         self._acked: list[int] = []
-        self._lost_at: float | None = None  # store-clock time an established connection was lost (resend_acked_s)
         self._resend_discovery = False
         self._republish_state = False
         self._closing = False
@@ -193,6 +151,7 @@ class MqttPublisher:
                 ignored=dict(c.ignored),
                 connects=c.connects,
                 resent=c.resent,
+                republished=c.republished,
             )
 
     def publish_soundscape(self, snapshot: SoundscapeSnapshot) -> bool:
@@ -226,28 +185,30 @@ class MqttPublisher:
         """The thread body: connect, drain, reconnect with backoff; after `stop`, flush and say offline."""
         logger.info("MQTT publisher for %s:%s, topics under %s/", self.config.host, self.config.port,
                     self.topics.prefix)
-        flush_deadline: float | None = None
+        drain_deadline: float | None = None
         while True:
             now = time.monotonic()
             if self._stop.is_set():
-                if flush_deadline is None:
-                    flush_deadline = now + self._flush_timeout_s
-                if not self._connected_now() or now >= flush_deadline or self._flushed():
+                if drain_deadline is None:
+                    drain_deadline = self._begin_drain(now)
+                if now >= drain_deadline or self._drained():
                     break
             try:
-                self._step(now, stopping=flush_deadline is not None)
+                self._step(now)
             except Exception:
                 logger.exception("MQTT publisher step failed; reconnecting")
                 self._teardown()
                 self._schedule_retry()
         self._shutdown()
 
-    def _step(self, now: float, *, stopping: bool) -> None:
+    def _step(self, now: float) -> None:
         if self._client is None:
-            if stopping:
-                return
             if now < self._next_attempt:
-                self._stop.wait(min(0.1, self._next_attempt - now))
+                wait_s = min(0.1, self._next_attempt - now)
+                if self._stop.is_set():
+                    time.sleep(wait_s)  # draining: the stop event is set, so waiting on it would spin
+                else:
+                    self._stop.wait(wait_s)
                 return
             self._connect()
             return
@@ -327,6 +288,8 @@ class MqttPublisher:
         self._failures += 1
         delay = min(self.config.reconnect_max_s, self.config.reconnect_min_s * 2 ** min(self._failures - 1, 16))
         delay = max(self.config.reconnect_min_s, delay * self._rng.uniform(0.8, 1.0))
+        if self._stop.is_set():
+            delay = min(delay, DRAIN_RETRY_S)
         self._next_attempt = time.monotonic() + delay
         logger.debug("MQTT reconnect in %.2f s", delay)
 
@@ -347,12 +310,19 @@ class MqttPublisher:
             except OSError:
                 pass
         self._mark_acked()
+        if was_connected and not self._closing:
+            resends = [row for row, again in self._inflight.values() if again]
+            queued = self._resend.lost(self._clock(), resends)
+            if queued:
+                logger.info("MQTT: %d rows acknowledged in the %g s before the connection was lost will be published "
+                            "once more (a restarted broker may have lost them; subscribers dedupe on event_id)",
+                            queued, self.config.resend_acked_s)
+                with self._lock:
+                    self._counters.resent += queued
         self._inflight.clear()
         self._cursor = 0
         self._more = True
         if was_connected:
-            if not self._closing:
-                self._lost_at = self._clock()
             logger.debug("MQTT client discarded; unacknowledged rows stay in the outbox")
 
     def _set_error(self, kind: str, text: str) -> None:
@@ -397,31 +367,9 @@ class MqttPublisher:
             self._resend_discovery = True
         client.subscribe(subs)
         self._republish_state = True
-        self._inflight.clear()
         self._cursor = 0
         self._more = True
         self._next_count = 0.0
-        self._resend_after_loss()
-
-    def _resend_after_loss(self) -> None:
-        """After a lost connection, make the rows acknowledged in the last `mqtt.resend_acked_s` before the loss
-        pending again, so this connection publishes them again (in id order, with the rest of the outbox)."""
-        lost_at, self._lost_at = self._lost_at, None
-        if lost_at is None or self.config.resend_acked_s <= 0:
-            return
-        try:
-            count = self._store.outbox_requeue_sent_since(lost_at - self.config.resend_acked_s)
-        except Exception:
-            logger.exception("cannot re-queue the rows acknowledged before the lost connection; not resent")
-            return
-        if count:
-            logger.info("MQTT: publishing again %d rows acknowledged in the %g s before the connection was lost "
-                        "(a restarted broker may have lost them; subscribers dedupe on event_id)",
-                        count, self.config.resend_acked_s)
-            with self._lock:
-                self._counters.resent += count
-                if self._counters.pending is not None:
-                    self._counters.pending += count
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Properties | None
@@ -437,15 +385,22 @@ class MqttPublisher:
     ) -> None:
         if client is not self._client:
             return
-        outbox_id = self._inflight.pop(mid, None)
-        if outbox_id is None:
+        sent = self._inflight.pop(mid, None)
+        if sent is None:
             return
+        row, again = sent
         if reason.is_failure:
-            logger.warning("MQTT broker rejected outbox row %s: %s; it stays unsent", outbox_id, reason.getName())
+            logger.warning("MQTT broker rejected outbox row %s: %s; %s", row.id, reason.getName(),
+                           "not re-sent" if again else "it stays unsent")
             with self._lock:
                 self._counters.rejected += 1
             return
-        self._acked.append(outbox_id)
+        if again:  # a row published once more is marked sent already and never enters the window again
+            with self._lock:
+                self._counters.republished += 1
+        else:
+            self._acked.append(row.id)
+            self._resend.acknowledged(row, self._clock())
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -528,6 +483,14 @@ class MqttPublisher:
         client = self._client
         assert client is not None
         room = self._window - len(self._inflight)
+        if room > 0 and len(self._resend):
+            again = self._resend.take(room)
+            for i, row in enumerate(again):
+                if not self._hand_over(client, row, again=True):
+                    self._resend.put_back(again[i:])
+                    self._next_poll = now + self._poll_interval_s
+                    return
+            room -= len(again)
         if room <= 0 or (not self._more and now < self._next_poll):
             return
         rows = self._store.outbox_pending(room, after_id=self._cursor)
@@ -540,15 +503,21 @@ class MqttPublisher:
         except Exception:
             logger.debug("outbox_mark_attempt failed", exc_info=True)
         for row in rows:
-            info = client.publish(self.topics.for_kind(row.kind), row.payload, qos=2 if row.qos == 2 else 1)
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                logger.debug("MQTT publish of outbox row %s not accepted (%s); retrying later", row.id,
-                             mqtt.error_string(info.rc))
+            if not self._hand_over(client, row, again=False):
                 self._more = False
                 self._next_poll = now + self._poll_interval_s
                 return
-            self._inflight[info.mid] = row.id
             self._cursor = row.id
+
+    def _hand_over(self, client: mqtt.Client, row: OutboxRow, *, again: bool) -> bool:
+        """Publish one outbox row on this connection; False when paho did not take it (retried later)."""
+        info = client.publish(self.topics.for_kind(row.kind), row.payload, qos=2 if row.qos == 2 else 1)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            logger.debug("MQTT publish of outbox row %s not accepted (%s); retrying later", row.id,
+                         mqtt.error_string(info.rc))
+            return False
+        self._inflight[info.mid] = (row, again)
+        return True
 
     def _mark_acked(self) -> None:
         if not self._acked:
@@ -565,19 +534,38 @@ class MqttPublisher:
             if self._counters.pending is not None:
                 self._counters.pending = max(0, self._counters.pending - len(ids))
 
-    def _count_pending(self) -> None:
+    def _count_pending(self) -> OutboxCounts | None:
         try:
             counts = self._store.outbox_counts()
         except Exception:
             logger.debug("outbox_counts failed", exc_info=True)
-            return
+            return None
         with self._lock:
             self._counters.pending = counts.pending
+        return counts
 
-    def _flushed(self) -> bool:
-        """During shutdown: nothing in flight and nothing left to send."""
+    # ---- drain and stop -------------------------------------------------------------------------------------------
+
+    def _begin_drain(self, now: float) -> float:
+        """`stop` was set: look at the outbox at once, reconnect soon if not connected; returns the deadline."""
+        self._more = True
+        self._next_poll = 0.0
+        self._next_attempt = min(self._next_attempt, now + DRAIN_RETRY_S)
+        counts = self._count_pending()
+        logger.info("MQTT: draining %s pending outbox rows (up to mqtt.drain_timeout_s = %g s)",
+                    "?" if counts is None else counts.pending, self.config.drain_timeout_s)
+        return now + self.config.drain_timeout_s
+
+    def _drained(self) -> bool:
+        """Nothing in flight, nothing waiting to be published once more, no outbox row left to hand to paho."""
         self._mark_acked()
-        return not self._inflight and not self._acked and not self._more and not self._direct
+        if self._inflight or self._acked or len(self._resend) or (self._direct and self._connected_now()):
+            return False
+        try:
+            return not self._store.outbox_pending(1, after_id=self._cursor)
+        except Exception:
+            logger.debug("outbox_pending failed while draining", exc_info=True)
+            return False
 
     def _shutdown(self) -> None:
         client = self._client
@@ -593,7 +581,15 @@ class MqttPublisher:
                 if not client.is_connected() or client.loop(timeout=0.02) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
         self._teardown()
-        self._count_pending()
+        counts = self._count_pending()
         s = self.state()
+        if counts is not None and counts.pending:
+            with self._lock:
+                why = f" ({self._error[0]}: {self._error[1]})" if self._error and not self._connected else ""
+            logger.warning("MQTT: %d outbox rows (%d alerts) not acknowledged within mqtt.drain_timeout_s = %g s%s; "
+                           "they stay in the outbox and are published at the next start", counts.pending,
+                           counts.pending_alerts, self.config.drain_timeout_s, why)
+        if len(self._resend):
+            logger.info("MQTT: %d acknowledged rows were not published once more before the stop", len(self._resend))
         logger.info("MQTT publisher stopped: %d rows acknowledged, %s unsent, %d direct messages dropped",
                     s.published, "?" if s.pending is None else s.pending, sum(s.dropped.values()))
