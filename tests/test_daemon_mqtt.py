@@ -254,7 +254,7 @@ def test_a_file_run_with_a_dead_broker_reports_what_is_unsent_and_ends(
     assert warning, log_tail(cfg)
     assert (int(warning.group(1)), int(warning.group(2))) == (pending, alerts)
     # bounded: the drain gives up after drain_timeout_s; PUBLISHER_STOP_MARGIN_S is what the pipeline allows beyond it
-    drained_s = (log_time(log, "MQTT publisher stopped:") - log_time(log, "stopping: capture")).total_seconds()
+    drained_s = (log_time(log, "MQTT publisher stopped:") - log_time(log, "stopping: ")).total_seconds()
     assert drained_s <= drain_s + PUBLISHER_STOP_MARGIN_S, drained_s
 
 
