@@ -9,15 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import soundfile as sf
-
-
-def distinct_copy(src: Path, dst: Path, tag: str) -> Path:
-    data, rate = sf.read(str(src), dtype="float32", always_2d=True)
-    with sf.SoundFile(str(dst), "w", samplerate=rate, channels=data.shape[1], format="FLAC", subtype="PCM_16") as f:
-        f.comment = f"soundmond test copy {tag}"
-        f.write(data)
-    return dst
+from soundmond.speed.audio import distinct_copy
 
 
 def distinct_copies(fixture_audio: Path, folder: Path, copies: int, first: int = 0) -> Path:
@@ -25,5 +17,5 @@ def distinct_copies(fixture_audio: Path, folder: Path, copies: int, first: int =
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(first, first + copies):
         for f in sorted(fixture_audio.glob("*.flac")):
-            distinct_copy(f, folder / f"{i:02d}_{f.name}", str(i))
+            distinct_copy(f, folder / f"{i:02d}_{f.name}", f"test {i}")
     return folder

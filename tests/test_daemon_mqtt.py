@@ -67,6 +67,19 @@ mqtt: {{enabled: true, host: 127.0.0.1, port: {port}, reconnect_min_s: 0.2, reco
     return cfg
 
 
+def kill_and_restart(broker: Broker, collector: Collector, down_s: float) -> None:
+    """SIGKILL the broker and start it again once the verifying subscriber is connected and the broker has saved
+    (Mosquitto keeps messages queued for an offline subscriber in memory until its next autosave, 1 s: killed earlier,
+    the BROKER loses them); returns when the subscriber is connected again."""
+    assert wait_until(lambda: bool(collector.connects) and collector.connects[-1][2] == "Success", 20)
+    broker.wait_saved(time.time())
+    broker.kill()
+    time.sleep(down_s)
+    restarted = time.monotonic()
+    broker.start()
+    assert wait_until(lambda: any(t > restarted and r == "Success" for t, _, r in collector.connects), 20)
+
+
 def replay_folder(tmp_path: Path, fixture_audio: Path, copies: int, first: int = 0) -> Path:
     """Copies of the fixtures with bytes of their own (a plain copy is the same recording: a replay skips it)."""
     return distinct_copies(fixture_audio, tmp_path / f"replay-{first}-{copies}", copies, first)
@@ -97,16 +110,7 @@ def test_nothing_stored_is_lost_through_broker_and_daemon_kills(
         proc = run_daemon(cfg, replay_folder(tmp_path, fixture_audio, 4))
         for _ in range(3):
             time.sleep(1.5)
-            # Mosquitto keeps messages queued for an offline subscriber in memory until its next autosave (1 s):
-            # kill it only once the verifier is connected and the broker has saved, or the BROKER loses them
-            assert wait_until(lambda: bool(collector.connects) and collector.connects[-1][2] == "Success", 20)
-            broker.wait_saved(time.time())
-            broker.kill()
-            time.sleep(1.0)
-            restarted = time.monotonic()
-            broker.start()
-            assert wait_until(
-                lambda since=restarted: any(t > since and r == "Success" for t, _, r in collector.connects), 20)
+            kill_and_restart(broker, collector, down_s=1.0)
         assert proc.wait(timeout=300) == 0, log_tail(cfg)
         # 2. a daemon SIGKILLed mid-run (realtime replay keeps it busy), then restarted
         proc = run_daemon(cfg, replay_folder(tmp_path, fixture_audio, 1, first=4), "--realtime")
@@ -178,14 +182,7 @@ def test_broker_kills_during_a_fast_replay_publish_each_event_at_most_twice_on_a
             target = int(windows * fraction)
             assert wait_until(lambda t=target: windows_stored(db) >= t, 120, 0.1), log_tail(cfg)
             assert proc.poll() is None, "the replay ended before the 5 broker kills"
-            assert wait_until(lambda: bool(collector.connects) and collector.connects[-1][2] == "Success", 20)
-            broker.wait_saved(time.time())
-            broker.kill()
-            time.sleep(0.5)
-            restarted = time.monotonic()
-            broker.start()
-            assert wait_until(
-                lambda since=restarted: any(t > since and r == "Success" for t, _, r in collector.connects), 20)
+            kill_and_restart(broker, collector, down_s=0.5)
         kills_done = time.monotonic() - started
         assert proc.wait(timeout=300) == 0, log_tail(cfg)
         run_s = time.monotonic() - started

@@ -99,14 +99,30 @@ def decode_windows(files: Sequence[Path]) -> list[AudioWindow]:
 
 
 def source_dir(files: Sequence[Path], folder: Path, repeats: int = 1) -> Path:
-    """A folder of symlinks to `files` (repeated `repeats` times under distinct names) for `--source`."""
+    """A folder for `--source`: symlinks to `files`, and for each further repeat a copy of each with bytes of its own
+    (`distinct_copy`): a replay recognises a recording by its content, so a second link to the same file would be
+    skipped as already analysed."""
     folder.mkdir(parents=True, exist_ok=True)
     for r in range(repeats):
         for i, f in enumerate(files):
-            link = folder / f"r{r:02d}_{i:04d}_{f.name}"
-            if not link.exists():
-                link.symlink_to(f.resolve())
+            name = f"r{r:02d}_{i:04d}_{f.name}"
+            if r == 0:
+                link = folder / name
+                if not link.exists():
+                    link.symlink_to(f.resolve())
+            elif not (copy := folder / Path(name).with_suffix(".flac")).exists():
+                distinct_copy(f, copy, f"repeat {r}")
     return folder
+
+
+def distinct_copy(src: Path, dst: Path, tag: str) -> Path:
+    """`src` re-encoded as FLAC at `dst` with `tag` in its comment: the same sound, other bytes, so a replay takes it
+    for a recording of its own (load tests and the soak need more audio than they have recordings)."""
+    data, rate = sf.read(str(src), dtype="float32", always_2d=True)
+    with sf.SoundFile(str(dst), "w", samplerate=rate, channels=data.shape[1], format="FLAC", subtype="PCM_16") as f:
+        f.comment = f"soundmond copy {tag}"
+        f.write(data)
+    return dst
 
 
 def synthetic_files(tmp: Path, count: int) -> list[Path]:

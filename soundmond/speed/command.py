@@ -66,15 +66,16 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def refusal(config: Path | None) -> ExitCode | None:
-    """What `soundmond run` would refuse in this config (`soundmond.preflight`), printed as check-config prints it,
-    with run's exit code; None when the daemon would start: a speed verdict on a config that cannot run is no help."""
+    """What `soundmond run` would refuse in this config's models (`soundmond.preflight`: model folders, head, species
+    names), printed as check-config prints it, with run's exit code; None when they load: a speed verdict on models
+    that cannot run is no help. The store and the source are not what the speed check measures."""
     try:
         loaded = load_config(config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(str(problem), file=sys.stderr)
         return ExitCode.USAGE
-    result = preflight(loaded)
+    result = preflight(loaded, models_only=True)
     for problem in result.problems:
         print(str(problem), file=sys.stderr)
     return None if result.ok else result.exit_code
