@@ -165,3 +165,15 @@ def test_exit_code_says_whether_it_ever_connected(tmp_path: Path) -> None:
     helptext = subprocess.run([sys.executable, "-m", "soundmond.cli", "listen", "--help"], env=child_env(),
                               capture_output=True, text=True, timeout=60).stdout
     assert "exit codes of listen:" in helptext and "5  it never connected to the broker" in helptext
+
+
+def test_validate_without_jsonschema_says_what_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from soundmond.outputs import listen
+
+    monkeypatch.setattr(listen, "find_spec", lambda name: None if name == "jsonschema" else object())
+    out = io.StringIO()
+    code = listen.run_listen(parse("--host", "127.0.0.1", "--port", "1", "--validate", "--duration", "1"), out)
+    assert code == ExitCode.USAGE and out.getvalue() == ""
+    err = capsys.readouterr().err
+    assert "--validate needs jsonschema" in err and "pip install" in err and "Traceback" not in err

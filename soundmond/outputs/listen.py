@@ -18,6 +18,7 @@ import logging
 import sys
 import threading
 import time
+from importlib.util import find_spec
 from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
@@ -243,6 +244,10 @@ def listen_config(args: argparse.Namespace) -> MqttConfig:
 
 def run_listen(args: argparse.Namespace, out: TextIO | None = None, stop: threading.Event | None = None) -> int:
     """Run `soundmond listen` with parsed `args`; returns the exit code."""
+    if args.validate and find_spec("jsonschema") is None:
+        print("soundmond listen: --validate needs jsonschema, which is not installed: pip install jsonschema "
+              "(or pip install 'soundmond[dev]')", file=sys.stderr)
+        return ExitCode.USAGE
     return Listener(args, listen_config(args), out or sys.stdout, stop).run()
 
 
