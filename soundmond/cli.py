@@ -75,9 +75,9 @@ COMMANDS: dict[str, Command] = {
         "--out eval-report"),
     "collect": Command(
         "soundmond.workbench.collect", "add_collect_arguments", "run_collect",
-        "download labelled recordings from Xeno-canto (API v3; key in XC_API_KEY)",
+        "download labelled recordings: Xeno-canto (API v3; key in XC_API_KEY) or the ESC-50 archive",
         "XC_API_KEY=... soundmond collect xeno-canto --species 'Turdus merula,Parus major' --per-species 5 "
-        "--out xc"),
+        "--out xc\n  soundmond collect esc50 --out data/ESC-50"),
 }
 
 # The libraries of the `workbench` extra (import name -> distribution), which `pip install .` does not install.

@@ -58,6 +58,8 @@ from soundmond.logs import setup_logging
 from soundmond.models.birds import is_sound_class, split_birdnet_label
 from soundmond.models.sessions import read_labels as read_model_labels
 from soundmond.models.sidecar import ModelFolderError, sha256_file, verify_folder
+from soundmond.workbench.esc50 import __doc__ as esc50_doc
+from soundmond.workbench.esc50 import add_esc50_arguments, run_esc50
 from soundmond.workbench.labels import LabelsError, read_label_rows
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ LABEL_FIELDS = [
     "no_derivatives", "sha256",
 ]
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+RAW = argparse.RawDescriptionHelpFormatter
 
 
 class CollectError(HintedError):
@@ -469,8 +472,12 @@ def model_species(birdnet_dir: Path) -> list[str]:
 # ---------------------------------------------------------------- CLI
 
 
-def add_collect_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", choices=("xeno-canto",), help="where to collect from")
+def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
+    sources = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    add_esc50_arguments(sources.add_parser("esc50", help="the ESC-50 archive, unpacked for train-head --labels DIR",
+                                           description=esc50_doc, formatter_class=RAW))
+    p = sources.add_parser("xeno-canto", help="bird recordings from the Xeno-canto API v3 (key in XC_API_KEY)",
+                           description=__doc__, formatter_class=RAW)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--species", action="append", metavar="NAMES",
                       help="scientific names, comma-separated (repeatable), e.g. 'Turdus merula,Parus major'")
@@ -501,6 +508,8 @@ def _species_args(values: Sequence[str]) -> list[str]:
 
 
 def run_collect(args: argparse.Namespace) -> int:
+    if args.source == "esc50":
+        return run_esc50(args)
     setup_logging("DEBUG" if args.verbose else "INFO")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO request log would show the key
     logging.getLogger("httpcore").setLevel(logging.WARNING)
