@@ -142,9 +142,9 @@ def server(archive: tuple[bytes, dict[str, bytes]]) -> Iterator[Server]:
         thread.join(timeout=10)
 
 
-def _collect(server: Server, out: Path, *extra: str) -> int:
+def _collect(server: Server, out: Path, *extra: str, progress: bool = False) -> int:
     return main(["collect", "esc50", "--out", str(out), "--url", server.url, "--timeout", "10", "--backoff", "0",
-                 "--no-progress", *extra])
+                 *([] if progress else ["--no-progress"]), *extra])
 
 
 def _assert_complete(out: Path, audio: dict[str, bytes]) -> None:
@@ -176,6 +176,12 @@ def test_collect_success_then_idempotent(server: Server, archive: tuple[bytes, d
     assert "already complete" in captured.err and captured.out.strip() == str(out)
     assert server.ranges == [None]
 
+    gone = next(iter(archive[1]))
+    (out / "audio" / gone).unlink()  # a complete folder that lost a clip is not called complete
+    assert _collect(server, out) == 2
+    assert "no longer whole" in capsys.readouterr().err
+    assert server.ranges == [None]
+
 
 def test_truncated_download_is_resumed_by_a_rerun(server: Server, archive: tuple[bytes, dict[str, bytes]],
                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -198,9 +204,20 @@ def test_dropped_connection_is_resumed_within_one_run(server: Server, archive: t
                                                       tmp_path: Path) -> None:
     out = tmp_path / "ESC-50"
     server.truncate = 2
-    assert _collect(server, out, "--retries", "2") == 0
+    assert _collect(server, out, "--retries", "2", progress=True) == 0
     assert server.ranges[0] is None and len(server.ranges) == 3
     assert all(r is not None and r.startswith("bytes=") for r in server.ranges[1:])
+    _assert_complete(out, archive[1])
+
+
+def test_a_whole_partial_file_is_finished_without_a_body(server: Server, archive: tuple[bytes, dict[str, bytes]],
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "ESC-50"
+    part = work_dir(out) / "archive.zip.part"  # an earlier run got every byte, then stopped before the rename
+    part.parent.mkdir(parents=True)
+    part.write_bytes(archive[0])
+    assert _collect(server, out, "--retries", "0") == 0
+    assert server.ranges == [f"bytes={len(archive[0])}-"]  # answered 416 with the same total: nothing more to fetch
     _assert_complete(out, archive[1])
 
 

@@ -105,12 +105,19 @@ def work_dir(out: Path) -> Path:
 
 
 def completed(out: Path) -> dict[str, Any] | None:
-    """The marker of a complete DIR, or None."""
+    """The marker of a DIR this command completed, or None; raises UsageError when clips have gone missing since."""
     try:
         marker = json.loads((out / MARKER).read_text())
     except (OSError, ValueError):
         return None
-    return marker if isinstance(marker, dict) and (out / "meta" / "esc50.csv").is_file() else None
+    if not isinstance(marker, dict) or not (out / "meta" / "esc50.csv").is_file():
+        return None
+    try:
+        _validate(out)
+    except Esc50Error as exc:
+        raise UsageError(f"--out {out} was collected before but is no longer whole: {exc.problem}",
+                         "remove the folder and rerun to collect it again") from None
+    return marker
 
 
 def sha256_of(path: Path) -> str:
