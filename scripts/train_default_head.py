@@ -28,7 +28,9 @@ embeddings; BirdNET is never loaded, `--birdnet` is ignored): the head the daemo
 `models.birds.enabled` is false (`soundmond.head.loader.load_head`). Its default `--out` is
 `soundmond/heads/yamnet-tagger.onnx`. Selection, CV, nested CV and the target are the same as for the main head.
 The shipped tagger-only head meets the target on its CV (0.961) but not on the nested CV (0.940), so its command
-exits 1; it is shipped anyway as the fallback for stations without BirdNET (see `yamnet-tagger.json`).
+exits 1; it is shipped anyway as the fallback for stations without BirdNET (see `yamnet-tagger.json`). Under the
+source-held-out CV neither shipped head reaches the target (0.825 and 0.764; the ontology rule with no training: 0.934),
+and no candidate measured did (see the README): a retrain now exits 1 until one does.
 
 Every clip of the corpus is cut into 5-s windows (hop 5 s); each window goes through the daemon's own `YamnetTagger`
 and `BirdnetModel`. Every candidate (feature sets from YAMNet probabilities / embeddings and BirdNET's embedding x
@@ -51,9 +53,9 @@ and records it, with every training file's sha256 (what `soundmond evaluate` use
 .json.
 
 Output: a progress bar and logs on stderr, the metrics as JSON on stdout.
-Exit codes: 0 trained and the target met (natural-vs-industrial balanced accuracy >= 0.95 under both the chosen
-head's CV and the nested CV), or converted; 1 trained but the target missed; 2 corpus or model folder missing /
-unusable, or a head that cannot be converted.
+Exit codes: 0 trained and the target met (natural-vs-industrial balanced accuracy >= 0.95 under the chosen head's
+CV, the nested CV and the source-held-out CV), or converted, or (`--source-held-out`) measured; 1 trained but the
+target missed; 2 corpus or model folder missing / unusable, or a head that cannot be converted.
 """
 
 from __future__ import annotations
@@ -159,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     score = report["cv"]["natural_vs_industrial"]["balanced_accuracy"]
     nested = report["nested_cv"]["natural_vs_industrial"]["balanced_accuracy"] if report["nested_cv"] else None
+    source = report["source_held_out_cv"].get("head")
     figures = f"natural vs industrial {score:.3f} (chosen head's CV)" + (
         f", {nested:.3f} (nested CV)" if nested is not None else ""
-    )
+    ) + (f", {source['natural_vs_industrial']['balanced_accuracy']:.3f} (source-held-out CV)" if source else "")
     if not target_met(report):
         print(f"train_default_head: {figures}: below the target {TARGET}", file=sys.stderr)
         return ExitCode.PARTIAL

@@ -6,6 +6,10 @@ scored on out-of-fold probabilities; the shipped candidate is the best *shippabl
 LogisticRegression on a feature set the daemon supplies) by `selection_key`. Because that choice is made on the same
 CV it reports, `nested_cross_validate` redoes the selection in every outer fold by an inner grouped CV on the outer
 training part only and scores the chosen candidate on the outer test part: the estimate of the whole procedure.
+`source_held_out` scores a candidate the way a new site would see it: every source data set (`Clip.dataset`: the DCASE
+machines, Xeno-canto, each field-recording set) is one test fold held out whole, except ESC-50, which holds most of
+the industrial examples and is split into `ESC50_GROUPS` folds by recording (freesound id); pooled and per source
+(`source_breakdown`). Grouped CV shares sources (recording styles, machines, sites) between folds and overstates it.
 
 Metric definitions (`evaluate`), per 5-s window:
 - `balanced_accuracy_3class`: sklearn's balanced accuracy over natural / industrial / other.
@@ -46,7 +50,7 @@ logger = logging.getLogger(__name__)
 CV_FOLDS = 5
 INNER_FOLDS = 4
 SEED = 0
-TARGET = 0.95  # natural-vs-industrial balanced accuracy the shipped head must reach (grouped 5-fold CV)
+TARGET = 0.95  # natural-vs-industrial balanced accuracy the shipped head must reach (grouped, nested, source-held-out)
 
 # Feature sets compared ("+"-joined blocks of `dataset.BLOCKS`).
 FEATURE_SETS: tuple[str, ...] = (
@@ -358,10 +362,13 @@ def source_held_out(
 
 
 def target_met(report: dict[str, Any]) -> bool:
-    """The target holds on the chosen head's CV and, when it was run, on the nested CV of the selection."""
+    """The target holds on the chosen head's CV, on the nested CV of the selection when it was run, and on the
+    source-held-out CV when the report holds it (the figure that predicts a new site)."""
     scores = [report["cv"]["natural_vs_industrial"]["balanced_accuracy"]]
     if report.get("nested_cv"):
         scores.append(report["nested_cv"]["natural_vs_industrial"]["balanced_accuracy"])
+    if (report.get("source_held_out_cv") or {}).get("head"):
+        scores.append(report["source_held_out_cv"]["head"]["natural_vs_industrial"]["balanced_accuracy"])
     return min(scores) >= TARGET
 
 

@@ -7,10 +7,13 @@
    Feature sets the daemon cannot supply (max-pooled YAMNet blocks) are compared but never shipped.
 3. The chosen candidate: the best shippable one by `crossval.selection_key`. Optionally the same candidate under the
    stricter session grouping (`session_cv`) and a nested CV of the whole selection (`nested`, see `crossval`).
+   Always the same candidate under the source-held-out CV (`source_held_out_cv`, see `crossval.source_held_out`),
+   with the no-training ontology rule beside it when an AudioSet ontology.json is given (`workbench.ontology`).
 4. The chosen candidate is fitted on every window and written with `head.meta.save_head`: `<out>.onnx` (what the
    daemon loads) and `<out>.skops` (the training artefact), the ONNX one checked against scikit-learn on the training
    features. The head's metadata: tagger family and label count, features, what it was trained on, the training-data
-   checksum and the CV figures.
+   checksum, every training file's sha256 (`training_files_sha256`, what `evaluate` marks in-sample) and the CV
+   figures.
 
 `train_corpus_head` is the corpus frontend (`scripts/train_default_head.py`): `corpus.read_corpus`, every feature set
 and model compared, the session-grouped figure and the nested CV, and the report written beside the head as .json
