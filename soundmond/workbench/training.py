@@ -61,7 +61,7 @@ from soundmond.workbench.crossval import (
     source_breakdown,
     source_held_out,
 )
-from soundmond.workbench.dataset import HOP_S, WINDOW_S, Dataset, build_dataset
+from soundmond.workbench.dataset import HOP_S, WINDOW_S, Dataset, build_dataset, window_starts
 from soundmond.workbench.ontology import (
     INDUSTRIAL_BRANCHES,
     NATURAL_BRANCHES,
@@ -212,7 +212,7 @@ def source_held_out_cv(
     when the data hold fewer than two source data sets."""
     result: dict[str, Any] = {"scheme": SOURCE_HELD_OUT_SCHEME}
     try:
-        result["head"], _ = source_held_out(data, x, factory)
+        result["head"], oof = source_held_out(data, x, factory)
     except TrainError as exc:
         logger.warning("source-held-out CV: %s", exc)
         return {**result, "head": None, "problem": str(exc)}
@@ -227,6 +227,7 @@ def source_held_out_cv(
                         "decision": "natural if its sum >= the industrial sum; never other", **counts,
                         "ontology": str(ontology)}
         result["ontology_rule"] = rule
+        result["tagger_contradicted"] = tagger_contradicted(Ontology(ontology), labels, data, oof)
         logger.info("ontology rule (no training): natural vs industrial %.3f",
                     rule["natural_vs_industrial"]["balanced_accuracy"])
     return result
@@ -342,6 +343,28 @@ def train_corpus_head(
     return report
 
 
+
+
+def tagger_contradicted(
+    ontology: Ontology, labels: Sequence[str], data: Dataset, proba: npt.NDArray[np.float64]
+) -> dict[str, Any]:
+    """Windows whose tagger top-1 label is under "Natural sounds" / "Animal" (not pets, livestock) but which `proba`
+    (the head, out of fold) calls industrial, or whose top-1 is under "Vehicle" / "Mechanisms" / "Tools" and called
+    natural: where the head overrules clear tagger evidence (each listed with its true group, to be explained)."""
+    natural = ontology.mask(labels, NATURAL_BRANCHES, NATURAL_EXCLUDED)
+    industrial = ontology.mask(labels, ("Vehicle", "Mechanisms", "Tools"))
+    top = data.blocks["probabilities"].argmax(axis=1)
+    predicted = np.array(HEAD_CLASSES)[proba.argmax(axis=1)]
+    starts = window_starts(data.clip)
+    rows = [
+        {"file": data.clips[c].file, "start_s": starts[i], "true": str(data.y[i]), "predicted": str(predicted[i]),
+         "tagger_top1": labels[int(top[i])], "tagger_top1_p": round(float(data.blocks["probabilities"][i, top[i]]), 3)}
+        for i, c in enumerate(data.clip)
+        if (natural[top[i]] and predicted[i] == "industrial") or (industrial[top[i]] and predicted[i] == "natural")
+    ]
+    return {"rule": "tagger top-1 under Natural sounds / Animal (not pets, livestock) called industrial, or under "
+            "Vehicle / Mechanisms / Tools called natural (source-held-out predictions)",
+            "windows": len(rows), "wrong_by_true_group": sum(r["true"] != r["predicted"] for r in rows), "list": rows}
 
 
 def validate_head_report(
