@@ -8,7 +8,9 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 from PIL import Image
 
 from soundmond.cli import main
@@ -100,6 +102,10 @@ def test_evaluate_corpus_rows(
     assert 0.0 <= gr["balanced_accuracy_3class"] <= 1.0
     assert gr["wrong_windows"] == len((out / "group_errors.csv").read_text().splitlines()) - 1
     assert sum(map(sum, gr["confusion_matrix"]["rows_true_columns_predicted"])) == gr["windows"]
+    # every corpus clip and both fixtures (copies of corpus clips) were trained on: in-sample by content hash
+    assert gr["in_sample"] is True and summary["groups"]["in_sample"] is True
+    assert gr["in_sample_files"]["in"] == gr["files"] and gr["in_sample_files"]["out"] == 0
+    assert gr["in_sample_part"]["windows"] == gr["windows"] and gr["out_of_sample_part"]["windows"] == 0
 
     md = (out / "report.md").read_text()
     for png in ("species_confusion.png", "species_frequency.png", "group_confusion.png"):
@@ -109,6 +115,57 @@ def test_evaluate_corpus_rows(
         with Image.open(out / png) as img:
             assert img.format == "PNG" and img.size[0] > 300 and img.size[1] > 300
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no temporary folder left
+
+
+def _hum(path: Path, seconds: float = 10.0, rate: int = 16000) -> None:
+    """A recording the head never saw: a 100-Hz machine hum with harmonics and a little noise."""
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(7)
+    signal = sum(0.2 / k * np.sin(2 * np.pi * 100 * k * t) for k in range(1, 6)) + 0.01 * rng.standard_normal(t.size)
+    sf.write(path, signal.astype(np.float32), rate)
+
+
+@pytest.mark.shared
+def test_evaluate_marks_what_the_head_saw(
+    tmp_path: Path, shared_corpus: Path, birdnet_dir: Path, yamnet_dir: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Corpus clips the shipped head was trained on are in-sample, a new recording is out-of-sample, and each part is
+    reported on its own (`in_sample: "partial"` with counts)."""
+    with open(shared_corpus / "labels.csv", newline="") as fh:
+        corpus = list(csv.DictReader(fh))
+    trained = [r for r in corpus if r["category"] in ("engine", "rain")][:3]
+    root = tmp_path / "audio"
+    rows: list[dict[str, str]] = []
+    for r in trained:
+        dest = root / r["file"]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_corpus / r["file"], dest)
+        rows.append({"file": r["file"], "group": r["group"]})
+    _hum(root / "new_hum.wav")
+    rows.append({"file": "new_hum.wav", "group": "industrial"})
+    labels = tmp_path / "mixed.csv"
+    _write_labels(labels, rows)
+
+    code = main(["evaluate", "--labels", str(labels), "--audio-root", str(root), "--out", str(tmp_path / "r"),
+                 "--birdnet", str(birdnet_dir), "--tagger", str(yamnet_dir), "--no-progress", "--no-species"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    gr = json.loads((tmp_path / "r" / "report.json").read_text())["groups"]
+    assert gr["in_sample"] == "partial"
+    assert gr["in_sample_files"] == {"in": 3, "out": 1, "files_in": sorted(r["file"] for r in trained)}
+    assert gr["out_of_sample_part"]["files"] == 1 and gr["out_of_sample_part"]["windows"] == 2  # 10 s, 5-s windows
+    assert gr["in_sample_part"]["windows"] + gr["out_of_sample_part"]["windows"] == gr["windows"]
+    assert "partly in-sample" in (tmp_path / "r" / "report.md").read_text()
+    assert json.loads(captured.out)["groups"]["in_sample_files"] == {"in": 3, "out": 1}
+
+    # only the new recording: out-of-sample
+    only_new = tmp_path / "new.csv"
+    _write_labels(only_new, [rows[-1]])
+    assert main(["evaluate", "--labels", str(only_new), "--audio-root", str(root), "--out", str(tmp_path / "r2"),
+                 "--birdnet", str(birdnet_dir), "--tagger", str(yamnet_dir), "--no-progress", "--no-species"]) == 0
+    capsys.readouterr()
+    gr = json.loads((tmp_path / "r2" / "report.json").read_text())["groups"]
+    assert gr["in_sample"] is False and gr["in_sample_files"]["in"] == 0 and gr["in_sample_part"]["windows"] == 0
 
 
 def test_evaluate_bad_labels_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

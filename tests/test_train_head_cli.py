@@ -68,6 +68,13 @@ def _check_outputs(out: Path, report_dir: Path, features: str) -> dict[str, obje
     assert (files["onnx"], files["skops"]) == (out.with_suffix(".onnx").name, out.with_suffix(".skops").name)
     parity = files["onnx_parity"]
     assert parity["max_abs_diff"] <= 1e-9 and parity["training_feature_rows"] == report["data"]["windows"]
+    # every training file's content hash is in the head (what `evaluate` checks), one per clip
+    assert len(head.meta.training_files_sha256) == report["data"]["clips"]
+    assert all(len(v) == 64 for v in head.meta.training_files_sha256.values())
+    source = report["source_held_out_cv"]["head"]  # the source-held-out CV of the chosen head, pooled and per source
+    assert sum(v["windows"] for v in source["per_source"].values()) == source["windows"] == report["data"]["windows"]
+    assert head.meta.cv_metrics["source_held_out_natural_vs_industrial_balanced_accuracy"] == (
+        source["natural_vs_industrial"]["balanced_accuracy"])
     return report
 
 
@@ -107,6 +114,10 @@ def test_train_head_from_labels_csv(tmp_path: Path, shared_corpus: Path, fixture
     report = _check_outputs(out, tmp_path / "heads" / "mine-report", "probabilities")
     assert report["data"]["clips"] == 13 and "StratifiedGroupKFold(3" in report["cv_scheme"]
     assert report["cv_per_category"]["siren"]["group"] == "industrial"
+    # the fixtures' sources are held out whole; the five ESC-50 clips are split by freesound id
+    folds = report["source_held_out_cv"]["head"]["folds"]
+    assert {"scikit-maad", "opensoundscape", "whisp"} <= set(folds) and "esc50:0" in folds
+    assert set(report["source_held_out_cv"]["head"]["per_source"]) >= {"esc50", "whisp", "scikit-maad"}
 
 
 @pytest.mark.shared
@@ -146,6 +157,7 @@ def test_train_head_from_esc50_checkout(tmp_path: Path, shared_corpus: Path, yam
     assert report["cv_scheme"].startswith("ESC-50's own folds [1, 2]")
     assert report["data"]["kind"] == "esc50" and report["data"]["clips"] == len(meta_rows)
     assert report["data"]["windows_per_group"] == {"industrial": 6, "natural": 6, "other": 4}
+    assert report["source_held_out_cv"]["head"]["folds"] == [f"esc50:{k}" for k in range(5)]
 
 
 def test_train_head_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

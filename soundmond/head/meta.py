@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,9 @@ class HeadMeta:
     sklearn_version: str = ""
     created_utc: str = ""
     format_version: int = HEAD_FORMAT_VERSION
+    # every training file's content hash (sha256 of its bytes) by its name in the labels; heads trained before this
+    # field hold it in the .json report beside them (`training_files_sha256` there), if anywhere
+    training_files_sha256: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, path: Path, data: object) -> HeadMeta:
@@ -97,6 +100,15 @@ class HeadMeta:
         if list(meta.classes) != HEAD_CLASSES:
             raise HeadError(path, f"meta.classes is {meta.classes}, expected {HEAD_CLASSES}", "retrain the head")
         return meta
+
+
+def meta_dict(meta: HeadMeta) -> dict[str, Any]:
+    """The meta as stored in a head file: an empty `training_files_sha256` is left out, so that a head trained
+    before that field converts to the same bytes as before."""
+    data = asdict(meta)
+    if not data["training_files_sha256"]:
+        del data["training_files_sha256"]
+    return data
 
 
 class BirdFeaturesMissing(ValueError):

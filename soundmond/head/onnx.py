@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from soundmond.head.meta import DAMAGED_HINT, HEAD_CLASSES, HeadError, HeadMeta
+from soundmond.head.meta import DAMAGED_HINT, HEAD_CLASSES, HeadError, HeadMeta, meta_dict
 from soundmond.models.sessions import ORT_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -228,7 +227,7 @@ def to_onnx(path: Path, model: Any, meta: HeadMeta) -> bytes:
     onnx_model.ir_version = IR_VERSION
     helper.set_model_props(
         onnx_model,
-        {FORMAT_KEY: FORMAT, META_KEY: json.dumps(asdict(meta), sort_keys=True), CHECKSUM_KEY: CHECKSUM_PLACEHOLDER},
+        {FORMAT_KEY: FORMAT, META_KEY: json.dumps(meta_dict(meta), sort_keys=True), CHECKSUM_KEY: CHECKSUM_PLACEHOLDER},
     )
     onnx.checker.check_model(onnx_model)
     return seal(onnx_model.SerializeToString())

@@ -26,14 +26,13 @@ import json
 import logging
 import zipfile
 import zlib
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from soundmond.head.meta import DAMAGED_HINT, HEAD_CLASSES, HeadError, HeadMeta
+from soundmond.head.meta import DAMAGED_HINT, HEAD_CLASSES, HeadError, HeadMeta, meta_dict
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +144,7 @@ def write_skops(path: Path, tmp: Path, model: Any, meta: HeadMeta) -> None:
     """Dump the head to `tmp`; `HeadError` (and `tmp` removed) when it holds types skops does not trust."""
     import skops.io as sio
 
-    sio.dump({"model": model, "meta": asdict(meta)}, tmp)
+    sio.dump({"model": model, "meta": meta_dict(meta)}, tmp)
     untrusted = sio.get_untrusted_types(file=tmp)
     if untrusted:
         tmp.unlink()

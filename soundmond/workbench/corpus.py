@@ -47,6 +47,7 @@ class Clip:
     category: str
     source: str  # source recording: clips with the same source stay in one CV fold
     session: str = ""  # stricter grouping (same machine / site and day), for the secondary figure
+    dataset: str = ""  # source data set (`source_dataset`): the unit held out by the source-held-out CV
 
 
 _FREESOUND = re.compile(r"freesound:(\d+)")
@@ -76,6 +77,25 @@ def source_group(row: Mapping[str, str]) -> str:
     if row.get("source_repo") and row.get("source_path"):
         return f"{row['source_repo']}:{row['source_path']}"
     return row.get("file", "")
+
+
+ESC50 = "esc50"
+
+
+def source_dataset(row: Mapping[str, str]) -> str:
+    """The data set a clip came from (what a new site would be): "esc50" (freesound ids), "dcase2020t2" (the DCASE
+    machines), "xeno-canto" (XC numbers), else the source repository's name (scikit-maad, whisp, opensoundscape,
+    BirdNET-Analyzer), else "other". The unit the source-held-out CV holds out whole (ESC-50 is split by recording)."""
+    original = (row.get("original_id") or "").strip()
+    if _FREESOUND.search(original):
+        return ESC50
+    if _XENO_CANTO.match(original):
+        return "xeno-canto"
+    if _is_dcase(row):
+        return "dcase2020t2"
+    if repo := (row.get("source_repo") or "").strip():
+        return repo.rsplit("/", 1)[-1]
+    return (row.get("source") or "").strip() or "other"
 
 
 def session_group(row: Mapping[str, str], esc50_sessions: Mapping[str, str] | None = None) -> str:
@@ -129,10 +149,16 @@ def read_corpus(corpus: Path) -> list[Clip]:
         if not row.audio_exists:
             raise CorpusError(f"{row.path} is listed in labels.csv but missing")
         clips.append(Clip(row.path, row.file, row.group, row.category, source_group(row.columns),
-                          session_group(row.columns, sessions)))
+                          session_group(row.columns, sessions), source_dataset(row.columns)))
     if not clips:
         raise CorpusError(f"{labels} lists no clips")
     return clips
+
+
+def training_files_sha256(clips: Sequence[Clip]) -> dict[str, str]:
+    """Every training clip's content hash (sha256 of the file's bytes), by its name in the labels: recorded with a
+    head so that `evaluate` can tell which evaluated files the head saw, wherever they are stored."""
+    return {clip.file: sha256_file(clip.path) for clip in clips}
 
 
 def training_data_sha256(corpus: Path, clips: Sequence[Clip]) -> str:
@@ -143,5 +169,6 @@ def training_data_sha256(corpus: Path, clips: Sequence[Clip]) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["Clip", "CorpusError", "esc50_sessions", "read_corpus", "session_group", "source_group",
+__all__ = ["ESC50", "Clip", "CorpusError", "esc50_sessions", "source_dataset", "training_files_sha256",
+           "read_corpus", "session_group", "source_group",
            "training_data_sha256"]

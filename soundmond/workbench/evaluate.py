@@ -18,8 +18,12 @@ date) is below `--filter-threshold` (the daemon's default 0.03) are removed befo
 
 Groups (rows with `group`), per 5-s window: the tagger + head in use (the daemon's features and head), scored with
 `training.evaluate` (3-class and natural-vs-industrial balanced accuracy, per-class precision / recall / F1, confusion
-matrix, calibration) and the windows it got wrong. A head trained on these same files is scored in-sample: the report
-says so when the head's training-data checksum matches.
+matrix, calibration) and the windows it got wrong. What the head saw: each evaluated file's content sha256 is looked up
+in the head's training files (`HeadMeta.training_files_sha256`, or `data.training_files_sha256` in the .json report
+beside the head), and `groups.in_sample` is true (all files were trained on), false (none) or "partial", with the counts
+(`in_sample_files`) and the figures of each part (`in_sample_part`, `out_of_sample_part`); `group_errors.csv` marks
+each window. A copy re-encoded or cut differently has other bytes and counts as unseen. A head that records no
+training files is in-sample only when its training-data checksum matches this labels file and its files.
 
 Output folder (written atomically): `report.md` (figures embedded), `report.json` (every number), `species_results.csv`
 (file, species, predicted, score, top-3, ...), `species_confusion.png`, `species_frequency.png`,
@@ -57,7 +61,7 @@ from soundmond.head.meta import HEAD_CLASSES, HeadError, head_features
 from soundmond.logs import setup_logging
 from soundmond.models.birds import BirdnetMetaModel, BirdnetModel, birdnet_week
 from soundmond.models.sessions import sigmoid
-from soundmond.models.sidecar import ModelFolderError, verify_folder
+from soundmond.models.sidecar import ModelFolderError, sha256_file, verify_folder
 from soundmond.models.taggers import load_tagger
 from soundmond.workbench.corpus import training_data_sha256
 from soundmond.workbench.crossval import evaluate
@@ -283,16 +287,61 @@ def evaluate_groups(
     y_true = np.array(y)
     metrics = evaluate(y_true, proba)
     predicted = np.array(HEAD_CLASSES)[proba.argmax(axis=1)]
+    seen = training_hashes(head)
+    file_in = {f: seen is not None and sha256_file(path) in seen for f, path in
+               {r.file: r.path for r in rows if r.group}.items() if f in {w for w, _ in where}}
     errors = [
         {"file": f, "start_s": s, "end_s": s + WINDOW_S, "true": t, "predicted": p,
-         **{f"p_{c}": round(float(proba[i, j]), 4) for j, c in enumerate(HEAD_CLASSES)}}
+         **{f"p_{c}": round(float(proba[i, j]), 4) for j, c in enumerate(HEAD_CLASSES)},
+         "in_sample": file_in.get(f, False)}
         for i, ((f, s), t, p) in enumerate(zip(where, y_true, predicted, strict=True)) if t != p
     ]
     metrics["files"] = len({f for f, _ in where})
     metrics["head"] = {"path": str(head.path), "tagger_family": head.meta.tagger_family,
                        "features": head.meta.features, "trained_on": head.meta.trained_on,
                        "training_data_sha256": head.meta.training_data_sha256}
+    if seen is not None:
+        in_rows = np.array([file_in[f] for f, _ in where])
+        n_in = sum(file_in.values())
+        metrics["in_sample"] = True if n_in == len(file_in) else False if n_in == 0 else "partial"
+        metrics["in_sample_basis"] = ("content sha256 of each file against the head's training files "
+                                      f"({len(seen)} recorded)")
+        metrics["in_sample_files"] = {"in": n_in, "out": len(file_in) - n_in,
+                                      "files_in": sorted(f for f, v in file_in.items() if v)}
+        metrics["in_sample_part"] = part_metrics(y_true[in_rows], predicted[in_rows], n_in)
+        metrics["out_of_sample_part"] = part_metrics(y_true[~in_rows], predicted[~in_rows], len(file_in) - n_in)
     return metrics, errors, problems
+
+
+def training_hashes(head: Any) -> set[str] | None:
+    """The content hashes of the files `head` was trained on: its meta's `training_files_sha256`, else those in the
+    report beside it (`<head>.json`, `data.training_files_sha256`) when that report is this head's (same
+    training-data checksum); None when the head records none (then the labels-file checksum decides, `_in_sample`)."""
+    recorded = dict(getattr(head.meta, "training_files_sha256", {}) or {})
+    if not recorded:
+        report_path = Path(head.path).with_suffix(".json")
+        try:
+            data = json.loads(report_path.read_text()).get("data", {})
+        except (OSError, ValueError, AttributeError):
+            return None
+        if not isinstance(data, dict) or data.get("training_data_sha256") != head.meta.training_data_sha256:
+            return None
+        recorded = data.get("training_files_sha256") or {}
+    return {str(v) for v in recorded.values()} or None
+
+
+def part_metrics(y_true: npt.NDArray[np.str_], predicted: npt.NDArray[np.str_], files: int) -> dict[str, Any]:
+    """Accuracy figures of one part (in-sample or out-of-sample windows): None where the part has no such windows."""
+    recalls = {g: float(np.mean(predicted[y_true == g] == g)) for g in HEAD_CLASSES if (y_true == g).any()}
+    return {
+        "files": files,
+        "windows": int(y_true.size),
+        "accuracy_3class": float(np.mean(predicted == y_true)) if y_true.size else None,
+        "recall": recalls,
+        "balanced_accuracy_3class": float(np.mean(list(recalls.values()))) if recalls else None,
+        "natural_vs_industrial_balanced_accuracy": (
+            (recalls["natural"] + recalls["industrial"]) / 2 if {"natural", "industrial"} <= set(recalls) else None),
+    }
 
 
 def _in_sample(head_sha: str, labels: Path, rows: Sequence[Row]) -> bool:
@@ -337,6 +386,10 @@ def _species_markdown(sp: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _f3(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _groups_markdown(gr: dict[str, Any]) -> list[str]:
     lines = ["## Groups (natural / industrial / other: tagger + head)", ""]
     if not gr.get("windows"):
@@ -347,13 +400,25 @@ def _groups_markdown(gr: dict[str, Any]) -> list[str]:
         "",
         f"- windows: {gr['windows']} from {gr['files']} files",
         f"- accuracy (3 classes): {gr['accuracy_3class']:.3f}, balanced accuracy: {gr['balanced_accuracy_3class']:.3f}",
-        f"- natural vs industrial balanced accuracy: **{ni['balanced_accuracy']:.3f}** "
-        f"(natural recall {ni['natural_recall']:.3f}, industrial recall {ni['industrial_recall']:.3f})",
+        f"- natural vs industrial balanced accuracy: **{_f3(ni['balanced_accuracy'])}** "
+        f"(natural recall {_f3(ni['natural_recall'])}, industrial recall {_f3(ni['industrial_recall'])})",
         f"- calibration: log loss {gr['calibration']['log_loss']:.3f}, "
         f"ECE {gr['calibration']['ece_top_probability']:.3f}",
     ]
-    if gr.get("in_sample"):
-        lines.append("- **in-sample**: the head was trained on exactly these files; these figures are not a test")
+    if gr.get("in_sample") is True:
+        lines.append("- **in-sample**: the head was trained on these files; these figures are not a test")
+    elif gr.get("in_sample") == "partial":
+        files = gr["in_sample_files"]
+        lines.append(f"- **partly in-sample**: the head was trained on {files['in']} of these files "
+                     f"({files['out']} it never saw); only the out-of-sample part is a test")
+    for key, title in (("in_sample_part", "in-sample part (trained on)"),
+                       ("out_of_sample_part", "out-of-sample part (never seen)")):
+        part = gr.get(key)
+        if part and part["windows"]:
+            ni = part["natural_vs_industrial_balanced_accuracy"]
+            lines.append(f"- {title}: {part['files']} files, {part['windows']} windows, accuracy "
+                         f"{part['accuracy_3class']:.3f}, natural vs industrial "
+                         + ("n/a" if ni is None else f"{ni:.3f}"))
     lines += ["", markdown_table(["class", "precision", "recall", "F1", "windows"],
                                  [[c, v["precision"], v["recall"], v["f1"], v["support"]]
                                   for c, v in gr["per_class"].items()]),
@@ -395,7 +460,8 @@ def write_report(out: Path, report: dict[str, Any], species_rows: list[dict[str,
                            tmp / "group_confusion.png", title="Groups: true vs predicted (5-s windows)",
                            xlabel="predicted group", ylabel="true group", unit="windows")
             write_csv(tmp / "group_errors.csv", group_errors,
-                      ["file", "start_s", "end_s", "true", "predicted", "p_industrial", "p_natural", "p_other"])
+                      ["file", "start_s", "end_s", "true", "predicted", "p_industrial", "p_natural", "p_other",
+                       "in_sample"])
             figures.append("group_confusion.png")
         report["figures"] = figures
         write_json(tmp / "report.json", report)
@@ -484,7 +550,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             problems += gr_problems
             if gr.get("windows"):
                 gr["wrong_windows"] = len(group_errors)
-                gr["in_sample"] = _in_sample(gr["head"]["training_data_sha256"], args.labels, rows)
+                if "in_sample" not in gr:  # the head records no training files: the labels-file checksum decides
+                    gr["in_sample"] = _in_sample(gr["head"]["training_data_sha256"], args.labels, rows)
+                    gr["in_sample_basis"] = "the labels file and its files against the head's training-data checksum"
             report["groups"] = gr
     except (ModelFolderError, HeadError) as exc:
         print(f"soundmond evaluate: {exc}", file=sys.stderr)
@@ -510,6 +578,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         summary["groups"] = {"windows": g["windows"], "balanced_accuracy_3class": g["balanced_accuracy_3class"],
                              "natural_vs_industrial_balanced_accuracy":
                                  g["natural_vs_industrial"]["balanced_accuracy"], "in_sample": g["in_sample"]}
+        if "in_sample_files" in g:
+            summary["groups"]["in_sample_files"] = {k: g["in_sample_files"][k] for k in ("in", "out")}
     summary["problems"] = len(problems)
     print(json.dumps(summary, indent=2))
     for p in problems:

@@ -4,7 +4,9 @@ Input, either:
 - a labels CSV (`--labels FILE`): `file` (relative to `--audio-root`, default the CSV's folder) and `group`
   (natural / industrial / other) or `category` (mapped to a group by `--mapping`); optional `source` (clips with one
   source stay in one CV fold; default: the rules of `soundmond.workbench.corpus.source_group`, i.e. the XC number, the
-  freesound clip of an ESC-50 take, else the file itself); or
+  freesound clip of an ESC-50 take, else the file itself); optional `dataset` (the unit the source-held-out CV holds
+  out whole; default `soundmond.workbench.corpus.source_dataset`: esc50, dcase2020t2, xeno-canto, the source
+  repository); or
 - an ESC-50 checkout (`--labels DIR` holding `meta/esc50.csv` and `audio/`): categories mapped by `--mapping`
   (default `soundmond/workbench/data/esc50_groups.yaml`, all 50 classes), clips grouped by their freesound source
   clip, and cross-validated on ESC-50's own folds.
@@ -54,7 +56,7 @@ from soundmond.errors import ExitCode
 from soundmond.head.meta import HEAD_CLASSES, HEAD_SUFFIXES, HeadError, feature_parts
 from soundmond.logs import setup_logging
 from soundmond.models.sidecar import ModelFolderError, sha256_file
-from soundmond.workbench.corpus import Clip, source_group
+from soundmond.workbench.corpus import ESC50, Clip, source_dataset, source_group
 from soundmond.workbench.crossval import FEATURE_SETS, TrainError, per_category_recall, shippable
 from soundmond.workbench.dataset import WINDOW_S, window_starts
 from soundmond.workbench.labels import LabelsError, read_label_rows
@@ -118,7 +120,8 @@ def read_labels_csv(labels: Path, audio_root: Path, mapping: dict[str, str] | No
             problems.append(f"{row.where}: audio file {row.path} not found (skipped)")
             continue
         source = (row.columns.get("source") or "").strip() or source_group(row.columns)
-        clips.append(Clip(row.path, row.file, group, row.category, source, source))
+        dataset = (row.columns.get("dataset") or "").strip() or source_dataset(row.columns)
+        clips.append(Clip(row.path, row.file, group, row.category, source, source, dataset))
     return Labelled(clips, None, problems, [labels], "csv")
 
 
@@ -152,7 +155,7 @@ def read_esc50(root: Path, audio_root: Path | None, mapping: dict[str, str]) -> 
             problems.append(f"{where}: fold {row['fold']!r} is not a number (skipped)")
             continue
         source = f"freesound:{row['src_file']}"
-        clips.append(Clip(path, row["filename"], group, row["category"], source, source))
+        clips.append(Clip(path, row["filename"], group, row["category"], source, source, ESC50))
         folds.append(fold)
     return Labelled(clips, folds, problems, [meta], "esc50")
 
@@ -198,6 +201,7 @@ def cli_report(result: TrainedHead, labelled: Labelled, out: Path, mapping_path:
         "cv_scheme": result.scheme,
         "cv": cv,
         "cv_per_category": per_category_recall(data, oof),
+        "source_held_out_cv": result.source_cv,
         "comparison": {
             k: {"shippable": shippable(*k.split("/", 1)),
                 "natural_vs_industrial_balanced_accuracy": v["natural_vs_industrial"]["balanced_accuracy"],
@@ -225,6 +229,23 @@ def cli_report(result: TrainedHead, labelled: Labelled, out: Path, mapping_path:
     return report, wrong
 
 
+def _source_markdown(source: dict[str, Any]) -> list[str]:
+    """The source-held-out CV (what a new site would see): pooled, then per source data set."""
+    head = source.get("head")
+    if head is None:
+        return ["", f"Source-held-out CV: not computed ({source.get('problem', '')})."]
+    figures = [("chosen head", head)] + ([("ontology rule", source["ontology_rule"])] if "ontology_rule" in source
+                                        else [])
+    lines = ["", f"## Source-held-out CV ({source['scheme']})", "",
+             *(f"- {name}: natural vs industrial balanced accuracy "
+               f"**{m['natural_vs_industrial']['balanced_accuracy']:.3f}**" for name, m in figures), ""]
+    rows = [[name, s["windows"], s.get("natural_recall", ""), s.get("industrial_recall", ""),
+             s["natural_vs_industrial_balanced_accuracy"] if s["natural_vs_industrial_balanced_accuracy"] is not None
+             else ""] for name, s in head["per_source"].items()]
+    return [*lines, markdown_table(["source (chosen head)", "windows", "natural recall", "industrial recall",
+                                    "natural vs industrial"], rows)]
+
+
 def _write_report(report_dir: Path, report: dict[str, Any], wrong: list[dict[str, Any]]) -> None:
     cv = report["cv"]
     with atomic_dir(report_dir) as tmp:
@@ -250,6 +271,7 @@ def _write_report(report_dir: Path, report: dict[str, Any], wrong: list[dict[str
             markdown_table(["class", "precision", "recall", "F1", "windows"],
                            [[c, v["precision"], v["recall"], v["f1"], v["support"]]
                             for c, v in cv["per_class"].items()]),
+            *_source_markdown(report["source_held_out_cv"]),
             "", "![Confusion matrix](confusion.png)", "", "## Comparison (same CV)", "",
             markdown_table(["features / model", "shippable", "natural vs industrial", "balanced 3-class", "log loss"],
                            [[k, v["shippable"], v["natural_vs_industrial_balanced_accuracy"],
@@ -284,6 +306,8 @@ def add_train_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=5, help="grouped CV folds when the data has no folds of its own")
     p.add_argument("--cache", type=Path, default=Path(".cache/head-features"), help="feature cache folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--ontology", type=Path, default=None, help="AudioSet ontology.json: adds the ontology rule "
+                   "(no training) beside the head under the source-held-out CV")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads per model (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -319,7 +343,7 @@ def run_train_head(args: argparse.Namespace) -> int:
             training_data_sha256=training_checksum(labelled.checksum_inputs, mapping_path, labelled.clips),
             feature_sets=feature_sets_for(args.features, birds is not None), models=models, folds=args.folds,
             clip_folds=labelled.folds, cache_dir=None if args.no_cache else args.cache,
-            progress=not args.no_progress,
+            progress=not args.no_progress, ontology=args.ontology,
         )
         report, wrong = cli_report(result, labelled, args.out, mapping_path, tagger, birds, command)
         _write_report(report_dir, report, wrong)

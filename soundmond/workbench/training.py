@@ -7,10 +7,13 @@
    Feature sets the daemon cannot supply (max-pooled YAMNet blocks) are compared but never shipped.
 3. The chosen candidate: the best shippable one by `crossval.selection_key`. Optionally the same candidate under the
    stricter session grouping (`session_cv`) and a nested CV of the whole selection (`nested`, see `crossval`).
+   Always the same candidate under the source-held-out CV (`source_held_out_cv`, see `crossval.source_held_out`),
+   with the no-training ontology rule beside it when an AudioSet ontology.json is given (`workbench.ontology`).
 4. The chosen candidate is fitted on every window and written with `head.meta.save_head`: `<out>.onnx` (what the
    daemon loads) and `<out>.skops` (the training artefact), the ONNX one checked against scikit-learn on the training
    features. The head's metadata: tagger family and label count, features, what it was trained on, the training-data
-   checksum and the CV figures.
+   checksum, every training file's sha256 (`training_files_sha256`, what `evaluate` marks in-sample) and the CV
+   figures.
 
 `train_corpus_head` is the corpus frontend (`scripts/train_default_head.py`): `corpus.read_corpus`, every feature set
 and model compared, the session-grouped figure and the nested CV, and the report written beside the head as .json
@@ -38,7 +41,7 @@ from soundmond.head.save import HeadFiles, save_head
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.sidecar import ModelFolderError, verify_folder
 from soundmond.models.taggers import AstTagger, YamnetTagger
-from soundmond.workbench.corpus import Clip, read_corpus, training_data_sha256
+from soundmond.workbench.corpus import Clip, read_corpus, training_data_sha256, training_files_sha256
 from soundmond.workbench.crossval import (
     CV_FOLDS,
     FEATURE_SETS,
@@ -55,8 +58,17 @@ from soundmond.workbench.crossval import (
     per_category_recall,
     selection_key,
     shippable,
+    source_breakdown,
+    source_held_out,
 )
-from soundmond.workbench.dataset import HOP_S, WINDOW_S, Dataset, build_dataset
+from soundmond.workbench.dataset import HOP_S, WINDOW_S, Dataset, build_dataset, window_starts
+from soundmond.workbench.ontology import (
+    INDUSTRIAL_BRANCHES,
+    NATURAL_BRANCHES,
+    NATURAL_EXCLUDED,
+    Ontology,
+    ontology_rule,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +85,7 @@ class TrainedHead:
     name: str  # chosen model
     session_cv: tuple[dict[str, Any], npt.NDArray[np.float64]] | None  # (metrics, oof) under session grouping
     nested_cv: tuple[dict[str, Any], list[str]] | None  # (metrics, choice per outer fold)
+    source_cv: dict[str, Any]  # the chosen candidate and the ontology rule under the source-held-out CV
     meta: HeadMeta
     files: HeadFiles
 
@@ -104,12 +117,14 @@ def train(
     clips: Sequence[Clip], tagger: YamnetTagger | AstTagger, birds: BirdnetModel | None, out: Path, *,
     data_name: str, training_data_sha256: str, feature_sets: Sequence[str], models: Sequence[str] | None = None,
     folds: int = CV_FOLDS, clip_folds: Sequence[int] | None = None, cache_dir: Path | None = None,
-    progress: bool = True, session_cv: bool = False, nested: bool = False,
+    progress: bool = True, session_cv: bool = False, nested: bool = False, ontology: Path | None = None,
 ) -> TrainedHead:
     """Compare, choose, fit and write the head (`out`: .onnx or .skops, the other is written beside it).
 
     `data_name` names the data in the head's `trained_on`; `clip_folds` are the data set's own folds (one per clip),
-    else grouped `folds`-fold CV. `session_cv`, `nested`: the extra figures (see the module docstring)."""
+    else grouped `folds`-fold CV. `session_cv`, `nested`: the extra figures (see the module docstring). The chosen
+    candidate is always also scored under the source-held-out CV (`source_held_out_cv`), and beside it the ontology
+    rule when `ontology` (an AudioSet ontology.json) is given."""
     factories = candidate_models()
     names = list(models) if models else list(factories)
     unknown = [m for m in names if m not in factories]
@@ -142,6 +157,7 @@ def train(
     x = data.features(kind)
     session = cross_validate(x, data.y, data.sessions, factories[name]) if session_cv else None
     nested_result = nested_cross_validate(data, candidates, factories) if nested else None
+    source_cv = source_held_out_cv(data, x, factories[name], tagger.labels, ontology)
 
     model = factories[name]().fit(x, data.y)
     cv = comparison[f"{kind}/{name}"]
@@ -170,12 +186,51 @@ def train(
                 nested_result[0]["natural_vs_industrial"]["balanced_accuracy"] if nested_result else None),
             "session_grouped_natural_vs_industrial_balanced_accuracy": (
                 session[0]["natural_vs_industrial"]["balanced_accuracy"] if session else None),
+            "source_held_out_natural_vs_industrial_balanced_accuracy": (
+                source_cv["head"]["natural_vs_industrial"]["balanced_accuracy"] if source_cv.get("head") else None),
         },
         sklearn_version=sklearn.__version__,
         created_utc=utc_now_iso(),
+        training_files_sha256=training_files_sha256(clips),
     )
     files = save_head(out, model, meta, features=x)
-    return TrainedHead(data, scheme, comparison, oofs, kind, name, session, nested_result, meta, files)
+    return TrainedHead(data, scheme, comparison, oofs, kind, name, session, nested_result, source_cv, meta, files)
+
+
+SOURCE_HELD_OUT_SCHEME = (
+    "source-held-out: every source data set held out whole (one test fold each: the DCASE machines, Xeno-canto, "
+    "each field-recording set), except ESC-50, split into 5 folds by recording (freesound id; StratifiedGroupKFold, "
+    "shuffle, seed 0); pooled over all test folds, and per source"
+)
+
+
+def source_held_out_cv(
+    data: Dataset, x: npt.NDArray[np.float64], factory: Any, labels: Sequence[str], ontology: Path | None
+) -> dict[str, Any]:
+    """The source-held-out figures (`crossval.source_held_out`) of a candidate (`head`) and, given the ontology, of
+    the ontology rule (`ontology_rule`: no training, so the same on every fold). `head` is None, with `problem`,
+    when the data hold fewer than two source data sets."""
+    result: dict[str, Any] = {"scheme": SOURCE_HELD_OUT_SCHEME}
+    try:
+        result["head"], oof = source_held_out(data, x, factory)
+    except TrainError as exc:
+        logger.warning("source-held-out CV: %s", exc)
+        return {**result, "head": None, "problem": str(exc)}
+    logger.info("source-held-out CV: natural vs industrial %.3f",
+                result["head"]["natural_vs_industrial"]["balanced_accuracy"])
+    if ontology is not None:
+        proba, counts = ontology_rule(Ontology(ontology), labels, data.blocks["probabilities"])
+        rule = evaluate(data.y, proba)
+        rule["per_source"] = source_breakdown(data, proba)
+        rule["rule"] = {"natural": f"sum of the tagger's probabilities under {list(NATURAL_BRANCHES)} minus "
+                        f"{list(NATURAL_EXCLUDED)}", "industrial": f"sum under {list(INDUSTRIAL_BRANCHES)}",
+                        "decision": "natural if its sum >= the industrial sum; never other", **counts,
+                        "ontology": str(ontology)}
+        result["ontology_rule"] = rule
+        result["tagger_contradicted"] = tagger_contradicted(Ontology(ontology), labels, data, oof)
+        logger.info("ontology rule (no training): natural vs industrial %.3f",
+                    rule["natural_vs_industrial"]["balanced_accuracy"])
+    return result
 
 
 # ---------------------------------------------------------------- the corpus head (scripts/train_default_head.py)
@@ -198,6 +253,7 @@ def train_corpus_head(
     corpus: Path, model_dir: Path, out: Path, cache_dir: Path | None, *, birdnet_dir: Path | None = None,
     command: str = "", progress: bool = True, models: Sequence[str] | None = None,
     feature_sets: Sequence[str] = FEATURE_SETS, nested: bool = True, tagger_only: bool = False,
+    ontology: Path | None = None,
 ) -> dict[str, Any]:
     """Train, cross-validate, pick and write the head on the corpus (`out`: .onnx or .skops, the other is written
     beside it); returns the report (also written beside it as .json).
@@ -217,7 +273,8 @@ def train_corpus_head(
         raise TrainError("no feature set left to compare")
     result = train(clips, tagger, birds, out, data_name=corpus.name,
                    training_data_sha256=training_data_sha256(corpus, clips), feature_sets=feature_sets,
-                   models=models, cache_dir=cache_dir, progress=progress, session_cv=True, nested=nested)
+                   models=models, cache_dir=cache_dir, progress=progress, session_cv=True, nested=nested,
+                   ontology=ontology)
     data, kind, name, cv = result.data, result.kind, result.name, result.cv
     assert result.session_cv is not None
     strict, strict_oof = result.session_cv
@@ -243,6 +300,7 @@ def train_corpus_head(
             "chosen_per_outer_fold": result.nested_cv[1],
             **result.nested_cv[0],
         },
+        "source_held_out_cv": result.source_cv,
         "session_grouped_cv": {
             "scheme": f"StratifiedGroupKFold({CV_FOLDS}, shuffle, seed {SEED}), groups = session (stricter: all "
             "DCASE clips = one machine; all scikit-maad Jura files = one recorder and day; whisp = one group; "
@@ -263,6 +321,7 @@ def train_corpus_head(
             "window_s": WINDOW_S,
             "hop_s": HOP_S,
             "training_data_sha256": result.meta.training_data_sha256,
+            "training_files_sha256": result.meta.training_files_sha256,
         },
         "tagger": {
             "family": tagger.sidecar.family,
@@ -284,4 +343,61 @@ def train_corpus_head(
     return report
 
 
-__all__ = ["TrainedHead", "load_training_models", "train", "train_corpus_head"]
+
+
+def tagger_contradicted(
+    ontology: Ontology, labels: Sequence[str], data: Dataset, proba: npt.NDArray[np.float64]
+) -> dict[str, Any]:
+    """Windows whose tagger top-1 label is under "Natural sounds" / "Animal" (not pets, livestock) but which `proba`
+    (the head, out of fold) calls industrial, or whose top-1 is under "Vehicle" / "Mechanisms" / "Tools" and called
+    natural: where the head overrules clear tagger evidence (each listed with its true group, to be explained)."""
+    natural = ontology.mask(labels, NATURAL_BRANCHES, NATURAL_EXCLUDED)
+    industrial = ontology.mask(labels, ("Vehicle", "Mechanisms", "Tools"))
+    top = data.blocks["probabilities"].argmax(axis=1)
+    predicted = np.array(HEAD_CLASSES)[proba.argmax(axis=1)]
+    starts = window_starts(data.clip)
+    rows = [
+        {"file": data.clips[c].file, "start_s": starts[i], "true": str(data.y[i]), "predicted": str(predicted[i]),
+         "tagger_top1": labels[int(top[i])], "tagger_top1_p": round(float(data.blocks["probabilities"][i, top[i]]), 3)}
+        for i, c in enumerate(data.clip)
+        if (natural[top[i]] and predicted[i] == "industrial") or (industrial[top[i]] and predicted[i] == "natural")
+    ]
+    return {"rule": "tagger top-1 under Natural sounds / Animal (not pets, livestock) called industrial, or under "
+            "Vehicle / Mechanisms / Tools called natural (source-held-out predictions)",
+            "windows": len(rows), "wrong_by_true_group": sum(r["true"] != r["predicted"] for r in rows), "list": rows}
+
+
+def validate_head_report(
+    report_path: Path, corpus: Path, model_dir: Path, birdnet_dir: Path | None, cache_dir: Path | None, *,
+    ontology: Path | None, command: str = "", progress: bool = True,
+) -> dict[str, Any]:
+    """Score the recipe of an already trained corpus head (its report's `chosen` features and model) under the
+    source-held-out CV, with the ontology rule beside it, and record in that report (`report_path`, the head's .json)
+    the figures and every training file's sha256. The head itself is not touched. Refused unless the corpus is the
+    one the head was trained on (its `training_data_sha256`)."""
+    try:
+        report = json.loads(report_path.read_text())
+        kind, name = report["chosen"]["features"], report["chosen"]["model"]
+        trained_sha = report["data"]["training_data_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TrainError(f"{report_path}: not a corpus head's report ({exc})",
+                         "pass the .json written beside a head by scripts/train_default_head.py") from exc
+    clips = read_corpus(corpus)
+    if training_data_sha256(corpus, clips) != trained_sha:
+        raise TrainError(f"{corpus} is not the corpus {report_path.name} was trained on (training-data checksum "
+                         "differs)", "pass the corpus it was trained on, or retrain the head")
+    tagger, birds = load_training_models(model_dir, birdnet_dir if needs_birds(kind) else None)
+    data = build_dataset(clips, tagger, birds, cache_dir, progress=progress)
+    factories = candidate_models()
+    if name not in factories:
+        raise TrainError(f"{report_path}: model {name!r} is not one of {list(factories)}")
+    source_cv = source_held_out_cv(data, data.features(kind), factories[name], tagger.labels, ontology)
+    source_cv["measured_by"] = command
+    report["source_held_out_cv"] = source_cv
+    report["data"]["training_files_sha256"] = training_files_sha256(clips)
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    return source_cv
+
+
+__all__ = ["SOURCE_HELD_OUT_SCHEME", "TrainedHead", "load_training_models", "source_held_out_cv", "train",
+           "train_corpus_head", "validate_head_report"]
