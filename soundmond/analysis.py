@@ -10,6 +10,12 @@ call; `close()` ends it.
 
 A model that fails on a window marks that window `error` with the reason; the next window is analysed as usual.
 
+Quiet windows (`quiet_below_dbfs`, and digital silence whatever the floor: a peak under one 16-bit step) run no
+model: the group is "quiet" with no probabilities, no species, status `skipped_quiet` (counted with the gate's). The
+models say nothing true there: the head calls zeros and -90 dBFS hiss industrial, BirdNET names a woodpecker in white
+noise (measurements next to `WindowConfig.quiet_below_dbfs`). The gate (`min_rms_dbfs`) still skips louder windows
+without a group, as before.
+
 `Session.process(window, now)` (analyzer -> aggregator -> alert rules) is the single code path behind both
 `soundmond analyze` and the daemon; `build_session` loads the configured models (checked against their sidecars).
 """
@@ -30,7 +36,7 @@ import numpy as np
 
 from soundmond.capture.audio import resample
 from soundmond.config import LoadedConfig
-from soundmond.data import Alert, AudioWindow, BirdOutput, TaggerOutput, WindowResult
+from soundmond.data import QUIET, Alert, AudioWindow, BirdOutput, GroupPrediction, TaggerOutput, WindowResult
 from soundmond.head.loader import load_head
 from soundmond.head.meta import HeadError
 from soundmond.models.birds import BirdnetModel
@@ -43,6 +49,11 @@ from soundmond.soundscape.alerts import AlertEngine
 logger = logging.getLogger(__name__)
 
 CLIP_LEVEL = 0.999
+DIGITAL_SILENCE_PEAK = 1.0 / 32768.0  # below one 16-bit step: nothing was recorded
+
+
+def peak(samples: np.ndarray) -> float:
+    return float(np.max(np.abs(samples))) if samples.size else 0.0
 
 
 def rms_dbfs(samples: np.ndarray) -> float:
@@ -118,6 +129,7 @@ class Analyzer:
         head: GroupHead | None,
         *,
         min_rms_dbfs: float | None = None,
+        quiet_below_dbfs: float | None = None,
         side_by_side: bool = False,
     ) -> None:
         if head is not None and tagger is not None and head.tagger_family != tagger.family:
@@ -131,10 +143,17 @@ class Analyzer:
         self.birds = birds
         self.head = head
         self.min_rms_dbfs = min_rms_dbfs
+        self.quiet_below_dbfs = quiet_below_dbfs
         self.windows_skipped_quiet = 0
         self._birds_worker = (
             ModelWorker("birds") if side_by_side and tagger is not None and birds is not None else None
         )
+
+    def is_quiet(self, samples: np.ndarray, level_dbfs: float) -> bool:
+        """Digital silence (peak under one 16-bit step), or an RMS level under `quiet_below_dbfs`."""
+        if self.quiet_below_dbfs is not None and level_dbfs < self.quiet_below_dbfs:
+            return True
+        return peak(samples) < DIGITAL_SILENCE_PEAK
 
     @property
     def side_by_side(self) -> bool:
@@ -147,7 +166,8 @@ class Analyzer:
 
     def analyze(self, window: AudioWindow, *, use_gate: bool = True) -> Analysis:
         """One window through the models and the head. `use_gate=False`: the models run whatever the window's level
-        (the RMS gate is not applied and nothing is counted as skipped; the start-up speed check)."""
+        (neither the quiet floor nor the RMS gate is applied, nothing is counted as skipped; the start-up speed
+        check)."""
         started = time.perf_counter()
         real = window.samples[: window.samples.shape[0] - window.padded_samples]
         level = rms_dbfs(real)
@@ -161,6 +181,14 @@ class Analyzer:
             "rms_dbfs": level,
             "clipped_fraction": clipped,
         }
+        if use_gate and self.is_quiet(real, level):
+            self.windows_skipped_quiet += 1
+            logger.debug("window %s at %.1f dBFS is quiet: models skipped", window.window_id, level)
+            return Analysis(
+                WindowResult(**base, group=GroupPrediction(QUIET, {}), tagger_top=(), tagger_top_score=0.0,
+                             species=(), bird_top_score=0.0, compute_ms=_ms(started), status="skipped_quiet"),
+                None, None,
+            )
         if use_gate and self.min_rms_dbfs is not None and level < self.min_rms_dbfs:
             self.windows_skipped_quiet += 1
             logger.debug("window %s at %.1f dBFS is below the gate: models skipped", window.window_id, level)
@@ -297,7 +325,7 @@ def build_session(loaded: LoadedConfig, *,
     cfg = loaded.config
     tagger, birds, head, versions = models if models is not None else load_models(loaded)
     analyzer = Analyzer(tagger, birds, head, min_rms_dbfs=cfg.windows.min_rms_dbfs,
-                        side_by_side=cfg.models.side_by_side)
+                        quiet_below_dbfs=cfg.windows.quiet_below_dbfs, side_by_side=cfg.models.side_by_side)
     aggregator = Aggregator(cfg.aggregation.spans_s)
     engine = AlertEngine(cfg.alerts, cfg.aggregation.spans_s)
     return Session(analyzer, aggregator, engine, versions)

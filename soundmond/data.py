@@ -15,6 +15,8 @@ from soundmond import identity
 
 Group = Literal["natural", "industrial", "other"]
 GROUPS: tuple[Group, ...] = ("natural", "industrial", "other")
+QUIET: Literal["quiet"] = "quiet"  # digital silence or below `windows.quiet_below_dbfs`: no head ran
+WindowGroup = Literal["natural", "industrial", "other", "quiet"]
 
 Severity = Literal["info", "warning", "critical"]
 
@@ -34,6 +36,7 @@ class AlertType(str, Enum):
     CAPTURE_FLAT = "CAPTURE_FLAT"
     CAPTURE_CLIPPED = "CAPTURE_CLIPPED"
     FALLING_BEHIND = "FALLING_BEHIND"
+    RECORDER_SILENT = "RECORDER_SILENT"
 
     def __str__(self) -> str:  # the bare name in f-strings, logs and JSON on every Python (a StrEnum from 3.11 on)
         return self.value
@@ -101,8 +104,12 @@ class BirdOutput:
 
 @dataclass(frozen=True)
 class GroupPrediction:
-    group: Group
-    probabilities: dict[str, float]  # natural / industrial / other -> probability
+    group: WindowGroup  # "quiet" only from the analyzer's quiet floor, never from a head
+    probabilities: dict[str, float]  # natural / industrial / other -> probability; empty for "quiet"
+
+    @property
+    def quiet(self) -> bool:
+        return self.group == QUIET
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,7 @@ class WindowResult:
     start_unix_s: float
     start_s: float
     end_s: float
-    group: GroupPrediction | None  # None when the models were skipped (gate) or failed
+    group: GroupPrediction | None  # None when the models were skipped (gate) or failed; "quiet" below the quiet floor
     tagger_top: tuple[LabelScore, ...]
     tagger_top_score: float
     species: tuple[SpeciesScore, ...]

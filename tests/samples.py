@@ -19,13 +19,15 @@ from soundmond.soundscape.aggregate import DayFigures, SoundscapeSnapshot, SpanF
 
 
 def span(span_s: int, windows: int, shares: dict[str, float] | None = None, species: dict[str, int] | None = None,
-         *, ts: float = 0.0) -> SpanFigures:
-    """A span ending at `ts` whose windows all have a group when `shares` is given (none otherwise)."""
-    with_group = windows if shares else 0
+         *, ts: float = 0.0, quiet: int = 0) -> SpanFigures:
+    """A span ending at `ts` whose windows all have a group when `shares` is given (none otherwise) except `quiet`
+    quiet ones."""
+    with_group = windows - quiet if shares else 0
     species = species or {}
     return SpanFigures(span_s=span_s, start_unix_s=ts - span_s, end_unix_s=ts, windows=windows,
                        windows_with_group=with_group, shares=dict(shares or {}), mean_probabilities=dict(shares or {}),
-                       species_counts=dict(species), species_windows=min(windows, sum(species.values())))
+                       species_counts=dict(species), species_windows=min(windows, sum(species.values())),
+                       windows_quiet=quiet)
 
 
 def snapshot(ts: float, *spans: SpanFigures) -> SoundscapeSnapshot:

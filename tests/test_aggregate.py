@@ -124,6 +124,32 @@ def test_span_figures(
         assert sum(fig.shares.values()) == pytest.approx(1.0)
 
 
+def quiet(start: float) -> WindowResult:
+    return WindowResult(window_id=f"q{start:.0f}", source="mic:test", start_unix_s=float(start), start_s=0.0,
+                        end_s=5.0, group=GroupPrediction("quiet", {}), tagger_top=(), tagger_top_score=0.0, species=(),
+                        bird_top_score=0.0, rms_dbfs=-95.0, clipped_fraction=0.0, compute_ms=0.1,
+                        status="skipped_quiet")
+
+
+@pytest.mark.parametrize("span", [60, 86400], ids=["raw", "bins"])
+def test_quiet_windows_are_a_share_of_their_own(span: int) -> None:
+    """3 natural, 1 industrial, 6 quiet, 1 failed: the group shares are over the 4 windows a head saw, the quiet share
+    over all 11; a quiet window never counts as natural or industrial, and never in the examples of a group."""
+    results = ([win(T + 5 * i, "natural") for i in range(3)] + [win(T + 15, "industrial")]
+               + [quiet(T + 20 + 5 * i) for i in range(6)] + [win(T + 50, None, status="error")])
+    agg = fed(results)
+    fig = agg.span(span, T + 60)
+    assert (fig.windows, fig.windows_with_group, fig.windows_quiet) == (11, 4, 6)
+    assert fig.shares == {"natural": 0.75, "industrial": 0.25, "other": 0.0}
+    assert fig.quiet_share == round(6 / 11, 6)
+    assert fig.to_dict()["windows_quiet"] == 6 and fig.to_dict()["quiet_share"] == round(6 / 11, 6)
+    assert fig.mean_probabilities["natural"] == pytest.approx((3 * 0.8 + 0.2) / 4)
+    assert [e["window_id"] for e in agg.examples(60, T + 60, group="industrial")] == [f"w{T + 15:.0f}"]
+    only_quiet = fed([quiet(T + 5 * i) for i in range(12)]).span(span, T + 60)
+    assert (only_quiet.shares, only_quiet.quiet_share, only_quiet.share("natural")) == ({}, 1.0, None)
+    assert fed([]).span(span, T).quiet_share is None
+
+
 def test_mean_probabilities_over_windows_with_group_only() -> None:
     fig = fed(MIXED).span(60, T + 60)
     # 6 natural (0.8), 3 industrial (0.2), 1 other (0.3) -> natural mean 0.61; skipped windows do not dilute it

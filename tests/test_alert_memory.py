@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import store_rows
 
 from soundmond import alert_memory
 from soundmond.config import AlertsConfig, StoreConfig
-from soundmond.data import AlertType, LabelScore, WindowResult
+from soundmond.data import AlertType, GroupPrediction, LabelScore, WindowResult
 from soundmond.outputs.store import SavedState, Store, StoreWriter
 from soundmond.soundscape.alerts import AlertEngine
 
@@ -139,3 +140,23 @@ def test_a_full_store_queue_skips_the_save_and_says_so(db: Path, caplog: pytest.
         assert stalled.start().close(timeout=5.0)  # what was queued is written, nothing lost
     assert "the 'alerts' state was not saved this time" in caplog.text
     assert state_rows(db) == []
+
+
+def test_a_quiet_run_survives_the_store(db: Path, writer: StoreWriter) -> None:
+    """RECORDER_SILENT's quiet run is in the stored state: a daemon restarted 50 s into a quiet run raises it when
+    the run reaches alerts.silent_recorder_s (600 s), not 600 s after the restart."""
+    e = engine()
+    for t in range(0, 50, 5):
+        quiet = replace(window(T + t, 0.0), group=GroupPrediction("quiet", {}), status="skipped_quiet", tagger_top=())
+        assert e.on_window(quiet, T + t + 5) == []
+        writer.submit(quiet, [])
+    alert_memory.AlertMemory(writer).save(e, T + 50)
+    assert writer.flush(10.0)
+    with Store(db, StoreConfig()) as reopened:
+        fresh = engine()
+        assert alert_memory.restore(reopened, fresh, T + 50)
+    fired = []
+    for t in range(50, 700, 5):
+        quiet = replace(window(T + t, 0.0), group=GroupPrediction("quiet", {}), status="skipped_quiet", tagger_top=())
+        fired += [(t, a.key) for a in fresh.on_window(quiet, T + t + 5) if a.type is AlertType.RECORDER_SILENT]
+    assert fired == [(595, "RECORDER_SILENT:1")]

@@ -31,11 +31,18 @@ def window_result(**kw: Any) -> WindowResult:
     return WindowResult(**base)
 
 
+def quiet_window() -> WindowResult:
+    return window_result(group=GroupPrediction("quiet", {}), status="skipped_quiet", rms_dbfs=-91.2, species=(),
+                         tagger_top=(), tagger_top_score=0.0, bird_top_score=0.0)
+
+
 def all_payloads() -> list[dict[str, Any]]:
     alert = Alert(AlertType.RARE_SPECIES, "RARE_SPECIES:Bubo bubo", "warning", T, "Eurasian Eagle-Owl heard",
                   {"window_ids": ["w1"], "confidence": 0.8})
+    silent = Alert(AlertType.RECORDER_SILENT, "RECORDER_SILENT:1", "warning", T, "The recorder has been silent",
+                   {"window_id": "w1", "quiet_s": 600.0})
     scape = samples.snapshot(T, samples.span(3600, 700, {"natural": 0.6, "industrial": 0.3, "other": 0.1},
-                                             {"Turdus merula": 3, "Bubo bubo": 9}, ts=T),
+                                             {"Turdus merula": 3, "Bubo bubo": 9}, ts=T, quiet=120),
                              samples.span(60, 0, ts=T))
     out = []
     for st in (STATION, BARE):
@@ -48,6 +55,8 @@ def all_payloads() -> list[dict[str, Any]]:
             messages.alert_payload(alert, st),
             messages.soundscape_payload(scape, st, ts_unix_s=T),
             messages.heartbeat_payload(samples.heartbeat(), st, ts_unix_s=T),
+            messages.window_payload(quiet_window(), st),
+            messages.alert_payload(silent, st),
         ]
     return out
 
@@ -83,13 +92,32 @@ def test_soundscape_payload_from_the_aggregators_snapshot() -> None:
                              samples.span(60, 4, None, {}, ts=T))
     p = messages.soundscape_payload(scape, BARE, ts_unix_s=T)
     assert p["spans"] == [
-        {"span_s": 60, "windows": 4, "windows_with_group": 0, "shares": None, "species": []},
-        {"span_s": 3600, "windows": 700, "windows_with_group": 700,
+        {"span_s": 60, "windows": 4, "windows_with_group": 0, "windows_quiet": 0, "quiet": 0.0, "shares": None,
+         "species": []},
+        {"span_s": 3600, "windows": 700, "windows_with_group": 700, "windows_quiet": 0, "quiet": 0.0,
          "shares": {"natural": 0.6123, "industrial": 0.2877, "other": 0.1},
          "species": [{"scientific_name": "Bubo bubo", "count": 9}, {"scientific_name": "Abies", "count": 3},
                      {"scientific_name": "Turdus merula", "count": 3}]},
     ]
     assert list(p) == ["schema", "type", "station_id", "event_id", "ts", "spans"]
+
+
+def test_quiet_window_and_quiet_share_payloads() -> None:
+    """A quiet window: group "quiet", no shares (no head ran); a span's quiet share is over all its windows and the
+    group shares stay over the windows with a head's group. A v1.0 span without the quiet fields still validates."""
+    w = messages.window_payload(quiet_window(), STATION)
+    assert (w["group"], w["shares"], w["species"], w["status"]) == ("quiet", None, [], "skipped_quiet")
+    messages.validate(w)
+    scape = samples.snapshot(T, samples.span(3600, 700, {"natural": 0.5, "industrial": 0.25, "other": 0.25},
+                                             {}, ts=T, quiet=175))
+    p = messages.soundscape_payload(scape, BARE, ts_unix_s=T)
+    (span,) = p["spans"]
+    assert (span["windows"], span["windows_with_group"], span["windows_quiet"], span["quiet"]) == (700, 525, 175, 0.25)
+    messages.validate(p)
+    old = {k: v for k, v in span.items() if k not in ("windows_quiet", "quiet")}
+    messages.validate({**p, "spans": [old]})
+    with pytest.raises(messages.InvalidMessage, match="quiet"):
+        messages.validate({**p, "spans": [{**span, "quiet": 1.5}]})
 
 
 def test_heartbeat_payload_keeps_its_shape() -> None:

@@ -4,7 +4,10 @@ Every payload soundmond publishes under its topic prefix (except the plain-text 
 `schema` ("soundmond.v1"), `type`, `station_id`, a unique `event_id`, an ISO-8601 UTC `ts` and, when the station's
 coordinates are configured, `location` {lat, lon}. Window, detection and alert event ids derive from what they report
 (`soundmond.identity`): a replayed event keeps its id. The JSON Schemas (draft 2020-12) live in
-`soundmond/outputs/schemas/<type>.v1.json`; a change to a schema bumps its version.
+`soundmond/outputs/schemas/<type>.v1.json`; a change to a schema bumps its version. Additions within v1 (listed in
+each schema's `$comment`, e.g. v1.1: a window's group "quiet", a span's `quiet` and `windows_quiet`) keep every
+earlier field and its meaning, but a consumer validating against an older copy of the v1 files (closed objects,
+closed enums) refuses the new values: it takes the current files from this folder.
 
 Topic tree (prefix defaults to `soundmond/<station_id>`):
 
@@ -181,8 +184,9 @@ def alert_payload(alert: Alert, station: StationConfig) -> dict[str, Any]:
 def soundscape_payload(snapshot: SoundscapeSnapshot, station: StationConfig, *, ts_unix_s: float) -> dict[str, Any]:
     """Rolling shares per span and species counts, spans shortest first, species by count (highest first).
 
-    `windows_with_group` is the number of windows behind the shares (skipped or failed windows have no group);
-    `shares` is null when there is none.
+    `windows_with_group` is the number of windows behind the shares (quiet, skipped or failed windows have no head
+    group); `shares` is null when there is none. `windows_quiet` counts the quiet windows and `quiet` is their share of
+    all the span's windows (null when the span holds none).
     """
     spans = []
     for span in sorted(snapshot.spans, key=lambda s: s.span_s):
@@ -193,6 +197,8 @@ def soundscape_payload(snapshot: SoundscapeSnapshot, station: StationConfig, *, 
                 "span_s": int(span.span_s),
                 "windows": int(span.windows),
                 "windows_with_group": int(span.windows_with_group),
+                "windows_quiet": int(span.windows_quiet),
+                "quiet": number(span.quiet_share, MESSAGE.score, MESSAGE),
                 "shares": (
                     {g: number(span.shares.get(g, 0.0), MESSAGE.score, MESSAGE) for g in GROUPS}
                     if span.shares

@@ -66,7 +66,8 @@ def species_record(s: SpeciesScore, precision: Precision) -> dict[str, Any]:
 def window_record(r: WindowResult, precision: Precision) -> dict[str, Any]:
     """Every field of `r` as plain values, numbers per `precision`.
 
-    `probabilities` is the head's group -> probability dict as it came (None without a group), `tagger_top` a list of
+    `probabilities` is the head's group -> probability dict as it came (None without a group, and for a "quiet" window,
+    which no head saw), `tagger_top` a list of
     {label, score}, `species` a list of `species_record`s, best first.
     """
     p = precision
@@ -80,7 +81,9 @@ def window_record(r: WindowResult, precision: Precision) -> dict[str, Any]:
         "error": r.error,
         "group": r.group.group if r.group is not None else None,
         "probabilities": (
-            {g: number(v, p.score, p) for g, v in r.group.probabilities.items()} if r.group is not None else None
+            {g: number(v, p.score, p) for g, v in r.group.probabilities.items()}
+            if r.group is not None and not r.group.quiet
+            else None
         ),
         "tagger_top": [{"label": t.label, "score": number(t.score, p.score, p)} for t in r.tagger_top],
         "tagger_top_score": number(r.tagger_top_score, p.score, p),

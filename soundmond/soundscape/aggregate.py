@@ -4,9 +4,10 @@ Pure: no threads, no I/O, no clock reads. Every query takes `now` (UTC epoch sec
 `WindowResult.start_unix_s`.
 
 What a span means: the span of S seconds at `now` holds the windows whose *start* lies in [now - S, now). Windows
-without a group (skipped as quiet, or failed) count in `windows` but never in a group: `shares` and
+without a head's group (quiet, skipped by the gate, or failed) count in `windows` but never in a group: `shares` and
 `mean_probabilities` are over `windows_with_group` only, so they sum to 1 whenever there is at least one such window
-(and are empty dicts when there is none). Every figure carries the number of windows behind it.
+(and are empty dicts when there is none). Quiet windows (group "quiet") are counted apart: `windows_quiet`, and
+`quiet_share` = windows_quiet / windows. Every figure carries the number of windows behind it.
 
 Storage, bounded for 24/7 running:
 
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 DAY_S = 86400
 _NO_GROUP = -1
+_QUIET = -2
 _GROUP_INDEX: dict[str, int] = {g: i for i, g in enumerate(GROUPS)}
 
 
@@ -55,7 +57,7 @@ class _Window:
 
     start_unix_s: float
     window_id: str
-    group: int  # index into GROUPS, _NO_GROUP when the models were skipped or failed
+    group: int  # index into GROUPS, _QUIET for a quiet window, _NO_GROUP when the models were skipped or failed
     probabilities: tuple[float, ...]  # per GROUPS, empty without a group
     species: tuple[tuple[str, float], ...]  # (scientific name, confidence), one entry per species
 
@@ -64,6 +66,8 @@ class _Window:
         probs: tuple[float, ...] = ()
         if r.group is None:
             group = _NO_GROUP
+        elif r.group.quiet:
+            group = _QUIET
         else:
             group = _GROUP_INDEX[r.group.group]
             probs = tuple(float(r.group.probabilities.get(g, 0.0)) for g in GROUPS)
@@ -76,11 +80,12 @@ class _Window:
 class _Counts:
     """Sums over any number of windows: one bin, or a span being computed."""
 
-    __slots__ = ("windows", "with_group", "groups", "prob_sums", "species", "species_windows")
+    __slots__ = ("windows", "with_group", "quiet", "groups", "prob_sums", "species", "species_windows")
 
     def __init__(self) -> None:
         self.windows = 0
         self.with_group = 0
+        self.quiet = 0
         self.groups = [0] * len(GROUPS)
         self.prob_sums = [0.0] * len(GROUPS)
         self.species: dict[str, int] = {}
@@ -88,7 +93,9 @@ class _Counts:
 
     def add(self, w: _Window) -> None:
         self.windows += 1
-        if w.group != _NO_GROUP:
+        if w.group == _QUIET:
+            self.quiet += 1
+        elif w.group != _NO_GROUP:
             self.with_group += 1
             self.groups[w.group] += 1
             for i, p in enumerate(w.probabilities):
@@ -101,6 +108,7 @@ class _Counts:
     def merge(self, other: _Counts) -> None:
         self.windows += other.windows
         self.with_group += other.with_group
+        self.quiet += other.quiet
         for i in range(len(GROUPS)):
             self.groups[i] += other.groups[i]
             self.prob_sums[i] += other.prob_sums[i]
@@ -123,6 +131,7 @@ class _Counts:
             mean_probabilities=means,
             species_counts=_sorted_counts(self.species),
             species_windows=self.species_windows,
+            windows_quiet=self.quiet,
         )
 
 
@@ -143,10 +152,16 @@ class SpanFigures:
     mean_probabilities: dict[str, float]  # group -> mean probability over windows_with_group (6 decimals); {} if none
     species_counts: dict[str, int]  # scientific name -> windows with that species, most frequent first
     species_windows: int  # windows with at least one species
+    windows_quiet: int = 0  # windows with the group "quiet" (among windows_without_group)
 
     @property
     def windows_without_group(self) -> int:
         return self.windows - self.windows_with_group
+
+    @property
+    def quiet_share(self) -> float | None:
+        """Quiet windows over all windows of the span (6 decimals), None when the span holds none."""
+        return round(self.windows_quiet / self.windows, 6) if self.windows else None
 
     def share(self, group: str) -> float | None:
         """The share of `group`, or None when no window in the span has a group."""
@@ -160,6 +175,8 @@ class SpanFigures:
             "windows": self.windows,
             "windows_with_group": self.windows_with_group,
             "windows_without_group": self.windows_without_group,
+            "windows_quiet": self.windows_quiet,
+            "quiet_share": self.quiet_share,
             "shares": dict(self.shares),
             "mean_probabilities": dict(self.mean_probabilities),
             "species_counts": dict(self.species_counts),

@@ -5,8 +5,9 @@ the store's `engine_state` table).
 Per key: its rule type, whether it is inside an episode (`active`), since when its condition has been seen false
 (`false_since_s`, hysteresis) and when it last fired (`last_fired_s`, cooldown). `episodes` holds the counters the
 daemon numbers its own alert keys with (capture episodes: `CAPTURE:<n>:lost`), so a new episode after a restart gets
-a new key instead of one still cooling down. Baselines need no state here: the aggregator is rebuilt from the stored
-windows.
+a new key instead of one still cooling down; `silence` the quiet run RECORDER_SILENT follows (soundscape/silence.py;
+absent in states saved before it existed: read as no quiet run). Baselines need no state here: the aggregator is
+rebuilt from the stored windows.
 
 `to_dict()` gives plain JSON types; `from_dict()` reads them back strictly (`ValueError` naming what is wrong), so a
 damaged row is refused whole rather than half-read; only keys of alert types this version does not know are left
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from soundmond.data import AlertType
+from soundmond.soundscape.silence import SilenceState
 
 STATE_VERSION = 1
 
@@ -46,6 +48,7 @@ class EngineState:
     saved_unix_s: float
     keys: tuple[KeyState, ...] = ()
     episodes: Mapping[str, int] = field(default_factory=dict)  # never mutated: from_dict/state() build a new one
+    silence: SilenceState = SilenceState()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -53,6 +56,7 @@ class EngineState:
             "saved_unix_s": self.saved_unix_s,
             "keys": [k.to_dict() for k in self.keys],
             "episodes": dict(self.episodes),
+            "silence": {"quiet_since_s": self.silence.quiet_since_s, "fired": self.silence.fired},
         }
 
     @classmethod
@@ -88,7 +92,12 @@ class EngineState:
             for k, v in raw_episodes.items()
         ):
             raise ValueError("'episodes' is not an object of counters (name: non-negative integer)")
-        return cls(saved, tuple(keys), dict(raw_episodes)), unknown
+        raw_silence = data.get("silence", {})
+        if not isinstance(raw_silence, Mapping) or not isinstance(raw_silence.get("fired", False), bool):
+            raise ValueError("'silence' is not an object with a boolean 'fired' and 'quiet_since_s' (seconds or null)")
+        silence = SilenceState(_time(raw_silence.get("quiet_since_s"), "silence.quiet_since_s"),
+                               bool(raw_silence.get("fired", False)))
+        return cls(saved, tuple(keys), dict(raw_episodes), silence), unknown
 
 
 def _time(value: object, name: str, *, optional: bool = True) -> float | None:

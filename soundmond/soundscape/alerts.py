@@ -21,6 +21,7 @@ CAPTURE_RESTORED       info      chosen by the daemon                        ext
 CAPTURE_FLAT           warning   chosen by the daemon                        external
 CAPTURE_CLIPPED        warning   chosen by the daemon                        external
 FALLING_BEHIND         warning   chosen by the daemon                        external
+RECORDER_SILENT        warning   RECORDER_SILENT:<episode>                   on_window (soundscape/silence.py)
 =====================  ========  =========================================  ============
 
 (`SEVERITY` holds this table; `external` takes the severity from its caller.)
@@ -71,6 +72,7 @@ from soundmond.data import Alert, AlertType, BaselineRule, BaselineStatus, Sever
 from soundmond.identity import alert_id, at_second
 from soundmond.soundscape.aggregate import Aggregator, SpanFigures
 from soundmond.soundscape.alert_state import EngineState, KeyState
+from soundmond.soundscape.silence import SilenceWatch
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ SEVERITY: dict[AlertType, Severity] = {
     AlertType.CAPTURE_FLAT: "warning",
     AlertType.CAPTURE_CLIPPED: "warning",
     AlertType.FALLING_BEHIND: "warning",
+    AlertType.RECORDER_SILENT: "warning",
 }
 MIN_COVERAGE = 0.8
 EXAMPLES = 5  # example windows in span-rule evidence
@@ -138,6 +141,7 @@ class AlertEngine:
         self._rare_names = {n.strip().casefold() for n in config.rare_species if n.strip()}
         self._states: dict[str, _KeyState] = {}
         self._episodes: dict[str, int] = {}
+        self._silence = SilenceWatch(config.silent_recorder_s)
 
     def enabled(self, alert_type: AlertType) -> bool:
         return alert_type not in self._disabled
@@ -157,6 +161,15 @@ class AlertEngine:
             alerts += self._observe(AlertType.LOW_CONFIDENCE, self._low_confidence(result), now, origin)
         if self.enabled(AlertType.UNKNOWN_SOUND):
             alerts += self._observe(AlertType.UNKNOWN_SOUND, self._unknown(result), now, origin)
+        quiet_s = self._silence.observe(result)  # followed even when disabled, so enabling it later is on time
+        if quiet_s is not None and self.enabled(AlertType.RECORDER_SILENT):
+            key = f"RECORDER_SILENT:{self.next_episode('RECORDER_SILENT')}"  # once per episode: no cooldown
+            alerts.append(self._make(AlertType.RECORDER_SILENT, key, now, _Draft(
+                f"The recorder has been silent for {quiet_s:.0f} s (digital silence or below the quiet floor) "
+                f"up to window {_short(result.window_id)}: check the microphone, its cable and its gain",
+                {"window_id": result.window_id, "quiet_since_unix_s": self._silence.state.quiet_since_s,
+                 "quiet_s": quiet_s, "rms_dbfs": result.rms_dbfs, "silent_recorder_s": self.config.silent_recorder_s},
+            ), SEVERITY[AlertType.RECORDER_SILENT], origin))
         return alerts
 
     def on_tick(self, aggregator: Aggregator, now: float) -> list[Alert]:
@@ -213,7 +226,7 @@ class AlertEngine:
         """What this engine remembers (every key still active or cooling down, the episode counters), for the store."""
         keys = tuple(KeyState(k, st.type, st.active, st.false_since_s, st.last_fired_s)
                      for k, st in sorted(self._states.items()))
-        return EngineState(now, keys, dict(self._episodes))
+        return EngineState(now, keys, dict(self._episodes), self._silence.state)
 
     def load_state(self, state: EngineState, now: float) -> None:
         """After a restart: take over the state `state()` gave before it, so a key fired inside its cooldown does not
@@ -234,6 +247,7 @@ class AlertEngine:
                 self._states[ks.key] = st
         for name, count in state.episodes.items():
             self._episodes[name] = max(self._episodes.get(name, 0), count)
+        self._silence.state = state.silence
         if dropped:
             logger.info("alert state: %d keys this configuration does not raise were dropped: %s", len(dropped),
                         ", ".join(dropped))
