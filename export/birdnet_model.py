@@ -51,7 +51,8 @@ from export.tflite_tools import (
     run_litert,
     set_batch_dim,
 )
-from soundmond.models.sidecar import LICENCES, Parity, Sidecar, SourceInfo, TensorSpec, sha256_file, write_sidecar
+from soundmond.identity import file_sha256
+from soundmond.models.sidecar import LICENCES, Parity, Sidecar, SourceInfo, TensorSpec, write_sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def resolve_sources(args: argparse.Namespace) -> Sources:
 
 
 def check_sha256(path: Path, expected: str | None) -> str:
-    actual = sha256_file(path)
+    actual = file_sha256(path)
     if expected is not None:
         if not _HEX64.match(expected.strip()):
             raise ExportError(f"--sha256 {expected!r} is not a 64-digit hexadecimal sha256")

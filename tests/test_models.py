@@ -13,6 +13,7 @@ import pytest
 
 from soundmond.capture.audio import load_audio
 from soundmond.config import BirdConfig, ConfigError, LocationFilterConfig, TaggerConfig
+from soundmond.identity import file_sha256
 from soundmond.models.birds import (
     BIRDNET_SOUND_CLASSES_V24,
     BirdnetMetaModel,
@@ -27,7 +28,7 @@ from soundmond.models.sessions import (
     frame_starts,
     make_session,
 )
-from soundmond.models.sidecar import ModelFolderError, model_digest, read_sidecar, sha256_file, write_sidecar
+from soundmond.models.sidecar import ModelFolderError, model_digest, read_sidecar, write_sidecar
 from soundmond.models.taggers import AstTagger, YamnetTagger, load_tagger
 from soundmond.protocols import BirdModel, Tagger
 
@@ -104,7 +105,7 @@ def test_label_count_mismatch_is_refused(yamnet_dir: Path, tmp_path: Path) -> No
     labels = folder / "labels.csv"
     labels.write_text("\n".join(labels.read_text().splitlines()[:-1]) + "\n")  # one label fewer
     sidecar = read_sidecar(folder)
-    files = dict(sidecar.files, **{"labels.csv": sha256_file(labels)})  # checksums consistent: only the count is off
+    files = dict(sidecar.files, **{"labels.csv": file_sha256(labels)})  # checksums consistent: only the count is off
     write_sidecar(folder, sidecar.model_copy(update={"files": files}))
     with pytest.raises(ModelFolderError, match="520 labels but model.json says label_count 521"):
         check_sidecar(folder, "yamnet", TaggerConfig(path=folder))

@@ -15,6 +15,7 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from soundmond.errors import HintedError
+from soundmond.identity import file_sha256
 
 SIDECAR_NAME = "model.json"
 SIDECAR_SCHEMA_VERSION: Final = 1
@@ -106,14 +107,6 @@ class Sidecar(_Strict):
         raise KeyError(name)
 
 
-def sha256_file(path: Path, block_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(block_bytes):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_digest(sidecar: Sidecar, model_file: str = "model.onnx") -> str:
     """A sha256 naming the model exactly: the model file's own checksum, or - when its weights live in ONNX
     external-data files beside it (`model.onnx.data`) - the sha256 of the "name:sha256" lines of the graph and
@@ -165,7 +158,7 @@ def verify_folder(folder: Path, expected_family: str | None = None) -> Sidecar:
         path = folder / name
         if not path.is_file():
             raise ModelFolderError(folder, f"{name} is missing", "re-export the model folder")
-        actual = sha256_file(path)
+        actual = file_sha256(path)
         if actual != digest:
             raise ModelFolderError(
                 folder,

@@ -54,10 +54,11 @@ import soundfile as sf
 from tqdm import tqdm
 
 from soundmond.errors import ExitCode, HintedError
+from soundmond.identity import file_sha256
 from soundmond.logs import setup_logging
 from soundmond.models.birds import is_sound_class, split_birdnet_label
 from soundmond.models.sessions import read_labels as read_model_labels
-from soundmond.models.sidecar import ModelFolderError, sha256_file, verify_folder
+from soundmond.models.sidecar import ModelFolderError, verify_folder
 from soundmond.workbench.esc50 import __doc__ as esc50_doc
 from soundmond.workbench.esc50 import add_esc50_arguments, run_esc50
 from soundmond.workbench.labels import LabelsError, read_label_rows
@@ -391,7 +392,7 @@ class XenoCantoClient:
             "country": rec.country, "location": rec.location, "latitude": rec.latitude, "longitude": rec.longitude,
             "date": rec.date, "time": rec.time, "quality": rec.quality, "sound_type": rec.sound_type,
             "no_derivatives": "true" if rec.no_derivatives else "false",
-            "sha256": sha256_file(self.out / relative),
+            "sha256": file_sha256(self.out / relative),
         }
 
     async def collect(self, species: Sequence[str]) -> Outcome:

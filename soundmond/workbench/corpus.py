@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from soundmond.data import GROUPS
-from soundmond.models.sidecar import sha256_file
+from soundmond.identity import file_sha256
 from soundmond.workbench.labels import LabelsError, read_label_rows
 
 
@@ -158,14 +158,14 @@ def read_corpus(corpus: Path) -> list[Clip]:
 def training_files_sha256(clips: Sequence[Clip]) -> dict[str, str]:
     """Every training clip's content hash (sha256 of the file's bytes), by its name in the labels: recorded with a
     head so that `evaluate` can tell which evaluated files the head saw, wherever they are stored."""
-    return {clip.file: sha256_file(clip.path) for clip in clips}
+    return {clip.file: file_sha256(clip.path) for clip in clips}
 
 
 def training_data_sha256(corpus: Path, clips: Sequence[Clip]) -> str:
     """The corpus head's training-data checksum: labels.csv and every clip's file (what `evaluate` compares)."""
     digest = hashlib.sha256((corpus / "labels.csv").read_bytes())
     for clip in clips:
-        digest.update(f"{clip.file}:{sha256_file(clip.path)}\n".encode())
+        digest.update(f"{clip.file}:{file_sha256(clip.path)}\n".encode())
     return digest.hexdigest()
 
 

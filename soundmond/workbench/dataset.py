@@ -22,8 +22,8 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from soundmond.capture.audio import load_audio, resample
+from soundmond.identity import file_sha256
 from soundmond.models.birds import BirdnetModel
-from soundmond.models.sidecar import sha256_file
 from soundmond.models.taggers import AstTagger, YamnetTagger
 from soundmond.workbench.corpus import Clip
 
@@ -78,7 +78,7 @@ def clip_features(
     YAMNet gives every block from its frame outputs; a tagger without them (AST: one output per window) gives
     `probabilities` and `embedding` through `tag`, as the daemon's analyzer does.
     """
-    file_sha = sha256_file(path)
+    file_sha = file_sha256(path)
     windows: list[npt.NDArray[np.float32]] | None = None
     rate = 0
 

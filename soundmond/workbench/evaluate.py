@@ -58,10 +58,11 @@ from soundmond.data import GROUPS
 from soundmond.errors import ExitCode
 from soundmond.head.loader import load_head
 from soundmond.head.meta import HEAD_CLASSES, HeadError, head_features
+from soundmond.identity import file_sha256
 from soundmond.logs import setup_logging
 from soundmond.models.birds import BirdnetMetaModel, BirdnetModel, birdnet_week
 from soundmond.models.sessions import sigmoid
-from soundmond.models.sidecar import ModelFolderError, sha256_file, verify_folder
+from soundmond.models.sidecar import ModelFolderError, verify_folder
 from soundmond.models.taggers import load_tagger
 from soundmond.workbench.corpus import training_data_sha256
 from soundmond.workbench.crossval import evaluate
@@ -288,7 +289,7 @@ def evaluate_groups(
     metrics = evaluate(y_true, proba)
     predicted = np.array(HEAD_CLASSES)[proba.argmax(axis=1)]
     seen = training_hashes(head)
-    file_in = {f: seen is not None and sha256_file(path) in seen for f, path in
+    file_in = {f: seen is not None and file_sha256(path) in seen for f, path in
                {r.file: r.path for r in rows if r.group}.items() if f in {w for w, _ in where}}
     errors = [
         {"file": f, "start_s": s, "end_s": s + WINDOW_S, "true": t, "predicted": p,

@@ -54,8 +54,9 @@ import yaml
 from soundmond.data import GROUPS
 from soundmond.errors import ExitCode
 from soundmond.head.meta import HEAD_CLASSES, HEAD_SUFFIXES, HeadError, feature_parts
+from soundmond.identity import file_sha256
 from soundmond.logs import setup_logging
-from soundmond.models.sidecar import ModelFolderError, sha256_file
+from soundmond.models.sidecar import ModelFolderError
 from soundmond.workbench.corpus import ESC50, Clip, source_dataset, source_group
 from soundmond.workbench.crossval import FEATURE_SETS, TrainError, per_category_recall, shippable
 from soundmond.workbench.dataset import WINDOW_S, window_starts
@@ -179,7 +180,7 @@ def training_checksum(inputs: Sequence[Path], mapping: Path | None, clips: Seque
     for path in [*inputs, *([mapping] if mapping else [])]:
         digest.update(path.read_bytes())
     for clip in clips:
-        digest.update(f"{clip.file}:{clip.group}:{sha256_file(clip.path)}\n".encode())
+        digest.update(f"{clip.file}:{clip.group}:{file_sha256(clip.path)}\n".encode())
     return digest.hexdigest()
 
 
