@@ -296,17 +296,6 @@ def test_outbox_order_and_mark_sent(store: Store) -> None:
     assert (counts.pending, counts.sent, counts.dropped) == (3, 2, 0)
 
 
-def test_outbox_requeue_rows_sent_since(store: Store) -> None:
-    store.write_batch([], [], [item("detection", n=i) for i in range(4)])
-    rows = store.outbox_pending(10)
-    store.outbox_mark_sent([rows[0].id], now=1000.0)
-    store.outbox_mark_sent([rows[1].id, rows[2].id], now=1030.0)
-    assert store.outbox_requeue_sent_since(1020.0) == 2  # rows 1 and 2: sent inside the window
-    assert [r.id for r in store.outbox_pending(10)] == [r.id for r in rows[1:]]  # replayed in id order
-    assert store.outbox_requeue_sent_since(1020.0) == 0
-    assert store.outbox_counts().sent == 1  # row 0, sent before the window, stays sent
-
-
 def test_outbox_event_already_queued_is_not_queued_again(store: Store) -> None:
     store.write_batch([], [], [OutboxItem("detection", "same", {"n": 1})])
     store.write_batch([], [], [OutboxItem("detection", "same", {"n": 2})])  # a replay of the same event

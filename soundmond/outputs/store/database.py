@@ -276,17 +276,6 @@ class Store:
                 marked += cur.rowcount
         return marked
 
-    def outbox_requeue_sent_since(self, since_unix_s: float) -> int:
-        """Make rows marked sent at or after `since_unix_s` pending again (the publisher calls it after a lost
-        connection: the broker may have lost what it acknowledged just before); returns how many. Sent rows that
-        retention already deleted (`store.outbox_keep_sent_s`) cannot come back."""
-        with self._wlock, self._transaction(self._wconn, "re-queueing outbox rows"):
-            cur = self._wconn.execute(
-                "UPDATE outbox SET sent_unix_s = NULL WHERE sent_unix_s IS NOT NULL AND sent_unix_s >= ?",
-                (float(since_unix_s),),
-            )
-            return int(cur.rowcount)
-
     def outbox_mark_attempt(self, ids: Sequence[int]) -> None:
         """Count a publish attempt for these rows (the publisher calls it before publishing)."""
         with self._wlock, self._transaction(self._wconn, "counting outbox attempts"):
