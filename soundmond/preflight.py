@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from soundmond.config import ConfigProblem, FileSourceConfig, LoadedConfig, MicSourceConfig
 from soundmond.errors import ExitCode
@@ -52,6 +54,15 @@ class Preflight:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def refused(self, file: TextIO | None = None) -> ExitCode | None:
+        """None when nothing is refused; else every problem on `file` (default stderr), one a line, and the exit code
+        `run` gives for them."""
+        if self.ok:
+            return None
+        for problem in self.problems:
+            print(str(problem), file=file or sys.stderr)
+        return self.exit_code
 
 
 def preflight(loaded: LoadedConfig, *, quick: bool = False, source_override: Path | None = None,

@@ -48,11 +48,9 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_with_logging(args.config, args.verbose)
     except ConfigError as exc:
         return report_config_error(exc)
-    checked = preflight(loaded, models_only=True)  # what run would refuse in the models, with run's words
-    if not checked.ok:
-        for problem in checked.problems:
-            print(str(problem), file=sys.stderr)
-        return checked.exit_code
+    # what run would refuse in the models, with run's words
+    if (refused := preflight(loaded, models_only=True).refused()) is not None:
+        return refused
     try:
         session = build_session(loaded)
     except ModelLoadError as exc:

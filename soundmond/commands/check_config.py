@@ -30,9 +30,7 @@ def run(args: argparse.Namespace) -> int:
     result = preflight(loaded, quick=args.quick)
     for warning in result.warnings:
         print(str(warning), file=sys.stderr)
-    for problem in result.problems:
-        print(str(problem))
-    if not result.ok:
-        return int(result.exit_code)
+    if (refused := result.refused(sys.stdout)) is not None:
+        return refused
     print(f"ok: {loaded.path or 'built-in defaults (no config file found)'}")
     return ExitCode.OK

@@ -37,10 +37,8 @@ def run(args: argparse.Namespace) -> int:
     result = preflight(loaded, source_override=args.source)
     for warning in result.warnings:
         logger.warning("%s", warning)
-    if not result.ok:
-        for problem in result.problems:
-            print(str(problem), file=sys.stderr)
-        return int(result.exit_code)
+    if (refused := result.refused()) is not None:
+        return refused
     failed: list[tuple[Path, str]] = []  # appended on the capture thread, read once the daemon has returned
     code = run_daemon(loaded, source_override=args.source, realtime=args.realtime, reanalyze=args.reanalyze,
                       on_input_error=lambda path, problem: failed.append((path, problem)))

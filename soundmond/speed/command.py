@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from soundmond.capture.audio import AudioError
+from soundmond.commands.common import report_config_error
 from soundmond.config import ConfigError, load_config
 from soundmond.errors import ExitCode
 from soundmond.head.meta import HeadError
+from soundmond.logs import setup_logging
 from soundmond.models.sidecar import ModelFolderError
 from soundmond.preflight import preflight
 from soundmond.speed.common import DEFAULT_CORPUS, BenchError
@@ -72,13 +74,8 @@ def refusal(config: Path | None) -> ExitCode | None:
     try:
         loaded = load_config(config)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(str(problem), file=sys.stderr)
-        return ExitCode.USAGE
-    result = preflight(loaded, models_only=True)
-    for problem in result.problems:
-        print(str(problem), file=sys.stderr)
-    return None if result.ok else result.exit_code
+        return report_config_error(exc)
+    return preflight(loaded, models_only=True).refused()
 
 
 def run_quick_report(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], str, str]:
@@ -115,8 +112,7 @@ def run_bench(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     if args.quick and (refused := refusal(args.config)) is not None:
         return refused
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr, force=True)
+    setup_logging("INFO")
     tmp = Path(tempfile.mkdtemp(prefix="soundmond-bench-"))
     try:
         report, text, stem = run(args, tmp)
