@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import soundfile as sf
 import store_rows
+from configs import daemon_config
 from fakes import SlowTagger
 
 from soundmond.analysis import build_session
@@ -32,15 +33,6 @@ from soundmond.protocols import Tagger
 from soundmond.sdnotify import Notifier
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def write_config(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, extra: str = "") -> Path:
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(
-        f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{path: {birdnet_dir}}}\n"
-        f"store: {{path: {tmp_path / 'soundmond.db'}, flush_interval_s: 0.2}}\n" + extra
-    )
-    return cfg
 
 
 def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -70,7 +62,7 @@ def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
 
 def test_run_replays_recordings_into_the_store(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path,
                                                fixture_audio: Path) -> None:
-    cfg = write_config(tmp_path, yamnet_dir, birdnet_dir)
+    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir)
     proc = subprocess.run([sys.executable, "-m", "soundmond.cli", "run", "--config", str(cfg), "--source",
                            str(fixture_audio)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -91,7 +83,7 @@ def test_run_replays_recordings_into_the_store(tmp_path: Path, yamnet_dir: Path,
 
 def test_sigterm_stops_capture_first_and_flushes(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path,
                                                  fixture_audio: Path) -> None:
-    cfg = write_config(tmp_path, yamnet_dir, birdnet_dir)
+    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir)
     db = tmp_path / "soundmond.db"
     proc = subprocess.Popen([sys.executable, "-m", "soundmond.cli", "run", "--config", str(cfg), "--source",
                              str(fixture_audio), "--realtime"], cwd=REPO, stderr=subprocess.PIPE, text=True)
@@ -119,7 +111,7 @@ def test_a_restart_within_the_cooldown_does_not_raise_the_alert_again(
     """The wind recording raises UNKNOWN_SOUND (no tag nor bird reaches 0.3). A second run on another recording that
     raises it too (the same wind 1 dB quieter: other content, other name), seconds later and so inside the 3600-s
     cooldown, takes over the stored alert state and does not raise it again: the alert is stored once."""
-    cfg = write_config(tmp_path, yamnet_dir, birdnet_dir)
+    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir)
     db = tmp_path / "soundmond.db"
     wind = fixture_audio / "whisp_field_wind.flac"
     audio, rate = sf.read(wind, dtype="float32")
@@ -140,14 +132,14 @@ def test_a_restart_within_the_cooldown_does_not_raise_the_alert_again(
     assert [a["key"] for a in store_rows.alerts(db)] == ["UNKNOWN_SOUND"]  # ... and raised nothing new
 
     # the contrast: the second recording alone, into a store without that memory, raises it
-    alone = write_config(tmp_path / "other", yamnet_dir, birdnet_dir)
+    alone = daemon_config(tmp_path / "other", yamnet_dir, birdnet_dir)
     fresh = run_cli(alone, "--source", str(quieter))
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert [a["key"] for a in store_rows.alerts(tmp_path / "other" / "soundmond.db")] == ["UNKNOWN_SOUND"]
 
 
 def test_no_model_folder_exits_3(tmp_path: Path, birdnet_dir: Path, fixture_audio: Path) -> None:
-    cfg = write_config(tmp_path, tmp_path / "nowhere", birdnet_dir)
+    cfg = daemon_config(tmp_path, tmp_path / "nowhere", birdnet_dir)
     proc = subprocess.run([sys.executable, "-m", "soundmond.cli", "run", "--config", str(cfg), "--source",
                            str(fixture_audio)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3
@@ -168,7 +160,7 @@ def make_daemon(tmp_path: Path, cfg_path: Path, tagger: Tagger, *, live: bool, n
 
 def test_slow_model_keeps_the_backlog_bounded_and_counts_drops(tmp_path: Path, yamnet_dir: Path,
                                                                birdnet_dir: Path, fixture_audio: Path) -> None:
-    cfg = write_config(tmp_path, yamnet_dir, birdnet_dir,
+    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir,
                        "windows: {backlog_windows: 2, backlog_policy: drop_oldest}\n")
     loaded = load_config(cfg)
     tagger = SlowTagger(YamnetTagger(yamnet_dir, loaded.config.models.tagger), delay_s=0.3)
@@ -199,7 +191,7 @@ def test_slow_model_keeps_the_backlog_bounded_and_counts_drops(tmp_path: Path, y
 
 
 def test_file_replay_never_drops(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path) -> None:
-    cfg = write_config(tmp_path, yamnet_dir, birdnet_dir, "windows: {backlog_windows: 1}\n")
+    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir, "windows: {backlog_windows: 1}\n")
     loaded = load_config(cfg)
     tagger = SlowTagger(YamnetTagger(yamnet_dir, loaded.config.models.tagger), delay_s=0.05)
     daemon, _, _ = make_daemon(tmp_path, cfg, tagger, live=False, fixture_audio=fixture_audio)
@@ -214,7 +206,7 @@ def test_sd_notify_ready_after_audio_and_watchdog_stops_when_wedged(tmp_path: Pa
     sock.bind(str(sock_path))
     sock.settimeout(0.2)
     messages: list[tuple[float, str]] = []
-    cfg = write_config(tmp_path, yamnet_dir, birdnet_dir)
+    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir)
     loaded = load_config(cfg)
     gate = threading.Event()
     tagger = SlowTagger(YamnetTagger(yamnet_dir, loaded.config.models.tagger), delay_s=0.0, gate=gate)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import store_rows
+from configs import daemon_config
 
 from soundmond.analysis import Analyzer, rms_dbfs
 from soundmond.capture.files import FileSource
@@ -41,15 +42,6 @@ def write(path: Path, samples: np.ndarray) -> Path:
     return path
 
 
-def config(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, extra: str = "") -> Path:
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(
-        f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{path: {birdnet_dir}}}\n"
-        f"store: {{path: {tmp_path / 'soundmond.db'}, flush_interval_s: 0.2}}\n" + extra
-    )
-    return cfg
-
-
 def stamp(unix_s: float) -> str:
     return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).strftime("%Y%m%d_%H%M%S")
 
@@ -66,7 +58,7 @@ def test_analyze_calls_silence_and_hiss_quiet(tmp_path: Path, yamnet_dir: Path, 
     audio = tmp_path / "audio"
     write(audio / "muted_20240501_120000.flac", np.zeros(120 * RATE, np.float32))
     write(audio / "hiss_20240501_120200.flac", hiss(10, -90))
-    cfg = config(tmp_path, yamnet_dir, birdnet_dir, "alerts: {silent_recorder_s: 60}\n")
+    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir, "alerts: {silent_recorder_s: 60}\n")
     proc = cli("analyze", str(audio), "--config", str(cfg), "--summary")
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -83,7 +75,7 @@ def test_analyze_calls_silence_and_hiss_quiet(tmp_path: Path, yamnet_dir: Path, 
     assert [a["key"] for a in silent] == ["RECORDER_SILENT:1"]  # zeros and hiss are one quiet episode
 
     (tmp_path / "off").mkdir()
-    off = config(tmp_path / "off", yamnet_dir, birdnet_dir, "windows: {quiet_below_dbfs: null}\n")
+    off = daemon_config(tmp_path / "off", yamnet_dir, birdnet_dir, "windows: {quiet_below_dbfs: null}\n")
     proc = cli("analyze", str(audio / "hiss_20240501_120200.flac"), "--config", str(off))
     assert proc.returncode == 0, proc.stderr[-3000:]
     ran = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -103,7 +95,7 @@ def test_the_daemon_stores_quiet_windows_and_one_recorder_silent_per_episode(
     bird, rate = sf.read(fixture_audio / "oss_birds_10s.flac", dtype="float32", always_2d=True)
     sf.write(bird_name, bird, rate)
     write(hiss_name, np.concatenate([hiss(10, -90), np.zeros(110 * RATE, np.float32)]))
-    cfg = config(tmp_path, yamnet_dir, birdnet_dir, "alerts: {silent_recorder_s: 60}\n")
+    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir, "alerts: {silent_recorder_s: 60}\n")
     proc = cli("run", "--config", str(cfg), "--source", str(audio))
     assert proc.returncode == 0, proc.stderr[-3000:]
     db = tmp_path / "soundmond.db"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import store_rows
+from configs import daemon_config
 
 from soundmond.cli import main
 from soundmond.errors import ExitCode
@@ -19,13 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def write_config(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, source: Path | None = None) -> Path:
-    cfg = tmp_path / "config.yaml"
-    text = (f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{path: {birdnet_dir}}}\n"
-            f"store: {{path: {tmp_path / 'soundmond.db'}, flush_interval_s: 0.2}}\n")
-    if source is not None:
-        text += f"source: {{type: file, path: {source}}}\n"
-    cfg.write_text(text)
-    return cfg
+    return daemon_config(tmp_path, yamnet_dir, birdnet_dir,
+                         f"source: {{type: file, path: {source}}}\n" if source is not None else "")
 
 
 def run(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
