@@ -95,11 +95,29 @@ class SpeciesScore:
     occurrence: float | None = None  # meta-model occurrence at the station's location/week, when known
 
 
+@dataclass(frozen=True)
+class ChunkDetection:
+    """One species in one bird-model chunk of the stream-aligned grid (BirdNET's unit of detection: a 3-s chunk
+    starting every `models.birds.stride_s` seconds from the start of the file or capture session). A window holds the
+    chunks that END within it (see `soundmond.models.grid`)."""
+
+    scientific_name: str
+    common_name: str
+    confidence: float  # sigmoid(sensitivity * logit) in this chunk
+    start_s: float  # chunk start within its source (file or capture session), seconds
+    end_s: float  # chunk end within its source, seconds (start_s + the model's chunk length)
+    start_unix_s: float  # chunk start, UTC epoch seconds
+    end_unix_s: float
+    occurrence: float | None = None  # meta-model occurrence at the station's location/week, when known
+
+
 @dataclass(frozen=True, eq=False)
 class BirdOutput:
     species: tuple[SpeciesScore, ...]  # kept species (above min confidence, filters applied), best first
     top_score: float  # best confidence of any species before filtering (for LOW_CONFIDENCE / UNKNOWN_SOUND)
     embedding: npt.NDArray[np.float32] | None = None  # [1024] mean over chunks
+    # every kept species in every chunk of the window (chunk start order, then best first); `species` is their max
+    detections: tuple[ChunkDetection, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,6 +149,9 @@ class WindowResult:
     compute_ms: float
     status: Literal["ok", "skipped_quiet", "error"] = "ok"
     error: str | None = None
+    # the kept species of every bird-model chunk that ends in this window (chunk start order, then best first);
+    # `species` holds each species' best chunk
+    detections: tuple[ChunkDetection, ...] = ()
 
 
 @dataclass(frozen=True)
