@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
+import store_rows
 
+from soundmond.config import StoreConfig
 from soundmond.data import ChunkDetection, GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.outputs.store import Store
 from soundmond.soundscape.aggregate import DAY_S, Aggregator, RunTotals
 from soundmond.soundscape.species import RunSpecies, SpeciesSpans, SpeciesSummary
 
@@ -180,3 +184,19 @@ def test_run_totals_summarise_every_window_whatever_its_date() -> None:
 def test_bad_longest_span_is_refused() -> None:
     with pytest.raises(ValueError, match="longest_span_s must be positive"):
         SpeciesSpans(0)
+
+
+def test_the_stores_aggregates_row_carries_the_summaries(tmp_path: Path) -> None:
+    """The store keeps the snapshot's JSON: the species summaries come back from a real SQLite file."""
+    agg = Aggregator([60, 3600])
+    agg.add(window(T, [(BLACKBIRD, T + 1, 0.8), (BLACKBIRD, T + 2, 0.6)]))
+    snap = agg.snapshot(T + 60)
+    store = Store(tmp_path / "s.db", StoreConfig())
+    try:
+        store.write_aggregate(T + 60, snap)
+    finally:
+        store.close()
+    (row,) = store_rows.aggregates(tmp_path / "s.db")
+    stored = row["snapshot"]["spans"][1]["species_summary"]
+    assert stored == [s.to_dict() for s in snap.span(3600).species_summary]
+    assert (stored[0]["scientific_name"], stored[0]["detections"], stored[0]["minutes"]) == (BLACKBIRD[0], 2, 1)
