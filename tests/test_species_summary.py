@@ -4,6 +4,8 @@ query takes `now`; windows made by hand with chunk detections (ChunkDetection) o
 from __future__ import annotations
 
 import json
+import math
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -200,3 +202,38 @@ def test_the_stores_aggregates_row_carries_the_summaries(tmp_path: Path) -> None
     stored = row["snapshot"]["spans"][1]["species_summary"]
     assert stored == [s.to_dict() for s in snap.span(3600).species_summary]
     assert (stored[0]["scientific_name"], stored[0]["detections"], stored[0]["minutes"]) == (BLACKBIRD[0], 2, 1)
+
+
+def test_spans_agree_with_a_count_by_hand_and_late_detections_update_cached_hours() -> None:
+    """Random chunk detections over 3 h (some arriving late, behind newer ones): every span at every `now` equals a
+    count over the detections themselves (the whole minutes the span touches), also after the hour sums are cached."""
+    rng = random.Random(16)
+    birds = [BLACKBIRD, ROBIN, ("Sylvia atricapilla", "Eurasian Blackcap")]
+    heard: list[tuple[str, float, float]] = []  # (species, chunk start, confidence)
+    spans = SpeciesSpans(86400)
+
+    def by_hand(span_s: int, now: float) -> dict[str, tuple[int, int, float, float, float]]:
+        lo, hi = math.floor((now - span_s) / 60), math.ceil(now / 60)
+        out: dict[str, tuple[int, int, float, float, float]] = {}
+        for name in {h[0] for h in heard}:
+            mine = [h for h in heard if h[0] == name and lo <= math.floor(h[1] / 60) < hi]
+            if mine:
+                out[name] = (len(mine), len({math.floor(h[1] / 60) for h in mine}), min(h[1] for h in mine),
+                             max(h[1] for h in mine) + 3.0, max(h[2] for h in mine))
+        return out
+
+    def check(now: float) -> None:
+        for span_s in (60, 600, 3600, 7200, 86400):
+            got = {name: (s.detections, s.minutes, s.first_unix_s, s.last_unix_s, s.max_confidence)
+                   for name, s in summary(spans, span_s, now).items()}
+            assert got == by_hand(span_s, now), (span_s, now)
+
+    for k in range(400):
+        start = T + 27 * k + rng.choice([0, 0, 0, -2000])  # now and then a window from half an hour back
+        chunks = [(b, float(start + rng.randrange(0, 3)), round(rng.random(), 3)) for b in birds if rng.random() < 0.5]
+        chunks = list({(b[0], c0): (b, c0, conf) for b, c0, conf in chunks}.values())
+        spans.add(window(start, chunks, wid=f"r{k}"))
+        heard.extend((b[0], c0, conf) for b, c0, conf in chunks)
+        if k % 50 == 49:
+            check(T + 27 * k + rng.choice([0, 13.5, 59.0]))
+    check(T + 27 * 400)
