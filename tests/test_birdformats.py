@@ -262,3 +262,21 @@ def test_analyze_writes_raven_tables_and_the_species_summary(config: Path, fixtu
         named = [r for r in chunk_rows if r["Species Code"].startswith("Cranioleuca erythrops_")]
         assert len(named) == spinetail["detections"]
         assert max(float(r["Confidence"]) for r in named) == pytest.approx(spinetail["max_confidence"], abs=1e-4)
+
+
+def test_analyze_birdnet_csv_on_stdout_is_one_table(config: Path, fixture_audio: Path) -> None:
+    """Real models, birdnet-csv on stdout: nothing but the table (read with the csv module), its rows naming the file;
+    with --summary on stdout as well it is refused before any model loads."""
+    birds = str(fixture_audio / "oss_birds_10s.flac")
+    proc = analyze(birds, "--config", str(config), "--format", "birdnet-csv")
+    assert proc.returncode == 0, proc.stderr
+    reader = csv.DictReader(io.StringIO(proc.stdout))
+    rows = list(reader)
+    assert reader.fieldnames == CSV_COLUMNS
+    for r in rows:
+        assert r["File"] == birds
+        assert 0.0 <= float(r["Start (s)"]) < float(r["End (s)"]) <= 10.5
+        assert 0.0 < float(r["Confidence"]) <= 1.0 and len(r["Confidence"].split(".")[1]) == 4
+    refused = analyze(birds, "--config", str(config), "--format", "birdnet-csv", "--summary")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "--summary would mix JSON into the birdnet-csv table on stdout - give --out DIR" in refused.stderr
