@@ -353,13 +353,15 @@ def load_average() -> str:
 
 
 def markdown_table(rows: Sequence[GridRow]) -> str:
-    head = ("| stride s | sensitivity (logit x) | min_confidence | recall | false det/h | false species/h | "
-            "false clips | chunks/h corpus | chunks/h stream | chunks ratio | model ms/h | ms ratio |")
+    head = ("| stride s | sensitivity (logit x) | min_confidence | recall | labelled det/h | false det/h | "
+            "false species/h | false clips | chunks/h corpus | chunks/h stream | chunks ratio | model ms/h | "
+            "ms ratio |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
             f"| {r.stride_s:g} | {r.sensitivity:g} (x{r.logit_scale:g}) | {r.rule} | "
-            f"{r.recall:.3f} ({r.recalled}/{r.species_files}) | {r.false_per_h:.0f} | {r.false_species_per_h:.0f} | "
+            f"{r.recall:.3f} ({r.recalled}/{r.species_files}) | {r.hits_per_h:.0f} | {r.false_per_h:.0f} | "
+            f"{r.false_species_per_h:.0f} | "
             f"{r.false_clips}/{r.nonbird_clips} | {r.chunks_per_h:.0f} | {r.stream_chunks_per_h:.0f} | "
             f"{r.chunks_ratio:.3f} | {r.ms_per_h:.0f} | {r.ms_ratio:.3f} |"
         )
@@ -383,13 +385,19 @@ def markdown_report(report: dict[str, Any], rows: Sequence[GridRow]) -> str:
         f"of model time; every stride's chunks are a subset of that grid (checked per file)",
         "",
         markdown_table(rows),
-        "Columns: recall = species files whose labelled species is kept in >= 1 chunk; false det/h = (chunk, species) "
+        "Columns: recall = species files whose labelled species is kept in >= 1 chunk; labelled det/h = chunks "
+        "with the labelled species kept per hour of species-file audio; false det/h = (chunk, species) "
         "kept on non-bird clips per hour of non-bird audio; false species/h = distinct (clip, species) per hour; "
         "false clips = non-bird clips with any species kept; chunks/h corpus = chunks per hour of the studied clips "
         "(5-10-s clips lose chunks at their ends), chunks/h stream = 3600 / stride; ratios are to stride "
         f"{meta['reference_stride']:g} s; model ms/h = the summed measured time of the stride's chunks per hour of "
         "studied audio. Sensitivity is BirdNET-Analyzer's (logit x = the sigmoid's scale). `0.1+pass`: >= 0.1, "
         "kept only for species that reach 0.25 in the same file.",
+        "",
+        "Species files recalled at one stride and not at the reference stride (sensitivity 1, min_confidence "
+        "0.25; the labelled species' highest confidence per stride):",
+        "",
+        *flip_lines(report["species_files"], meta["reference_stride"]),
         "",
         "Species most often kept on non-bird clips (distinct clips), stride "
         f"{meta['reference_stride']:g} s, sensitivity 1, min_confidence 0.25: "
@@ -398,6 +406,27 @@ def markdown_report(report: dict[str, Any], rows: Sequence[GridRow]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def flip_lines(species_files: Sequence[dict[str, Any]], reference: float) -> list[str]:
+    """One line per stride: the files whose recall (sensitivity 1, 0.25) differs from the reference stride's."""
+    ref = f"{reference:g}"
+    lines = []
+    strides = sorted({s for f in species_files for s in f["max_confidence_by_stride"]} - {ref}, key=float,
+                     reverse=True)
+    for stride in strides:
+        gained, lost = [], []
+        for f in species_files:
+            conf = f["max_confidence_by_stride"]
+            if not conf:
+                continue
+            name = f"{f['species']} ({conf[ref]:.2f} -> {conf[stride]:.2f})"
+            if conf[stride] >= HIGH_CONFIDENCE > conf[ref]:
+                gained.append(name)
+            elif conf[ref] >= HIGH_CONFIDENCE > conf[stride]:
+                lost.append(name)
+        lines.append(f"- stride {stride} s: gained {', '.join(gained) or 'none'}; lost {', '.join(lost) or 'none'}")
+    return lines
 
 
 # --- command --------------------------------------------------------------------------------------------------------
