@@ -516,7 +516,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m soundmond.workbench.bench.bird_grid",
         description=(__doc__ or "").split("\n\n")[0],
         epilog="example: nice -n 10 python -m soundmond.workbench.bench.bird_grid --corpus ../shared/data/corpus "
-               "--model models/birdnet --out reports/bird-grid",
+               "--model models/birdnet --out reports/bird-grid\n(what each figure means: this module's docstring; "
+               "the published run and the chosen defaults: bench/BIRD_GRID.md)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
