@@ -39,7 +39,7 @@ ratios hold on a loaded machine (absolute ms carry the load, recorded as the loa
 Outputs: the markdown table on stdout, progress on stderr, and with `--out DIR`: `bird_grid.json` (every figure, per
 file maxima) and `bird_grid.md`. Exit codes: 0 done, 2 bad usage (corpus, labels, option values), 3 model folder.
 
-Example (about 3 min of BirdNET on a 2-core EPYC for the whole corpus):
+Example (the whole corpus: 3116 chunks, 5-6 min on the shared 2-core EPYC at a load average of 8-14):
     nice -n 10 python -m soundmond.workbench.bench.bird_grid --corpus ../shared/data/corpus \\
         --model models/birdnet --out reports/bird-grid
 """
