@@ -58,6 +58,7 @@ from soundmond.data import (
     WindowResult,
 )
 from soundmond.errors import ExitCode
+from soundmond.outputs.evidence import EvidenceStage
 from soundmond.outputs.messages import alert_payload, detection_payload
 from soundmond.outputs.publish import MqttPublisher
 from soundmond.outputs.store import OutboxItem, Store, StoreError, StoreWriter
@@ -118,8 +119,10 @@ class Daemon:
         notifier: Notifier | None = None,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
+        evidence: EvidenceStage | None = None,
     ) -> None:
         cfg = loaded.config
+        self.evidence = evidence  # the evidence thread: fed every analysed window, ended with the stream
         self.loaded = loaded
         self.cfg = cfg
         self.session = session
@@ -243,6 +246,8 @@ class Daemon:
             self._fatal = f"inference failed: {exc}"
             self.stop.set()
         finally:
+            if self.evidence is not None:
+                self.evidence.end()  # the last clips get the audio there is
             if self._skipped_shutdown:
                 logger.warning("%d queued windows were not analysed before the shutdown deadline",
                                self._skipped_shutdown)
@@ -341,6 +346,8 @@ class Daemon:
         self._alerts += len(alerts)
         if self.writer is not None:
             self.writer.submit(result, alerts, self._outbox_for(result, alerts))
+        if self.evidence is not None:
+            self.evidence.offer(window, analysis, alerts)
         if alerts:
             self._save_alert_state()
         if self.publisher is not None and self.cfg.mqtt.publish_windows:
@@ -410,6 +417,7 @@ class Daemon:
             outbox=self.store.outbox_counts() if self.store is not None else None,
             store_writer=self.writer.health() if self.writer is not None else None,
             baseline=self.session.engine.baseline_status(self.session.aggregator, self.clock()),
+            evidence=self.evidence.stats if self.evidence is not None else None,
         )
 
     def _progress(self) -> None:
@@ -466,6 +474,8 @@ class Daemon:
 
     def _shutdown(self) -> int:
         self.session.close()  # the pipeline thread is done: end the analyzer's worker (models side by side)
+        if self.evidence is not None and not self.evidence.close(timeout=DRAIN_TIMEOUT_S):
+            logger.error("the evidence stage did not finish: its last clips may be missing")
         flushed = True
         if self.writer is not None:
             flushed = self.writer.close(timeout=30.0)
@@ -571,8 +581,9 @@ def run_daemon(
         store.close()
         return ExitCode.DEVICE
     _restore_aggregates(cfg, session, store)  # after source.open(): --reanalyze has deleted what it replaces
+    evidence = EvidenceStage.for_run(loaded, session, store, stop)  # clips; None while evidence.enabled is off
     daemon = Daemon(loaded, session, source, live=live, store=store, writer=writer, publisher=publisher,
-                    publisher_stop=publisher_stop, notifier=notifier, stop=stop)
+                    publisher_stop=publisher_stop, notifier=notifier, stop=stop, evidence=evidence)
     daemon_ref.append(daemon)
     logger.info("soundmond %s running: station %s, tagger %s, birds %s, source %s", __version__, cfg.station.id,
                 cfg.models.tagger.family, "on" if cfg.models.birds.enabled else "off",

@@ -282,6 +282,8 @@ def heartbeat_payload(
         "store_writer": asdict(hb.store_writer) if hb.store_writer is not None else None,
         "baseline": _baseline(hb.baseline),
     }
+    if hb.evidence is not None:  # v1.2
+        extra["evidence"] = asdict(hb.evidence)
     p["extra"] = json.loads(json.dumps(extra, default=str))
     return p
 

@@ -124,6 +124,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX windows_source ON windows(source)",
     ),
+    # 4 -> 5: evidence clips (`soundmond.outputs.evidence`), one row per event (detection_id or alert_id). A table of
+    # its own: detections and alerts stay untouched, a clip is written after its event's row (it waits for its
+    # after-pad) and may outlive it (store and clip retention differ); a deleted clip keeps its row, marked.
+    (
+        """CREATE TABLE evidence (
+            event_id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('detection', 'alert')),
+            label TEXT NOT NULL,
+            window_id TEXT NOT NULL,
+            path TEXT NOT NULL,
+            bytes INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            start_s REAL NOT NULL,
+            end_s REAL NOT NULL,
+            start_unix_s REAL NOT NULL,
+            sample_rate_hz INTEGER NOT NULL,
+            privacy TEXT NOT NULL,
+            written_unix_s REAL NOT NULL,
+            deleted_unix_s REAL,
+            deleted_reason TEXT
+        ) WITHOUT ROWID""",
+        "CREATE INDEX evidence_path ON evidence(path)",
+    ),
 )
 # the age of a stored window for retention (rows written before migration 2 fall back to the recording time)
 WINDOW_AGE = "COALESCE(stored_unix_s, start_unix_s)"
