@@ -274,6 +274,8 @@ class ClipRecord:
     start_s: float  # clip start / end within the source (file or capture session)
     end_s: float
     start_unix_s: float
+    event_start_s: float  # the chunk or window the clip is of, within the source (the rest are pads)
+    event_end_s: float
     sample_rate_hz: int
     privacy: Literal["clear", "trimmed", "muted"]  # trimmed: a pad cut short at speech; muted: speech band attenuated
     written_unix_s: float

@@ -384,7 +384,8 @@ class EvidenceStage:
         ids.add(req.event_id)
         start_unix_s = req.core_start_unix_s - (req.core_start_s - start_s)
         record = ClipRecord(req.event_id, req.kind, req.label, req.window_id, rel, size, file_sha256(path),
-                            start_s, start_s + audio.shape[0] / rate, start_unix_s, rate, how, now)
+                            start_s, start_s + audio.shape[0] / rate, start_unix_s, req.core_start_s, req.core_end_s,
+                            rate, how, now)
         self.records.append(record)
         if self.store is not None:
             self.store.write_evidence(record)

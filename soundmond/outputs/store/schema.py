@@ -139,6 +139,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             start_s REAL NOT NULL,
             end_s REAL NOT NULL,
             start_unix_s REAL NOT NULL,
+            event_start_s REAL NOT NULL,
+            event_end_s REAL NOT NULL,
             sample_rate_hz INTEGER NOT NULL,
             privacy TEXT NOT NULL,
             written_unix_s REAL NOT NULL,
