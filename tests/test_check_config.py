@@ -185,6 +185,15 @@ def test_an_unwritable_store_folder(station: Station, capsys: pytest.CaptureFixt
     assert not (blocker / "db").exists()
 
 
+def test_an_evidence_path_under_a_file(station: Station, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = station.tmp / "clips"
+    blocker.write_text("a file where the evidence folder should be\n")
+    station.set("evidence.enabled", "true")
+    n = station.set("evidence.path", blocker / "evidence")
+    assert_refused(capsys, station, f"evidence.path: {blocker} is not a folder (line {n}) - give evidence.path a "
+                   "folder the service user may write (not a file, not under one)", ExitCode.FATAL, run=True)
+
+
 def test_a_store_path_that_is_a_folder(station: Station, capsys: pytest.CaptureFixture[str]) -> None:
     store = station.tmp / "store"
     store.mkdir()
