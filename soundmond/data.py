@@ -282,6 +282,21 @@ class ClipRecord:
 
 
 @dataclass(frozen=True)
+class ClipSkip:
+    """An evidence clip that was asked for and not written (`reason`: speech, per_species_hour, no_audio, error)."""
+
+    event_id: str
+    kind: Literal["detection", "alert"]
+    label: str
+    window_id: str
+    path: str  # where it would have been (what the detection / alert message named)
+    event_start_s: float
+    event_end_s: float
+    reason: str
+    ts_unix_s: float
+
+
+@dataclass(frozen=True)
 class EvidenceStats:
     """The evidence stage (`soundmond.outputs.evidence`): clips on disk, what was written, skipped (by reason:
     confidence, per_species_hour, speech, no_audio, queue_full, error) and deleted (retention, max_mb), and the speech

@@ -321,11 +321,13 @@ class Daemon:
 
     def _outbox_for(self, result: WindowResult | None, alerts: list[Alert]) -> list[OutboxItem]:
         station = self.cfg.station
-        items = [OutboxItem("alert", a.alert_id, alert_payload(a, station), 1) for a in alerts]
+        plan = self.evidence.planned_path if self.evidence is not None else None  # where a clip will be kept
+        items = [OutboxItem("alert", a.alert_id, alert_payload(a, station, evidence_path=plan and plan(result, a)), 1)
+                 for a in alerts]
         if result is not None:
             for species in result.species:
                 payload = detection_payload(species, station, window_id=result.window_id,
-                                            ts_unix_s=result.start_unix_s)
+                                            ts_unix_s=result.start_unix_s, evidence_path=plan and plan(result, species))
                 items.append(OutboxItem("detection", payload["event_id"], payload, 1))
         return items
 

@@ -105,8 +105,9 @@ def test_max_mb_deletes_the_oldest_first_and_marks_the_store(tmp_path: Path, aud
         assert s.stats.deleted["max_mb"] == 4 and s.stats.clips == 2
         assert s.stats.bytes <= 2.5 * size
         conn = sqlite3.connect(tmp_path / "s.db")
-        deleted = dict(conn.execute("SELECT event_id, deleted_reason FROM evidence").fetchall())
-        assert deleted == {r.event_id: ("max_mb" if r in s.records[:4] else None) for r in s.records}
+        status = {e: (st, why) for e, st, why in conn.execute("SELECT event_id, status, reason FROM evidence")}
+        assert status == {r.event_id: ("deleted", "max_mb") if r in s.records[:4] else ("written", None)
+                          for r in s.records}
     finally:
         store.close()
 
@@ -130,7 +131,8 @@ def test_retention_deletes_clips_written_long_ago(tmp_path: Path, audio: tuple[n
 
 def test_speech_window_is_never_saved_drop(tmp_path: Path, audio: tuple[np.ndarray, int]) -> None:
     samples, rate = audio
-    s = stage(tmp_path, Clock(T0), pad_s=0.5, privacy_speech_threshold=0.1)
+    store = Store(tmp_path / "s.db", StoreConfig())
+    s = stage(tmp_path, Clock(T0), store, pad_s=0.5, privacy_speech_threshold=0.1)
     s.handle(window(audio, 0, species=()))
     s.handle(window(audio, 1, speech=0.6))  # speech: its own detection is not written
     s.handle(window(audio, 2))  # its before-pad would reach the speech window: cut at 2.0 s
@@ -145,6 +147,13 @@ def test_speech_window_is_never_saved_drop(tmp_path: Path, audio: tuple[np.ndarr
     assert s.stats.skipped["speech"] == 1
     assert (s.stats.speech_windows, s.stats.unscored_windows) == (1, 1)
     assert s.stats.privacy == "drop above speech 0.1"
+    # the store says which clip was withheld and why, at the path the detection message named
+    speech_event = window(audio, 1).result
+    planned = s.planned_path(speech_event, speech_event.species[0])
+    rows = sqlite3.connect(tmp_path / "s.db").execute("SELECT path, status, reason, bytes FROM evidence "
+                                                      "ORDER BY event_start_s").fetchall()
+    store.close()
+    assert rows == [(planned, "skipped", "speech", None), (rec.path, "written", None, rec.bytes)]
 
 
 def test_alert_clip_and_mute(tmp_path: Path, audio: tuple[np.ndarray, int]) -> None:

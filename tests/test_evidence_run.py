@@ -61,8 +61,11 @@ def test_clips_are_the_source_samples_and_never_the_voice(tmp_path: Path, yamnet
                         f"evidence: {{enabled: true, path: {evidence}, pad_s: {PAD_S}, min_confidence: 0.1}}\n")
     run(cfg, "--source", str(path))
     db = tmp_path / "soundmond.db"
-    rows = evidence_rows(db)
+    everything = evidence_rows(db)
+    rows = [r for r in everything if r["status"] == "written"]
     assert rows, "no clip was written"
+    for skipped in (r for r in everything if r["status"] == "skipped"):  # only the voice keeps a clip from being kept
+        assert skipped["reason"] == "speech" and VOICE[0] <= skipped["event_start_s"] < VOICE[1], skipped
     files = sorted(p.relative_to(evidence).as_posix() for p in evidence.rglob("*.flac"))
     assert files == sorted(r["path"] for r in rows)
     detections = set(sqlite3.connect(db).execute("SELECT window_id, scientific_name FROM detections").fetchall())
@@ -100,4 +103,5 @@ def test_clips_are_the_source_samples_and_never_the_voice(tmp_path: Path, yamnet
     after = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in evidence.rglob("*.flac")}
     assert after == before
     assert "evidence clip" in second.stderr
-    assert {r["event_id"]: r["sha256"] for r in evidence_rows(db)} == {r["event_id"]: r["sha256"] for r in rows}
+    unchanged = [{k: v for k, v in r.items() if k != "changed_unix_s"} for r in everything]
+    assert [{k: v for k, v in r.items() if k != "changed_unix_s"} for r in evidence_rows(db)] == unchanged

@@ -47,7 +47,7 @@ import soundfile as sf
 from soundmond import identity
 from soundmond.analysis import Analysis, Session
 from soundmond.config import EvidenceConfig, LoadedConfig, PrivacyConfig
-from soundmond.data import Alert, AudioWindow, ClipRecord, EvidenceStats, WindowResult
+from soundmond.data import Alert, AudioWindow, ClipRecord, ClipSkip, EvidenceStats, SpeciesScore, WindowResult
 from soundmond.outputs.privacy import mute_band, speech_indices, speech_score
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class EvidenceStore(Protocol):
     """Where clip records go (the Store): one row per clip, marked when the clip is deleted."""
 
     def write_evidence(self, record: ClipRecord) -> None: ...
+
+    def evidence_skipped(self, skip: ClipSkip) -> None: ...
 
     def evidence_deleted(self, paths: Sequence[str], reason: str, now: float) -> None: ...
 
@@ -217,6 +219,20 @@ class EvidenceStage:
         own = tuple(a for a in alerts if a.alert_id == identity.alert_id(a.key, window_id))
         self.submit(EvidenceWindow(window, analysis.result, own, speech))
 
+    def planned_path(self, result: WindowResult | None, event: Alert | SpeciesScore) -> str | None:
+        """Where the clip of a detection or an alert of `result` will be kept if it is written (any thread: it reads
+        the config only); None when no clip is asked for."""
+        if result is None:
+            return None
+        if isinstance(event, SpeciesScore):
+            if event.confidence < self.cfg.min_confidence:
+                return None
+            return clip_path(identity.detection_id(result.window_id, event.scientific_name), event.scientific_name,
+                             result.start_unix_s)
+        if not self.cfg.alerts or event.alert_id != identity.alert_id(event.key, result.window_id):
+            return None
+        return clip_path(event.alert_id, alert_label(event), result.start_unix_s)
+
     def end(self) -> None:
         """The stream ended (or stopped): write the clips waiting for an after-pad with the audio there is."""
         self._queue.put("end")
@@ -304,8 +320,12 @@ class EvidenceStage:
         while len(self._history) > 1 and self._history[0].item.window.end_s < keep_from:
             self._history.popleft()
 
-    def _skip(self, reason: str) -> None:
+    def _skip(self, reason: str, req: _Request | None = None) -> None:
         self._counters.skipped[reason] = self._counters.skipped.get(reason, 0) + 1
+        if req is not None and self.store is not None:
+            self.store.evidence_skipped(ClipSkip(req.event_id, req.kind, req.label, req.window_id,
+                                                 clip_path(req.event_id, req.label, req.ts_unix_s), req.core_start_s,
+                                                 req.core_end_s, reason, self.clock()))
 
     def _assemble(self, req: _Request) -> tuple[np.ndarray, float, int, Privacy] | str:
         """The clip's samples, its start within the source, its rate and what privacy did; or why there is none."""
@@ -355,22 +375,32 @@ class EvidenceStage:
         return audio[lo:hi], (a + lo) / rate, rate, how
 
     def _write(self, req: _Request) -> None:
+        try:
+            self._write_clip(req)
+        except (OSError, sf.LibsndfileError, RuntimeError) as exc:  # a full or read-only disk: counted; the next one
+            logger.exception("evidence clip %s could not be written", req.event_id)
+            self.failed = f"{req.event_id}: {exc}"
+            self._skip("error", req)
+
+    def _write_clip(self, req: _Request) -> None:
         slug = label_slug(req.label)
         hour = datetime.fromtimestamp(req.ts_unix_s, tz=timezone.utc).strftime("%Y-%m-%d/%H")
         ids = self._per_hour.setdefault((slug, hour), set())
         if req.event_id not in ids and len(ids) >= self.cfg.max_per_species_per_hour:
-            self._skip("per_species_hour")
+            self._skip("per_species_hour", req)
             return
         assembled = self._assemble(req)
         if isinstance(assembled, str):
-            self._skip(assembled)
+            self._skip(assembled, req)
             return
         audio, start_s, rate, how = assembled
         rel = clip_path(req.event_id, req.label, req.ts_unix_s)
         path = self.root / rel
-        now = self.clock()
-        if path.exists():  # the same event from the same audio (a replay): kept as it is
+        now = written = self.clock()
+        existed = path.exists()
+        if existed:  # the same event from the same audio (a replay): kept as it is, with its write time
             self._counters.existing += 1
+            written = self._index.get(rel, (path.stat().st_mtime, 0))[0]
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
@@ -378,18 +408,20 @@ class EvidenceStage:
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
+            os.utime(path, (written, written))  # the write time on the clock the limits go by (a restart reads it)
             self._counters.written += 1
         size = path.stat().st_size
-        self._index[rel] = (self._index.get(rel, (now, 0))[0], size)
+        self._index[rel] = (written, size)
         ids.add(req.event_id)
         start_unix_s = req.core_start_unix_s - (req.core_start_s - start_s)
         record = ClipRecord(req.event_id, req.kind, req.label, req.window_id, rel, size, file_sha256(path),
                             start_s, start_s + audio.shape[0] / rate, start_unix_s, req.core_start_s, req.core_end_s,
-                            rate, how, now)
+                            rate, how, written)
         self.records.append(record)
         if self.store is not None:
             self.store.write_evidence(record)
-        logger.info("evidence clip %s (%s, %.1f s, %s)", rel, req.label, audio.shape[0] / rate, how)
+        logger.info("evidence clip %s (%s, %.1f s, %s)%s", rel, req.label, audio.shape[0] / rate, how,
+                    ": already written" if existed else "")
         self._enforce_limits(now)
 
     def _scan(self) -> None:

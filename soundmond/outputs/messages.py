@@ -157,17 +157,21 @@ def detection_payload(
     window_id: str,
     ts_unix_s: float,
     event_id: str | None = None,
+    evidence_path: str | None = None,
 ) -> dict[str, Any]:
     """One species detected in one window (ts = the window's start; event_id derived from the window and the
-    species unless given, so a replayed detection keeps its id)."""
+    species unless given, so a replayed detection keeps its id). `evidence_path` (v1.2): where its evidence clip is
+    kept under `evidence.path` when it is written (`soundmond.outputs.evidence`)."""
     p = _envelope("detection", station, ts_unix_s, event_id or detection_id(window_id, score.scientific_name))
     p["window_id"] = window_id
     p.update(species_record(score, MESSAGE))
+    if evidence_path is not None:
+        p["evidence_path"] = evidence_path
     return p
 
 
-def alert_payload(alert: Alert, station: StationConfig) -> dict[str, Any]:
-    """An alert (event_id = alert_id, so a replayed alert keeps its id)."""
+def alert_payload(alert: Alert, station: StationConfig, *, evidence_path: str | None = None) -> dict[str, Any]:
+    """An alert (event_id = alert_id, so a replayed alert keeps its id); `evidence_path` as for detections."""
     rec = alert_record(alert)
     p = _envelope("alert", station, alert.ts_unix_s, alert.alert_id)
     p.update(
@@ -179,6 +183,8 @@ def alert_payload(alert: Alert, station: StationConfig) -> dict[str, Any]:
             "evidence": json.loads(json.dumps(rec["evidence"], default=str)),
         }
     )
+    if evidence_path is not None:
+        p["evidence_path"] = evidence_path
     return p
 
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from soundmond.config import StoreConfig
-from soundmond.data import Alert, ClipRecord, OutboxCounts, ReplayProgress, WindowResult
-from soundmond.outputs.store.evidence import evidence_deleted, write_evidence
+from soundmond.data import Alert, ClipRecord, ClipSkip, OutboxCounts, ReplayProgress, WindowResult
+from soundmond.outputs.store.evidence import evidence_deleted, evidence_skipped, write_evidence
 from soundmond.outputs.store.replays import forget_source, replay_decoded, replay_progress, replay_started
 from soundmond.outputs.store.rows import (
     ALERT_COLUMNS,
@@ -304,6 +304,10 @@ class Store:
         """An evidence clip was written (the evidence thread; rare, so its own short transaction)."""
         with self._wlock, self._transaction(self._wconn, "recording an evidence clip"):
             write_evidence(self._wconn, record)
+
+    def evidence_skipped(self, skip: ClipSkip) -> None:
+        with self._wlock, self._transaction(self._wconn, "recording a skipped evidence clip"):
+            evidence_skipped(self._wconn, skip)
 
     def evidence_deleted(self, paths: Sequence[str], reason: str, now: float) -> None:
         with self._wlock, self._transaction(self._wconn, "recording deleted evidence clips"):

@@ -124,9 +124,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX windows_source ON windows(source)",
     ),
-    # 4 -> 5: evidence clips (`soundmond.outputs.evidence`), one row per event (detection_id or alert_id). A table of
-    # its own: detections and alerts stay untouched, a clip is written after its event's row (it waits for its
-    # after-pad) and may outlive it (store and clip retention differ); a deleted clip keeps its row, marked.
+    # 4 -> 5: evidence clips (`soundmond.outputs.evidence`), one row per event that asked for a clip (detection_id or
+    # alert_id): written (size, SHA-256, span), skipped (why: speech, per_species_hour, ...) or deleted (retention,
+    # max_mb). A table of its own: detections and alerts stay untouched, a clip is decided after its event's row
+    # (it waits for its after-pad) and may outlive it (store and clip retention differ).
     (
         """CREATE TABLE evidence (
             event_id TEXT PRIMARY KEY,
@@ -134,18 +135,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             label TEXT NOT NULL,
             window_id TEXT NOT NULL,
             path TEXT NOT NULL,
-            bytes INTEGER NOT NULL,
-            sha256 TEXT NOT NULL,
-            start_s REAL NOT NULL,
-            end_s REAL NOT NULL,
-            start_unix_s REAL NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('written', 'skipped', 'deleted')),
+            reason TEXT,
             event_start_s REAL NOT NULL,
             event_end_s REAL NOT NULL,
-            sample_rate_hz INTEGER NOT NULL,
-            privacy TEXT NOT NULL,
-            written_unix_s REAL NOT NULL,
-            deleted_unix_s REAL,
-            deleted_reason TEXT
+            bytes INTEGER,
+            sha256 TEXT,
+            start_s REAL,
+            end_s REAL,
+            start_unix_s REAL,
+            sample_rate_hz INTEGER,
+            privacy TEXT,
+            written_unix_s REAL,
+            changed_unix_s REAL NOT NULL
         ) WITHOUT ROWID""",
         "CREATE INDEX evidence_path ON evidence(path)",
     ),
