@@ -12,6 +12,7 @@ import pytest
 import samples
 import soundfile as sf
 
+from soundmond import identity
 from soundmond.config import ConfigError, EvidenceConfig, PrivacyConfig, StationConfig, StoreConfig, load_config
 from soundmond.data import Alert, AlertType, AudioWindow, SpeciesScore, WindowResult
 from soundmond.outputs import messages
@@ -208,3 +209,23 @@ def test_config_rejects_unknown_and_bad_keys(tmp_path: Path) -> None:
         load_config(cfg)
     keys = {p.key for p in info.value.problems}
     assert {"evidence.pad", "privacy.mode", "privacy.mute_band_hz"} <= keys
+
+
+def test_messages_name_the_clip_path_before_it_is_written(tmp_path: Path, audio: tuple[np.ndarray, int]) -> None:
+    s = stage(tmp_path, Clock(T0), pad_s=0.0, min_confidence=0.5)
+    item = window(audio, 0, species=("Turdus merula",))
+    result = item.result
+    weak = SpeciesScore("Parus major", "Great Tit", 0.3)
+    own = Alert(AlertType.UNKNOWN_SOUND, "UNKNOWN_SOUND", "info", T0, "?",
+                alert_id=identity.alert_id("UNKNOWN_SOUND", result.window_id))
+    span = Alert(AlertType.INDUSTRIAL_RISE, "INDUSTRIAL_RISE", "warning", T0, "?")  # a span rule: no window
+    path = s.planned_path(result, result.species[0])
+    assert path is not None and s.planned_path(result, weak) is None and s.planned_path(result, span) is None
+    payload = messages.detection_payload(result.species[0], StationConfig(), window_id=result.window_id,
+                                         ts_unix_s=result.start_unix_s, evidence_path=path)
+    messages.validate(payload)
+    alert = messages.alert_payload(own, StationConfig(), evidence_path=s.planned_path(result, own))
+    messages.validate(alert)
+    s.handle(EvidenceWindow(item.window, result, (own,), 0.0))
+    s._flush()
+    assert {r.path for r in s.records} == {payload["evidence_path"], alert["evidence_path"]}
