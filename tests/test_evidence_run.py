@@ -5,6 +5,7 @@ the file (size, SHA-256), a window YAMNet hears as human voice is never saved, a
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import subprocess
 import sys
@@ -105,3 +106,30 @@ def test_clips_are_the_source_samples_and_never_the_voice(tmp_path: Path, yamnet
     assert "evidence clip" in second.stderr
     unchanged = [{k: v for k, v in r.items() if k != "changed_unix_s"} for r in everything]
     assert [{k: v for k, v in r.items() if k != "changed_unix_s"} for r in evidence_rows(db)] == unchanged
+
+
+def test_analyze_writes_the_clips_its_records_name(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path) -> None:
+    """`analyze --evidence DIR`: the records name each clip's path by event id, the summary lists what was written
+    (size, SHA-256 of the file), and every named clip is either in DIR or counted as skipped."""
+    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir, "evidence: {pad_s: 1.0, min_confidence: 0.1}\n")
+    out_dir = tmp_path / "clips"
+    proc = subprocess.run([sys.executable, "-m", "soundmond.cli", "analyze", str(SPINETAIL), "--config", str(cfg),
+                           "--evidence", str(out_dir), "--summary"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    named = {event: path for rec in lines[:-1] for event, path in rec["evidence"].items()}
+    summary = lines[-1]["evidence"]
+    written = {c["event_id"]: c for c in summary["clips"]}
+    assert written and set(written) <= set(named)
+    assert len(named) - len(written) == sum(summary["skipped"].get(k, 0) for k in ("speech", "per_species_hour"))
+    source, rate = sf.read(SPINETAIL, dtype="float32")
+    for event_id, clip in written.items():
+        assert clip["path"] == named[event_id]
+        data = (out_dir / clip["path"]).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (clip["bytes"], clip["sha256"])
+        samples, clip_rate = sf.read(out_dir / clip["path"], dtype="float32")
+        first = round(clip["start_s"] * rate)
+        assert clip_rate == rate
+        np.testing.assert_array_equal(samples, source[first:first + samples.shape[0]])
+    assert f"{len(written)} evidence clips written to {out_dir}" in proc.stderr

@@ -5,7 +5,10 @@ window analysed, and how many fall outside the rolling spans); files that cannot
 store, idempotently: files the store already holds are skipped (the same ids), a file a crash interrupted resumes,
 and stderr says what was skipped; `--reanalyze` replaces the earlier rows instead. `--format raven|birdnet-csv|audacity`
 writes the chunk detections as BirdNET-Analyzer does, per recording into `--out DIR` or (birdnet-csv, and audacity for
-one recording) to stdout (`soundmond.outputs.birdformats`)."""
+one recording) to stdout (`soundmond.outputs.birdformats`). `--evidence DIR` writes evidence clips as the daemon does
+(the config's `evidence` limits and `privacy`, whatever `evidence.enabled` says) into DIR: each JSON record names the
+clips its window asks for (`evidence`: event id -> path under DIR), and the summary lists the clips written (size,
+SHA-256) and the counts of those skipped."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import csv
 import json
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 from soundmond.analysis import ModelLoadError, build_session
@@ -23,6 +27,7 @@ from soundmond.config import ConfigError
 from soundmond.data import Alert
 from soundmond.errors import ExitCode
 from soundmond.outputs import birdformats, records
+from soundmond.outputs.evidence import EvidenceStage
 from soundmond.outputs.store import Store, StoreError
 from soundmond.preflight import preflight
 from soundmond.soundscape.aggregate import RunTotals, SoundscapeSnapshot
@@ -42,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "files it already holds are skipped")
     p.add_argument("--reanalyze", action="store_true",
                    help="with --store: analyse files the store already holds again, replacing their earlier rows")
+    p.add_argument("--evidence", type=Path, default=None, metavar="DIR",
+                   help="write evidence clips of detections and alerts into DIR (the config's evidence limits and "
+                        "speech privacy apply); records name them, --summary lists them")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -85,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
 
     source = FileSource(args.paths, cfg.windows.length_s, cfg.windows.hop_s, station=cfg.station.id, ledger=store,
                         reanalyze=args.reanalyze, on_error=failed)
+    evidence = None
+    if args.evidence is not None:
+        tagger = session.analyzer.tagger
+        evidence = EvidenceStage(cfg.evidence, cfg.privacy, args.evidence, store=store, stop=threading.Event(),
+                                 tagger_labels=tagger.labels if tagger is not None else ()).start()
     writer = csv.DictWriter(out, fieldnames=records.CSV_FIELDS) if args.format == "csv" else None
     if writer:
         writer.writeheader()
@@ -103,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
                 store.write_batch([analysis.result], alerts, ())
                 stored += 1
             rec = records.analyze_record(analysis.result)
+            if evidence is not None:
+                evidence.offer(window, analysis, alerts)
+                rec["evidence"] = evidence.planned(analysis.result, alerts)
             if bird is not None:
                 bird.add(analysis.result, window.sample_rate_hz)
             elif writer:
@@ -120,10 +136,17 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.FATAL
     finally:
         session.close()
+        if evidence is not None:
+            evidence.end()
+            evidence.close()
         if store is not None:
             store.close()
     if store is not None:
         print(f"soundmond analyze: {args.store}: {stored} windows stored; {source.report.text()}", file=sys.stderr)
+    if evidence is not None:
+        print(f"soundmond analyze: {evidence.stats.written} evidence clips written to {args.evidence} "
+              f"({evidence.stats.existing} already there); skipped: {dict(evidence.stats.skipped) or 'none'}",
+              file=sys.stderr)
     if bird is not None and args.out is not None:
         print(f"soundmond analyze: {len(bird.written)} {args.format} files written to {args.out}", file=sys.stderr)
     if args.summary:
@@ -131,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
         summary["alerts"] = [records.alert_record(a) for a in alerts_raised]
         summary["files_analysed"] = source.files_done
         summary["files_failed"] = [{"file": str(p), "problem": m} for p, m in errors]
+        if evidence is not None:
+            summary["evidence"] = {"clips": [asdict(r) for r in evidence.records],
+                                   "skipped": dict(evidence.stats.skipped)}
         analysed = totals.figures()
         if analysed is not None and (whole := sum(s.from_windows for s in analysed.species_summary)):
             print(f"soundmond analyze: {whole} of the species summary's detections are whole windows without chunk "

@@ -233,6 +233,14 @@ class EvidenceStage:
             return None
         return clip_path(event.alert_id, alert_label(event), result.start_unix_s)
 
+    def planned(self, result: WindowResult, alerts: Sequence[Alert]) -> dict[str, str]:
+        """Event id -> `planned_path` of every clip `result` and its `alerts` ask for."""
+        events: list[tuple[str, str | None]] = [
+            (identity.detection_id(result.window_id, s.scientific_name), self.planned_path(result, s))
+            for s in result.species]
+        events += [(a.alert_id, self.planned_path(result, a)) for a in alerts]
+        return {event_id: path for event_id, path in events if path is not None}
+
     def end(self) -> None:
         """The stream ended (or stopped): write the clips waiting for an after-pad with the audio there is."""
         self._queue.put("end")
@@ -256,6 +264,7 @@ class EvidenceStage:
             try:
                 if item is None:
                     self._flush()
+                    self._publish()
                     return
                 if item == "end":
                     self._flush()
