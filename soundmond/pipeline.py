@@ -8,6 +8,7 @@ Threads, each with one job, sharing one stop event, and who owns what:
                events, falling-behind notices), runs the periodic snapshot, span rules and heartbeat itself
     store      StoreWriter: batched SQLite writes off the pipeline thread
     publisher  MqttPublisher: drains the outbox to the broker (when MQTT is enabled)
+    evidence   EvidenceStage: clips of detections and alerts, fed every analysed window (when evidence is enabled)
     main       signals, sd_notify WATCHDOG / STATUS (it reads only the frozen `PipelineStatus`)
 
 Nothing but the pipeline thread touches the session: other threads send it messages (`post`), so the aggregator

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import soundfile as sf
 
 from soundmond import identity
 from soundmond.config import ConfigError, EvidenceConfig, PrivacyConfig, StationConfig, StoreConfig, load_config
-from soundmond.data import Alert, AlertType, AudioWindow, SpeciesScore, WindowResult
+from soundmond.data import Alert, AlertType, AudioWindow, ChunkDetection, SpeciesScore, WindowResult
 from soundmond.outputs import messages
 from soundmond.outputs.evidence import EvidenceStage, EvidenceWindow, clip_path
 from soundmond.outputs.privacy import SPEECH_LABELS, mute_band
@@ -229,3 +230,22 @@ def test_messages_name_the_clip_path_before_it_is_written(tmp_path: Path, audio:
     s.handle(EvidenceWindow(item.window, result, (own,), 0.0))
     s._flush()
     assert {r.path for r in s.records} == {payload["evidence_path"], alert["evidence_path"]}
+
+
+def test_a_detection_with_chunk_times_is_its_best_chunk_plus_pads(tmp_path: Path,
+                                                                   audio: tuple[np.ndarray, int]) -> None:
+    samples, rate = audio
+    s = stage(tmp_path, Clock(T0), pad_s=0.5)
+    for k in range(3):
+        s.handle(window(audio, k, species=()))
+    item = window(audio, 3)
+    chunks = tuple(ChunkDetection("Turdus merula", "Blackbird", conf, start, start + 3.0, T0 + start, T0 + start + 3.0)
+                   for conf, start in ((0.6, 0.8), (0.9, 1.0)))  # chunks ending in this window (3-4 s)
+    s.handle(EvidenceWindow(item.window, replace(item.result, detections=chunks), (), 0.0))
+    assert s.records == []  # waits for its after-pad
+    s.handle(window(audio, 4, species=()))
+    [rec] = s.records
+    assert (rec.event_start_s, rec.event_end_s, rec.start_s, rec.end_s) == (1.0, 4.0, 0.5, 4.5)
+    assert rec.start_unix_s == pytest.approx(T0 + 0.5)
+    clip, _ = sf.read(s.root / rec.path, dtype="float32")
+    np.testing.assert_array_equal(clip, samples[rate // 2:rate * 9 // 2])
