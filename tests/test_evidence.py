@@ -57,7 +57,8 @@ def window(audio: tuple[np.ndarray, int], k: int, *, species: tuple[str, ...] = 
 def stage(tmp_path: Path, clock: Clock, store: Store | None = None, **overrides: object) -> EvidenceStage:
     privacy = PrivacyConfig(**{k[8:]: v for k, v in overrides.items() if k.startswith("privacy_")})
     cfg = EvidenceConfig(enabled=True, **{k: v for k, v in overrides.items() if not k.startswith("privacy_")})
-    s = EvidenceStage(cfg, privacy, tmp_path / "ev", store=store, stop=threading.Event(), clock=clock)
+    s = EvidenceStage(cfg, privacy, tmp_path / "ev", store=store, stop=threading.Event(), keep_records=True,
+                      clock=clock)
     s.root.mkdir(parents=True, exist_ok=True)
     return s  # not started: the tests call handle() on their own thread
 

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if args.evidence is not None:
         tagger = session.analyzer.tagger
         evidence = EvidenceStage(cfg.evidence, cfg.privacy, args.evidence, store=store, stop=threading.Event(),
-                                 tagger_labels=tagger.labels if tagger is not None else ()).start()
+                                 tagger_labels=tagger.labels if tagger is not None else (), keep_records=True).start()
     writer = csv.DictWriter(out, fieldnames=records.CSV_FIELDS) if args.format == "csv" else None
     if writer:
         writer.writeheader()

@@ -158,7 +158,7 @@ class EvidenceStage:
     """The evidence thread. `submit`, `end` and `close` are called by the pipeline thread; `stats` by anyone."""
 
     def __init__(self, cfg: EvidenceConfig, privacy: PrivacyConfig, root: Path, *, store: EvidenceStore | None,
-                 stop: threading.Event, tagger_labels: Sequence[str] = (),
+                 stop: threading.Event, tagger_labels: Sequence[str] = (), keep_records: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.speech_indices = speech_indices(tagger_labels)
@@ -178,6 +178,7 @@ class EvidenceStage:
         self._last_retention = -float("inf")
         self._queue_dropped = 0  # owned by the pipeline thread (the submitter)
         self.failed: str | None = None
+        self.keep_records = keep_records  # analyze lists them; the daemon does not hold them (the store does)
         self.records: list[ClipRecord] = []  # the clips this run wrote or found (evidence thread; read after close)
         self.stats = EvidenceStats(enabled=True, privacy=self._privacy_text())
 
@@ -201,10 +202,12 @@ class EvidenceStage:
         return self
 
     def submit(self, item: EvidenceWindow) -> None:
-        """Hand over one analysed window (in order). Waits SUBMIT_WAIT_S for room at most; a window that does not fit
-        is counted (`queue_dropped`) and its clips are not written."""
+        """Hand over one analysed window (in order). Waits SUBMIT_WAIT_S for room at most, not at all once the stop
+        event is set (shutdown must not wait for clips); a window that does not fit is counted (`queue_full`) and its
+        clips are not written."""
+        wait = SUBMIT_WAIT_S if self._thread.is_alive() and not self.stop.is_set() else 0.0
         try:
-            self._queue.put(item, timeout=SUBMIT_WAIT_S)
+            self._queue.put(item, timeout=wait)
         except queue.Full:
             self._queue_dropped += 1
             logger.warning("the evidence queue is full: window %s gets no clip (%d so far)", item.result.window_id,
@@ -426,7 +429,8 @@ class EvidenceStage:
         record = ClipRecord(req.event_id, req.kind, req.label, req.window_id, rel, size, file_sha256(path),
                             start_s, start_s + audio.shape[0] / rate, start_unix_s, req.core_start_s, req.core_end_s,
                             rate, how, written)
-        self.records.append(record)
+        if self.keep_records:
+            self.records.append(record)
         if self.store is not None:
             self.store.write_evidence(record)
         logger.info("evidence clip %s (%s, %.1f s, %s)%s", rel, req.label, audio.shape[0] / rate, how,
