@@ -245,8 +245,12 @@ class EvidenceStage:
         return {event_id: path for event_id, path in events if path is not None}
 
     def end(self) -> None:
-        """The stream ended (or stopped): write the clips waiting for an after-pad with the audio there is."""
-        self._queue.put("end")
+        """The stream ended (or stopped): write the clips waiting for an after-pad with the audio there is. `close`
+        does it too; this marks the end in the stream's order (a later window would start a new stream)."""
+        try:
+            self._queue.put("end", timeout=SUBMIT_WAIT_S if self._thread.is_alive() else 0.0)
+        except queue.Full:
+            logger.warning("the evidence queue is full: the end of the stream is left to close()")
 
     def close(self, timeout: float = 30.0) -> bool:
         """Write what is pending and end the thread; False when it did not finish within `timeout`."""
