@@ -59,6 +59,7 @@ class AudioWindow:
     sample_rate_hz: int
     samples: npt.NDArray[np.float32]  # mono float32 in [-1, 1]
     padded_samples: int = 0  # zeros appended at the end (a file's short tail): not audio that was heard
+    final: bool = False  # the last window of its file: the bird chunk grid flushes and closes its last chunk
 
     @property
     def duration_s(self) -> float:

@@ -20,6 +20,7 @@ from soundmond.data import (
     SpeciesScore,
     TaggerOutput,
 )
+from soundmond.models.grid import GridChunk
 from soundmond.protocols import BirdModel, Tagger
 
 SPECIES = (("Turdus merula", "Eurasian Blackbird"), ("Parus major", "Great Tit"), ("Erithacus rubecula", "Robin"),
@@ -75,11 +76,16 @@ class FixedBirds:
     """A `BirdModel` that reports no species and the same embedding for every window."""
 
     sample_rate_hz = 48000
+    chunk_samples = 144000
+    stride_s = 3.0
 
     def __init__(self, embedding: Sequence[float] = (9.0, 9.0, 9.0, 9.0)) -> None:
         self.embedding = np.asarray(embedding, np.float32)
 
     def detect(self, samples: np.ndarray, *, start_unix_s: float) -> BirdOutput:
+        return BirdOutput((), 0.0, embedding=self.embedding)
+
+    def detect_chunks(self, chunks: Sequence[GridChunk], *, start_unix_s: float) -> BirdOutput:
         return BirdOutput((), 0.0, embedding=self.embedding)
 
 
@@ -90,26 +96,40 @@ class ThreadRecordingBirds:
     def __init__(self, birds: BirdModel, fail_on: frozenset[float] = frozenset()) -> None:
         self.birds = birds
         self.sample_rate_hz = birds.sample_rate_hz
+        self.chunk_samples = birds.chunk_samples
+        self.stride_s = birds.stride_s
         self.threads: list[str] = []
         self.active = 0
         self.fail_on = fail_on
 
     def detect(self, samples: np.ndarray, *, start_unix_s: float) -> BirdOutput:
+        return self._call(lambda: self.birds.detect(samples, start_unix_s=start_unix_s), start_unix_s)
+
+    def detect_chunks(self, chunks: Sequence[GridChunk], *, start_unix_s: float) -> BirdOutput:
+        return self._call(lambda: self.birds.detect_chunks(chunks, start_unix_s=start_unix_s), start_unix_s)
+
+    def _call(self, call: Callable[[], BirdOutput], start_unix_s: float) -> BirdOutput:
         self.threads.append(threading.current_thread().name)
         self.active += 1
         try:
             if start_unix_s in self.fail_on:
                 raise RuntimeError("bird model failed on this window")
-            return self.birds.detect(samples, start_unix_s=start_unix_s)
+            return call()
         finally:
             self.active -= 1
 
 
 class RotatingBirds:
     """A `BirdModel`: one species per window, taken in turn from SPECIES by the window's start time (whole seconds),
-    at a confidence that alternates between 0.3 and 0.8 (so the per-window rules see new keys and flips)."""
+    at a confidence that alternates between 0.3 and 0.8 (so the per-window rules see new keys and flips), whatever
+    the window's chunks."""
 
     sample_rate_hz = 48000
+    chunk_samples = 144000
+    stride_s = 3.0
+
+    def detect_chunks(self, chunks: Sequence[GridChunk], *, start_unix_s: float) -> BirdOutput:
+        return self.detect(np.zeros(0, np.float32), start_unix_s=start_unix_s)
 
     def detect(self, samples: np.ndarray, *, start_unix_s: float) -> BirdOutput:
         i = int(start_unix_s)

@@ -7,7 +7,8 @@ carries its wall-clock time: from the recording's start time in its name when kn
 
 A file that cannot be decoded is reported through `on_error` with its name and the reason, and the replay goes on with
 the next file. A file's tail shorter than a window is analysed zero-padded when it holds at least `min_tail_s` of audio
-not covered by an earlier window; the padding is recorded (`AudioWindow.padded_samples`).
+not covered by an earlier window; the padding is recorded (`AudioWindow.padded_samples`). A file's last window is
+marked `final` (the bird chunk grid closes the file's last chunk there): windows are handed on one behind the decoding.
 
 Window ids derive from the station, the file's content (SHA-256, hashed before decoding), the window settings and the
 window's sample offset (`soundmond.identity`): the same recording yields the same ids however often it is replayed.
@@ -17,6 +18,7 @@ analysed are skipped without decoding, a file a crash interrupted resumes after 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -231,6 +233,7 @@ class FileSource:
             cutter = WindowCutter(window, hop, block)
             total = 0
             covered_to = 0  # samples up to which earlier windows covered the file
+            pending: AudioWindow | None = None  # held back one window, to mark the file's last one `final`
             while not stop.is_set():
                 try:
                     data = handle.read(block, dtype="float32", always_2d=True)
@@ -246,7 +249,9 @@ class FileSource:
                 total += mono.shape[0]
                 for piece in cutter.push(mono):
                     covered_to = piece.start_sample + window
-                    yield cut(piece.start_sample, piece.samples)
+                    if pending is not None:
+                        yield pending
+                    pending = cut(piece.start_sample, piece.samples)
             if stop.is_set():
                 return
             if total == 0:
@@ -256,11 +261,15 @@ class FileSource:
                 samples = self._read(handle, path, total)
                 logger.info("%s: %.2f s is shorter than a %.1f s window: analysed zero-padded",
                             path, total / rate, self.window_s)
-                yield cut(0, np.pad(samples, (0, window - total)), window - total)
+                yield dataclasses.replace(cut(0, np.pad(samples, (0, window - total)), window - total), final=True)
             elif total - covered_to >= self.min_tail_s * rate:  # an uncovered tail: one last window ending at the end
+                if pending is not None:
+                    yield pending
                 handle.seek(total - window)
                 samples = self._read(handle, path, window)
-                yield cut(total - window, samples)
+                yield dataclasses.replace(cut(total - window, samples), final=True)
+            elif pending is not None:
+                yield dataclasses.replace(pending, final=True)
 
     def _read(self, handle: sf.SoundFile, path: Path, frames: int) -> np.ndarray:
         try:
