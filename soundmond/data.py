@@ -154,6 +154,14 @@ class WindowResult:
     # `species` holds each species' best chunk
     detections: tuple[ChunkDetection, ...] = ()
 
+    def best_chunks(self) -> dict[str, ChunkDetection]:
+        """Each species' best chunk of this window (the earliest of equal confidences), by scientific name."""
+        best: dict[str, ChunkDetection] = {}
+        for d in self.detections:
+            if d.scientific_name not in best or d.confidence > best[d.scientific_name].confidence:
+                best[d.scientific_name] = d
+        return best
+
 
 @dataclass(frozen=True)
 class Alert:

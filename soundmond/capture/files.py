@@ -10,8 +10,9 @@ the next file. A file's tail shorter than a window is analysed zero-padded when 
 not covered by an earlier window; the padding is recorded (`AudioWindow.padded_samples`). A file's last window is
 marked `final` (the bird chunk grid closes the file's last chunk there): windows are handed on one behind the decoding.
 
-Window ids derive from the station, the file's content (SHA-256, hashed before decoding), the window settings and the
-window's sample offset (`soundmond.identity`): the same recording yields the same ids however often it is replayed.
+Window ids derive from the station, the file's content (SHA-256, hashed before decoding), the window settings (and
+the bird chunk stride when it is not 3 s) and the window's sample offset (`soundmond.identity`): the same recording
+yields the same ids however often it is replayed.
 With a `ledger` (the store), `open()` hashes every file and looks it up (`soundmond.capture.replay`): files already
 analysed are skipped without decoding, a file a crash interrupted resumes after its stored windows.
 """
@@ -31,7 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from soundmond.capture.audio import AudioError, check_finite, find_audio_files, to_mono
-from soundmond.capture.replay import FilePlan, ReplayReport, analysis_key, plan_files
+from soundmond.capture.replay import FilePlan, ReplayReport, analysis_key, bird_stride_part, plan_files
 from soundmond.capture.windowing import WindowCutter
 from soundmond.data import AudioWindow, CaptureStats
 from soundmond.identity import file_sha256, file_source_identity, window_id
@@ -83,8 +84,11 @@ class FileSource:
         station: str = "",
         ledger: ReplayLedger | None = None,
         reanalyze: bool = False,
+        bird_stride_s: float | None = None,
     ) -> None:
-        """`ledger`: the store's replay records, to skip what is stored (`reanalyze`: replace it instead)."""
+        """`ledger`: the store's replay records, to skip what is stored (`reanalyze`: replace it instead).
+        `bird_stride_s`: the bird model's chunk stride (None: no bird model); part of the analysis key and the window
+        ids, so a file analysed again at another stride is analysed, and stored, anew."""
         self.paths = [Path(p) for p in paths]
         self.window_s = window_s
         self.hop_s = hop_s
@@ -99,7 +103,8 @@ class FileSource:
         self.station = station
         self.ledger = ledger
         self.reanalyze = reanalyze
-        self.analysis = analysis_key(station, window_s, hop_s, channel)
+        self.bird_stride_s = bird_stride_s
+        self.analysis = analysis_key(station, window_s, hop_s, channel, bird_stride_s)
         self.report = ReplayReport()
         self._plans: list[FilePlan] | None = None
 
@@ -207,7 +212,7 @@ class FileSource:
             self.ledger.replay_decoded(plan.sha256, self.analysis, str(path), last.window_id, count)
 
     def _decode(self, path: Path, sha256: str, stop: threading.Event) -> Iterator[AudioWindow]:
-        source_id = file_source_identity(sha256, self.channel)
+        source_id = file_source_identity(sha256, self.channel) + bird_stride_part(self.bird_stride_s)
         if path.stat().st_size == 0:
             raise AudioError(path, "the file is empty (0 bytes)")
         try:

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"soundmond analyze: store: {exc}", file=sys.stderr)
             return ExitCode.FATAL
     source = FileSource(args.paths, cfg.windows.length_s, cfg.windows.hop_s, station=cfg.station.id, ledger=store,
-                        reanalyze=args.reanalyze, on_error=lambda path, problem: errors.append((path, problem)))
+                        reanalyze=args.reanalyze, on_error=lambda path, problem: errors.append((path, problem)),
+                        bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None)
     out = sys.stdout
     writer = csv.DictWriter(out, fieldnames=records.CSV_FIELDS) if args.format == "csv" else None
     if writer:
