@@ -112,8 +112,8 @@ def plan_files(paths: Iterable[Path], ledger: ReplayLedger, analysis: str, *, re
         else:
             if records:
                 logger.warning("%s was analysed before with other window settings or bird chunk stride (%s): "
-                               "analysed again with %s; its earlier rows are kept (--reanalyze replaces them)", path, records[0].analysis,
-                               analysis)
+                               "analysed again with %s; its earlier rows are kept (--reanalyze replaces them)", path,
+                               records[0].analysis, analysis)
             plans.append(FilePlan(path, sha, "new"))
     counts = {state: sum(p.state == state for p in plans) for state in ("done", "partial", "new", "duplicate")}
     logger.info("replay of %d files: %d already analysed (skipped), %d partly analysed (resumed), %d new, "
