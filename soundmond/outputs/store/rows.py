@@ -147,7 +147,8 @@ def alert_row(a: Alert) -> tuple[Any, ...]:
 
 def results_from_rows(windows: Iterable[sqlite3.Row], detections: Iterable[sqlite3.Row]) -> list[WindowResult]:
     """WindowResults rebuilt from `windows` rows and their `detections` rows (ordered by window_id, rank). The store
-    keeps each species' best chunk only: a rebuilt result's `detections` hold those (chunk start order)."""
+    keeps each species' best chunk only: a rebuilt result's `detections` hold those (chunk start order, then best
+    first)."""
     species: dict[str, list[SpeciesScore]] = {}
     chunks: dict[str, list[ChunkDetection]] = {}
     for d in detections:
@@ -182,7 +183,7 @@ def results_from_rows(windows: Iterable[sqlite3.Row], detections: Iterable[sqlit
                 compute_ms=_float_or_nan(w["compute_ms"]),
                 status=w["status"],
                 error=w["error"],
-                detections=tuple(sorted(chunks.get(w["window_id"], ()), key=lambda c: c.start_s)),
+                detections=tuple(sorted(chunks.get(w["window_id"], ()), key=lambda c: (c.start_s, -c.confidence))),
             )
         )
     return out
