@@ -15,6 +15,7 @@ from soundmond.data import (
     AudioWindow,
     BirdOutput,
     CaptureStats,
+    ChunkDetection,
     GroupPrediction,
     LabelScore,
     SpeciesScore,
@@ -117,6 +118,31 @@ class ThreadRecordingBirds:
             return call()
         finally:
             self.active -= 1
+
+
+class ChunkRecordingBirds:
+    """A `BirdModel` recording the grid chunks it is handed per call (`calls`: their start_s) and the windows it is
+    asked for whole (`whole`: their start time); it names Turdus merula in every chunk, and gives an embedding only
+    from chunks or a whole window."""
+
+    sample_rate_hz = 48000
+    chunk_samples = 144000
+
+    def __init__(self, stride_s: float = 3.0) -> None:
+        self.stride_s = stride_s
+        self.calls: list[list[float]] = []
+        self.whole: list[float] = []
+
+    def detect_chunks(self, chunks: Sequence[GridChunk], *, start_unix_s: float) -> BirdOutput:
+        self.calls.append([c.start_s for c in chunks])
+        found = tuple(ChunkDetection("Turdus merula", "Eurasian Blackbird", 0.9, c.start_s, c.end_s, c.start_unix_s,
+                                     c.end_unix_s) for c in chunks)
+        species = (SpeciesScore("Turdus merula", "Eurasian Blackbird", 0.9),) if chunks else ()
+        return BirdOutput(species, 0.9 if chunks else 0.0, np.ones(4, np.float32) if chunks else None, found)
+
+    def detect(self, samples: np.ndarray, *, start_unix_s: float) -> BirdOutput:
+        self.whole.append(start_unix_s)
+        return BirdOutput((), 0.0, np.zeros(4, np.float32))
 
 
 class RotatingBirds:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from fakes import ChunkRecordingBirds, FixedHead, StaticTagger
 
-from soundmond.analysis import Session, build_session
+from soundmond.analysis import Analyzer, Session, build_session
 from soundmond.capture.files import FileSource
 from soundmond.config import load_config
 from soundmond.data import AudioWindow, ChunkDetection
@@ -100,6 +101,31 @@ def test_a_resampled_stream_equals_resampling_the_whole_recording(rate: int) -> 
             assert np.flatnonzero(diff > 1e-6).min() >= CHUNK - round(0.01 * RATE), c.start_s
         else:
             assert diff.max() == 0.0, c.start_s
+
+
+def test_the_analyzer_keeps_the_grid_through_quiet_windows_and_gives_the_head_an_embedding_without_chunks() -> None:
+    """A quiet window runs no model and its chunks are not analysed, but its audio still serves the chunk that
+    straddles into the next window; a window no chunk ends in (1-s hop, 3-s stride) still gives a head that needs
+    BirdNET's embedding one, from the window's own audio, and reports no species."""
+    rng = np.random.default_rng(2)
+    loud = (0.05 * rng.standard_normal(15 * RATE)).astype(np.float32)
+    loud[5 * RATE: 10 * RATE] = 0.0  # the middle window is digital silence
+    birds = ChunkRecordingBirds()
+    analyzer = Analyzer(StaticTagger(), birds, FixedHead(needs_birds=True))
+    results = [analyzer.analyze(window(5.0 * i, 5.0, signal=loud)).result for i in range(3)]
+    assert [r.status for r in results] == ["ok", "skipped_quiet", "ok"]
+    assert birds.calls == [[0.0], [9.0, 12.0]]  # 3-6 and 6-9 s ended in the quiet window: not analysed
+    assert [(d.start_s, d.end_s) for d in results[2].detections] == [(9.0, 12.0), (12.0, 15.0)]
+    assert results[1].detections == () and results[1].species == ()
+
+    birds = ChunkRecordingBirds()
+    head = FixedHead(needs_birds=True)
+    analyzer = Analyzer(StaticTagger(), birds, head)
+    results = [analyzer.analyze(window(1.0 * i, 1.0, signal=loud)).result for i in range(4)]
+    assert birds.calls == [[], [], [0.0], []]
+    assert birds.whole == [1.7e9, 1.7e9 + 1.0, 1.7e9 + 3.0]  # windows with no chunk: their own audio, for the head
+    assert all(out is not None and out.embedding is not None for out in head.seen)
+    assert [len(r.species) for r in results] == [0, 0, 1, 0]
 
 
 # ---------------------------------------------------------------- real BirdNET on corpus audio
