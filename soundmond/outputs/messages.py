@@ -58,6 +58,7 @@ from soundmond.outputs.records import (
     window_record,
 )
 from soundmond.soundscape.aggregate import SoundscapeSnapshot
+from soundmond.soundscape.species import SpeciesSummary
 
 SCHEMA = "soundmond.v1"
 SCHEMA_VERSION = 1
@@ -211,7 +212,10 @@ def soundscape_payload(snapshot: SoundscapeSnapshot, station: StationConfig, *, 
 
     `windows_with_group` is the number of windows behind the shares (quiet, skipped or failed windows have no head
     group); `shares` is null when there is none. `windows_quiet` counts the quiet windows and `quiet` is their share of
-    all the span's windows (null when the span holds none).
+    all the span's windows (null when the span holds none). `species_summary` (v1.2): per species its chunk
+    detections, distinct UTC minutes with one, first and last heard (ISO UTC), best confidence, and how many of the
+    detections are whole windows without chunk times (`from_windows`); most detections first
+    (`soundmond.soundscape.species`).
     """
     spans = []
     for span in sorted(snapshot.spans, key=lambda s: s.span_s):
@@ -230,11 +234,25 @@ def soundscape_payload(snapshot: SoundscapeSnapshot, station: StationConfig, *, 
                     else None
                 ),
                 "species": species,
+                "species_summary": [_species_summary(s) for s in span.species_summary],
             }
         )
     p = _envelope("soundscape", station, ts_unix_s, None)
     p["spans"] = spans
     return p
+
+
+def _species_summary(s: SpeciesSummary) -> dict[str, Any]:
+    return {
+        "scientific_name": s.scientific_name,
+        "common_name": s.common_name,
+        "detections": s.detections,
+        "minutes": s.minutes,
+        "first_heard": iso_utc(s.first_unix_s),
+        "last_heard": iso_utc(s.last_unix_s),
+        "max_confidence": number(s.max_confidence, MESSAGE.score, MESSAGE),
+        "from_windows": s.from_windows,
+    }
 
 
 @dataclass(frozen=True)

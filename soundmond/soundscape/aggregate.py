@@ -28,6 +28,10 @@ Storage, bounded for 24/7 running:
 Baselines: `baseline(span_s, now, days)` gives the same span ending at now - d x 86400 s for d = 1..days (UTC, so no
 daylight-saving shifts); a day the station did not record comes back with windows=0, and the alert rules skip it.
 
+Species summaries (`SpanFigures.species_summary`: per species its chunk detections, distinct UTC minutes, first and
+last heard, best confidence) come from `soundmond.soundscape.species`, one tally per species per minute, which sums
+whole UTC minutes (see there); baselines carry none.
+
 After a restart, `restore(stored_results)` on a fresh Aggregator rebuilds the same state (it sorts by start first).
 Restoring the same rows twice counts them twice.
 """
@@ -38,10 +42,11 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from soundmond.data import GROUPS, WindowResult
+from soundmond.soundscape.species import RunSpecies, SpeciesSpans, SpeciesSummary
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +158,9 @@ class SpanFigures:
     species_counts: dict[str, int]  # scientific name -> windows with that species, most frequent first
     species_windows: int  # windows with at least one species
     windows_quiet: int = 0  # windows with the group "quiet" (among windows_without_group)
+    # per species: chunk detections, distinct UTC minutes, first/last heard, best confidence (most detections first);
+    # over the whole UTC minutes the span touches (soundscape.species); filled in by `snapshot`, empty otherwise
+    species_summary: tuple[SpeciesSummary, ...] = ()
 
     @property
     def windows_without_group(self) -> int:
@@ -181,6 +189,7 @@ class SpanFigures:
             "mean_probabilities": dict(self.mean_probabilities),
             "species_counts": dict(self.species_counts),
             "species_windows": self.species_windows,
+            "species_summary": [s.to_dict() for s in self.species_summary],
         }
 
 
@@ -230,11 +239,13 @@ class RunTotals:
 
     def __init__(self) -> None:
         self._counts = _Counts()
+        self._species = RunSpecies()
         self._start: float | None = None
         self._end: float | None = None
 
     def add(self, result: WindowResult) -> None:
         self._counts.add(_Window.of(result))
+        self._species.add(result)
         end = result.start_unix_s + (result.end_s - result.start_s)
         self._start = result.start_unix_s if self._start is None else min(self._start, result.start_unix_s)
         self._end = end if self._end is None else max(self._end, end)
@@ -247,7 +258,8 @@ class RunTotals:
         """Figures over [first window start, last window end) (`span_s` its length rounded up); None before any."""
         if self._start is None or self._end is None:
             return None
-        return self._counts.figures(math.ceil(self._end - self._start), self._start, self._end)
+        figures = self._counts.figures(math.ceil(self._end - self._start), self._start, self._end)
+        return replace(figures, species_summary=self._species.summaries())
 
 
 class Aggregator:
@@ -274,6 +286,7 @@ class Aggregator:
         self._first_unix_s: float | None = None
         self._newest_unix_s: float | None = None
         self._common_names: dict[str, str] = {}
+        self._species = SpeciesSpans(self.spans_s[-1])
 
     # --- feeding -------------------------------------------------------------------------------------------------
 
@@ -303,6 +316,7 @@ class Aggregator:
         if counts is None:
             counts = self._bins[idx] = _Counts()
         counts.add(w)
+        self._species.add(result)
         for s in result.species:
             if s.common_name:
                 self._common_names[s.scientific_name] = s.common_name
@@ -334,7 +348,9 @@ class Aggregator:
     def snapshot(self, now: float) -> SoundscapeSnapshot:
         """Figures for every configured span ending at `now`, and the current UTC day's species."""
         return SoundscapeSnapshot(
-            ts_unix_s=now, spans=tuple(self.span(s, now) for s in self.spans_s), today=self.day(now)
+            ts_unix_s=now,
+            spans=tuple(replace(self.span(s, now), species_summary=self.species_summary(s, now)) for s in self.spans_s),
+            today=self.day(now),
         )
 
     def span(self, span_s: int, now: float) -> SpanFigures:
@@ -342,6 +358,11 @@ class Aggregator:
         lo, hi = now - span_s, now
         counts = self._from_raw(lo, hi) if span_s <= self.raw_horizon_s else self._from_bins(lo, hi)
         return counts.figures(span_s, lo, hi)
+
+    def species_summary(self, span_s: int, now: float) -> tuple[SpeciesSummary, ...]:
+        """Per species over the UTC minutes [now - span_s, now) touches (`soundscape.species`); `span` leaves it out
+        (the alert rules ask for spans every window and need none), `snapshot` fills it in."""
+        return self._species.span(span_s, now)
 
     def day(self, now: float) -> DayFigures:
         """The current UTC day so far (the day containing `now`)."""
@@ -399,7 +420,7 @@ class Aggregator:
 
     def sizes(self) -> dict[str, int]:
         """How much is held (for heartbeats and tests): per-window records and bins."""
-        return {"raw_windows": len(self._raw), "bins": len(self._bins)}
+        return {"raw_windows": len(self._raw), "bins": len(self._bins), **self._species.sizes()}
 
     def _from_raw(self, lo: float, hi: float) -> _Counts:
         c = _Counts()
