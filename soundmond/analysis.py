@@ -10,6 +10,12 @@ call; `close()` ends it.
 
 A model that fails on a window marks that window `error` with the reason; the next window is analysed as usual.
 
+The bird model runs on the stream's chunk grid (`soundmond.models.grid`), not on the window: the analyzer owns the
+grid (the tail of audio a chunk needs across windows) and feeds it every window it is given, quiet, gated or failed
+ones included, before deciding whether to run the models; a window's result holds the chunks that end in it
+(`WindowResult.detections`) and each species' best chunk (`species`). When a head needs BirdNET's embedding and no
+chunk ends in a window (a hop shorter than the stride), the embedding comes from the window's own chunks (`detect`).
+
 Quiet windows (`quiet_below_dbfs`, and digital silence whatever the floor: a peak under one 16-bit step) run no
 model: the group is "quiet" with no probabilities, no species, status `skipped_quiet` (counted with the gate's). The
 models say nothing true there: the head calls zeros and -90 dBFS hiss industrial, BirdNET names a woodpecker in white
@@ -27,9 +33,9 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +46,7 @@ from soundmond.data import QUIET, Alert, AudioWindow, BirdOutput, GroupPredictio
 from soundmond.head.loader import load_head
 from soundmond.head.meta import HeadError
 from soundmond.models.birds import BirdnetModel
+from soundmond.models.grid import ChunkGrid, GridChunk
 from soundmond.models.sidecar import ModelFolderError, model_digest
 from soundmond.models.taggers import load_tagger
 from soundmond.protocols import BirdModel, GroupHead, Tagger
@@ -148,6 +155,9 @@ class Analyzer:
         self._birds_worker = (
             ModelWorker("birds") if side_by_side and tagger is not None and birds is not None else None
         )
+        # the bird model's chunk grid on the stream: session state, owned here (see the module docstring)
+        self.grid = (ChunkGrid(birds.sample_rate_hz, birds.chunk_samples, birds.stride_s)
+                     if birds is not None else None)
 
     def is_quiet(self, samples: np.ndarray, level_dbfs: float) -> bool:
         """Digital silence (peak under one 16-bit step), or an RMS level under `quiet_below_dbfs`."""
@@ -181,6 +191,18 @@ class Analyzer:
             "rms_dbfs": level,
             "clipped_fraction": clipped,
         }
+        try:
+            chunks = self.grid.chunks(window) if self.grid is not None else []
+        except Exception as exc:  # never lose the stream over one window: the grid starts again with the next
+            assert self.grid is not None
+            self.grid.reset()
+            logger.exception("window %s of %s: cutting bird chunks failed", window.window_id, window.source)
+            return Analysis(
+                WindowResult(**base, group=None, tagger_top=(), tagger_top_score=0.0, species=(),
+                             bird_top_score=0.0, compute_ms=_ms(started), status="error",
+                             error=f"{type(exc).__name__}: {exc}"),
+                None, None,
+            )
         if use_gate and self.is_quiet(real, level):
             self.windows_skipped_quiet += 1
             logger.debug("window %s at %.1f dBFS is quiet: models skipped", window.window_id, level)
@@ -208,15 +230,17 @@ class Analyzer:
         group = None
         pending: Future[BirdOutput] | None = None
         try:
+            # a head that needs BirdNET's embedding, in a window no grid chunk ends in: the window's own chunks
+            own = (at(self.birds.sample_rate_hz) if self.birds is not None and not chunks and self.head is not None
+                   and self.head.needs_birds else None)
             if self.birds is not None and self._birds_worker is not None:
-                birds, samples = self.birds, at(self.birds.sample_rate_hz)
-                pending = self._birds_worker.submit(lambda: birds.detect(samples, start_unix_s=window.start_unix_s))
+                pending = self._birds_worker.submit(lambda: self._detect_birds(window, chunks, own))
             if self.tagger is not None:
                 tagger_output = self.tagger.tag(at(self.tagger.sample_rate_hz))
             if pending is not None:
                 bird_output = pending.result()
             elif self.birds is not None:
-                bird_output = self.birds.detect(at(self.birds.sample_rate_hz), start_unix_s=window.start_unix_s)
+                bird_output = self._detect_birds(window, chunks, own)
             if self.head is not None and tagger_output is not None:
                 group = self.head.predict(tagger_output, bird_output)
         except Exception as exc:  # a model failing on one window must not stop the stream
@@ -237,8 +261,18 @@ class Analyzer:
             species=bird_output.species if bird_output else (),
             bird_top_score=bird_output.top_score if bird_output else 0.0,
             compute_ms=_ms(started),
+            detections=bird_output.detections if bird_output else (),
         )
         return Analysis(result, tagger_output, bird_output)
+
+    def _detect_birds(self, window: AudioWindow, chunks: Sequence[GridChunk], own: np.ndarray | None) -> BirdOutput:
+        """The grid chunks ending in the window; `own` (the window at the bird rate): the head's embedding when no
+        chunk gave one."""
+        assert self.birds is not None
+        output = self.birds.detect_chunks(chunks, start_unix_s=window.start_unix_s)
+        if own is not None and output.embedding is None:
+            output = replace(output, embedding=self.birds.detect(own, start_unix_s=window.start_unix_s).embedding)
+        return output
 
 
 def _ms(started: float) -> float:

@@ -30,6 +30,7 @@ from soundmond.data import AlertType
 
 DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/soundmond/config.yaml"))
 SECRET_KEYS = {"password", "api_key", "apikey", "token", "secret"}
+BIRDNET_CHUNK_S = 3.0  # BirdNET V2.4 analyses 3-s chunks (the chunk grid's unit; the sidecar says it again)
 
 
 @dataclass(frozen=True)
@@ -132,12 +133,32 @@ class BirdConfig(_Section):
     enabled: bool = True
     path: Path = Path("models/birdnet")
     threads: Annotated[int, Field(ge=1, le=64)] = 1
-    chunk_overlap_s: Annotated[float, Field(ge=0.0, lt=3.0)] = 0.0
+    # Seconds between the starts of BirdNET's 3-s chunks on the stream grid (`soundmond.models.grid`): 3 is
+    # BirdNET-Analyzer's default grid (no overlap), smaller strides overlap the chunks (BirdNET's overlap = 3 - stride).
+    stride_s: Annotated[float, Field(gt=0.0, le=3.0)] = 3.0
+    # The older spelling, accepted alone as stride_s = 3 - chunk_overlap_s; refused together with stride_s.
+    chunk_overlap_s: Annotated[float, Field(ge=0.0, lt=3.0)] | None = None
     sensitivity: Annotated[float, Field(ge=0.5, le=1.5)] = 1.0
     min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     location_filter: LocationFilterConfig = LocationFilterConfig()
+
+
+    @model_validator(mode="after")
+    def _stride_from_overlap(self) -> BirdConfig:
+        if self.chunk_overlap_s is None:
+            return self
+        if "stride_s" in self.model_fields_set:
+            raise RefusedError(Refusal(
+                ("chunk_overlap_s",),
+                f"set together with stride_s ({self.stride_s:g}); chunk_overlap_s is the older spelling of the same "
+                "setting",
+                f"remove chunk_overlap_s and keep stride_s (stride_s = 3 - overlap: {self.chunk_overlap_s:g} s overlap "
+                f"is stride_s: {BIRDNET_CHUNK_S - self.chunk_overlap_s:g})",
+            ))
+        object.__setattr__(self, "stride_s", BIRDNET_CHUNK_S - self.chunk_overlap_s)  # frozen: set once, here
+        return self
 
 
 class HeadConfig(_Section):

@@ -59,6 +59,7 @@ class AudioWindow:
     sample_rate_hz: int
     samples: npt.NDArray[np.float32]  # mono float32 in [-1, 1]
     padded_samples: int = 0  # zeros appended at the end (a file's short tail): not audio that was heard
+    final: bool = False  # the last window of its file: the bird chunk grid flushes and closes its last chunk
 
     @property
     def duration_s(self) -> float:
@@ -152,6 +153,14 @@ class WindowResult:
     # the kept species of every bird-model chunk that ends in this window (chunk start order, then best first);
     # `species` holds each species' best chunk
     detections: tuple[ChunkDetection, ...] = ()
+
+    def best_chunks(self) -> dict[str, ChunkDetection]:
+        """Each species' best chunk of this window (the earliest of equal confidences), by scientific name."""
+        best: dict[str, ChunkDetection] = {}
+        for d in self.detections:
+            if d.scientific_name not in best or d.confidence > best[d.scientific_name].confidence:
+                best[d.scientific_name] = d
+        return best
 
 
 @dataclass(frozen=True)

@@ -318,9 +318,10 @@ class Daemon:
         station = self.cfg.station
         items = [OutboxItem("alert", a.alert_id, alert_payload(a, station), 1) for a in alerts]
         if result is not None:
+            best = result.best_chunks()
             for species in result.species:
                 payload = detection_payload(species, station, window_id=result.window_id,
-                                            ts_unix_s=result.start_unix_s)
+                                            ts_unix_s=result.start_unix_s, chunk=best.get(species.scientific_name))
                 items.append(OutboxItem("detection", payload["event_id"], payload, 1))
         return items
 
@@ -494,7 +495,8 @@ def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override
         source_override, realtime = loaded.resolve(src.path), src.realtime
     if source_override is not None:  # a replay: the store says what is already analysed
         return FileSource([source_override], w.length_s, w.hop_s, realtime=realtime, station=station, ledger=store,
-                          reanalyze=reanalyze, on_error=on_input_error), realtime
+                          reanalyze=reanalyze, on_error=on_input_error,
+                          bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None), realtime
     assert isinstance(src, MicSourceConfig)
 
     def on_event(event: CaptureEvent) -> None:

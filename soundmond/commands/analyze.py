@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
             bird.discard(str(path))
 
     source = FileSource(args.paths, cfg.windows.length_s, cfg.windows.hop_s, station=cfg.station.id, ledger=store,
-                        reanalyze=args.reanalyze, on_error=failed)
+                        reanalyze=args.reanalyze, on_error=failed,
+                        bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None)
     writer = csv.DictWriter(out, fieldnames=records.CSV_FIELDS) if args.format == "csv" else None
     if writer:
         writer.writeheader()

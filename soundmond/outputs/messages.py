@@ -5,7 +5,8 @@ Every payload soundmond publishes under its topic prefix (except the plain-text 
 coordinates are configured, `location` {lat, lon}. Window, detection and alert event ids derive from what they report
 (`soundmond.identity`): a replayed event keeps its id. The JSON Schemas (draft 2020-12) live in
 `soundmond/outputs/schemas/<type>.v1.json`; a change to a schema bumps its version. Additions within v1 (listed in
-each schema's `$comment`, e.g. v1.1: a window's group "quiet", a span's `quiet` and `windows_quiet`) keep every
+each schema's `$comment`, e.g. v1.1: a window's group "quiet", a span's `quiet` and `windows_quiet`; v1.2: a
+detection's best chunk, `chunk_start_s` / `chunk_end_s` / `chunk_start` / `chunk_end`) keep every
 earlier field and its meaning, but a consumer validating against an older copy of the v1 files (closed objects,
 closed enums) refuses the new values: it takes the current files from this folder.
 
@@ -36,9 +37,26 @@ from importlib import resources
 from typing import Any
 
 from soundmond.config import MqttConfig, StationConfig
-from soundmond.data import GROUPS, Alert, BaselineStatus, Heartbeat, SpeciesScore, WindowResult, new_id
+from soundmond.data import (
+    GROUPS,
+    Alert,
+    BaselineStatus,
+    ChunkDetection,
+    Heartbeat,
+    SpeciesScore,
+    WindowResult,
+    new_id,
+)
 from soundmond.identity import detection_id
-from soundmond.outputs.records import MESSAGE, alert_record, iso_utc, number, species_record, window_record
+from soundmond.outputs.records import (
+    MESSAGE,
+    alert_record,
+    chunk_record,
+    iso_utc,
+    number,
+    species_record,
+    window_record,
+)
 from soundmond.soundscape.aggregate import SoundscapeSnapshot
 from soundmond.soundscape.species import SpeciesSummary
 
@@ -157,12 +175,19 @@ def detection_payload(
     window_id: str,
     ts_unix_s: float,
     event_id: str | None = None,
+    chunk: ChunkDetection | None = None,
 ) -> dict[str, Any]:
     """One species detected in one window (ts = the window's start; event_id derived from the window and the
-    species unless given, so a replayed detection keeps its id)."""
+    species unless given, so a replayed detection keeps its id). `chunk`: the species' best bird-model chunk of the
+    window (`WindowResult.best_chunks`), sent as chunk_start_s / chunk_end_s (within the source) and chunk_start /
+    chunk_end (ISO UTC), v1.2."""
     p = _envelope("detection", station, ts_unix_s, event_id or detection_id(window_id, score.scientific_name))
     p["window_id"] = window_id
     p.update(species_record(score, MESSAGE))
+    if chunk is not None:
+        rec = chunk_record(chunk, MESSAGE)
+        p.update({"chunk_start_s": rec["start_s"], "chunk_end_s": rec["end_s"],
+                  "chunk_start": iso_utc(chunk.start_unix_s), "chunk_end": iso_utc(chunk.end_unix_s)})
     return p
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from soundmond.data import Alert, SpeciesScore, WindowResult
+from soundmond.data import Alert, ChunkDetection, SpeciesScore, WindowResult
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,28 @@ def species_record(s: SpeciesScore, precision: Precision) -> dict[str, Any]:
     }
 
 
+def chunk_record(d: ChunkDetection, precision: Precision) -> dict[str, Any]:
+    """One species in one bird-model chunk: the species' fields, then where the chunk lies in its source (seconds)
+    and in UTC (epoch seconds)."""
+    return {
+        "scientific_name": d.scientific_name,
+        "common_name": d.common_name,
+        "confidence": number(d.confidence, precision.score, precision),
+        "occurrence": number(d.occurrence, precision.score, precision),
+        "start_s": number(d.start_s, precision.time, precision),
+        "end_s": number(d.end_s, precision.time, precision),
+        "start_unix_s": float(d.start_unix_s),
+        "end_unix_s": float(d.end_unix_s),
+    }
+
+
 def window_record(r: WindowResult, precision: Precision) -> dict[str, Any]:
     """Every field of `r` as plain values, numbers per `precision`.
 
     `probabilities` is the head's group -> probability dict as it came (None without a group, and for a "quiet" window,
     which no head saw), `tagger_top` a list of
-    {label, score}, `species` a list of `species_record`s, best first.
+    {label, score}, `species` a list of `species_record`s, best first, `detections` a list of `chunk_record`s (the
+    bird-model chunks that end in the window, chunk start order, then best first).
     """
     p = precision
     return {
@@ -88,6 +104,7 @@ def window_record(r: WindowResult, precision: Precision) -> dict[str, Any]:
         "tagger_top": [{"label": t.label, "score": number(t.score, p.score, p)} for t in r.tagger_top],
         "tagger_top_score": number(r.tagger_top_score, p.score, p),
         "species": [species_record(s, p) for s in r.species],
+        "detections": [chunk_record(d, p) for d in r.detections],
         "bird_top_score": number(r.bird_top_score, p.score, p),
         "rms_dbfs": number(r.rms_dbfs, p.rms_dbfs, p),
         "clipped_fraction": number(r.clipped_fraction, p.score, p),
@@ -96,7 +113,8 @@ def window_record(r: WindowResult, precision: Precision) -> dict[str, Any]:
 
 
 def analyze_record(r: WindowResult) -> dict[str, Any]:
-    """One `soundmond analyze` JSON line (a species' `occurrence` only when known)."""
+    """One `soundmond analyze` JSON line (a species' `occurrence` only when known). `detections`: every species in
+    every bird-model chunk that ends in the window, with the chunk's start / end within the file (s) and in UTC."""
     rec = window_record(r, ANALYZE)
     return {
         "file": rec["source"],
@@ -115,6 +133,13 @@ def analyze_record(r: WindowResult) -> dict[str, Any]:
         "rms_dbfs": rec["rms_dbfs"],
         "clipped_fraction": rec["clipped_fraction"],
         "compute_ms": rec["compute_ms"],
+        "detections": [
+            {"start_s": d["start_s"], "end_s": d["end_s"], "start_utc": iso_utc(d["start_unix_s"]),
+             "end_utc": iso_utc(d["end_unix_s"]), "scientific_name": d["scientific_name"],
+             "common_name": d["common_name"], "confidence": d["confidence"],
+             **({"occurrence": d["occurrence"]} if d["occurrence"] is not None else {})}
+            for d in rec["detections"]
+        ],
     }
 
 

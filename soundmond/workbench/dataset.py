@@ -22,6 +22,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from soundmond.capture.audio import load_audio, resample
+from soundmond.config import BIRDNET_CHUNK_S
 from soundmond.identity import file_sha256
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.taggers import AstTagger, YamnetTagger
@@ -121,7 +122,7 @@ def clip_features(
                 raise RuntimeError("BirdNET returned no embedding")
             return {"birdnet_embedding": np.stack([o.embedding for o in outs if o.embedding is not None])}
 
-        overlap = birds.config.chunk_overlap_s
+        overlap = BIRDNET_CHUNK_S - birds.stride_s  # the window's chunks overlap by this (the key kept as before)
         features.update(cached_features(cache_dir, f"birdnet|{file_sha}|{birds.model_sha256}|{overlap}", birdnet))
     return features
 

@@ -168,7 +168,7 @@ class Store:
                     conn.executemany(f"INSERT OR IGNORE INTO windows({WINDOW_COLUMNS}) VALUES ({','.join('?' * 18)})",
                                      windows)
                     conn.executemany(
-                        f"INSERT OR IGNORE INTO detections({DETECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        f"INSERT OR IGNORE INTO detections({DETECTION_COLUMNS}) VALUES ({','.join('?' * 11)})",
                         detections,
                     )
                     conn.executemany(
@@ -475,7 +475,8 @@ class Store:
             "SELECT * FROM windows WHERE start_unix_s >= ? ORDER BY start_unix_s ASC, rowid", (since_unix_s,)
         )
         detections = self._query(
-            "SELECT window_id, scientific_name, common_name, confidence, occurrence FROM detections "
+            "SELECT window_id, scientific_name, common_name, confidence, occurrence, chunk_start_s, chunk_end_s, "
+            "chunk_start_unix_s, chunk_end_unix_s FROM detections "
             "WHERE start_unix_s >= ? ORDER BY window_id, rank",
             (since_unix_s,),
         )

@@ -124,6 +124,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX windows_source ON windows(source)",
     ),
+    # 4 -> 5: where in its window a species was heard: its best bird-model chunk (the stream grid, `models/grid.py`),
+    # start / end within the source (seconds) and in UTC. One row per (window, species) as before (ids and
+    # exactly-once unchanged); null for rows written before (no chunk was known) and for a species without a chunk.
+    (
+        "ALTER TABLE detections ADD COLUMN chunk_start_s REAL",
+        "ALTER TABLE detections ADD COLUMN chunk_end_s REAL",
+        "ALTER TABLE detections ADD COLUMN chunk_start_unix_s REAL",
+        "ALTER TABLE detections ADD COLUMN chunk_end_unix_s REAL",
+    ),
 )
 # the age of a stored window for retention (rows written before migration 2 fall back to the recording time)
 WINDOW_AGE = "COALESCE(stored_unix_s, start_unix_s)"
