@@ -92,7 +92,7 @@ class SpeciesScore:
 
     scientific_name: str
     common_name: str
-    confidence: float  # sigmoid(sensitivity * logit)
+    confidence: float  # sigmoid(logit_scale(sensitivity) * logit), as BirdNET-Analyzer
     occurrence: float | None = None  # meta-model occurrence at the station's location/week, when known
 
 
@@ -104,7 +104,7 @@ class ChunkDetection:
 
     scientific_name: str
     common_name: str
-    confidence: float  # sigmoid(sensitivity * logit) in this chunk
+    confidence: float  # sigmoid(logit_scale(sensitivity) * logit) in this chunk
     start_s: float  # chunk start within its source (file or capture session), seconds
     end_s: float  # chunk end within its source, seconds (start_s + the model's chunk length)
     start_unix_s: float  # chunk start, UTC epoch seconds

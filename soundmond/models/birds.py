@@ -68,6 +68,13 @@ def birdnet_week(when_unix_s: float) -> int:
     return (date.month - 1) * 4 + min(4, (date.day - 1) // 7 + 1)
 
 
+def logit_scale(sensitivity: float) -> float:
+    """BirdNET-Analyzer's (and birdnetlib's) sigmoid scale for a user's sensitivity: clip(1 - (sensitivity - 1), 0.5,
+    1.5). A higher sensitivity gives a flatter sigmoid, so more detections: `models.birds.sensitivity` means what it
+    means in BirdNET-Analyzer, BirdNET-Pi and BirdNET-Go (1.0 is the same in all)."""
+    return max(0.5, min(1.0 - (sensitivity - 1.0), 1.5))
+
+
 def split_birdnet_label(label: str) -> tuple[str, str]:
     """'Turdus merula_Eurasian Blackbird' -> ('Turdus merula', 'Eurasian Blackbird')."""
     scientific, sep, common = label.partition("_")
@@ -129,7 +136,8 @@ class BirdnetModel:
     added (a 5-s window at stride 3 gives chunks at 0 s and 2 s), so no chunk is zero-padded unless the whole window
     is shorter than 3 s. Each chunk is its own ONNX Runtime call: batching a window's chunks gained about 2 % on 2
     cores (`soundmond bench`, levers) but doubles the float64 spectrogram intermediates (about 45 MB of peak RSS).
-    Confidence = sigmoid(sensitivity * logit), per species the max over chunks. The kept species are those above
+    Confidence = sigmoid(logit_scale(sensitivity) * logit) as BirdNET-Analyzer computes it, per species the max
+    over chunks. The kept species are those above
     `min_confidence`, in `include` (when given), not in `exclude`, and - when the location filter is on and the
     station's latitude / longitude are set - with meta-model occurrence >= `location_filter.threshold` at that week.
     `SpeciesScore.occurrence` is filled whenever latitude / longitude are known, even with the filter off.
@@ -147,6 +155,7 @@ class BirdnetModel:
     ) -> None:
         self.folder = Path(folder)
         self.config = config
+        self.logit_scale = logit_scale(config.sensitivity)
         self.sidecar = check_sidecar(self.folder, "birdnet", config)
         labels = read_labels(self.folder, self.sidecar)
         self.labels = labels
@@ -282,7 +291,7 @@ class BirdnetModel:
 
     def _detection(self, logits: npt.NDArray[np.float32], embedding: npt.NDArray[np.float32], start_unix_s: float,
                    chunks: Sequence[GridChunk]) -> BirdDetection:
-        per_chunk = sigmoid(self.config.sensitivity * logits)
+        per_chunk = sigmoid(self.logit_scale * logits)
         confidence = per_chunk.max(axis=0)
         species_conf = np.where(self.sound_class_mask, 0.0, confidence)
         top_score = float(species_conf.max())

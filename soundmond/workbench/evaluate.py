@@ -144,7 +144,7 @@ def file_species_scores(birds: Any, path: Path) -> npt.NDArray[np.float32]:
     best: npt.NDArray[np.float32] | None = None
     for window in cut_windows(samples, rate):
         logits, _ = birds.chunk_outputs(window)
-        conf = sigmoid(birds.config.sensitivity * logits.astype(np.float64)).max(axis=0)  # as BirdnetModel
+        conf = sigmoid(birds.logit_scale * logits.astype(np.float64)).max(axis=0)  # as BirdnetModel
         best = conf if best is None else np.maximum(best, conf)
     assert best is not None
     return best
