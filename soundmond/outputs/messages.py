@@ -146,6 +146,8 @@ def window_payload(result: WindowResult, station: StationConfig) -> dict[str, An
             "error": rec["error"],
         }
     )
+    if rec["indices"] is not None:  # v1.2
+        p["indices"] = rec["indices"]
     return p
 
 
@@ -186,9 +188,10 @@ def soundscape_payload(snapshot: SoundscapeSnapshot, station: StationConfig, *, 
 
     `windows_with_group` is the number of windows behind the shares (quiet, skipped or failed windows have no head
     group); `shares` is null when there is none. `windows_quiet` counts the quiet windows and `quiet` is their share of
-    all the span's windows (null when the span holds none).
+    all the span's windows (null when the span holds none). v1.2: `indices`, per acoustic index the mean, p10, p90 and
+    the windows behind them (absent when indices are off).
     """
-    spans = []
+    spans: list[dict[str, Any]] = []
     for span in sorted(snapshot.spans, key=lambda s: s.span_s):
         ranked = sorted(span.species_counts.items(), key=lambda kv: (-int(kv[1]), kv[0]))
         species = [{"scientific_name": name, "count": int(n)} for name, n in ranked]
@@ -207,9 +210,22 @@ def soundscape_payload(snapshot: SoundscapeSnapshot, station: StationConfig, *, 
                 "species": species,
             }
         )
+        if span.indices is not None:  # v1.2
+            spans[-1]["indices"] = {
+                name: None if f is None else {
+                    "mean": number(f.mean, _digits(name), MESSAGE), "p10": number(f.p10, _digits(name), MESSAGE),
+                    "p90": number(f.p90, _digits(name), MESSAGE), "windows": f.windows,
+                }
+                for name, f in span.indices.items()
+            }
     p = _envelope("soundscape", station, ts_unix_s, None)
     p["spans"] = spans
     return p
+
+
+def _digits(index_name: str) -> int | None:
+    """Decimals of an acoustic index in messages: levels as rms_dbfs, the others as `MESSAGE.index`."""
+    return MESSAGE.rms_dbfs if index_name.startswith("leq") else MESSAGE.index
 
 
 @dataclass(frozen=True)

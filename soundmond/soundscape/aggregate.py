@@ -22,6 +22,8 @@ Storage, bounded for 24/7 running:
   With the defaults: 9 days x 1440 bins = 12960 bins. Measured on a synthetic species-rich stream (5-s hop, 60
   species, ~1.2 per window, 9 days): ~20 MB, ~55 us per `add`, ~25 ms per `snapshot`. A larger `bin_s` (e.g. 300)
   cuts the bin count 5x at the price of coarser edges.
+- the acoustic indices of each window over the longest span (`soundscape.index_stats`: 88 bytes a window, exact
+  mean / p10 / p90 per span; 1.5 MB for 24 h at a 5-s hop).
 - eviction is by the newest window start seen, so memory stays bounded whatever `now` the queries use. A window
   older than the kept history (e.g. after the clock jumped back by days) is dropped with a warning.
 
@@ -38,10 +40,11 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from soundmond.data import GROUPS, WindowResult
+from soundmond.soundscape.index_stats import IndexHistory, SpanIndices, span_indices_dict
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +156,9 @@ class SpanFigures:
     species_counts: dict[str, int]  # scientific name -> windows with that species, most frequent first
     species_windows: int  # windows with at least one species
     windows_quiet: int = 0  # windows with the group "quiet" (among windows_without_group)
+    # acoustic indices over the span's windows that have them (`soundscape.index_stats`): name -> mean / p10 / p90;
+    # None when none has (indices off); filled for the rolling spans and a run's totals, not for baselines or days
+    indices: SpanIndices | None = None
 
     @property
     def windows_without_group(self) -> int:
@@ -181,6 +187,7 @@ class SpanFigures:
             "mean_probabilities": dict(self.mean_probabilities),
             "species_counts": dict(self.species_counts),
             "species_windows": self.species_windows,
+            "indices": span_indices_dict(self.indices),
         }
 
 
@@ -230,11 +237,14 @@ class RunTotals:
 
     def __init__(self) -> None:
         self._counts = _Counts()
+        self._indices = IndexHistory(math.inf)
         self._start: float | None = None
         self._end: float | None = None
 
     def add(self, result: WindowResult) -> None:
         self._counts.add(_Window.of(result))
+        if result.indices is not None:
+            self._indices.add(result.start_unix_s, result.indices)
         end = result.start_unix_s + (result.end_s - result.start_s)
         self._start = result.start_unix_s if self._start is None else min(self._start, result.start_unix_s)
         self._end = end if self._end is None else max(self._end, end)
@@ -247,7 +257,8 @@ class RunTotals:
         """Figures over [first window start, last window end) (`span_s` its length rounded up); None before any."""
         if self._start is None or self._end is None:
             return None
-        return self._counts.figures(math.ceil(self._end - self._start), self._start, self._end)
+        figures = self._counts.figures(math.ceil(self._end - self._start), self._start, self._end)
+        return replace(figures, indices=self._indices.summary(-math.inf, math.inf))
 
 
 class Aggregator:
@@ -274,6 +285,7 @@ class Aggregator:
         self._first_unix_s: float | None = None
         self._newest_unix_s: float | None = None
         self._common_names: dict[str, str] = {}
+        self._indices = IndexHistory(self.spans_s[-1])  # per-window acoustic indices over the longest span
 
     # --- feeding -------------------------------------------------------------------------------------------------
 
@@ -303,6 +315,8 @@ class Aggregator:
         if counts is None:
             counts = self._bins[idx] = _Counts()
         counts.add(w)
+        if result.indices is not None:
+            self._indices.add(start, result.indices)
         for s in result.species:
             if s.common_name:
                 self._common_names[s.scientific_name] = s.common_name
@@ -341,7 +355,7 @@ class Aggregator:
         """Figures over [now - span_s, now): exact from per-window records up to raw_horizon_s, else from bins."""
         lo, hi = now - span_s, now
         counts = self._from_raw(lo, hi) if span_s <= self.raw_horizon_s else self._from_bins(lo, hi)
-        return counts.figures(span_s, lo, hi)
+        return replace(counts.figures(span_s, lo, hi), indices=self._indices.summary(lo, hi))
 
     def day(self, now: float) -> DayFigures:
         """The current UTC day so far (the day containing `now`)."""
@@ -399,7 +413,7 @@ class Aggregator:
 
     def sizes(self) -> dict[str, int]:
         """How much is held (for heartbeats and tests): per-window records and bins."""
-        return {"raw_windows": len(self._raw), "bins": len(self._bins)}
+        return {"raw_windows": len(self._raw), "bins": len(self._bins), "index_windows": len(self._indices)}
 
     def _from_raw(self, lo: float, hi: float) -> _Counts:
         c = _Counts()

@@ -10,18 +10,28 @@ The spectrogram (maad's `spectrogram(x, fs, window="hann", nperseg=1024, noverla
 (`|rfft| * sqrt(2 / (nperseg * sum(w**2)))`), the Nyquist row dropped, `len(x) // hop - 1` frames. Computed at the
 window's own sample rate: bands above the Nyquist frequency are cut at it (a 16-kHz recording has no 8-11 kHz).
 
-| field | maad function and parameters | meaning |
-|---|---|---|
-| `ndsi` | `soundscape_index(Sxx_power, fn, flim_bioPh=(2000, 8000), flim_antroPh=(1000, 2000), R_compatible="soundecology")` | (B - A) / (B + A) of the power in 1-kHz bins: biophony bins starting at 2..8 kHz (2-9 kHz, Nyquist permitting), anthrophony bins starting at 1 and 2 kHz (1-3 kHz; maad's bin selection takes both ends of the band, so the 2-3 kHz bin is in both) |
-| `aci` | `acoustic_complexity_index(Sxx_amplitude)[2]` | Pieretti's ACI over the whole window as one step (sum over frequency rows of sum abs(diff over time) / sum) |
-| `adi` | `acoustic_diversity_index(Sxx_amplitude, fn, fmin=0, fmax=10000, bin_step=1000, dB_threshold=-50)` | Shannon diversity of the share of frames above -50 dB (re the window's loudest cell) in 1-kHz bands to 10 kHz |
-| `aei` | `acoustic_eveness_index(..., same as adi)` | Gini coefficient of those shares |
-| `bi` | `bioacoustics_index(Sxx_amplitude, fn, flim=(2000, 8000), R_compatible="soundecology")` | area of the mean spectrum in dB (re its max) over 2-8 kHz above its minimum, divided by the row width |
-| `hf` | `frequency_entropy(Sxx_power, compatibility="QUT")[0]` (= 1 - `spectral_entropy(Sxx_power, fn)[0]`) | spectral entropy of the mean power spectrum, 0..1 |
-| `ht` | `temporal_entropy(s, compatibility="QUT", mode="fast", Nt=512)` | temporal entropy of the squared envelope (max of every 512 samples), 0..1 |
-| `h` | `hf * ht` | Sueur's acoustic entropy index H, 0..1 |
-| `leq_dbfs` | `wav2leq(s, fs, gain=0, Vadc=2, sensitivity=94 - calibration_db, dBref=94, dt=window)` minus `calibration_db` | equivalent continuous level of the window, dB re full scale (an RMS of 1); equals `rms_dbfs` |
-| `leq_db_spl` | same, with `source.calibration_db` | dB SPL (re 20 uPa): leq_dbfs + calibration_db; None without a calibration |
+Each field, the maad call it equals, and what it measures:
+
+- `ndsi`: `soundscape_index(Sxx_power, fn, flim_bioPh=(2000, 8000), flim_antroPh=(1000, 2000),
+  R_compatible="soundecology")[0]`. (B - A) / (B + A), -1 (anthrophony) .. 1 (biophony), of the power in 1-kHz bins:
+  biophony B = the bins starting at 2..8 kHz (2-9 kHz, Nyquist permitting), anthrophony A = the bins starting at 1 and
+  2 kHz (1-3 kHz: maad's band selection keeps both ends, so the 2-3 kHz bin counts in both).
+- `aci`: `acoustic_complexity_index(Sxx_amplitude)[2]`. Pieretti's ACI with the window as one step: the sum over
+  frequency rows of sum(|difference between frames|) / sum(row).
+- `adi`: `acoustic_diversity_index(Sxx_amplitude, fn, fmin=0, fmax=10000, bin_step=1000, dB_threshold=-50)`. Shannon
+  diversity (nats) of the share of cells above -50 dB (re the window's loudest cell) in each 1-kHz band to 10 kHz.
+- `aei`: `acoustic_eveness_index(...)` with the same arguments: the Gini coefficient of those shares, 0..1.
+- `bi`: `bioacoustics_index(Sxx_amplitude, fn, flim=(2000, 8000), R_compatible="soundecology")`. The mean spectrum in
+  dB (re its max) over 2-8 kHz, minus its minimum there, summed and divided by the row width (Boelman's BI).
+- `hf`: `frequency_entropy(Sxx_power, compatibility="QUT")[0]`, which is 1 - `spectral_entropy(Sxx_power, fn)[0]`
+  (Towsey's EAS): the spectral entropy of the mean power spectrum, 0..1.
+- `ht`: `temporal_entropy(s, compatibility="QUT", mode="fast", Nt=512)`: the entropy of the squared envelope (the max
+  of |s| over every 512 samples), 0..1.
+- `h`: `hf * ht`, Sueur's acoustic entropy index H, 0..1.
+- `leq_dbfs`: the equivalent continuous level of the window, 10 log10(mean(s^2)), dB re full scale (an RMS of 1); the
+  same number as `rms_dbfs`.
+- `leq_db_spl`: leq_dbfs + `source.calibration_db`, dB SPL re 20 uPa (None without a calibration); equals
+  `maad.spl.wav2leq(s, fs, gain=0, Vadc=2, sensitivity=94 - calibration_db, dBref=94)` energy-averaged over the window.
 
 ADI and AEI bands stop at the highest whole band under the Nyquist frequency (`fmax` 8000 at 16 kHz, 10000 at
 22.05 kHz and above); maad is called with the same `fmax` in the tests (above the Nyquist frequency maad would count
@@ -29,7 +39,7 @@ the top row again for every missing band). One deliberate difference: a frequenc
 adds 0 to ACI where maad divides 0 by 0 (NaN).
 
 A window with fewer than `MIN_FRAMES` spectrogram frames (a file's short tail) or digital silence (peak under one
-16-bit step: entropies and ratios of zeros mean nothing) has no indices (None). Cost: see `soundmond.config.IndicesConfig`.
+16-bit step: entropies and ratios of zeros mean nothing) has no indices (None). Cost: `soundmond.config.IndicesConfig`.
 """
 
 from __future__ import annotations
@@ -126,7 +136,7 @@ def ndsi(power: np.ndarray, fn: np.ndarray) -> float:
     step = NDSI_ANTHROPHONY_HZ[1] - NDSI_ANTHROPHONY_HZ[0]
     edges = np.arange(fn[0], fn[-1] + step, step)
     means, counts = [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         rows = (fn >= lo) & (fn < hi)
         counts.append(int(rows.sum()))
         means.append(power[rows].mean(axis=0) if rows.any() else np.full(power.shape[1], np.nan))
