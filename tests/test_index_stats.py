@@ -16,7 +16,7 @@ from soundmond.outputs import messages
 from soundmond.outputs.store import Store
 from soundmond.outputs.store.schema import MIGRATIONS
 from soundmond.soundscape.aggregate import Aggregator, RunTotals
-from soundmond.soundscape.index_stats import IndexHistory, row, summarise
+from soundmond.soundscape.index_stats import IndexHistory, IndexTotals, row, summarise
 
 STATION = StationConfig(id="jura-1")
 
@@ -97,6 +97,28 @@ def test_run_totals_summarise_every_window() -> None:
     assert figures is not None and figures.indices is not None
     assert figures.indices["bi"] is not None and figures.indices["bi"].windows == 30
     assert figures.to_dict()["indices"]["bi"]["mean"] == pytest.approx(145.0)
+
+
+def test_run_totals_stay_bounded_with_exact_means() -> None:
+    """A run longer than the sample: means and counts stay exact, percentiles come from a uniform sample."""
+    rng = np.random.default_rng(5)
+    ks = rng.uniform(0, 1000, 5000)
+    small, full = IndexTotals(sample_size=500), IndexTotals(sample_size=10_000)
+    for k in ks:
+        small.add(ix(float(k), spl=k < 500))
+        full.add(ix(float(k), spl=k < 500))
+    exact = summarise(np.array([row(ix(float(k), spl=k < 500)) for k in ks]))
+    assert full.summary() == exact  # within the sample size: the same figures as from every window
+    approx = small.summary()
+    assert approx is not None and exact is not None
+    assert small._sample.shape[0] == 500  # noqa: SLF001  (the bound itself is what is tested)
+    for name in ("aci", "leq_dbfs", "leq_db_spl"):
+        a, e = approx[name], exact[name]
+        assert a is not None and e is not None
+        assert (a.mean, a.windows) == (pytest.approx(e.mean, abs=1e-5), e.windows)
+    aci, aci_exact = approx["aci"], exact["aci"]
+    assert aci is not None and aci_exact is not None
+    assert aci.p10 == pytest.approx(aci_exact.p10, abs=30) and aci.p90 == pytest.approx(aci_exact.p90, abs=30)
 
 
 def test_messages_carry_the_indices_and_validate() -> None:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from soundmond.data import GROUPS, WindowResult
-from soundmond.soundscape.index_stats import IndexHistory, SpanIndices, span_indices_dict
+from soundmond.soundscape.index_stats import IndexHistory, IndexTotals, SpanIndices, span_indices_dict
 
 logger = logging.getLogger(__name__)
 
@@ -237,14 +237,14 @@ class RunTotals:
 
     def __init__(self) -> None:
         self._counts = _Counts()
-        self._indices = IndexHistory(math.inf)
+        self._indices = IndexTotals()
         self._start: float | None = None
         self._end: float | None = None
 
     def add(self, result: WindowResult) -> None:
         self._counts.add(_Window.of(result))
         if result.indices is not None:
-            self._indices.add(result.start_unix_s, result.indices)
+            self._indices.add(result.indices)
         end = result.start_unix_s + (result.end_s - result.start_s)
         self._start = result.start_unix_s if self._start is None else min(self._start, result.start_unix_s)
         self._end = end if self._end is None else max(self._end, end)
@@ -258,7 +258,7 @@ class RunTotals:
         if self._start is None or self._end is None:
             return None
         figures = self._counts.figures(math.ceil(self._end - self._start), self._start, self._end)
-        return replace(figures, indices=self._indices.summary(-math.inf, math.inf))
+        return replace(figures, indices=self._indices.summary())
 
 
 class Aggregator:

@@ -24,6 +24,7 @@ import numpy as np
 from soundmond.data import INDEX_NAMES, AcousticIndices
 
 LEVELS = frozenset({"leq_dbfs", "leq_db_spl"})
+_LEVEL_COLUMNS = np.array([name in LEVELS for name in INDEX_NAMES])
 DIGITS = 6  # as the aggregator's shares: readable JSON, and the same figures whatever order windows came in
 
 
@@ -43,8 +44,19 @@ class IndexSummary:
 SpanIndices = Mapping[str, IndexSummary | None]  # INDEX_NAMES -> summary, None where no window of the span has it
 
 
-def summarise(values: np.ndarray) -> SpanIndices | None:
-    """Summaries of rows of per-window values (columns in INDEX_NAMES order, NaN = missing); None without rows."""
+def _linear(name: str, values: np.ndarray) -> np.ndarray:
+    """What is averaged: the values, or a level's energy (10^(L/10))."""
+    return np.power(10.0, values / 10.0) if name in LEVELS else values
+
+
+def _mean(name: str, linear_mean: float) -> float:
+    return 10.0 * math.log10(linear_mean) if name in LEVELS else linear_mean
+
+
+def summarise(values: np.ndarray, totals: tuple[np.ndarray, np.ndarray] | None = None) -> SpanIndices | None:
+    """Summaries of rows of per-window values (columns in INDEX_NAMES order, NaN = missing); None without rows.
+    `totals` (sums of `_linear` values and counts per column, over more windows than `values` holds: a sample) give
+    the means and window counts instead."""
     if values.shape[0] == 0:
         return None
     out: dict[str, IndexSummary | None] = {}
@@ -54,12 +66,13 @@ def summarise(values: np.ndarray) -> SpanIndices | None:
         if col.size == 0:
             out[name] = None
             continue
-        if name in LEVELS:
-            mean = 10.0 * math.log10(float(np.mean(np.power(10.0, col / 10.0))))
+        if totals is None:
+            mean, n = _mean(name, float(np.mean(_linear(name, col)))), int(col.size)
         else:
-            mean = float(np.mean(col))
+            n = int(totals[1][i])
+            mean = _mean(name, float(totals[0][i]) / n)
         p10, p90 = (float(v) for v in np.percentile(col, [10.0, 90.0]))
-        out[name] = IndexSummary(round(mean, DIGITS), round(p10, DIGITS), round(p90, DIGITS), int(col.size))
+        out[name] = IndexSummary(round(mean, DIGITS), round(p10, DIGITS), round(p90, DIGITS), n)
     return out
 
 
@@ -115,6 +128,42 @@ class IndexHistory:
         self._starts[:live] = self._starts[self._lo:self._hi]
         self._values[:live] = self._values[self._lo:self._hi]
         self._lo, self._hi = 0, live
+
+
+class IndexTotals:
+    """A whole run's indices (`analyze --summary`, whatever its length) in bounded memory: exact means and window
+    counts from running sums, percentiles from a uniform sample (reservoir, fixed seed) of at most `sample_size`
+    windows, so they are exact up to that many windows (12 days of 5-s windows at the default) and estimates beyond."""
+
+    def __init__(self, sample_size: int = 200_000) -> None:
+        if sample_size < 1:
+            raise ValueError(f"sample_size must be at least 1, not {sample_size}")
+        self.sample_size = sample_size
+        self._sample = np.empty((min(sample_size, 1024), len(INDEX_NAMES)))
+        self._kept = 0
+        self._seen = 0
+        self._sums = np.zeros(len(INDEX_NAMES))
+        self._counts = np.zeros(len(INDEX_NAMES), dtype=np.int64)
+        self._rng = np.random.default_rng(0)
+
+    def add(self, ix: AcousticIndices) -> None:
+        values = np.array(row(ix))
+        finite = np.isfinite(values)
+        linear = values.copy()
+        linear[_LEVEL_COLUMNS] = np.power(10.0, values[_LEVEL_COLUMNS] / 10.0)
+        self._sums += np.where(finite, linear, 0.0)
+        self._counts += finite
+        self._seen += 1
+        if self._kept < self.sample_size:
+            if self._kept == self._sample.shape[0]:
+                self._sample = np.resize(self._sample, (min(2 * self._kept, self.sample_size), len(INDEX_NAMES)))
+            self._sample[self._kept] = values
+            self._kept += 1
+        elif (j := int(self._rng.integers(self._seen))) < self.sample_size:  # Algorithm R: uniform over all seen
+            self._sample[j] = values
+
+    def summary(self) -> SpanIndices | None:
+        return summarise(self._sample[: self._kept], (self._sums, self._counts))
 
 
 def span_indices_dict(indices: SpanIndices | None) -> dict[str, Any] | None:
