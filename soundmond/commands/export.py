@@ -121,7 +121,7 @@ def export(store: Path, what: str, *, since: float | None = None, until: float |
         columns, types, batches = _read(conn, what, since, until)
         if pyarrow is not None:
             return _write_parquet(pyarrow, out, columns, types, batches)
-        with _text_output(out) as stream:
+        with _TextOutput(out) as stream:
             if fmt == "csv":
                 return _write_csv(stream, columns, batches)
             return _write_jsonl(stream, columns, JSON_COLUMNS.get(what, ()), batches)
@@ -165,7 +165,7 @@ def _read(conn: sqlite3.Connection, what: str, since: float | None, until: float
     return columns, types, batches()
 
 
-class _text_output:
+class _TextOutput:
     """stdout, or a new file that is removed again when the export fails half-way."""
 
     def __init__(self, out: Path | None) -> None:
