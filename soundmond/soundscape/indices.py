@@ -38,6 +38,10 @@ ADI and AEI bands stop at the highest whole band under the Nyquist frequency (`f
 the top row again for every missing band). One deliberate difference: a frequency row that is zero in every frame
 adds 0 to ACI where maad divides 0 by 0 (NaN).
 
+On the corpus (first 5 s of each of its 347 recordings), NDSI has a median of 0.42 on natural recordings (p10 -0.60,
+p90 0.98; 248 files), -0.30 on industrial ones (p10 -0.73, p90 0.23; 61) and 0.03 on the others (38): it leans the
+right way but does not separate the groups on its own (wind, rain and insects fill the "anthrophony" band too).
+
 A window with fewer than `MIN_FRAMES` spectrogram frames (a file's short tail) or digital silence (peak under one
 16-bit step: entropies and ratios of zeros mean nothing) has no indices (None). Cost: `soundmond.config.IndicesConfig`.
 """
