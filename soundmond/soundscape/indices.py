@@ -40,7 +40,9 @@ adds 0 to ACI where maad divides 0 by 0 (NaN).
 
 On the corpus (first 5 s of each of its 347 recordings), NDSI has a median of 0.42 on natural recordings (p10 -0.60,
 p90 0.98; 248 files), -0.30 on industrial ones (p10 -0.73, p90 0.23; 61) and 0.03 on the others (38): it leans the
-right way but does not separate the groups on its own (wind, rain and insects fill the "anthrophony" band too).
+right way but does not separate the groups on its own: of the 40 natural recordings lowest in NDSI, 21 are focal
+birds with low calls (ducks, geese, eiders, doves, cormorants, a turkey, owls), the rest crows, thunder, wind, waves,
+frogs and insects.
 
 A window with fewer than `MIN_FRAMES` spectrogram frames (a file's short tail) or digital silence (peak under one
 16-bit step: entropies and ratios of zeros mean nothing) has no indices (None). Cost: `soundmond.config.IndicesConfig`.
