@@ -22,6 +22,11 @@ models say nothing true there: the head calls zeros and -90 dBFS hiss industrial
 noise (measurements next to `WindowConfig.quiet_below_dbfs`). The gate (`min_rms_dbfs`) still skips louder windows
 without a group, as before.
 
+Acoustic indices (`indices.enabled`, `soundmond.soundscape.indices`) are computed on every window's real audio before
+the quiet floor and the gate, so quiet, gated and failed windows have them too: a noise survey needs the quiet hours'
+levels (leaving them out would bias every span's Leq and indices towards the loud windows). Digital silence and a
+tail too short for the spectrogram have none (`WindowResult.indices` None).
+
 `Session.process(window, now)` (analyzer -> aggregator -> alert rules) is the single code path behind both
 `soundmond analyze` and the daemon; `build_session` loads the configured models (checked against their sidecars).
 """
@@ -52,6 +57,7 @@ from soundmond.models.taggers import load_tagger
 from soundmond.protocols import BirdModel, GroupHead, Tagger
 from soundmond.soundscape.aggregate import Aggregator
 from soundmond.soundscape.alerts import AlertEngine
+from soundmond.soundscape.indices import compute as acoustic_indices
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +144,8 @@ class Analyzer:
         min_rms_dbfs: float | None = None,
         quiet_below_dbfs: float | None = None,
         side_by_side: bool = False,
+        indices: bool = False,
+        calibration_db: float | None = None,
     ) -> None:
         if head is not None and tagger is not None and head.tagger_family != tagger.family:
             raise ValueError(f"the head was trained on '{head.tagger_family}' outputs, the tagger is '{tagger.family}'")
@@ -152,6 +160,8 @@ class Analyzer:
         self.min_rms_dbfs = min_rms_dbfs
         self.quiet_below_dbfs = quiet_below_dbfs
         self.windows_skipped_quiet = 0
+        self.indices = indices
+        self.calibration_db = calibration_db
         self._birds_worker = (
             ModelWorker("birds") if side_by_side and tagger is not None and birds is not None else None
         )
@@ -190,6 +200,7 @@ class Analyzer:
             "end_s": window.end_s,
             "rms_dbfs": level,
             "clipped_fraction": clipped,
+            "indices": (acoustic_indices(real, window.sample_rate_hz, self.calibration_db) if self.indices else None),
         }
         try:
             chunks = self.grid.chunks(window) if self.grid is not None else []
@@ -359,7 +370,8 @@ def build_session(loaded: LoadedConfig, *,
     cfg = loaded.config
     tagger, birds, head, versions = models if models is not None else load_models(loaded)
     analyzer = Analyzer(tagger, birds, head, min_rms_dbfs=cfg.windows.min_rms_dbfs,
-                        quiet_below_dbfs=cfg.windows.quiet_below_dbfs, side_by_side=cfg.models.side_by_side)
+                        quiet_below_dbfs=cfg.windows.quiet_below_dbfs, side_by_side=cfg.models.side_by_side,
+                        indices=cfg.indices.enabled, calibration_db=cfg.source.calibration_db)
     aggregator = Aggregator(cfg.aggregation.spans_s)
     engine = AlertEngine(cfg.alerts, cfg.aggregation.spans_s)
     return Session(analyzer, aggregator, engine, versions)

@@ -1,5 +1,5 @@
 """The `soundmond` command: a thin dispatcher. It parses, then imports only the module of the command it runs
-(`COMMANDS`: soundmond.commands.* for run, analyze, check-config and devices; soundmond.speed for bench;
+(`COMMANDS`: soundmond.commands.* for run, analyze, check-config, devices and export; soundmond.speed for bench;
 soundmond.outputs.listen; soundmond.workbench.* for train-head, evaluate and collect).
 
 Machine-readable output goes to stdout, logs and progress to stderr. Exit codes (`soundmond.errors.ExitCode`, also
@@ -56,6 +56,11 @@ COMMANDS: dict[str, Command] = {
         "soundmond.commands.devices", "add_arguments", "run",
         "list audio input devices with their index, default rate and channels",
         "soundmond devices --json"),
+    "export": Command(
+        "soundmond.commands.export", "add_arguments", "run",
+        "write one table of a store (windows, detections, alerts, aggregates) as CSV, JSON lines or Parquet "
+        "(docs/store.md describes the columns)",
+        "soundmond export --store var/soundmond.db --what detections --since 2026-05-01 --format csv > det.csv"),
     "bench": Command(
         "soundmond.speed", "add_bench_arguments", "run_bench",
         "measure models and pipeline on this machine: ms per window, RTF, RSS, load time, throughput",

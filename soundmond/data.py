@@ -132,6 +132,25 @@ class GroupPrediction:
 
 
 @dataclass(frozen=True)
+class AcousticIndices:
+    """Soundscape-ecology indices of one window (`soundmond.soundscape.indices`: definitions, bands, parameters)."""
+
+    ndsi: float  # normalised difference soundscape index, -1 (anthrophony) .. 1 (biophony)
+    aci: float  # acoustic complexity index (whole window as one step)
+    adi: float  # acoustic diversity index (Shannon, nats)
+    aei: float  # acoustic evenness index (Gini), 0..1
+    bi: float  # bioacoustic index
+    hf: float  # spectral entropy, 0..1
+    ht: float  # temporal entropy, 0..1
+    h: float  # acoustic entropy index H = hf * ht, 0..1
+    leq_dbfs: float  # equivalent continuous level, dB re full scale
+    leq_db_spl: float | None = None  # dB SPL re 20 uPa, when `source.calibration_db` is set
+
+
+INDEX_NAMES: tuple[str, ...] = ("ndsi", "aci", "adi", "aei", "bi", "hf", "ht", "h", "leq_dbfs", "leq_db_spl")
+
+
+@dataclass(frozen=True)
 class WindowResult:
     """Everything soundmond knows about one window; the unit that is stored, aggregated and published."""
 
@@ -153,6 +172,7 @@ class WindowResult:
     # the kept species of every bird-model chunk that ends in this window (chunk start order, then best first);
     # `species` holds each species' best chunk
     detections: tuple[ChunkDetection, ...] = ()
+    indices: AcousticIndices | None = None  # None: indices off, digital silence, or too short a window
 
     def best_chunks(self) -> dict[str, ChunkDetection]:
         """Each species' best chunk of this window (the earliest of equal confidences), by scientific name."""

@@ -16,7 +16,7 @@ import store_rows
 from soundmond.analysis import Analyzer
 from soundmond.capture.files import FileSource
 from soundmond.config import BirdConfig, StationConfig, StoreConfig, TaggerConfig
-from soundmond.data import ChunkDetection, GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.data import INDEX_NAMES, ChunkDetection, GroupPrediction, LabelScore, SpeciesScore, WindowResult
 from soundmond.head.loader import load_head
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.taggers import load_tagger
@@ -33,7 +33,8 @@ def results(yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path) -> list[Wi
     """The analysed windows of the spinetail recording (species found), and the first again as a quiet one."""
     tagger = load_tagger(yamnet_dir, TaggerConfig(family="yamnet", path=yamnet_dir))
     birds = BirdnetModel(birdnet_dir, BirdConfig(path=birdnet_dir))
-    analyzer = Analyzer(tagger, birds, load_head(None, "yamnet", len(tagger.labels), birds_enabled=True))
+    analyzer = Analyzer(tagger, birds, load_head(None, "yamnet", len(tagger.labels), birds_enabled=True),
+                        indices=True, calibration_db=120.0)
     source = FileSource([fixture_audio / "maad_spinetail_Cranioleuca_erythrops.flac"], 5.0, 5.0)
     try:
         out: list[WindowResult] = []
@@ -121,6 +122,12 @@ def test_analyze_store_and_mqtt_agree_on_real_windows(results: list[WindowResult
         assert [(d["scientific_name"], d["start_s"]) for d in line["detections"]] == [
             (d.scientific_name, round(d.start_s, 3)) for d in r.detections]
         assert all(r.start_s < d.end_s <= r.end_s + 1e-9 and d.end_s - d.start_s == 3.0 for d in r.detections)
+
+        assert r.indices is not None  # acoustic indices: levels at rms_dbfs digits, the others at 4 decimals
+        for name in INDEX_NAMES:
+            digits = (1, 2) if name.startswith("leq") else (4, 4)
+            assert (line["indices"][name], msg["indices"][name]) == tuple(round(row[name], d) for d in digits)
+            assert csv[name] == line["indices"][name]
 
 
 def test_analyze_record_shape_is_unchanged() -> None:

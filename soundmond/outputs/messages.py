@@ -165,6 +165,8 @@ def window_payload(result: WindowResult, station: StationConfig) -> dict[str, An
             "error": rec["error"],
         }
     )
+    if rec["indices"] is not None:  # v1.2
+        p["indices"] = rec["indices"]
     return p
 
 
@@ -215,9 +217,10 @@ def soundscape_payload(snapshot: SoundscapeSnapshot, station: StationConfig, *, 
     all the span's windows (null when the span holds none). `species_summary` (v1.2): per species its chunk
     detections, distinct UTC minutes with one, first and last heard (ISO UTC), best confidence, and how many of the
     detections are whole windows without chunk times (`from_windows`); most detections first
-    (`soundmond.soundscape.species`).
+    (`soundmond.soundscape.species`). Also v1.2: `indices`, per acoustic index the mean, p10, p90 and the windows
+    behind them (absent when indices are off).
     """
-    spans = []
+    spans: list[dict[str, Any]] = []
     for span in sorted(snapshot.spans, key=lambda s: s.span_s):
         ranked = sorted(span.species_counts.items(), key=lambda kv: (-int(kv[1]), kv[0]))
         species = [{"scientific_name": name, "count": int(n)} for name, n in ranked]
@@ -237,6 +240,14 @@ def soundscape_payload(snapshot: SoundscapeSnapshot, station: StationConfig, *, 
                 "species_summary": [_species_summary(s) for s in span.species_summary],
             }
         )
+        if span.indices is not None:  # v1.2
+            spans[-1]["indices"] = {
+                name: None if f is None else {
+                    "mean": number(f.mean, _digits(name), MESSAGE), "p10": number(f.p10, _digits(name), MESSAGE),
+                    "p90": number(f.p90, _digits(name), MESSAGE), "windows": f.windows,
+                }
+                for name, f in span.indices.items()
+            }
     p = _envelope("soundscape", station, ts_unix_s, None)
     p["spans"] = spans
     return p
@@ -253,6 +264,9 @@ def _species_summary(s: SpeciesSummary) -> dict[str, Any]:
         "max_confidence": number(s.max_confidence, MESSAGE.score, MESSAGE),
         "from_windows": s.from_windows,
     }
+def _digits(index_name: str) -> int | None:
+    """Decimals of an acoustic index in messages: levels as rms_dbfs, the others as `MESSAGE.index`."""
+    return MESSAGE.rms_dbfs if index_name.startswith("leq") else MESSAGE.index
 
 
 @dataclass(frozen=True)

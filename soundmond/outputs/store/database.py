@@ -165,8 +165,9 @@ class Store:
                 self._set_synchronous("FULL")
             try:
                 with self._transaction(conn, "writing a batch"):
-                    conn.executemany(f"INSERT OR IGNORE INTO windows({WINDOW_COLUMNS}) VALUES ({','.join('?' * 18)})",
-                                     windows)
+                    conn.executemany(
+                        f"INSERT OR IGNORE INTO windows({WINDOW_COLUMNS}) VALUES ({_marks(WINDOW_COLUMNS)})", windows
+                    )
                     conn.executemany(
                         f"INSERT OR IGNORE INTO detections({DETECTION_COLUMNS}) VALUES ({','.join('?' * 11)})",
                         detections,
@@ -481,3 +482,8 @@ class Store:
             (since_unix_s,),
         )
         return results_from_rows(windows, detections)
+
+
+def _marks(columns: str) -> str:
+    """One `?` per column of a comma-separated column list."""
+    return ", ".join("?" * (columns.count(",") + 1))

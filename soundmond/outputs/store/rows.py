@@ -17,14 +17,25 @@ from typing import Any
 
 import numpy as np
 
-from soundmond.data import GROUPS, Alert, ChunkDetection, GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.data import (
+    GROUPS,
+    INDEX_NAMES,
+    AcousticIndices,
+    Alert,
+    ChunkDetection,
+    GroupPrediction,
+    LabelScore,
+    SpeciesScore,
+    WindowResult,
+)
 from soundmond.outputs.records import STORED, alert_record, window_record
 
 ALERT_KIND = "alert"
 
 WINDOW_COLUMNS = (
     'window_id, source, start_unix_s, start_s, end_s, status, error, "group", p_natural, p_industrial, p_other, '
-    "tagger_top, tagger_top_score, bird_top_score, rms_dbfs, clipped_fraction, compute_ms, stored_unix_s"
+    "tagger_top, tagger_top_score, bird_top_score, rms_dbfs, clipped_fraction, compute_ms, stored_unix_s, "
+    + ", ".join(INDEX_NAMES)
 )
 DETECTION_COLUMNS = ("window_id, rank, scientific_name, common_name, confidence, occurrence, start_unix_s, "
                      "chunk_start_s, chunk_end_s, chunk_start_unix_s, chunk_end_unix_s")
@@ -120,6 +131,7 @@ def window_row(r: WindowResult, stored_unix_s: float) -> tuple[Any, ...]:
         rec["clipped_fraction"],
         rec["compute_ms"],
         float(stored_unix_s),
+        *(rec["indices"] or dict.fromkeys(INDEX_NAMES)).values(),
     )
 
 
@@ -184,6 +196,17 @@ def results_from_rows(windows: Iterable[sqlite3.Row], detections: Iterable[sqlit
                 status=w["status"],
                 error=w["error"],
                 detections=tuple(sorted(chunks.get(w["window_id"], ()), key=lambda c: (c.start_s, -c.confidence))),
+                indices=_indices(w),
             )
         )
     return out
+
+
+def _indices(w: sqlite3.Row) -> AcousticIndices | None:
+    """A stored window's indices; None when it has none (its `leq_dbfs` is NULL)."""
+    keys = w.keys()
+    if "leq_dbfs" not in keys or w["leq_dbfs"] is None:
+        return None
+    values = {name: _float_or_nan(w[name]) for name in INDEX_NAMES if name != "leq_db_spl"}
+    spl = w["leq_db_spl"]
+    return AcousticIndices(**values, leq_db_spl=None if spl is None else float(spl))
