@@ -548,6 +548,7 @@ def run_daemon(
     startup_rtf_check(session, cfg)  # a WARNING with advice when the configured models cannot keep up here
     try:
         store = Store(loaded.resolve(cfg.store.path), cfg.store)
+        store.record_run(cfg.station.id, session.model_versions)
     except StoreError as exc:
         print(f"soundmond: store: {exc}", file=sys.stderr)
         return ExitCode.FATAL

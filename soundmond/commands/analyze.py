@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.store is not None:
         try:
             store = Store(args.store, cfg.store)
+            store.record_run(cfg.station.id, session.model_versions)
         except StoreError as exc:
             session.close()
             print(f"soundmond analyze: store: {exc}", file=sys.stderr)
