@@ -3,6 +3,7 @@ replay), parsed with prometheus_client's own parser; and the bounded species lab
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -38,6 +39,14 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | 
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+def exposed_names(port: int) -> set[str]:
+    """The sample names /metrics declares, with a counter's `_total` even while it has no sample yet."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        families = list(text_string_to_metric_families(resp.read().decode()))
+    return ({s.name for f in families for s in f.samples}
+            | {f"{f.name}_total" for f in families if f.type == "counter"})
+
+
 def scrape_until(port: int, proc: subprocess.Popen[str], ok: object, timeout_s: float = 90.0) -> dict:
     deadline = time.monotonic() + timeout_s
     found = None
@@ -65,6 +74,7 @@ def test_metrics_move_as_windows_flow(tmp_path: Path, yamnet_dir: Path, birdnet_
         later = scrape_until(port, proc, lambda m: m[("soundmond_windows_processed_total", ())]
                              > first[("soundmond_windows_processed_total", ())]
                              and any(k[0] == "soundmond_detections_total" for k in m))
+        names = exposed_names(port)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -84,6 +94,8 @@ def test_metrics_move_as_windows_flow(tmp_path: Path, yamnet_dir: Path, birdnet_
     assert ("soundmond_outbox_rows", (("state", "pending"),)) in later
     species = {dict(k[1])["species"]: v for k, v in later.items() if k[0] == "soundmond_detections_total"}
     assert species and all(v >= 1 for v in species.values()) and all(" " in name for name in species)
+    dashboard = set(re.findall(r"soundmond_[a-z_]+", (REPO / "docs" / "grafana-soundmond.json").read_text()))
+    assert len(dashboard) >= 10 and dashboard <= names, dashboard - names  # the Grafana dashboard reads real metrics
     info = [k for k in later if k[0] == "soundmond_info"]
     assert info and dict(info[0][1])["station"] == "station-1"
 
