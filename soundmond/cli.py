@@ -86,7 +86,7 @@ COMMANDS: dict[str, Command] = {
 
 # The libraries of the `workbench` extra (import name -> distribution), which `pip install .` does not install.
 WORKBENCH_LIBRARIES = {"sklearn": "scikit-learn", "scipy": "scipy", "skops": "skops", "onnx": "onnx",
-                       "matplotlib": "matplotlib", "httpx": "httpx", "tqdm": "tqdm"}
+                       "matplotlib": "matplotlib", "httpx": "httpx"}
 
 
 class MissingExtra(Exception):

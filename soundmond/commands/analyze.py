@@ -23,6 +23,7 @@ from soundmond.errors import ExitCode
 from soundmond.outputs import records
 from soundmond.outputs.store import Store, StoreError
 from soundmond.preflight import preflight
+from soundmond.progress import AudioProgress
 from soundmond.soundscape.aggregate import RunTotals, SoundscapeSnapshot
 
 
@@ -36,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "files it already holds are skipped")
     p.add_argument("--reanalyze", action="store_true",
                    help="with --store: analyse files the store already holds again, replacing their earlier rows")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is drawn on stderr only when stderr is a terminal)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -77,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     last_ts = 0.0
     totals = RunTotals()
     stored = 0
+    progress = AudioProgress(args.paths, enabled=not args.no_progress)
     try:
         source.open()
         for window in source.windows(threading.Event()):
@@ -93,10 +97,12 @@ def run(args: argparse.Namespace) -> int:
             else:
                 out.write(json.dumps(rec) + "\n")
             out.flush()
+            progress.window(window.source, window.start_s + window.duration_s)
     except StoreError as exc:
         print(f"soundmond analyze: store: {exc}", file=sys.stderr)
         return ExitCode.FATAL
     finally:
+        progress.close()
         session.close()
         if store is not None:
             store.close()
