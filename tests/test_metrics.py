@@ -3,9 +3,11 @@ replay), parsed with prometheus_client's own parser; and the bounded species lab
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -98,6 +100,8 @@ def test_metrics_move_as_windows_flow(tmp_path: Path, yamnet_dir: Path, birdnet_
     assert len(dashboard) >= 10 and dashboard <= names, dashboard - names  # the Grafana dashboard reads real metrics
     info = [k for k in later if k[0] == "soundmond_info"]
     assert info and dict(info[0][1])["station"] == "station-1"
+    meta = dict(sqlite3.connect(tmp_path / "soundmond.db").execute("SELECT key, value FROM meta"))
+    assert meta["station_id"] == "station-1" and "BirdNET" in json.loads(meta["models"])["birds"]  # for the report
 
 
 def test_metrics_are_off_by_default(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path,
