@@ -3,53 +3,17 @@ with --no-progress; for `analyze` on a folder and for a workbench command (`eval
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
-import select
-import struct
 import subprocess
 import sys
-import termios
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.terminal import run_with_tty_stderr
+
 REPO = Path(__file__).resolve().parent.parent
-BAR = "%|"  # tqdm's percentage followed by the bar's left edge
-
-
-def run_with_tty_stderr(args: list[str], timeout_s: float = 240.0) -> tuple[int, str]:
-    """Run `soundmond *args` with stderr on a pseudo-terminal (stdout discarded); (exit code, what the terminal
-    showed)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))  # 120 columns (a new pty has 0)
-    proc = subprocess.Popen([sys.executable, "-m", "soundmond.cli", *args], cwd=REPO, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=slave)
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        os.close(master)
-    return proc.returncode, b"".join(chunks).decode(errors="replace")
+BAR = "%|"
+SOUNDMOND = [sys.executable, "-m", "soundmond.cli"]  # tqdm's percentage followed by the bar's left edge
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +32,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory, fixture_audio: Path) -> Pat
 
 
 def test_analyze_on_a_terminal_shows_a_bar_with_files_and_audio_seconds(config: Path, folder: Path) -> None:
-    code, shown = run_with_tty_stderr(["analyze", str(folder), "--config", str(config)])
+    code, shown = run_with_tty_stderr([*SOUNDMOND, "analyze", str(folder), "--config", str(config)])
     assert code == 0, shown[-3000:]
     assert BAR in shown and "\r" in shown
     assert "audio: 100%|" in shown and "files 2/2" in shown  # 15 s of audio in two files, all done
@@ -77,7 +41,7 @@ def test_analyze_on_a_terminal_shows_a_bar_with_files_and_audio_seconds(config: 
 
 
 def test_no_progress_and_a_pipe_show_no_bar(config: Path, folder: Path) -> None:
-    code, shown = run_with_tty_stderr(["analyze", str(folder), "--config", str(config), "--no-progress"])
+    code, shown = run_with_tty_stderr([*SOUNDMOND, "analyze", str(folder), "--config", str(config), "--no-progress"])
     assert code == 0, shown[-3000:]
     assert BAR not in shown and "INFO" in shown
     piped = subprocess.run([sys.executable, "-m", "soundmond.cli", "analyze", str(folder), "--config", str(config)],
@@ -92,7 +56,7 @@ def test_evaluate_bar_only_on_a_terminal(tmp_path: Path, yamnet_dir: Path, birdn
     labels.write_text("file,group\nwhisp_field_engine.flac,industrial\noss_birds_10s.flac,natural\n")
     args = ["evaluate", "--labels", str(labels), "--audio-root", str(fixture_audio), "--no-species",
             "--birdnet", str(birdnet_dir), "--tagger", str(yamnet_dir), "--out", str(tmp_path / "out")]
-    code, shown = run_with_tty_stderr(args)
+    code, shown = run_with_tty_stderr([*SOUNDMOND, *args])
     assert code == 0, shown[-3000:]
     assert "tagger + head: 100%|" in shown
     piped = subprocess.run([sys.executable, "-m", "soundmond.cli", *args], cwd=REPO, capture_output=True, text=True,
