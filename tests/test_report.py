@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from soundmond.config import StoreConfig
+from soundmond.outputs.store.database import Store
 from soundmond.workbench.station_report.command import make_report
 from tests.browser import Chromium, chromium_available
 
@@ -165,3 +167,14 @@ def test_a_missing_or_foreign_store_exits_2(tmp_path: Path) -> None:
     proc = soundmond("report", "--store", str(foreign), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "not a soundmond store" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_store_gives_a_page_that_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "empty.db"
+    Store(db, StoreConfig()).close()
+    proc = soundmond("report", "--store", str(db), "--station", "meadow-3", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert "No window was stored in this range" in html and "does not record its station" in html
+    assert "No species was detected" in html and "heatmap.png" not in html
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["windows"] == 0
