@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image as plt_image
 import numpy as np
 import pytest
 import soundfile as sf
@@ -18,6 +19,7 @@ import soundfile as sf
 from soundmond.config import StoreConfig
 from soundmond.outputs.store.database import Store
 from soundmond.workbench.station_report.command import make_report
+from soundmond.workbench.station_report.figures import GROUP_COLOURS
 from tests.browser import Chromium, chromium_available
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,6 +75,14 @@ def test_report_numbers_match_the_store(store: Path, report: Path) -> None:
     assert sum(map(sum, data["hour_counts"].values())) == sum(per_species.values())  # < 30 species: all rows
     assert set(data["models"]) == {"tagger", "birds", "head"} and "BirdNET" in data["models"]["birds"]
     assert data["bin_s"] == 600 and len(data["rtf"]) == 144
+    # the shares figure draws every group that has windows (its colour is in the picture), none that has not
+    pixels = (plt_image.imread(report / "shares.png")[..., :3] * 255).round().astype(int)
+    pixels = pixels[: int(pixels.shape[0] * 0.7)]  # the plot, without the legend below it (its swatches)
+    for group, colour in GROUP_COLOURS.items():
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        drawn = int((np.abs(pixels - rgb).sum(axis=-1) <= 6).sum())
+        windows_of_group = sum(data["shares"][group])
+        assert (drawn > 200) == (windows_of_group > 0) or group == "quiet", (group, drawn, windows_of_group)
 
 
 @pytest.mark.shared

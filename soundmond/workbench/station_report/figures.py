@@ -53,15 +53,14 @@ def plot_shares(data: ReportData, path: Path) -> Path:
     fig, (marks, ax) = plt.subplots(2, 1, figsize=(11, 4.2), sharex=True,
                                     gridspec_kw={"height_ratios": [1, 6], "hspace": 0.05})
     totals = np.sum([data.shares[g] for g in SHARE_GROUPS], axis=0).astype(float)
-    # one step-wise band per group (four polygons, however many bins: fast on a month of 10-minute bins)
+    # one step-wise band per group (four polygons, however many bins: fast on a month of 10-minute bins); a bin
+    # without windows has every share 0, so it stays blank
     edges = [*times, times[-1] + dt.timedelta(seconds=span.bin_s)]
-    has_data = [*(totals > 0), bool(totals[-1] > 0)]
     bottom = np.zeros(span.bins + 1)
     for g in SHARE_GROUPS:
         share = np.divide(data.shares[g], totals, out=np.zeros(span.bins), where=totals > 0)
         top = bottom + np.append(share, share[-1])
-        ax.fill_between(edges, bottom, top, where=has_data, step="post", color=GROUP_COLOURS[g], label=g,
-                        linewidth=0)
+        ax.fill_between(edges, bottom, top, step="post", color=GROUP_COLOURS[g], label=g, linewidth=0)
         bottom = top
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of windows")
