@@ -327,6 +327,13 @@ class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class MetricsConfig(_Section):
+    """Prometheus metrics over HTTP (`soundmond.outputs.metrics`): off unless `port` is set."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    bind: str = "127.0.0.1"  # the address the metrics server listens on; 0.0.0.0 exposes it to the network
+
+
 class Config(_Section):
     station: StationConfig = StationConfig()
     source: SourceConfig = FileSourceConfig()
@@ -338,6 +345,7 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     mqtt: MqttConfig = MqttConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
     def _alert_spans_aggregated(self) -> Config:

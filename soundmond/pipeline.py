@@ -59,6 +59,7 @@ from soundmond.data import (
 )
 from soundmond.errors import ExitCode
 from soundmond.outputs.messages import alert_payload, detection_payload
+from soundmond.outputs.metrics import MetricsError, MetricsServer, Tally
 from soundmond.outputs.publish import MqttPublisher
 from soundmond.outputs.store import OutboxItem, Store, StoreError, StoreWriter
 from soundmond.protocols import AudioSource, BirdModel, GroupHead, Publisher, ResultStore, ResultWriter, Tagger
@@ -157,6 +158,7 @@ class Daemon:
         self._alert_memory = alert_memory.AlertMemory(writer)
         # written by the pipeline thread only, read by anyone
         self.status = PipelineStatus()
+        self.tally = Tally()  # alerts by type, detections by species (for the metrics)
 
     # ------------------------------------------------------------------ messages for the pipeline thread
 
@@ -308,6 +310,7 @@ class Daemon:
 
     def _submit_alerts(self, alerts: list[Alert]) -> None:
         self._alerts += len(alerts)
+        self.tally.count(None, alerts)
         if self.writer is not None:
             for alert in alerts:
                 self.writer.submit_alert(alert, self._outbox_for(None, [alert])[0])
@@ -340,6 +343,7 @@ class Daemon:
         elif result.status == "skipped_quiet":
             self._skipped_quiet += 1
         self._alerts += len(alerts)
+        self.tally.count(result, alerts)
         if self.writer is not None:
             self.writer.submit(result, alerts, self._outbox_for(result, alerts))
         if alerts:
@@ -549,7 +553,13 @@ def run_daemon(
         return ExitCode.USAGE
     startup_rtf_check(session, cfg)  # a WARNING with advice when the configured models cannot keep up here
     try:
+        metrics = MetricsServer.start(cfg.metrics, cfg.station.id)  # None unless metrics.port is set
+    except MetricsError as exc:
+        print(f"soundmond: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
         store = Store(loaded.resolve(cfg.store.path), cfg.store)
+        store.record_run(cfg.station.id, session.model_versions)
     except StoreError as exc:
         print(f"soundmond: store: {exc}", file=sys.stderr)
         return ExitCode.FATAL
@@ -576,7 +586,13 @@ def run_daemon(
     daemon = Daemon(loaded, session, source, live=live, store=store, writer=writer, publisher=publisher,
                     publisher_stop=publisher_stop, notifier=notifier, stop=stop)
     daemon_ref.append(daemon)
+    if metrics is not None:
+        metrics.attach(daemon)
     logger.info("soundmond %s running: station %s, tagger %s, birds %s, source %s", __version__, cfg.station.id,
                 cfg.models.tagger.family, "on" if cfg.models.birds.enabled else "off",
                 source_override or cfg.source.type)
-    return daemon.run()
+    try:
+        return daemon.run()
+    finally:
+        if metrics is not None:
+            metrics.close()

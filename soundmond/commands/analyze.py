@@ -25,6 +25,7 @@ from soundmond.errors import ExitCode
 from soundmond.outputs import birdformats, records
 from soundmond.outputs.store import Store, StoreError
 from soundmond.preflight import preflight
+from soundmond.progress import AudioProgress
 from soundmond.soundscape.aggregate import RunTotals, SoundscapeSnapshot
 
 
@@ -42,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "files it already holds are skipped")
     p.add_argument("--reanalyze", action="store_true",
                    help="with --store: analyse files the store already holds again, replacing their earlier rows")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is drawn on stderr only when stderr is a terminal)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.store is not None:
         try:
             store = Store(args.store, cfg.store)
+            store.record_run(cfg.station.id, session.model_versions)
         except StoreError as exc:
             session.close()
             print(f"soundmond analyze: store: {exc}", file=sys.stderr)
@@ -93,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     last_ts = 0.0
     totals = RunTotals()
     stored = 0
+    progress = AudioProgress(args.paths, enabled=not args.no_progress)
     try:
         source.open()
         for window in source.windows(threading.Event()):
@@ -111,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 out.write(json.dumps(rec) + "\n")
             out.flush()
+            progress.window(window.source, window.start_s + window.duration_s)
         if bird is not None:
             bird.close()
     except StoreError as exc:
@@ -120,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"soundmond analyze: {exc}", file=sys.stderr)
         return ExitCode.FATAL
     finally:
+        progress.close()
         session.close()
         if store is not None:
             store.close()

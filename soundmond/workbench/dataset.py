@@ -26,6 +26,7 @@ from soundmond.config import BIRDNET_CHUNK_S
 from soundmond.identity import file_sha256
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.taggers import AstTagger, YamnetTagger
+from soundmond.progress import show_progress
 from soundmond.workbench.corpus import Clip
 
 WINDOW_S = 5.0
@@ -158,7 +159,7 @@ def build_dataset(
     sessions: list[str] = []
     clip_idx: list[int] = []
     desc = "tagger + BirdNET features" if birds is not None else "tagger features"
-    for i, clip in enumerate(tqdm(clips, desc=desc, unit="clip", file=sys.stderr, disable=not progress)):
+    for i, clip in enumerate(tqdm(clips, desc=desc, unit="clip", file=sys.stderr, disable=not show_progress(progress))):
         feats = clip_features(tagger, birds, clip.path, cache_dir)
         sizes = {v.shape[0] for v in feats.values()}
         if len(sizes) != 1:

@@ -254,6 +254,13 @@ class Store:
             self._increment(self._wconn, name, by)
             return int(self._wconn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
 
+    def record_run(self, station_id: str, models: Mapping[str, str | None]) -> None:
+        """Note in `meta` which station and models write this store (`station_id`, `models` as JSON), replacing
+        what an earlier run noted: `soundmond report` names them."""
+        with self._wlock, self._transaction(self._wconn, "recording the station and models"):
+            self._wconn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                    [("station_id", station_id), ("models", dumps(dict(models)))])
+
     def write_aggregate(self, ts_unix_s: float, snapshot: SoundscapeSnapshot) -> None:
         """Store the aggregator's snapshot (its `to_dict()` as JSON) at `ts_unix_s`."""
         try:
