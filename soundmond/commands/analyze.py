@@ -30,6 +30,7 @@ from soundmond.outputs import birdformats, records
 from soundmond.outputs.evidence import EvidenceStage
 from soundmond.outputs.store import Store, StoreError
 from soundmond.preflight import preflight
+from soundmond.progress import AudioProgress
 from soundmond.soundscape.aggregate import RunTotals, SoundscapeSnapshot
 
 
@@ -50,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evidence", type=Path, default=None, metavar="DIR",
                    help="write evidence clips of detections and alerts into DIR (the config's evidence limits and "
                         "speech privacy apply); records name them, --summary lists them")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is drawn on stderr only when stderr is a terminal)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.store is not None:
         try:
             store = Store(args.store, cfg.store)
+            store.record_run(cfg.station.id, session.model_versions)
         except StoreError as exc:
             session.close()
             print(f"soundmond analyze: store: {exc}", file=sys.stderr)
@@ -92,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
             bird.discard(str(path))
 
     source = FileSource(args.paths, cfg.windows.length_s, cfg.windows.hop_s, station=cfg.station.id, ledger=store,
-                        reanalyze=args.reanalyze, on_error=failed)
+                        reanalyze=args.reanalyze, on_error=failed,
+                        bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None)
     evidence = None
     if args.evidence is not None:
         tagger = session.analyzer.tagger
@@ -105,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     last_ts = 0.0
     totals = RunTotals()
     stored = 0
+    progress = AudioProgress(args.paths, enabled=not args.no_progress)
     try:
         source.open()
         for window in source.windows(threading.Event()):
@@ -126,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 out.write(json.dumps(rec) + "\n")
             out.flush()
+            progress.window(window.source, window.start_s + window.duration_s)
         if bird is not None:
             bird.close()
     except StoreError as exc:
@@ -135,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"soundmond analyze: {exc}", file=sys.stderr)
         return ExitCode.FATAL
     finally:
+        progress.close()
         session.close()
         if evidence is not None:
             evidence.end()

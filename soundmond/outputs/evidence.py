@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import soundfile as sf
@@ -49,6 +49,7 @@ from soundmond.analysis import Analysis, Session
 from soundmond.config import EvidenceConfig, LoadedConfig, PrivacyConfig
 from soundmond.data import Alert, AudioWindow, ClipRecord, ClipSkip, EvidenceStats, SpeciesScore, WindowResult
 from soundmond.outputs.privacy import mute_band, speech_indices, speech_score
+from soundmond.outputs.store import OutboxItem
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ CLIP_SUBTYPE = "PCM_24"
 Privacy = Literal["clear", "trimmed", "muted"]  # see ClipRecord.privacy
 
 
+@runtime_checkable
 class EvidenceStore(Protocol):
     """Where clip records go (the Store): one row per clip, marked when the clip is deleted."""
 
@@ -183,14 +185,16 @@ class EvidenceStage:
         self.stats = EvidenceStats(enabled=True, privacy=self._privacy_text())
 
     @classmethod
-    def for_run(cls, loaded: LoadedConfig, session: Session, store: EvidenceStore | None,
-                stop: threading.Event) -> EvidenceStage | None:
-        """The started stage of `soundmond run` (None while `evidence.enabled` is off)."""
+    def for_run(cls, loaded: LoadedConfig, session: Session, store: object,
+                stop: threading.Event) -> EvidenceStage | NoEvidence:
+        """The started stage of `soundmond run`, or a `NoEvidence` while `evidence.enabled` is off. `store`: where
+        clip rows go when it can take them (the daemon's `Store`)."""
         cfg = loaded.config
         if not cfg.evidence.enabled:
-            return None
+            return NoEvidence()
         tagger = session.analyzer.tagger
-        return cls(cfg.evidence, cfg.privacy, loaded.resolve(cfg.evidence.path), store=store, stop=stop,
+        return cls(cfg.evidence, cfg.privacy, loaded.resolve(cfg.evidence.path),
+                   store=store if isinstance(store, EvidenceStore) else None, stop=stop,
                    tagger_labels=tagger.labels if tagger is not None else ()).start()
 
     # ------------------------------------------------------------------ pipeline thread
@@ -236,6 +240,24 @@ class EvidenceStage:
             return None
         return clip_path(event.alert_id, alert_label(event), result.start_unix_s)
 
+    def annotate(self, result: WindowResult | None, items: list[OutboxItem]) -> list[OutboxItem]:
+        """The pipeline's outbox items of `result`: each detection and alert payload that asks for a clip gets its
+        `evidence_path` (v1.2). The payloads were just made for these items: changed in place, on the pipeline
+        thread, before they are queued. Span rules' alerts (no window) get none."""
+        if result is None:
+            return items
+        species = {s.scientific_name: s for s in result.species}
+        for item in items:
+            path = None
+            if item.kind == "detection" and (score := species.get(item.payload.get("scientific_name", ""))):
+                path = self.planned_path(result, score)
+            elif item.kind == "alert" and self.cfg.alerts and item.event_id == identity.alert_id(
+                    str(item.payload.get("key")), result.window_id):
+                path = clip_path(item.event_id, f"alert-{item.payload.get('alert_type')}", result.start_unix_s)
+            if path is not None:
+                item.payload["evidence_path"] = path
+        return items
+
     def planned(self, result: WindowResult, alerts: Sequence[Alert]) -> dict[str, str]:
         """Event id -> `planned_path` of every clip `result` and its `alerts` ask for."""
         events: list[tuple[str, str | None]] = [
@@ -253,14 +275,16 @@ class EvidenceStage:
             logger.warning("the evidence queue is full: the end of the stream is left to close()")
 
     def close(self, timeout: float = 30.0) -> bool:
-        """Write what is pending and end the thread; False when it did not finish within `timeout`."""
+        """Write what is pending and end the thread; False (logged) when it did not finish within `timeout`."""
         if not self._thread.is_alive():
             return True
         try:
             self._queue.put(None, timeout=timeout)
+            self._thread.join(timeout=timeout)
         except queue.Full:
-            return False
-        self._thread.join(timeout=timeout)
+            pass
+        if self._thread.is_alive():
+            logger.error("the evidence stage did not finish within %.0f s: its last clips may be missing", timeout)
         return not self._thread.is_alive()
 
     # ------------------------------------------------------------------ evidence thread
@@ -501,3 +525,18 @@ class EvidenceStage:
             skipped={**c.skipped, **({"queue_full": self._queue_dropped} if self._queue_dropped else {})},
             deleted=dict(c.deleted), failing=self.failed,
         )
+
+
+class NoEvidence:
+    """What the daemon holds while `evidence.enabled` is off: takes every window and asks for no clip."""
+
+    stats: EvidenceStats | None = None
+
+    def offer(self, window: AudioWindow, analysis: Analysis, alerts: Sequence[Alert]) -> None:
+        return None
+
+    def annotate(self, result: WindowResult | None, items: list[OutboxItem]) -> list[OutboxItem]:
+        return items
+
+    def close(self, timeout: float = 30.0) -> bool:
+        return True

@@ -65,7 +65,7 @@ import numpy.typing as npt
 from soundmond.capture.audio import AudioError, load_audio
 from soundmond.config import BirdConfig, ConfigError
 from soundmond.errors import ExitCode, HintedError
-from soundmond.models.birds import BirdnetModel
+from soundmond.models.birds import BirdnetModel, logit_scale
 from soundmond.models.sessions import BIRDNET_CHUNK_SAMPLES, BIRDNET_SAMPLE_RATE_HZ, sigmoid
 from soundmond.models.sidecar import ModelFolderError
 from soundmond.workbench.labels import LabelsError, read_label_rows
@@ -124,11 +124,6 @@ def grid_rows(base_starts: Sequence[int], starts: Sequence[int]) -> list[int]:
     if missing:
         raise ValueError(f"chunks at samples {missing[:5]} are not on the {BASE_STRIDE_S}-s base grid")
     return [where[s] for s in starts]
-
-
-def logit_scale(sensitivity: float) -> float:
-    """BirdNET-Analyzer's / birdnetlib's sigmoid scale for a sensitivity: clip(1 - (sensitivity - 1), 0.5, 1.5)."""
-    return max(0.5, min(1.0 - (sensitivity - 1.0), 1.5))
 
 
 # --- the corpus -----------------------------------------------------------------------------------------------------
