@@ -4,7 +4,9 @@ the file (size, SHA-256), a window YAMNet hears as human voice is never saved, a
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import sqlite3
 import subprocess
@@ -133,3 +135,19 @@ def test_analyze_writes_the_clips_its_records_name(tmp_path: Path, yamnet_dir: P
         assert clip_rate == rate
         np.testing.assert_array_equal(samples, source[first:first + samples.shape[0]])
     assert f"{len(written)} evidence clips written to {out_dir}" in proc.stderr
+
+
+def test_export_lists_the_clips(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path) -> None:
+    """`soundmond export --what evidence`: the evidence table as CSV, every row the store holds."""
+    evidence = tmp_path / "evidence"
+    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir,
+                        f"evidence: {{enabled: true, path: {evidence}, min_confidence: 0.1}}\n")
+    run(cfg, "--source", str(SPINETAIL))
+    db = tmp_path / "soundmond.db"
+    proc = subprocess.run([sys.executable, "-m", "soundmond.cli", "export", "--store", str(db), "--what", "evidence",
+                           "--format", "csv"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    exported = list(csv.DictReader(io.StringIO(proc.stdout)))
+    stored = evidence_rows(db)
+    assert stored and sorted(r["event_id"] for r in exported) == sorted(r["event_id"] for r in stored)
+    assert {r["path"]: r["sha256"] for r in exported} == {r["path"]: r["sha256"] or "" for r in stored}
