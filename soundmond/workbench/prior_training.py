@@ -112,12 +112,15 @@ def contradicted_with_reasons(
             continue
         s = {g: float(sums[i, k]) for k, g in enumerate(HEAD_CLASSES)}
         clip = data.clips[c]
-        evidence = (f"summed tagger evidence natural {s['natural']:.2f} vs industrial {s['industrial']:.2f} "
-                    f"(other {s['other']:.2f}): the head follows the sums over the whole ontology branch, not the "
-                    f"single top label {labels[int(top[i])]!r} ({p[i, top[i]]:.2f})")
+        sums_agree = s[str(predicted[i])] > max(s[g] for g in ("natural", "industrial") if g != predicted[i])
+        evidence = (f"the tagger's summed evidence is natural {s['natural']:.2f} vs industrial {s['industrial']:.2f} "
+                    f"(other {s['other']:.2f}) against its single top label {labels[int(top[i])]!r} "
+                    f"({p[i, top[i]]:.2f}): " + (
+                        "the head follows the sums over the whole ontology branches" if sums_agree else
+                        "the sums lean the other way, and the head's correction (learnt on the other sources) "
+                        "outweighed them"))
         verdict = (f"right: the corpus labels it {clip.group} ({clip.category})" if predicted[i] == data.y[i] else
-                   f"wrong: the corpus labels it {clip.group} ({clip.category}), and the tagger's own evidence "
-                   f"points the other way (a mixed or ambiguous window)")
+                   f"wrong: the corpus labels it {clip.group} ({clip.category})")
         rows.append({"file": clip.file, "start_s": starts[i], "dataset": clip.dataset, "true": str(data.y[i]),
                      "predicted": str(predicted[i]), "tagger_top1": labels[int(top[i])],
                      "tagger_top1_p": round(float(p[i, top[i]]), 3), "reason": f"{verdict}; {evidence}"})
