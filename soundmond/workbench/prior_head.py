@@ -58,7 +58,8 @@ class PriorParams:
         return f"a={self.a:g}, w_other={self.w_other:g}, lam={self.lam:g}"
 
 
-GRID: tuple[PriorParams, ...] = tuple(PriorParams(10.0, w, lam) for lam in (1000.0, 10.0, 1.0) for w in (0.25, 0.5, 1.0))
+GRID: tuple[PriorParams, ...] = tuple(PriorParams(10.0, w, lam) for lam in (1000.0, 10.0, 1.0)
+                                      for w in (0.25, 0.5, 1.0))
 
 
 @dataclass(frozen=True)
