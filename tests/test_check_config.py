@@ -14,6 +14,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+from heads import bird_head
 
 from soundmond.cli import main
 from soundmond.data import AlertType
@@ -259,7 +260,7 @@ def test_a_head_that_needs_birds_with_birds_off(station: Station, capsys: pytest
     station.set("models.birds.enabled", "false")
     station.set("models.birds.path", station.tmp / "no-birdnet-here")  # not read with birds off
     assert check_config(capsys, str(station.path)) == (ExitCode.OK, [f"ok: {station.path}"], "")
-    head = default_head_path("yamnet")
+    head = bird_head(station.tmp / "birds.onnx")
     n = station.set("models.head.path", head)
     assert_refused(capsys, station, f"models.head.path: {head}: models.head.path names a head that needs BirdNET's "
                    "embedding (features 'probabilities+embedding+birdnet_embedding'), but models.birds.enabled is "
