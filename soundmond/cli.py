@@ -1,5 +1,5 @@
 """The `soundmond` command: a thin dispatcher. It parses, then imports only the module of the command it runs
-(`COMMANDS`: soundmond.commands.* for run, analyze, check-config, devices and export; soundmond.speed for bench;
+(`COMMANDS`: soundmond.commands.* for run, analyze, check-config, devices, export and clips; soundmond.speed for bench;
 soundmond.outputs.listen; soundmond.workbench.* for train-head, evaluate, report and collect).
 
 Machine-readable output goes to stdout, logs and progress to stderr. Exit codes (`soundmond.errors.ExitCode`, also
@@ -61,6 +61,11 @@ COMMANDS: dict[str, Command] = {
         "write one table of a store (windows, detections, alerts, aggregates) as CSV, JSON lines or Parquet "
         "(docs/store.md describes the columns)",
         "soundmond export --store var/soundmond.db --what detections --since 2026-05-01 --format csv > det.csv"),
+    "clips": Command(
+        "soundmond.commands.clips", "add_arguments", "run",
+        "list the evidence clips a store holds (by species, alert type, time) or copy them out, checked by SHA-256",
+        "soundmond clips --config /etc/soundmond/config.yaml --species 'Turdus merula' --since 2026-05-01 "
+        "--copy-to blackbirds"),
     "bench": Command(
         "soundmond.speed", "add_bench_arguments", "run_bench",
         "measure models and pipeline on this machine: ms per window, RTF, RSS, load time, throughput",

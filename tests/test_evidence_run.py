@@ -151,3 +151,48 @@ def test_export_lists_the_clips(tmp_path: Path, yamnet_dir: Path, birdnet_dir: P
     stored = evidence_rows(db)
     assert stored and sorted(r["event_id"] for r in exported) == sorted(r["event_id"] for r in stored)
     assert {r["path"]: r["sha256"] for r in exported} == {r["path"]: r["sha256"] or "" for r in stored}
+
+
+def clips(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "soundmond.cli", "clips", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_clips_lists_by_species_and_copies_checked_by_sha256(tmp_path: Path, yamnet_dir: Path,
+                                                              birdnet_dir: Path) -> None:
+    """`soundmond clips`: the written clips by species / alert type, their confidence from the detection, copied out
+    and checked against the store's SHA-256; a clip deleted or changed by hand is named and the exit code is 1."""
+    evidence = tmp_path / "evidence"
+    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir,
+                        f"evidence: {{enabled: true, path: {evidence}, min_confidence: 0.1}}\n")
+    run(cfg, "--source", str(SPINETAIL))
+    written = [r for r in evidence_rows(tmp_path / "soundmond.db") if r["status"] == "written"]
+    spinetail = [r for r in written if r["label"] == "Cranioleuca erythrops"]
+    assert spinetail and len(spinetail) < len(written)  # other species or alerts too, so the filter has work
+
+    proc = clips("--config", str(cfg), "--species", "red-faced SPINETAIL")  # common name, any case
+    assert proc.returncode == 0, proc.stderr
+    header, *lines = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert header == ["start_utc", "kind", "label", "confidence", "path", "bytes", "sha256"]
+    assert sorted(line[6] for line in lines) == sorted(r["sha256"] for r in spinetail)
+    assert {line[2] for line in lines} == {"Cranioleuca erythrops"} and all(float(line[3]) >= 0.1 for line in lines)
+    assert all(Path(line[4]).is_file() and Path(line[4]).is_relative_to(evidence) for line in lines)
+
+    out = tmp_path / "copied"
+    proc = clips("--config", str(cfg), "--species", "Cranioleuca erythrops", "--copy-to", str(out))
+    assert proc.returncode == 0, proc.stderr
+    copies = sorted(out.rglob("*.flac"))
+    assert sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in copies) == sorted(r["sha256"] for r in spinetail)
+
+    (evidence / spinetail[0]["path"]).unlink()  # deleted by hand
+    with open(evidence / written[-1]["path"], "ab") as f:
+        f.write(b"x")  # changed by hand
+    proc = clips("--store", str(tmp_path / "soundmond.db"), "--root", str(evidence))
+    assert proc.returncode == 1
+    assert len(proc.stdout.splitlines()) == 1 + len(written)
+    assert "missing" in proc.stderr and "bytes differ" in proc.stderr and f"{len(written)} clips listed" in proc.stderr
+
+    proc = clips("--store", str(tmp_path / "soundmond.db"), "--copy-to", str(out))  # no folder to copy from
+    assert proc.returncode == 2 and "--copy-to needs the clips' folder" in proc.stderr
+    proc = clips("--store", str(tmp_path / "nope.db"))
+    assert proc.returncode == 2 and "no such file" in proc.stderr
