@@ -29,7 +29,8 @@ CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "co
 
 
 def corpus_files(n: int) -> list[str]:
-    rows = [r for r in csv.DictReader((CORPUS / "labels.csv").open()) if 9.5 <= float(r["duration_s"]) <= 10.5]
+    with (CORPUS / "labels.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if 9.5 <= float(r["duration_s"]) <= 10.5]
     return [str(CORPUS / r["file"]) for r in sorted(rows, key=lambda r: r["file"])[:n]]
 
 
@@ -59,7 +60,7 @@ def bench_dask(config: str, files: list[str], work: Path) -> dict[str, object]:
     out: dict[str, object] = {"engine": "dask", "import_s": import_s("dask.distributed")}
     t = time.perf_counter()
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True,
-                           dashboard_address=None)
+                           dashboard_address=":0")
     client = Client(cluster)
     out["cluster_start_s"] = time.perf_counter() - t
     t = time.perf_counter()
