@@ -71,7 +71,11 @@ def run_tasks(client: Any, spec: job.JobSpec) -> Iterator[FileOutcome]:
     """One task per file (no result cache: `pure=False`), outcomes as they finish; a task the cluster gave up on
     (its workers died, `KilledWorker`) is a failed file."""
     d = distributed()
-    client.register_plugin(models_plugin(spec.config))
+    try:
+        client.register_plugin(models_plugin(spec.config))
+    except Exception as exc:  # the plugin's setup raised in a worker: the config is not there, or not the same
+        raise ClusterError(f"the workers could not load the config {spec.config} ({exc})",
+                           "put the config, and the model folders it names, at the same paths on every worker") from exc
     futures = {client.submit(analyse_file, path, spec.out, spec.config, spec.reanalyze, pure=False,
                              key=f"soundmond-file-{i}-{time.time_ns()}"): path
                for i, path in enumerate(spec.files)}

@@ -132,9 +132,10 @@ class Summary:
 
     def text(self) -> str:
         rtfs = ", ".join(f"{w} {r:.3f}" for w, r in sorted(self.rtf_per_worker.items())) or "none"
+        workers = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
         return (f"soundmond analyze: {self.files} files: {self.analysed} analysed, {self.skipped} already done, "
                 f"{len(self.failed)} failed; {self.audio_h:.3f} h of audio ({self.analysed_audio_h:.3f} h analysed) "
-                f"in {self.wall_s:.1f} s wall on {self.workers} workers = {self.audio_h_per_h:.1f} h of audio per "
+                f"in {self.wall_s:.1f} s wall on {workers} = {self.audio_h_per_h:.1f} h of audio per "
                 f"hour; {self.core_h:.4f} core-hours held, {self.busy_core_h:.4f} busy; real-time factor per worker: "
                 f"{rtfs}")
 
