@@ -2,7 +2,9 @@
 
 The issue asks for 40 files; these tests use 12 short corpus recordings (5-6 s, four per group) for the three-way
 comparison so that the file stays well under a minute of model time on a shared 2-core machine: the properties checked
-(ids equal, every file once after a SIGKILL, resume, failures per file) do not depend on the count.
+(ids equal, every file once after a SIGKILL, resume, failures per file) do not depend on the count. The file took
+67-77 s here with the machine's load average at 10-15 on 2 cores (most of it starting worker processes and loading
+the models in each).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from soundmond.batch.worker import FileOutcome
 distributed = pytest.importorskip("distributed", reason="the cluster tests need the cluster extra (dask distributed)")
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.shared, pytest.mark.slow]  # the corpus, the real models, worker processes
 
 
 @pytest.fixture(scope="module")

@@ -101,7 +101,7 @@ class Progress:
         finished_s = analysed_s + sum(self.archive.audio_s.get(o.path, o.audio_s) for o in by["skipped"] + by["failed"])
         rate = analysed_s / wall_s  # audio hours per wall hour
         left_s = max(self.total_audio_s - finished_s, 0.0)
-        eta = f"ETA {_clock_text(left_s / rate)}" if rate > 0 else "ETA unknown"
+        eta = "ETA 0:00:00" if left_s == 0 else f"ETA {_clock_text(left_s / rate)}" if rate > 0 else "ETA unknown"
         return (f"soundmond analyze: {len(self.outcomes)}/{len(self.archive.files)} files ({len(by['done'])} analysed, "
                 f"{len(by['skipped'])} already done, {len(by['failed'])} failed); {analysed_s / 3600:.2f} h of audio "
                 f"at {rate:.1f} h/h; {eta}")
