@@ -59,6 +59,7 @@ from soundmond.data import (
 )
 from soundmond.errors import ExitCode
 from soundmond.outputs.messages import alert_payload, detection_payload
+from soundmond.outputs.metrics import MetricsError, MetricsServer, Tally
 from soundmond.outputs.publish import MqttPublisher
 from soundmond.outputs.store import OutboxItem, Store, StoreError, StoreWriter
 from soundmond.protocols import AudioSource, BirdModel, GroupHead, Publisher, ResultStore, ResultWriter, Tagger
@@ -157,6 +158,7 @@ class Daemon:
         self._alert_memory = alert_memory.AlertMemory(writer)
         # written by the pipeline thread only, read by anyone
         self.status = PipelineStatus()
+        self.tally = Tally()  # alerts by type, detections by species (for the metrics)
 
     # ------------------------------------------------------------------ messages for the pipeline thread
 
@@ -308,6 +310,7 @@ class Daemon:
 
     def _submit_alerts(self, alerts: list[Alert]) -> None:
         self._alerts += len(alerts)
+        self.tally.count(None, alerts)
         if self.writer is not None:
             for alert in alerts:
                 self.writer.submit_alert(alert, self._outbox_for(None, [alert])[0])
@@ -318,9 +321,10 @@ class Daemon:
         station = self.cfg.station
         items = [OutboxItem("alert", a.alert_id, alert_payload(a, station), 1) for a in alerts]
         if result is not None:
+            best = result.best_chunks()
             for species in result.species:
                 payload = detection_payload(species, station, window_id=result.window_id,
-                                            ts_unix_s=result.start_unix_s)
+                                            ts_unix_s=result.start_unix_s, chunk=best.get(species.scientific_name))
                 items.append(OutboxItem("detection", payload["event_id"], payload, 1))
         return items
 
@@ -339,6 +343,7 @@ class Daemon:
         elif result.status == "skipped_quiet":
             self._skipped_quiet += 1
         self._alerts += len(alerts)
+        self.tally.count(result, alerts)
         if self.writer is not None:
             self.writer.submit(result, alerts, self._outbox_for(result, alerts))
         if alerts:
@@ -494,7 +499,8 @@ def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override
         source_override, realtime = loaded.resolve(src.path), src.realtime
     if source_override is not None:  # a replay: the store says what is already analysed
         return FileSource([source_override], w.length_s, w.hop_s, realtime=realtime, station=station, ledger=store,
-                          reanalyze=reanalyze, on_error=on_input_error), realtime
+                          reanalyze=reanalyze, on_error=on_input_error,
+                          bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None), realtime
     assert isinstance(src, MicSourceConfig)
 
     def on_event(event: CaptureEvent) -> None:
@@ -547,7 +553,13 @@ def run_daemon(
         return ExitCode.USAGE
     startup_rtf_check(session, cfg)  # a WARNING with advice when the configured models cannot keep up here
     try:
+        metrics = MetricsServer.start(cfg.metrics, cfg.station.id)  # None unless metrics.port is set
+    except MetricsError as exc:
+        print(f"soundmond: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
         store = Store(loaded.resolve(cfg.store.path), cfg.store)
+        store.record_run(cfg.station.id, session.model_versions)
     except StoreError as exc:
         print(f"soundmond: store: {exc}", file=sys.stderr)
         return ExitCode.FATAL
@@ -574,7 +586,13 @@ def run_daemon(
     daemon = Daemon(loaded, session, source, live=live, store=store, writer=writer, publisher=publisher,
                     publisher_stop=publisher_stop, notifier=notifier, stop=stop)
     daemon_ref.append(daemon)
+    if metrics is not None:
+        metrics.attach(daemon)
     logger.info("soundmond %s running: station %s, tagger %s, birds %s, source %s", __version__, cfg.station.id,
                 cfg.models.tagger.family, "on" if cfg.models.birds.enabled else "off",
                 source_override or cfg.source.type)
-    return daemon.run()
+    try:
+        return daemon.run()
+    finally:
+        if metrics is not None:
+            metrics.close()

@@ -13,16 +13,23 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from soundmond.data import GROUPS, Alert, WindowResult
+from soundmond.data import Alert, WindowResult
 from soundmond.identity import derive_id, detection_id
-from soundmond.outputs.store.rows import alert_row, detection_rows, window_row
+from soundmond.outputs.store.rows import (
+    ALERT_COLUMNS,
+    DETECTION_COLUMNS,
+    WINDOW_COLUMNS,
+    alert_row,
+    detection_rows,
+    window_row,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 TABLES = ("windows", "detections", "chunks", "alerts")
 
-EXTRA_HINT = "install the dataset extra: pip install 'soundmond[dataset]'"
+EXTRA_HINT = "install the dataset extra: pip install 'soundmond[parquet]'"
 
 
 def arrow() -> Any:
@@ -38,24 +45,32 @@ def utc_date(ts_unix_s: float) -> str:
     return dt.datetime.fromtimestamp(ts_unix_s, dt.timezone.utc).strftime("%Y-%m-%d")
 
 
+TEXT = {"window_id", "source", "status", "error", "group", "tagger_top", "scientific_name", "common_name",
+        "alert_id", "type", "key", "severity", "message", "evidence"}
+INTEGER = {"rank"}
+LEFT_OUT = {"stored_unix_s"}  # when a store wrote the row: not what the row is
+
+
+def columns(store_columns: str) -> list[str]:
+    """A store's column list (`outputs.store.rows`), unquoted."""
+    return [c.strip().strip('"') for c in store_columns.split(",")]
+
+
 def schemas() -> dict[str, pa.Schema]:
+    """The store's columns of each table (typed: text, integer rank, floats otherwise) and the ids a store keeps
+    implicitly, then `file_sha256`; station and date are the partition folders (station=S/date=D), not columns."""
     pa = arrow()
-    f64, s, i32 = pa.float64(), pa.string(), pa.int32()
-    keys = [("file_sha256", s)]  # station and date are the partition folders (station=S/date=D), not columns
+
+    def schema(names: list[str]) -> Any:
+        return pa.schema([(n, pa.string() if n in TEXT or n.endswith("_id") else pa.int32() if n in INTEGER
+                           else pa.float64()) for n in [*names, "file_sha256"] if n not in LEFT_OUT])
+
     return {
-        "windows": pa.schema([("window_id", s), ("source", s), ("start_unix_s", f64), ("start_s", f64),
-                              ("end_s", f64), ("status", s), ("error", s), ("group", s),
-                              *((f"p_{g}", f64) for g in GROUPS), ("tagger_top", s), ("tagger_top_score", f64),
-                              ("bird_top_score", f64), ("rms_dbfs", f64), ("clipped_fraction", f64),
-                              ("compute_ms", f64), *keys]),
-        "detections": pa.schema([("detection_id", s), ("window_id", s), ("rank", i32), ("scientific_name", s),
-                                 ("common_name", s), ("confidence", f64), ("occurrence", f64),
-                                 ("start_unix_s", f64), *keys]),
-        "chunks": pa.schema([("chunk_id", s), ("window_id", s), ("scientific_name", s), ("common_name", s),
-                             ("confidence", f64), ("occurrence", f64), ("start_s", f64), ("end_s", f64),
-                             ("start_unix_s", f64), ("end_unix_s", f64), *keys]),
-        "alerts": pa.schema([("alert_id", s), ("type", s), ("key", s), ("severity", s), ("ts_unix_s", f64),
-                             ("message", s), ("evidence", s), *keys]),
+        "windows": schema(columns(WINDOW_COLUMNS)),
+        "detections": schema(["detection_id", *columns(DETECTION_COLUMNS)]),
+        "chunks": schema(["chunk_id", "window_id", "scientific_name", "common_name", "confidence", "occurrence",
+                          "start_s", "end_s", "start_unix_s", "end_unix_s"]),
+        "alerts": schema(columns(ALERT_COLUMNS)),
     }
 
 
@@ -65,15 +80,19 @@ Row = tuple[tuple[str, str], dict[str, Any]]  # ((station, date), column -> valu
 def rows(results: Sequence[WindowResult], alerts: Sequence[Alert], station: str,
          sha256: str) -> dict[str, list[Row]]:
     """The rows of every table with their partition."""
-    names = {t: list(schemas()[t].names) for t in TABLES}
+    names = {"windows": columns(WINDOW_COLUMNS), "detections": ["detection_id", *columns(DETECTION_COLUMNS)],
+             "chunks": list(schemas()["chunks"].names)[:-1], "alerts": columns(ALERT_COLUMNS)}
     out: dict[str, list[Row]] = {t: [] for t in TABLES}
 
     def add(table: str, where: tuple[str, str], *values: Any) -> None:
-        out[table].append((where, dict(zip(names[table], (*values, sha256), strict=True))))
+        row = dict(zip(names[table], values, strict=True))
+        for left_out in LEFT_OUT:
+            row.pop(left_out, None)
+        out[table].append((where, {**row, "file_sha256": sha256}))
 
     for r in results:
         where = (station, utc_date(r.start_unix_s))
-        add("windows", where, *window_row(r, 0.0)[:-1])  # without stored_unix_s: when is not what
+        add("windows", where, *window_row(r, 0.0))
         for d in detection_rows(r):
             add("detections", where, detection_id(d[0], d[2]), *d)
         for c in r.detections:

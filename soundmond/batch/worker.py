@@ -103,7 +103,7 @@ def _analyse(path: str, sha: str, root: Path, config: str | None, started: float
     cfg = state.loaded.config
     problems: list[str] = []
     source = FileSource([path], cfg.windows.length_s, cfg.windows.hop_s, station=cfg.station.id,
-                        on_error=lambda p, problem: problems.append(problem))
+                        on_error=lambda p, problem: problems.append(problem), bird_stride_s=bird_stride(state.loaded))
     session = build_session(state.loaded, models=state.models)
     results: list[WindowResult] = []
     alerts: list[Alert] = []
@@ -128,6 +128,12 @@ def _analyse(path: str, sha: str, root: Path, config: str | None, started: float
         sha, path, counts["windows"], counts["detections"], counts["chunks"], counts["alerts"], audio_s, compute_s,
         me, written, time.time()))
     return FileOutcome(path, "done", sha, audio_s, compute_s, counts["windows"], me)
+
+
+def bird_stride(loaded: LoadedConfig) -> float | None:
+    """The bird chunk stride the window ids derive from (None without a bird model), as `analyze` passes it."""
+    birds = loaded.config.models.birds
+    return birds.stride_s if birds.enabled else None
 
 
 def _duration(path: str, fallback_s: float) -> float:

@@ -28,6 +28,7 @@ from soundmond.errors import ExitCode
 from soundmond.outputs import birdformats, records
 from soundmond.outputs.store import Store, StoreError
 from soundmond.preflight import preflight
+from soundmond.progress import AudioProgress
 from soundmond.soundscape.aggregate import RunTotals, SoundscapeSnapshot
 
 
@@ -48,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "files it already holds are skipped")
     p.add_argument("--reanalyze", action="store_true",
                    help="with --store or --format parquet: analyse files already held again, replacing their rows")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is drawn on stderr only when stderr is a terminal)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     analyze_dataset.add_arguments(p)
 
@@ -83,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.store is not None:
         try:
             store = Store(args.store, cfg.store)
+            store.record_run(cfg.station.id, session.model_versions)
         except StoreError as exc:
             session.close()
             print(f"soundmond analyze: store: {exc}", file=sys.stderr)
@@ -96,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
             bird.discard(str(path))
 
     source = FileSource(args.paths, cfg.windows.length_s, cfg.windows.hop_s, station=cfg.station.id, ledger=store,
-                        reanalyze=args.reanalyze, on_error=failed)
+                        reanalyze=args.reanalyze, on_error=failed,
+                        bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None)
     writer = csv.DictWriter(out, fieldnames=records.CSV_FIELDS) if args.format == "csv" else None
     if writer:
         writer.writeheader()
@@ -104,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     last_ts = 0.0
     totals = RunTotals()
     stored = 0
+    progress = AudioProgress(args.paths, enabled=not args.no_progress)
     try:
         source.open()
         for window in source.windows(threading.Event()):
@@ -122,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 out.write(json.dumps(rec) + "\n")
             out.flush()
+            progress.window(window.source, window.start_s + window.duration_s)
         if bird is not None:
             bird.close()
     except StoreError as exc:
@@ -131,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"soundmond analyze: {exc}", file=sys.stderr)
         return ExitCode.FATAL
     finally:
+        progress.close()
         session.close()
         if store is not None:
             store.close()

@@ -22,6 +22,8 @@ Storage, bounded for 24/7 running:
   With the defaults: 9 days x 1440 bins = 12960 bins. Measured on a synthetic species-rich stream (5-s hop, 60
   species, ~1.2 per window, 9 days): ~20 MB, ~55 us per `add`, ~25 ms per `snapshot`. A larger `bin_s` (e.g. 300)
   cuts the bin count 5x at the price of coarser edges.
+- the acoustic indices of each window over the longest span (`soundscape.index_stats`: 88 bytes a window, exact
+  mean / p10 / p90 per span; 1.5 MB for 24 h at a 5-s hop).
 - eviction is by the newest window start seen, so memory stays bounded whatever `now` the queries use. A window
   older than the kept history (e.g. after the clock jumped back by days) is dropped with a warning.
 
@@ -46,6 +48,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from soundmond.data import GROUPS, WindowResult
+from soundmond.soundscape.index_stats import IndexHistory, IndexTotals, SpanIndices, span_indices_dict
 from soundmond.soundscape.species import RunSpecies, SpeciesSpans, SpeciesSummary
 
 logger = logging.getLogger(__name__)
@@ -161,6 +164,9 @@ class SpanFigures:
     # per species: chunk detections, distinct UTC minutes, first/last heard, best confidence (most detections first);
     # over the whole UTC minutes the span touches (soundscape.species); filled in by `snapshot`, empty otherwise
     species_summary: tuple[SpeciesSummary, ...] = ()
+    # acoustic indices over the span's windows that have them (`soundscape.index_stats`): name -> mean / p10 / p90;
+    # None when none has (indices off); filled for the rolling spans and a run's totals, not for baselines or days
+    indices: SpanIndices | None = None
 
     @property
     def windows_without_group(self) -> int:
@@ -190,6 +196,7 @@ class SpanFigures:
             "species_counts": dict(self.species_counts),
             "species_windows": self.species_windows,
             "species_summary": [s.to_dict() for s in self.species_summary],
+            "indices": span_indices_dict(self.indices),
         }
 
 
@@ -240,12 +247,15 @@ class RunTotals:
     def __init__(self) -> None:
         self._counts = _Counts()
         self._species = RunSpecies()
+        self._indices = IndexTotals()
         self._start: float | None = None
         self._end: float | None = None
 
     def add(self, result: WindowResult) -> None:
         self._counts.add(_Window.of(result))
         self._species.add(result)
+        if result.indices is not None:
+            self._indices.add(result.indices)
         end = result.start_unix_s + (result.end_s - result.start_s)
         self._start = result.start_unix_s if self._start is None else min(self._start, result.start_unix_s)
         self._end = end if self._end is None else max(self._end, end)
@@ -259,7 +269,7 @@ class RunTotals:
         if self._start is None or self._end is None:
             return None
         figures = self._counts.figures(math.ceil(self._end - self._start), self._start, self._end)
-        return replace(figures, species_summary=self._species.summaries())
+        return replace(figures, species_summary=self._species.summaries(), indices=self._indices.summary())
 
 
 class Aggregator:
@@ -287,6 +297,7 @@ class Aggregator:
         self._newest_unix_s: float | None = None
         self._common_names: dict[str, str] = {}
         self._species = SpeciesSpans(self.spans_s[-1])
+        self._indices = IndexHistory(self.spans_s[-1])  # per-window acoustic indices over the longest span
 
     # --- feeding -------------------------------------------------------------------------------------------------
 
@@ -317,6 +328,8 @@ class Aggregator:
             counts = self._bins[idx] = _Counts()
         counts.add(w)
         self._species.add(result)
+        if result.indices is not None:
+            self._indices.add(start, result.indices)
         for s in result.species:
             if s.common_name:
                 self._common_names[s.scientific_name] = s.common_name
@@ -357,7 +370,7 @@ class Aggregator:
         """Figures over [now - span_s, now): exact from per-window records up to raw_horizon_s, else from bins."""
         lo, hi = now - span_s, now
         counts = self._from_raw(lo, hi) if span_s <= self.raw_horizon_s else self._from_bins(lo, hi)
-        return counts.figures(span_s, lo, hi)
+        return replace(counts.figures(span_s, lo, hi), indices=self._indices.summary(lo, hi))
 
     def species_summary(self, span_s: int, now: float) -> tuple[SpeciesSummary, ...]:
         """Per species over the UTC minutes [now - span_s, now) touches (`soundscape.species`); `span` leaves it out
@@ -420,7 +433,8 @@ class Aggregator:
 
     def sizes(self) -> dict[str, int]:
         """How much is held (for heartbeats and tests): per-window records and bins."""
-        return {"raw_windows": len(self._raw), "bins": len(self._bins), **self._species.sizes()}
+        return {"raw_windows": len(self._raw), "bins": len(self._bins), **self._species.sizes(),
+                "index_windows": len(self._indices)}
 
     def _from_raw(self, lo: float, hi: float) -> _Counts:
         c = _Counts()

@@ -165,10 +165,11 @@ class Store:
                 self._set_synchronous("FULL")
             try:
                 with self._transaction(conn, "writing a batch"):
-                    conn.executemany(f"INSERT OR IGNORE INTO windows({WINDOW_COLUMNS}) VALUES ({','.join('?' * 18)})",
-                                     windows)
                     conn.executemany(
-                        f"INSERT OR IGNORE INTO detections({DETECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        f"INSERT OR IGNORE INTO windows({WINDOW_COLUMNS}) VALUES ({_marks(WINDOW_COLUMNS)})", windows
+                    )
+                    conn.executemany(
+                        f"INSERT OR IGNORE INTO detections({DETECTION_COLUMNS}) VALUES ({','.join('?' * 11)})",
                         detections,
                     )
                     conn.executemany(
@@ -252,6 +253,13 @@ class Store:
         with self._wlock, self._transaction(self._wconn, f"incrementing counter {name}"):
             self._increment(self._wconn, name, by)
             return int(self._wconn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
+
+    def record_run(self, station_id: str, models: Mapping[str, str | None]) -> None:
+        """Note in `meta` which station and models write this store (`station_id`, `models` as JSON), replacing
+        what an earlier run noted: `soundmond report` names them."""
+        with self._wlock, self._transaction(self._wconn, "recording the station and models"):
+            self._wconn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                    [("station_id", station_id), ("models", dumps(dict(models)))])
 
     def write_aggregate(self, ts_unix_s: float, snapshot: SoundscapeSnapshot) -> None:
         """Store the aggregator's snapshot (its `to_dict()` as JSON) at `ts_unix_s`."""
@@ -475,8 +483,14 @@ class Store:
             "SELECT * FROM windows WHERE start_unix_s >= ? ORDER BY start_unix_s ASC, rowid", (since_unix_s,)
         )
         detections = self._query(
-            "SELECT window_id, scientific_name, common_name, confidence, occurrence FROM detections "
+            "SELECT window_id, scientific_name, common_name, confidence, occurrence, chunk_start_s, chunk_end_s, "
+            "chunk_start_unix_s, chunk_end_unix_s FROM detections "
             "WHERE start_unix_s >= ? ORDER BY window_id, rank",
             (since_unix_s,),
         )
         return results_from_rows(windows, detections)
+
+
+def _marks(columns: str) -> str:
+    """One `?` per column of a comma-separated column list."""
+    return ", ".join("?" * (columns.count(",") + 1))

@@ -124,6 +124,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX windows_source ON windows(source)",
     ),
+    # 4 -> 5: where in its window a species was heard: its best bird-model chunk (the stream grid, `models/grid.py`),
+    # start / end within the source (seconds) and in UTC. One row per (window, species) as before (ids and
+    # exactly-once unchanged); null for rows written before (no chunk was known) and for a species without a chunk.
+    (
+        "ALTER TABLE detections ADD COLUMN chunk_start_s REAL",
+        "ALTER TABLE detections ADD COLUMN chunk_end_s REAL",
+        "ALTER TABLE detections ADD COLUMN chunk_start_unix_s REAL",
+        "ALTER TABLE detections ADD COLUMN chunk_end_unix_s REAL",
+    ),
+    # 5 -> 6: a window's acoustic indices (`soundmond.soundscape.indices`); NULL when indices were off, the window was
+    # digital silence or too short, or it was stored before this version. leq_db_spl only with source.calibration_db.
+    tuple(
+        f"ALTER TABLE windows ADD COLUMN {name} REAL"
+        for name in ("ndsi", "aci", "adi", "aei", "bi", "hf", "ht", "h", "leq_dbfs", "leq_db_spl")
+    ),
 )
 # the age of a stored window for retention (rows written before migration 2 fall back to the recording time)
 WINDOW_AGE = "COALESCE(stored_unix_s, start_unix_s)"
