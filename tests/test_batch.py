@@ -3,7 +3,7 @@
 The issue asks for 40 files; these tests use 12 short corpus recordings (5-6 s, four per group) for the three-way
 comparison so that the file stays well under a minute of model time on a shared 2-core machine: the properties checked
 (ids equal, every file once after a SIGKILL, resume, failures per file) do not depend on the count. The file took
-67-77 s here with the machine's load average at 10-15 on 2 cores (most of it starting worker processes and loading
+39 s here with the machine's load average at 9, 67-77 s at 10-15 (2 cores) (most of it starting worker processes and loading
 the models in each).
 """
 
@@ -113,6 +113,9 @@ def test_cluster_pool_and_store_give_the_same_rows(tmp_path: Path, config: Path,
     assert {(d["window_id"], d["scientific_name"]) for d in table(on_cluster, "detections")} == stored_detections
     assert sorted(d["detection_id"] for d in table(pool_dataset, "detections")) == sorted(
         d["detection_id"] for d in table(on_cluster, "detections"))
+    pool_chunks = sorted(c["chunk_id"] for c in table(pool_dataset, "chunks"))
+    assert pool_chunks and pool_chunks == sorted(c["chunk_id"] for c in table(on_cluster, "chunks"))
+    assert {c["window_id"] for c in table(pool_dataset, "chunks")} <= set(stored)
     # alerts are per file in a dataset job (a fresh session per file), so the pool and the cluster agree on them
     assert sorted(a["alert_id"] for a in table(pool_dataset, "alerts")) == sorted(
         a["alert_id"] for a in table(on_cluster, "alerts"))

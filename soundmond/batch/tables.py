@@ -46,7 +46,7 @@ def utc_date(ts_unix_s: float) -> str:
 
 
 TEXT = {"window_id", "source", "status", "error", "group", "tagger_top", "scientific_name", "common_name",
-        "alert_id", "type", "key", "severity", "message", "evidence"}
+        "alert_id", "type", "key", "severity", "message", "evidence", "file_sha256"}
 INTEGER = {"rank"}
 LEFT_OUT = {"stored_unix_s"}  # when a store wrote the row: not what the row is
 
