@@ -3,8 +3,8 @@
 The issue asks for 40 files; these tests use 12 short corpus recordings (5-6 s, four per group) for the three-way
 comparison so that the file stays well under a minute of model time on a shared 2-core machine: the properties checked
 (ids equal, every file once after a SIGKILL, resume, failures per file) do not depend on the count. The file took
-39 s here with the machine's load average at 9, 67-77 s at 10-15 (2 cores) (most of it starting worker processes and loading
-the models in each).
+36-39 s here at a load average of 6-9 on 2 cores, 67-77 s at 10-15 (mostly starting worker processes and loading the
+models in each).
 """
 
 from __future__ import annotations
