@@ -327,6 +327,38 @@ class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class EvidenceConfig(_Section):
+    """Evidence clips (soundmond.outputs.evidence): FLAC of what a detection or an alert heard. Off by default: keeping
+    audio of a place is the operator's decision (consent, local law); `privacy` applies whenever it is on."""
+
+    enabled: bool = False
+    path: Path = Path("var/evidence")  # relative paths are resolved against the config file's folder
+    pad_s: Annotated[float, Field(ge=0.0, le=30.0)] = 1.0  # audio kept before and after the chunk / window
+    min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5  # detections below get no clip
+    alerts: bool = True  # a clip for every alert raised by a window
+    max_per_species_per_hour: Annotated[int, Field(ge=1)] = 10  # per species per UTC hour (alerts per type)
+    max_mb: Annotated[float, Field(gt=0)] = 1024.0  # all clips together; the oldest written are deleted first
+    retention_days: Annotated[float, Field(gt=0)] = 30.0  # a clip is deleted this long after it was written
+
+
+class PrivacyConfig(_Section):
+    """Speech privacy for evidence clips (soundmond.outputs.privacy): a window scoring human speech above
+    `speech_threshold` never has its audio saved (`drop`), or its speech band is attenuated (`mute`)."""
+
+    enabled: bool = True
+    speech_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    mode: Literal["drop", "mute"] = "drop"
+    mute_band_hz: tuple[Annotated[float, Field(ge=0.0)], Annotated[float, Field(gt=0.0)]] = (300.0, 3400.0)
+    mute_db: Annotated[float, Field(gt=0.0, le=200.0)] = 60.0
+
+    @field_validator("mute_band_hz")
+    @classmethod
+    def _band_ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] >= v[1]:
+            raise ValueError("give [low, high] in Hz with low < high, e.g. [300, 3400]")
+        return v
+
+
 class MetricsConfig(_Section):
     """Prometheus metrics over HTTP (`soundmond.outputs.metrics`): off unless `port` is set."""
 
@@ -345,6 +377,8 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     mqtt: MqttConfig = MqttConfig()
     logging: LoggingConfig = LoggingConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")

@@ -290,6 +290,61 @@ class BaselineStatus:
 
 
 @dataclass(frozen=True)
+class ClipRecord:
+    """An evidence clip written under `evidence.path` (`path` relative to it; `soundmond.outputs.evidence`)."""
+
+    event_id: str  # detection_id or alert_id
+    kind: Literal["detection", "alert"]
+    label: str  # scientific name, or "alert-<TYPE>"
+    window_id: str
+    path: str
+    bytes: int
+    sha256: str  # of the file's bytes
+    start_s: float  # clip start / end within the source (file or capture session)
+    end_s: float
+    start_unix_s: float
+    event_start_s: float  # the chunk or window the clip is of, within the source (the rest are pads)
+    event_end_s: float
+    sample_rate_hz: int
+    privacy: Literal["clear", "trimmed", "muted"]  # trimmed: a pad cut short at speech; muted: speech band attenuated
+    written_unix_s: float
+
+
+@dataclass(frozen=True)
+class ClipSkip:
+    """An evidence clip that was asked for and not written (`reason`: speech, per_species_hour, no_audio, error)."""
+
+    event_id: str
+    kind: Literal["detection", "alert"]
+    label: str
+    window_id: str
+    path: str  # where it would have been (what the detection / alert message named)
+    event_start_s: float
+    event_end_s: float
+    reason: str
+    ts_unix_s: float
+
+
+@dataclass(frozen=True)
+class EvidenceStats:
+    """The evidence stage (`soundmond.outputs.evidence`): clips on disk, what was written, skipped (by reason:
+    confidence, per_species_hour, speech, no_audio, queue_full, error) and deleted (retention, max_mb), and the speech
+    privacy in force with the windows it kept from being saved (speech, and unscored: the tagger did not run)."""
+
+    enabled: bool
+    privacy: str  # "drop above speech 0.1", "mute above speech 0.1" or "off"
+    clips: int = 0
+    bytes: int = 0
+    written: int = 0
+    existing: int = 0  # clips of replayed events found already written
+    speech_windows: int = 0
+    unscored_windows: int = 0
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    deleted: Mapping[str, int] = field(default_factory=dict)
+    failing: str | None = None
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     """Station health, built by the pipeline every `mqtt.heartbeat_interval_s` and published as it is."""
 
@@ -308,6 +363,7 @@ class Heartbeat:
     outbox: OutboxCounts | None
     store_writer: WriterHealth | None
     baseline: BaselineStatus
+    evidence: EvidenceStats | None = None  # None while evidence clips are off
 
 
 @dataclass(frozen=True)

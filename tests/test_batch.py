@@ -199,6 +199,8 @@ def test_usage_is_refused_before_any_work(tmp_path: Path, config: Path, recordin
     assert proc.returncode == 2 and "give it with --out DATASET" in proc.stderr
     proc = analyze(str(recordings[0]), "--format", "parquet", "--out", str(tmp_path / "d"), "--store", "x.db")
     assert proc.returncode == 2 and "leave out --store" in proc.stderr
+    proc = analyze(str(recordings[0]), "--format", "parquet", "--out", str(tmp_path / "d"), "--evidence", "clips")
+    assert proc.returncode == 2 and "leave out --evidence" in proc.stderr
     other = tmp_path / "other"
     other.mkdir()
     (other / dataset.META).write_text('{"analysis": "station=elsewhere;window_s=3;hop_s=3;channel=mix"}')

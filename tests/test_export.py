@@ -31,10 +31,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path) -> Path:
     """A store the daemon filled from the fixture recordings: windows with indices (and dB SPL), detections, a
-    RARE_SPECIES alert per spinetail window, soundscape aggregates."""
+    RARE_SPECIES alert per spinetail window, soundscape aggregates, evidence clips."""
     tmp = tmp_path_factory.mktemp("export-store")
     cfg = daemon_config(tmp, yamnet_dir, birdnet_dir,
-                        "alerts: {rare_species: [Cranioleuca erythrops]}\nmqtt: {soundscape_interval_s: 1}\n")
+                        "alerts: {rare_species: [Cranioleuca erythrops]}\nmqtt: {soundscape_interval_s: 1}\n"
+                        f"evidence: {{enabled: true, path: {tmp / 'evidence'}, min_confidence: 0.3}}\n")
     cfg.write_text(cfg.read_text().replace("models:", "source: {type: file, calibration_db: 110}\nmodels:", 1))
     proc = subprocess.run([sys.executable, "-m", "soundmond.cli", "run", "--config", str(cfg), "--source",
                            str(fixture_audio)], cwd=REPO, capture_output=True, text=True, timeout=600)

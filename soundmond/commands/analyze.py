@@ -5,8 +5,11 @@ window analysed, and how many fall outside the rolling spans); files that cannot
 store, idempotently: files the store already holds are skipped (the same ids), a file a crash interrupted resumes,
 and stderr says what was skipped; `--reanalyze` replaces the earlier rows instead. `--format raven|birdnet-csv|audacity`
 writes the chunk detections as BirdNET-Analyzer does, per recording into `--out DIR` or (birdnet-csv, and audacity for
-one recording) to stdout (`soundmond.outputs.birdformats`). `--format parquet --out DATASET [--workers N | --cluster
-ADDRESS]` writes a resumable Parquet dataset instead, with a pool of worker processes or on a Dask cluster
+one recording) to stdout (`soundmond.outputs.birdformats`). `--evidence DIR` writes evidence clips as the daemon does
+(the config's `evidence` limits and `privacy`, whatever `evidence.enabled` says) into DIR: each JSON record names the
+clips its window asks for (`evidence`: event id -> path under DIR), and the summary lists the clips written (size,
+SHA-256) and the counts of those skipped. `--format parquet --out DATASET [--workers N | --cluster ADDRESS]` writes a
+resumable Parquet dataset instead, with a pool of worker processes or on a Dask cluster
 (`soundmond.commands.analyze_dataset`)."""
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import csv
 import json
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 from soundmond.analysis import ModelLoadError, build_session
@@ -26,6 +30,7 @@ from soundmond.config import ConfigError
 from soundmond.data import Alert
 from soundmond.errors import ExitCode
 from soundmond.outputs import birdformats, records
+from soundmond.outputs.evidence import EvidenceStage
 from soundmond.outputs.store import Store, StoreError
 from soundmond.preflight import preflight
 from soundmond.progress import AudioProgress
@@ -49,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "files it already holds are skipped")
     p.add_argument("--reanalyze", action="store_true",
                    help="with --store or --format parquet: analyse files already held again, replacing their rows")
+    p.add_argument("--evidence", type=Path, default=None, metavar="DIR",
+                   help="write evidence clips of detections and alerts into DIR (the config's evidence limits and "
+                        "speech privacy apply); records name them, --summary lists them")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is drawn on stderr only when stderr is a terminal)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -102,6 +110,11 @@ def run(args: argparse.Namespace) -> int:
     source = FileSource(args.paths, cfg.windows.length_s, cfg.windows.hop_s, station=cfg.station.id, ledger=store,
                         reanalyze=args.reanalyze, on_error=failed,
                         bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None)
+    evidence = None
+    if args.evidence is not None:
+        tagger = session.analyzer.tagger
+        evidence = EvidenceStage(cfg.evidence, cfg.privacy, args.evidence, store=store, stop=threading.Event(),
+                                 tagger_labels=tagger.labels if tagger is not None else (), keep_records=True).start()
     writer = csv.DictWriter(out, fieldnames=records.CSV_FIELDS) if args.format == "csv" else None
     if writer:
         writer.writeheader()
@@ -121,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
                 store.write_batch([analysis.result], alerts, ())
                 stored += 1
             rec = records.analyze_record(analysis.result)
+            if evidence is not None:
+                evidence.offer(window, analysis, alerts)
+                rec["evidence"] = evidence.planned(analysis.result, alerts)
             if bird is not None:
                 bird.add(analysis.result, window.sample_rate_hz)
             elif writer:
@@ -140,10 +156,17 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         session.close()
+        if evidence is not None:
+            evidence.end()
+            evidence.close()
         if store is not None:
             store.close()
     if store is not None:
         print(f"soundmond analyze: {args.store}: {stored} windows stored; {source.report.text()}", file=sys.stderr)
+    if evidence is not None:
+        print(f"soundmond analyze: {evidence.stats.written} evidence clips written to {args.evidence} "
+              f"({evidence.stats.existing} already there); skipped: {dict(evidence.stats.skipped) or 'none'}",
+              file=sys.stderr)
     if bird is not None and args.out is not None:
         print(f"soundmond analyze: {len(bird.written)} {args.format} files written to {args.out}", file=sys.stderr)
     if args.summary:
@@ -151,6 +174,9 @@ def run(args: argparse.Namespace) -> int:
         summary["alerts"] = [records.alert_record(a) for a in alerts_raised]
         summary["files_analysed"] = source.files_done
         summary["files_failed"] = [{"file": str(p), "problem": m} for p, m in errors]
+        if evidence is not None:
+            summary["evidence"] = {"clips": [asdict(r) for r in evidence.records],
+                                   "skipped": dict(evidence.stats.skipped)}
         analysed = totals.figures()
         if analysed is not None and (whole := sum(s.from_windows for s in analysed.species_summary)):
             print(f"soundmond analyze: {whole} of the species summary's detections are whole windows without chunk "

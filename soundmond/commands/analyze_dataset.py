@@ -49,6 +49,8 @@ def usage_problem(args: argparse.Namespace) -> str | None:
     if args.store is not None:
         return ("--format parquet writes a dataset, not a store - leave out --store (or run without --format "
                 "parquet to fill a store)")
+    if args.evidence is not None:
+        return "--format parquet writes no evidence clips - leave out --evidence (or run without --format parquet)"
     if args.summary:
         return ("--format parquet always prints its summary on stderr and writes DATASET/_job_summary.json - "
                 "leave out --summary")

@@ -1,5 +1,5 @@
-"""`soundmond export`: one table of a store (windows, detections, alerts or aggregates) as CSV, JSON lines or Parquet,
-for R and pandas users. docs/store.md describes every column.
+"""`soundmond export`: one table of a store (windows, detections, alerts, aggregates or evidence clips) as CSV, JSON
+lines or Parquet, for R and pandas users. docs/store.md describes every column.
 
 The store is opened read-only (a running daemon keeps writing; an export never changes or migrates the file) and read
 in batches of `BATCH_ROWS`, each written before the next is fetched, so memory stays flat whatever the store's size.
@@ -30,9 +30,9 @@ from soundmond.errors import ExitCode, HintedError
 from soundmond.outputs.store.schema import APPLICATION_ID, SCHEMA_VERSION
 
 TIME_COLUMNS = {"windows": "start_unix_s", "detections": "start_unix_s", "alerts": "ts_unix_s",
-                "aggregates": "ts_unix_s"}
+                "aggregates": "ts_unix_s", "evidence": "changed_unix_s"}
 ORDER = {"windows": "start_unix_s, rowid", "detections": "start_unix_s, window_id, rank",
-         "alerts": "ts_unix_s, alert_id", "aggregates": "ts_unix_s, id"}
+         "alerts": "ts_unix_s, alert_id", "aggregates": "ts_unix_s, id", "evidence": "changed_unix_s, event_id"}
 JSON_COLUMNS = {"windows": ("tagger_top",), "alerts": ("evidence",), "aggregates": ("snapshot",)}
 FORMATS = ("csv", "jsonl", "parquet")
 BATCH_ROWS = 5000

@@ -178,11 +178,13 @@ def detection_payload(
     ts_unix_s: float,
     event_id: str | None = None,
     chunk: ChunkDetection | None = None,
+    evidence_path: str | None = None,
 ) -> dict[str, Any]:
     """One species detected in one window (ts = the window's start; event_id derived from the window and the
     species unless given, so a replayed detection keeps its id). `chunk`: the species' best bird-model chunk of the
     window (`WindowResult.best_chunks`), sent as chunk_start_s / chunk_end_s (within the source) and chunk_start /
-    chunk_end (ISO UTC), v1.2."""
+    chunk_end (ISO UTC), v1.2. `evidence_path` (v1.2): where its evidence clip is kept under `evidence.path` when it
+    is written (`soundmond.outputs.evidence`)."""
     p = _envelope("detection", station, ts_unix_s, event_id or detection_id(window_id, score.scientific_name))
     p["window_id"] = window_id
     p.update(species_record(score, MESSAGE))
@@ -190,11 +192,13 @@ def detection_payload(
         rec = chunk_record(chunk, MESSAGE)
         p.update({"chunk_start_s": rec["start_s"], "chunk_end_s": rec["end_s"],
                   "chunk_start": iso_utc(chunk.start_unix_s), "chunk_end": iso_utc(chunk.end_unix_s)})
+    if evidence_path is not None:
+        p["evidence_path"] = evidence_path
     return p
 
 
-def alert_payload(alert: Alert, station: StationConfig) -> dict[str, Any]:
-    """An alert (event_id = alert_id, so a replayed alert keeps its id)."""
+def alert_payload(alert: Alert, station: StationConfig, *, evidence_path: str | None = None) -> dict[str, Any]:
+    """An alert (event_id = alert_id, so a replayed alert keeps its id); `evidence_path` as for detections."""
     rec = alert_record(alert)
     p = _envelope("alert", station, alert.ts_unix_s, alert.alert_id)
     p.update(
@@ -206,6 +210,8 @@ def alert_payload(alert: Alert, station: StationConfig) -> dict[str, Any]:
             "evidence": json.loads(json.dumps(rec["evidence"], default=str)),
         }
     )
+    if evidence_path is not None:
+        p["evidence_path"] = evidence_path
     return p
 
 
@@ -321,6 +327,8 @@ def heartbeat_payload(
         "store_writer": asdict(hb.store_writer) if hb.store_writer is not None else None,
         "baseline": _baseline(hb.baseline),
     }
+    if hb.evidence is not None:  # v1.2
+        extra["evidence"] = asdict(hb.evidence)
     p["extra"] = json.loads(json.dumps(extra, default=str))
     return p
 

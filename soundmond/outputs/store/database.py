@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from soundmond.config import StoreConfig
-from soundmond.data import Alert, OutboxCounts, ReplayProgress, WindowResult
+from soundmond.data import Alert, ClipRecord, ClipSkip, OutboxCounts, ReplayProgress, WindowResult
+from soundmond.outputs.store.evidence import evidence_deleted, evidence_skipped, write_evidence
 from soundmond.outputs.store.replays import forget_source, replay_decoded, replay_progress, replay_started
 from soundmond.outputs.store.rows import (
     ALERT_COLUMNS,
@@ -306,6 +307,19 @@ class Store:
     def replay_decoded(self, sha256: str, analysis: str, path: str, last_window_id: str, windows: int) -> None:
         with self._wlock, self._transaction(self._wconn, "recording a replayed file"):
             replay_decoded(self._wconn, sha256, analysis, path, last_window_id, windows, time.time())
+
+    def write_evidence(self, record: ClipRecord) -> None:
+        """An evidence clip was written (the evidence thread; rare, so its own short transaction)."""
+        with self._wlock, self._transaction(self._wconn, "recording an evidence clip"):
+            write_evidence(self._wconn, record)
+
+    def evidence_skipped(self, skip: ClipSkip) -> None:
+        with self._wlock, self._transaction(self._wconn, "recording a skipped evidence clip"):
+            evidence_skipped(self._wconn, skip)
+
+    def evidence_deleted(self, paths: Sequence[str], reason: str, now: float) -> None:
+        with self._wlock, self._transaction(self._wconn, "recording deleted evidence clips"):
+            evidence_deleted(self._wconn, paths, reason, now)
 
     def has_window(self, window_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM windows WHERE window_id = ?", (window_id,)))
