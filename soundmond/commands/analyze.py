@@ -8,7 +8,9 @@ writes the chunk detections as BirdNET-Analyzer does, per recording into `--out 
 one recording) to stdout (`soundmond.outputs.birdformats`). `--evidence DIR` writes evidence clips as the daemon does
 (the config's `evidence` limits and `privacy`, whatever `evidence.enabled` says) into DIR: each JSON record names the
 clips its window asks for (`evidence`: event id -> path under DIR), and the summary lists the clips written (size,
-SHA-256) and the counts of those skipped."""
+SHA-256) and the counts of those skipped. `--format parquet --out DATASET [--workers N | --cluster ADDRESS]` writes a
+resumable Parquet dataset instead, with a pool of worker processes or on a Dask cluster
+(`soundmond.commands.analyze_dataset`)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from soundmond.analysis import ModelLoadError, build_session
 from soundmond.capture.files import FileSource
+from soundmond.commands import analyze_dataset
 from soundmond.commands.common import add_config_argument, load_with_logging, report_config_error
 from soundmond.config import ConfigError
 from soundmond.data import Alert
@@ -37,26 +40,35 @@ from soundmond.soundscape.aggregate import RunTotals, SoundscapeSnapshot
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", type=Path, help="audio files or folders (wav, flac, mp3, ogg, opus)")
     add_config_argument(p, "config file (models, windows, alert rules)")
-    p.add_argument("--format", choices=("jsonl", "csv", *birdformats.FORMATS), default="jsonl",
+    p.add_argument("--format", choices=("jsonl", "csv", *birdformats.FORMATS, analyze_dataset.PARQUET),
+                   default="jsonl",
                    help="jsonl/csv: one record per window; raven, birdnet-csv, audacity: chunk detections as "
-                        "BirdNET-Analyzer writes them")
+                        "BirdNET-Analyzer writes them; parquet: a resumable dataset (windows, detections, chunks, "
+                        "alerts by station/date) in --out")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="bird formats: one file per recording in DIR (created if missing); required for raven")
+                   help="bird formats: one file per recording in DIR (created if missing); required for raven. "
+                        "parquet: the dataset folder (required; a rerun skips the files it holds)")
     p.add_argument("--summary", action="store_true", help="add the aggregate and the alerts at the end")
     p.add_argument("--store", type=Path, default=None, metavar="DB",
                    help="also write windows, detections and alerts to this SQLite store (created if missing); "
                         "files it already holds are skipped")
     p.add_argument("--reanalyze", action="store_true",
-                   help="with --store: analyse files the store already holds again, replacing their earlier rows")
+                   help="with --store or --format parquet: analyse files already held again, replacing their rows")
     p.add_argument("--evidence", type=Path, default=None, metavar="DIR",
                    help="write evidence clips of detections and alerts into DIR (the config's evidence limits and "
                         "speech privacy apply); records name them, --summary lists them")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is drawn on stderr only when stderr is a terminal)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    analyze_dataset.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    if (problem := analyze_dataset.usage_problem(args)) is not None:
+        print(f"soundmond analyze: {problem}", file=sys.stderr)
+        return ExitCode.USAGE
+    if args.format == analyze_dataset.PARQUET:
+        return analyze_dataset.run(args)
     if args.reanalyze and args.store is None:
         print("soundmond analyze: --reanalyze replaces rows in a store - give the store with --store DB",
               file=sys.stderr)
