@@ -145,7 +145,7 @@ def where_problem(fmt: str, out_dir: Path | None, paths: Sequence[Path], *, summ
     """Why this format cannot go where it was asked to (`problem - how to fix`), or None when it can."""
     if fmt not in FORMATS:
         if out_dir is not None:
-            return (f"--out is for the bird formats ({', '.join(FORMATS)}); {fmt} goes to stdout - "
+            return (f"--out is for the bird formats ({', '.join(FORMATS)}) and parquet; {fmt} goes to stdout - "
                     "redirect stdout to a file instead")
         return None
     recordings = [f for p in paths if p.exists() for f in find_audio_files(p)]
