@@ -196,3 +196,38 @@ def test_clips_lists_by_species_and_copies_checked_by_sha256(tmp_path: Path, yam
     assert proc.returncode == 2 and "--copy-to needs the clips' folder" in proc.stderr
     proc = clips("--store", str(tmp_path / "nope.db"))
     assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+def test_the_report_plays_the_stored_clip_of_each_species(tmp_path: Path, yamnet_dir: Path,
+                                                           birdnet_dir: Path) -> None:
+    """`soundmond report --evidence DIR`: each species whose best detection kept a clip gets an audio player with
+    exactly that clip's bytes; a clip changed on disk is not played and the page says so."""
+    evidence = tmp_path / "evidence"
+    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir,
+                        f"evidence: {{enabled: true, path: {evidence}, min_confidence: 0.1, "
+                        "max_per_species_per_hour: 100}\n")
+    run(cfg, "--source", str(SPINETAIL))
+    db = tmp_path / "soundmond.db"
+    conn = sqlite3.connect(db)
+    day = conn.execute("SELECT date(min(start_unix_s), 'unixepoch') FROM windows").fetchone()[0]
+    conn.close()
+    written = {r["sha256"] for r in evidence_rows(db) if r["status"] == "written" and r["kind"] == "detection"}
+
+    def report(out: Path, *extra: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "soundmond.cli", "report", "--store", str(db), "--day", day,
+                               "--out", str(out), *extra], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return (out / "index.html").read_text()
+
+    html = report(tmp_path / "with", "--evidence", str(evidence))
+    played = sorted((tmp_path / "with").glob("clip-*.flac"))
+    assert played and html.count("<audio controls") == len(played)
+    assert {hashlib.sha256(p.read_bytes()).hexdigest() for p in played} <= written
+    assert "<audio" not in report(tmp_path / "without")  # no folder given: no player
+
+    first = next(r for r in evidence_rows(db) if r["sha256"] == hashlib.sha256(played[0].read_bytes()).hexdigest())
+    with open(evidence / first["path"], "ab") as f:
+        f.write(b"x")
+    html = report(tmp_path / "changed", "--evidence", str(evidence))
+    assert html.count("<audio controls") == len(played) - 1
+    assert "1 evidence clips the store lists are missing or changed" in html

@@ -143,7 +143,7 @@ def test_an_evidence_clip_gets_an_audio_player(store: Path, tmp_path: Path) -> N
     class OneClip:
         reason = "one test clip"
 
-        def clip_for(self, window_id: str) -> Path | None:
+        def clip_for(self, window_id: str, scientific_name: str) -> Path | None:
             return clip
 
     data = make_report(store, tmp_path / "out", _args(day=DAY), clips=OneClip())

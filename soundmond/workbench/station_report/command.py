@@ -26,7 +26,13 @@ from pathlib import Path
 from soundmond.errors import ExitCode
 from soundmond.logs import setup_logging
 from soundmond.workbench.report import atomic_dir, write_json
-from soundmond.workbench.station_report.evidence import EvidenceClips, NoEvidenceClips, SourceAudio, mel_spectrogram
+from soundmond.workbench.station_report.evidence import (
+    EvidenceClips,
+    NoEvidenceClips,
+    SourceAudio,
+    StoredEvidenceClips,
+    mel_spectrogram,
+)
 from soundmond.workbench.station_report.figures import (
     plot_health,
     plot_heatmap,
@@ -61,6 +67,9 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", metavar="TIME", help="end of the range, exclusive (default: now); with --since")
     p.add_argument("--station", metavar="ID", help="refuse a store written by another station (station.id)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="report folder, replaced atomically")
+    p.add_argument("--evidence", type=Path, default=None, metavar="DIR",
+                   help="the station's evidence clips folder (evidence.path): an audio player for each species' best "
+                        "detection that has a clip (checked against the store's SHA-256)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -131,7 +140,7 @@ def draw(data: ReportData, out: Path, clips: EvidenceClips) -> tuple[dict[str, s
             if seg is not None:
                 thumb = plot_thumbnail(mel_spectrogram(*seg), seg[0].size / seg[1], out / f"thumb-{i}.png").name
             note = audio.unreadable.get(s.best_source, "")
-        clip = clips.clip_for(s.best_window_id) if s.best_window_id else None
+        clip = clips.clip_for(s.best_window_id, s.scientific_name) if s.best_window_id else None
         clip_name = None
         if clip is not None:
             clip_name = f"clip-{i}{clip.suffix}"
@@ -155,24 +164,30 @@ def report_json(data: ReportData, station: str | None, models: dict[str, str | N
 def make_report(store: Path, out: Path, args: argparse.Namespace,
                 clips: EvidenceClips | None = None) -> ReportData:
     """Read, draw and write the report; raises ReportError (usage), sqlite3.Error / OSError (reading, writing)."""
-    clips = clips or NoEvidenceClips()
     conn = open_read_only(store)
     try:
         meta = read_meta(conn)
         station, notes = check_station(meta, args.station, store)
         span = choose_span(args, conn)
         data = read_report(conn, span)
+        evidence_root = getattr(args, "evidence", None)
+        if clips is None:
+            clips = StoredEvidenceClips(conn, evidence_root) if evidence_root is not None else NoEvidenceClips()
+        models = models_from_meta(data.meta)
+        if data.windows == 0:
+            notes.append("No window was stored in this range: the figures are empty.")
+        clips_note = getattr(clips, "reason", "evidence clips where the station kept one")
+        with atomic_dir(out) as tmp:
+            figures, media = draw(data, tmp, clips)
+            if missing := getattr(clips, "missing", 0):
+                notes.append(f"{missing} evidence clips the store lists are missing or changed under "
+                             f"{evidence_root}: not played.")
+            (tmp / "index.html").write_text(render(data, store=store, station=station, models=models,
+                                                   figures=figures, media=media, clips_note=clips_note, notes=notes),
+                                            encoding="utf-8")
+            write_json(tmp / "report.json", report_json(data, station, models))
     finally:
         conn.close()
-    models = models_from_meta(data.meta)
-    if data.windows == 0:
-        notes.append("No window was stored in this range: the figures are empty.")
-    clips_note = getattr(clips, "reason", "evidence clips where the station kept one")
-    with atomic_dir(out) as tmp:
-        figures, media = draw(data, tmp, clips)
-        (tmp / "index.html").write_text(render(data, store=store, station=station, models=models, figures=figures,
-                                               media=media, clips_note=clips_note, notes=notes), encoding="utf-8")
-        write_json(tmp / "report.json", report_json(data, station, models))
     return data
 
 

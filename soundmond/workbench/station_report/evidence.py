@@ -5,15 +5,16 @@ Two sources, kept apart on purpose:
 - `SourceAudio` reads the best detection's window back from its recording, when the window's `source` is an audio
   file that is still readable on this machine (a file replay or `analyze --store`). A live station's windows have
   `source = mic:<device>`: nothing to read back, so no thumbnail (the page says so).
-- `EvidenceClips` is the hook for saved evidence clips. soundmond does not save clips yet (no clip table or folder in
-  the store schema), so the only implementation, `NoEvidenceClips`, finds none and the page shows no audio player
-  (and says why). When clips are saved, implement `clip_for(window_id)` to return the clip's file (WAV / FLAC / Ogg);
-  the page copies it beside itself and adds an `<audio controls>` player. The audio player is never made from
-  the source recording: a report should link only what the station chose to keep.
+- `EvidenceClips` finds the saved evidence clip of a species' best detection. `StoredEvidenceClips` reads the store's
+  `evidence` table (written clips of detections) and finds the file under the station's `evidence.path` (`report
+  --evidence DIR`), checked against the SHA-256 the store holds; `NoEvidenceClips` is used without `--evidence` and
+  says why there is no player. The page copies a found clip beside itself and adds an `<audio controls>` player. The
+  audio player is never made from the source recording: a report links only what the station chose to keep.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +23,7 @@ import numpy.typing as npt
 import soundfile as sf
 
 from soundmond.capture.audio import resample, to_mono
+from soundmond.identity import file_sha256
 from soundmond.models.features import kaldi_mel_filters
 
 THUMB_RATE_HZ = 32000  # BirdNET's rate: the spectrogram shows up to 16 kHz
@@ -31,18 +33,45 @@ THUMB_MELS = 96
 
 
 class EvidenceClips(Protocol):
-    def clip_for(self, window_id: str) -> Path | None:
-        """The saved evidence clip of `window_id`, or None when the station kept none."""
+    def clip_for(self, window_id: str, scientific_name: str) -> Path | None:
+        """The saved evidence clip of the species' detection in `window_id`, or None when the station kept none."""
         ...
 
 
 class NoEvidenceClips:
-    """The store keeps no evidence clips (schema version 4 has no place for them): no audio player."""
+    """No audio player (`report` without `--evidence`); `reason` is what the page says."""
 
-    reason = "this store keeps no evidence clips (soundmond does not save them yet)"
+    def __init__(self, reason: str = "give --evidence DIR (the station's evidence.path) for an audio player") -> None:
+        self.reason = reason
 
-    def clip_for(self, window_id: str) -> Path | None:
+    def clip_for(self, window_id: str, scientific_name: str) -> Path | None:
         return None
+
+
+class StoredEvidenceClips:
+    """The written clips of a store's `evidence` table, found under `root` (the station's `evidence.path`) and checked
+    against their SHA-256: a clip deleted or changed since is not played (counted in `missing`)."""
+
+    def __init__(self, conn: sqlite3.Connection, root: Path) -> None:
+        self._conn = conn
+        self.root = root
+        self.missing = 0
+        self.reason = f"the evidence clip of the best detection, from {root}"
+
+    def clip_for(self, window_id: str, scientific_name: str) -> Path | None:
+        try:
+            row = self._conn.execute(
+                "SELECT path, sha256 FROM evidence WHERE kind = 'detection' AND status = 'written' AND window_id = ? "
+                "AND label = ?", (window_id, scientific_name)).fetchone()
+        except sqlite3.OperationalError:  # a store from before evidence clips (schema < 7)
+            return None
+        if row is None:
+            return None
+        path = self.root / row[0]
+        if not path.is_file() or file_sha256(path) != row[1]:
+            self.missing += 1
+            return None
+        return path
 
 
 class SourceAudio:
