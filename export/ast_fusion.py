@@ -24,7 +24,10 @@ logger = logging.getLogger(__name__)
 # onnxruntime.transformers model type whose fusions match the AST encoder (a pre-LN ViT; its "vit" type is the same
 # BertOnnxModel with the same fusions)
 MODEL_TYPE = "bert"
-OPTIMIZE_CHOICES = ("fused", "none")
+# "none" first (the default): on ONNX Runtime 1.32 the fused graph ran no faster in fp32 and slower in int8 (QAttention)
+# than the unfused one, whose MatMul + Add, LayerNorm and GELU ONNX Runtime fuses itself when a session loads it
+# (bench/RESULTS.md, 2026-12-06, AMD EPYC with AVX-512 VNNI)
+OPTIMIZE_CHOICES = ("none", "fused")
 
 
 def scores_scale_as_div(model: Any) -> int:
