@@ -278,6 +278,7 @@ class _Graph:
         w_scale: npt.NDArray[np.float32],
         bias: str | None,
         output: str | None = None,
+        nonnegative: bool = False,
     ) -> str:
         """x [..., K] @ w [K, M] (+ bias) as XNNPACK's qd8 x int8 kernels compute it, in integers: each row of x
         quantized to uint8 with its own scale and zero point (`qd8`'s parameters; QuantizeLinear per row), the
@@ -285,11 +286,23 @@ class _Graph:
         (exact in int32), then one float rescale per row and column. `w_scale`: one scale, or one per column.
 
         Differs from `qd8` + a float product only in rounding ties: QuantizeLinear divides by 1 / scale where
-        XNNPACK multiplies by scale, and a zero range gets a tiny one instead of scale 1 (same result: all zero)."""
+        XNNPACK multiplies by scale, and a zero range gets a tiny one instead of scale 1 (same result: all zero).
+
+        `nonnegative`: x is >= 0 by construction (a ReLU's or a square root's output). Then qd8's range is [0, max],
+        its zero point -128, i.e. 0 after the shift, so the zero-point chain and correction drop out (an all-zero
+        row gets zero point 0 instead of qd8's 127: both quantize it to values whose product is 0)."""
         w8 = w.astype(np.int8)
         k, m = w8.shape
         i64 = np.int64
         rows = self.op("Reshape", [x, self.const([-1, k], "shape", i64)])
+        if nonnegative:
+            mx = self.op("Max", [self.op("ReduceMax", [rows], keepdims=0, axes=[1]), self.const(1e-30)])
+            inv_scale = self.op("Div", [mx, self.const(np.float32(_QMAX - _QMIN))])
+            q = self.op("QuantizeLinear", [rows, inv_scale], axis=0)  # no zero point: uint8, zero point 0
+            acc_f = self.op(
+                "Cast", [self.op("MatMulInteger", [q, self.const(w8, "w_int8", np.int8)])], to=TensorProto.FLOAT
+            )
+            return self._rescale(x, acc_f, inv_scale, w_scale, bias, m, output)
         mn = self.op("Min", [self.op("ReduceMin", [rows], keepdims=0, axes=[1]), self.const(0.0)])
         mx = self.op("Max", [self.op("ReduceMax", [rows], keepdims=0, axes=[1]), self.const(0.0)])
         rng = self.op("Max", [self.op("Sub", [mx, mn]), self.const(1e-30)])
@@ -306,6 +319,21 @@ class _Graph:
         zp_col = self.op("Unsqueeze", [self.op("Cast", [zp_u8], to=TensorProto.INT32), self.const([1], "axes", i64)])
         column_sums = self.const(w8.astype(np.int32).sum(axis=0), "colsum", np.int32)
         acc_f = self.op("Cast", [self.op("Sub", [acc, self.op("Mul", [zp_col, column_sums])])], to=TensorProto.FLOAT)
+        return self._rescale(x, acc_f, inv_scale, w_scale, bias, m, output)
+
+    def _rescale(
+        self,
+        x: str,
+        acc_f: str,
+        inv_scale: str,
+        w_scale: npt.NDArray[np.float32],
+        bias: str | None,
+        m: int,
+        output: str | None,
+    ) -> str:
+        """[rows, M] integer sums (as float) -> x's leading shape + [M]: times the row's and the column's scales,
+        plus the bias."""
+        i64 = np.int64
         if w_scale.size == 1:
             row_scale = self.op("Mul", [inv_scale, self.const(w_scale.reshape(()))])
             y = self.op("Mul", [acc_f, self.op("Unsqueeze", [row_scale, self.const([1], "axes", i64)])])
@@ -318,7 +346,9 @@ class _Graph:
         out_shape = self.op("Concat", [lead, self.const([m], "m", i64)], axis=0)
         return self.op("Reshape", [y, out_shape], output)
 
-    def hybrid_matmul(self, x: str, weight: str, bias: str | None, output: str | None = None) -> str:
+    def hybrid_matmul(
+        self, x: str, weight: str, bias: str | None, output: str | None = None, nonnegative: bool = False
+    ) -> str:
         """x @ W (+ bias) as TFLite's XNNPACK computes it for int8 W: int8 rows x int8 weights, then rescale."""
         found = self.int8_weight(weight)
         if found is None:
@@ -327,7 +357,7 @@ class _Graph:
         if w_scale.size != 1:
             raise ExportError(f"{weight}: per-channel weight scales are not handled for matmuls")
         if self.integer:
-            return self.integer_matmul(x, w, w_scale, bias, output)
+            return self.integer_matmul(x, w, w_scale, bias, output, nonnegative)
         centred, inv_scale = self.dynamic_quant(x, axes=[-1])
         acc = self.op("MatMul", [centred, self.int8_const(w)])
         y = self.op("Mul", [self.op("Mul", [acc, inv_scale]), self.const(w_scale.reshape(()))])
@@ -394,7 +424,7 @@ def rewrite(stock: ModelProto, arithmetic: str = "int8") -> ModelProto:
     re, im = _dft(g, x, dft[0].input[1], dft[1].input[1])
     power = g.op("Add", [g.op("Mul", [re, re]), g.op("Mul", [im, im])])
     magnitude = g.op("Sqrt", [power])
-    mel_out = g.hybrid_matmul(magnitude, mel.input[1], mel.input[2])
+    mel_out = g.hybrid_matmul(magnitude, mel.input[1], mel.input[2], nonnegative=True)
     log_mel = g.op("Log", [mel_out])  # [N, 96, 64]
     g.op("Reshape", [log_mel, g.const([-1, 1, 96, 64], "shape", np.int64)], first_conv.input[0])
 
@@ -506,7 +536,9 @@ def _integer_pointwise_conv(
         raise ExportError(f"{conv.name}: an int8-weight convolution that is not 1x1 per output channel")
     nhwc = g.op("Transpose", [conv.input[0]], perm=[0, 2, 3, 1])
     bias = conv.input[2] if len(conv.input) > 2 and conv.input[2] else None
-    y = g.integer_matmul(nhwc, np.ascontiguousarray(w[:, :, 0, 0].T), w_scale, bias)
+    source = g.producer.get(conv.input[0])
+    nonnegative = source is not None and source.op_type == "Relu"
+    y = g.integer_matmul(nhwc, np.ascontiguousarray(w[:, :, 0, 0].T), w_scale, bias, nonnegative=nonnegative)
     g.op("Transpose", [y], conv.output[0], perm=[0, 3, 1, 2])
 
 
