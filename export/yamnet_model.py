@@ -8,6 +8,11 @@ the log of the mel spectrogram amplifies it (log-mel off by up to 6 on quiet bin
 up to 0.78. This exporter converts with tf2onnx, then rewrites the graph so each int8-weight op quantizes its
 input the way ai-edge-litert's default (XNNPACK) kernels do (per-row asymmetric int8, XNNPACK's rounding), and
 rebuilds the framing front end for a dynamic batch.
+
+`--arithmetic int8` (the default) runs those ops as integer products in ONNX Runtime (MatMulInteger, uint8 x int8:
+the VNNI product on CPUs that have it), as XNNPACK does; `--arithmetic float` multiplies the same integer values in
+float (the earlier export; about 2x slower). Neither reaches TFLite's speed: bench/RESULTS.md (2026-12-06) has the
+figures and the per-op profile that says why.
 """
 
 from __future__ import annotations
@@ -810,7 +815,8 @@ def _sidecar_extra(result: ParityResult, class_map: Path, arithmetic: str) -> di
         "up to 0.78 (top-5 identical on 69 % of frames). Framing, padding and convolution layout are correct.",
         "fix": "tf2onnx conversion, then graph surgery: each int8-weight op gets XNNPACK's dynamic int8 "
         "quantization of its input (xnn_f32_qd8_asymmetric_quantization_params, round half to even) and "
-        "integer-valued weights, rescaled after the integer sum; the front end is rebuilt for [N, 15600]",
+        "integer-valued weights, rescaled after the integer sum (arithmetic int8: uint8 x int8 MatMulInteger; "
+        "float: the same integers multiplied in float); the front end is rebuilt for [N, 15600]",
         "reference_runtime_note": "ai-edge-litert without XNNPACK (builtin hybrid kernels, symmetric int8) "
         "differs from the default XNNPACK interpreter by up to 0.93 on the same frames: the reference is the "
         "default interpreter",
