@@ -8,6 +8,11 @@ the log of the mel spectrogram amplifies it (log-mel off by up to 6 on quiet bin
 up to 0.78. This exporter converts with tf2onnx, then rewrites the graph so each int8-weight op quantizes its
 input the way ai-edge-litert's default (XNNPACK) kernels do (per-row asymmetric int8, XNNPACK's rounding), and
 rebuilds the framing front end for a dynamic batch.
+
+`--arithmetic int8` (the default) runs those ops as integer products in ONNX Runtime (MatMulInteger, uint8 x int8:
+the VNNI product on CPUs that have it), as XNNPACK does; `--arithmetic float` multiplies the same integer values in
+float (the earlier export; about 2x slower). Neither reaches TFLite's speed: bench/RESULTS.md (2026-12-06) has the
+figures and the per-op profile that says why.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ OUTPUT_EMBEDDING = "embedding"
 # XNNPACK's dynamic int8 quantization of an activation row: (q - zero_point) / scale reproduces the input.
 _QMIN, _QMAX = -128.0, 127.0
 _CONV_QUANT_AXES = [1]
+# How the int8-weight ops multiply (see `rewrite`); the first is the default.
+ARITHMETIC = ("int8", "float")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="yamnet_class_map.csv (index, mid, display_name); default: beside the TFLite file",
+    )
+    parser.add_argument(
+        "--arithmetic",
+        choices=ARITHMETIC,
+        default=ARITHMETIC[0],
+        help="int8 (default): the int8-weight ops run as integer products in ONNX Runtime, as TFLite's XNNPACK "
+        "runs them (several times faster); float: the same values multiplied in float (the earlier export)",
     )
     parser.add_argument(
         "--sha256",
@@ -195,8 +209,9 @@ def convert_stock(tflite: Path) -> ModelProto:
 class _Graph:
     """Small helper over an onnx GraphProto: named constants and nodes with unique names."""
 
-    def __init__(self, graph: GraphProto) -> None:
+    def __init__(self, graph: GraphProto, integer: bool = False) -> None:
         self.graph = graph
+        self.integer = integer
         self.inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
         self.producer = {o: n for n in graph.node for o in n.output}
         self.new_nodes: list[NodeProto] = []
@@ -231,8 +246,9 @@ class _Graph:
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
         return w.astype(np.float32), self.inits[node.input[1]].astype(np.float32), axis
 
-    def dynamic_quant(self, x: str, axes: list[int]) -> tuple[str, str]:
-        """XNNPACK's qd8 quantization of `x` per slice over `axes`: returns (q - zero_point, 1 / scale).
+    def qd8(self, x: str, axes: list[int]) -> tuple[str, str, str]:
+        """XNNPACK's qd8 quantization of `x` per slice over `axes`: (q, zero_point, scale), q and zero_point integer
+        values in [-128, 127] held in float; (q - zero_point) / scale reproduces the input.
 
         Mirrors xnn_f32_qd8_asymmetric_quantization_params: range widened to include 0, scale = 255 / range,
         zero point chosen from the smaller rounding error, nudged with rint; values rounded half to even.
@@ -253,11 +269,91 @@ class _Graph:
         zp = self.op("Round", [self.op("Clip", [zp, self.const(_QMIN), self.const(_QMAX)])])
         q = self.op("Round", [self.op("Mul", [x, scale])])
         q = self.op("Clip", [self.op("Add", [q, zp]), self.const(_QMIN), self.const(_QMAX)])
-        centred = self.op("Sub", [q, zp])
-        inv_scale = self.op("Div", [self.const(1.0), scale])
-        return centred, inv_scale
+        return q, zp, scale
 
-    def hybrid_matmul(self, x: str, weight: str, bias: str | None, output: str | None = None) -> str:
+    def dynamic_quant(self, x: str, axes: list[int]) -> tuple[str, str]:
+        """qd8 for float arithmetic: (q - zero_point, 1 / scale), both float."""
+        q, zp, scale = self.qd8(x, axes)
+        return self.op("Sub", [q, zp]), self.op("Div", [self.const(1.0), scale])
+
+    def integer_matmul(
+        self,
+        x: str,
+        w: npt.NDArray[np.float32],
+        w_scale: npt.NDArray[np.float32],
+        bias: str | None,
+        output: str | None = None,
+        nonnegative: bool = False,
+    ) -> str:
+        """x [..., K] @ w [K, M] (+ bias) as XNNPACK's qd8 x int8 kernels compute it, in integers: each row of x
+        quantized to uint8 with its own scale and zero point (`qd8`'s parameters; QuantizeLinear per row), the
+        product by the int8 weights in MatMulInteger (uint8 x int8: what VNNI runs), minus zero point x column sums
+        (exact in int32), then one float rescale per row and column. `w_scale`: one scale, or one per column.
+
+        Differs from `qd8` + a float product only in rounding ties: QuantizeLinear divides by 1 / scale where
+        XNNPACK multiplies by scale, and a zero range gets a tiny one instead of scale 1 (same result: all zero).
+
+        `nonnegative`: x is >= 0 by construction (a ReLU's or a square root's output). Then qd8's range is [0, max],
+        its zero point -128, i.e. 0 after the shift, so the zero-point chain and correction drop out (an all-zero
+        row gets zero point 0 instead of qd8's 127: both quantize it to values whose product is 0)."""
+        w8 = w.astype(np.int8)
+        k, m = w8.shape
+        i64 = np.int64
+        rows = self.op("Reshape", [x, self.const([-1, k], "shape", i64)])
+        if nonnegative:
+            mx = self.op("Max", [self.op("ReduceMax", [rows], keepdims=0, axes=[1]), self.const(1e-30)])
+            inv_scale = self.op("Div", [mx, self.const(np.float32(_QMAX - _QMIN))])
+            q = self.op("QuantizeLinear", [rows, inv_scale], axis=0)  # no zero point: uint8, zero point 0
+            acc_f = self.op(
+                "Cast", [self.op("MatMulInteger", [q, self.const(w8, "w_int8", np.int8)])], to=TensorProto.FLOAT
+            )
+            return self._rescale(x, acc_f, inv_scale, w_scale, bias, m, output)
+        mn = self.op("Min", [self.op("ReduceMin", [rows], keepdims=0, axes=[1]), self.const(0.0)])
+        mx = self.op("Max", [self.op("ReduceMax", [rows], keepdims=0, axes=[1]), self.const(0.0)])
+        rng = self.op("Max", [self.op("Sub", [mx, mn]), self.const(1e-30)])
+        scale = self.op("Div", [self.const(np.float32(_QMAX - _QMIN)), rng])
+        a = self.op("Mul", [mn, scale])
+        b = self.op("Mul", [mx, scale])
+        use_min = self.op("Greater", [self.op("Add", [a, b]), self.const(1.0)])
+        zp = self.op("Where", [use_min, self.op("Sub", [self.const(_QMIN), a]), self.op("Sub", [self.const(_QMAX), b])])
+        zp = self.op("Round", [self.op("Clip", [zp, self.const(_QMIN), self.const(_QMAX)])])
+        zp_u8 = self.op("Cast", [self.op("Add", [zp, self.const(128.0)])], to=TensorProto.UINT8)
+        inv_scale = self.op("Div", [self.const(1.0), scale])
+        q = self.op("QuantizeLinear", [rows, inv_scale, zp_u8], axis=0)
+        acc = self.op("MatMulInteger", [q, self.const(w8, "w_int8", np.int8)])
+        zp_col = self.op("Unsqueeze", [self.op("Cast", [zp_u8], to=TensorProto.INT32), self.const([1], "axes", i64)])
+        column_sums = self.const(w8.astype(np.int32).sum(axis=0), "colsum", np.int32)
+        acc_f = self.op("Cast", [self.op("Sub", [acc, self.op("Mul", [zp_col, column_sums])])], to=TensorProto.FLOAT)
+        return self._rescale(x, acc_f, inv_scale, w_scale, bias, m, output)
+
+    def _rescale(
+        self,
+        x: str,
+        acc_f: str,
+        inv_scale: str,
+        w_scale: npt.NDArray[np.float32],
+        bias: str | None,
+        m: int,
+        output: str | None,
+    ) -> str:
+        """[rows, M] integer sums (as float) -> x's leading shape + [M]: times the row's and the column's scales,
+        plus the bias."""
+        i64 = np.int64
+        if w_scale.size == 1:
+            row_scale = self.op("Mul", [inv_scale, self.const(w_scale.reshape(()))])
+            y = self.op("Mul", [acc_f, self.op("Unsqueeze", [row_scale, self.const([1], "axes", i64)])])
+        else:
+            y = self.op("Mul", [acc_f, self.op("Unsqueeze", [inv_scale, self.const([1], "axes", i64)])])
+            y = self.op("Mul", [y, self.const(w_scale.reshape(-1))])
+        if bias is not None:
+            y = self.op("Add", [y, bias])
+        lead = self.op("Shape", [x], start=0, end=-1)
+        out_shape = self.op("Concat", [lead, self.const([m], "m", i64)], axis=0)
+        return self.op("Reshape", [y, out_shape], output)
+
+    def hybrid_matmul(
+        self, x: str, weight: str, bias: str | None, output: str | None = None, nonnegative: bool = False
+    ) -> str:
         """x @ W (+ bias) as TFLite's XNNPACK computes it for int8 W: int8 rows x int8 weights, then rescale."""
         found = self.int8_weight(weight)
         if found is None:
@@ -265,6 +361,8 @@ class _Graph:
         w, w_scale, _ = found
         if w_scale.size != 1:
             raise ExportError(f"{weight}: per-channel weight scales are not handled for matmuls")
+        if self.integer:
+            return self.integer_matmul(x, w, w_scale, bias, output, nonnegative)
         centred, inv_scale = self.dynamic_quant(x, axes=[-1])
         acc = self.op("MatMul", [centred, self.int8_const(w)])
         y = self.op("Mul", [self.op("Mul", [acc, inv_scale]), self.const(w_scale.reshape(()))])
@@ -280,18 +378,24 @@ def _node_by_output(graph: _Graph, output: str) -> NodeProto:
     return node
 
 
-def rewrite(stock: ModelProto) -> ModelProto:
+def rewrite(stock: ModelProto, arithmetic: str = "int8") -> ModelProto:
     """Turn tf2onnx's batch-1 float graph into YAMNet as TFLite computes it, for a batch of N frames.
 
     - front end rebuilt for [N, 15600]: framing (Gather of 96 x 400-sample frames), Hann window, pad to 512,
       the int8 DFT (real and imaginary matmuls), magnitude, int8 mel matmul, log;
     - every op with int8 weights (DFT, mel, 13 pointwise convolutions, classifier) gets XNNPACK's dynamic
-      int8 quantization of its input, and integer-valued weights (exact in float32: sums stay below 2^24);
+      int8 quantization of its input. `arithmetic` "int8": the products run as integers (MatMulInteger of uint8
+      activations and int8 weights; the 1x1 convolutions as products over channels, channels last), as XNNPACK
+      runs them; "float": integer-valued float inputs and weights multiplied in float (the same values; slower);
+    - the float weights TFLite stores as int8 (depthwise convolutions) become float constants, so ONNX Runtime's
+      optimizer sees constant weights (it does not fold DequantizeLinear and skipped its fast convolution layout);
     - outputs: probabilities [N, 521], embedding [N, 1024]; the log-mel patch output is dropped.
     """
+    if arithmetic not in ARITHMETIC:
+        raise ExportError(f"arithmetic must be one of {', '.join(ARITHMETIC)}, not {arithmetic!r}")
     model = ModelProto()
     model.CopyFrom(stock)
-    g = _Graph(model.graph)
+    g = _Graph(model.graph, integer=arithmetic == "int8")
     nodes = list(model.graph.node)
     by_type: dict[str, list[NodeProto]] = {}
     for n in nodes:
@@ -322,11 +426,10 @@ def rewrite(stock: ModelProto) -> ModelProto:
     x = g.op("Reshape", [x, g.const([-1, 96, 400], "shape", np.int64)])
     x = g.op("Mul", [x, g.const(window)])
     x = g.op("Pad", [x, g.const([0, 0, pad[1], 0, 0, pad[3]], "pads", np.int64)])
-    re = g.hybrid_matmul(x, dft[0].input[1], None)
-    im = g.hybrid_matmul(x, dft[1].input[1], None)
+    re, im = _dft(g, x, dft[0].input[1], dft[1].input[1])
     power = g.op("Add", [g.op("Mul", [re, re]), g.op("Mul", [im, im])])
     magnitude = g.op("Sqrt", [power])
-    mel_out = g.hybrid_matmul(magnitude, mel.input[1], mel.input[2])
+    mel_out = g.hybrid_matmul(magnitude, mel.input[1], mel.input[2], nonnegative=True)
     log_mel = g.op("Log", [mel_out])  # [N, 96, 64]
     g.op("Reshape", [log_mel, g.const([-1, 1, 96, 64], "shape", np.int64)], first_conv.input[0])
 
@@ -342,6 +445,10 @@ def rewrite(stock: ModelProto) -> ModelProto:
         if found is None or group != 1:
             continue  # float convolutions and depthwise ones (TFLite dequantizes those weights to float)
         w, w_scale, axis = found
+        if g.integer:
+            _integer_pointwise_conv(g, conv, w, w_scale, axis)
+            dead.add(id(conv))
+            continue
         centred, inv_scale = g.dynamic_quant(conv.input[0], axes=_CONV_QUANT_AXES)
         attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
         acc = g.op("Conv", [centred, g.int8_const(w)], **attrs)
@@ -383,10 +490,84 @@ def rewrite(stock: ModelProto) -> ModelProto:
     )
     del model.graph.value_info[:]
     _drop_unused(model.graph)
+    _fold_constant_dequantize(model.graph)
     model.graph.name = "yamnet"
     model.producer_name = "soundmond.export.yamnet"
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _dft(g: _Graph, frames: str, weight_re: str, weight_im: str) -> tuple[str, str]:
+    """The int8 DFT's two products. In integers, one product by both weight matrices side by side: the frames are
+    quantized once (the same per-row quantization that each of TFLite's two ops computes) and multiplied once."""
+    if not g.integer:
+        return g.hybrid_matmul(frames, weight_re, None), g.hybrid_matmul(frames, weight_im, None)
+    found = [g.int8_weight(w) for w in (weight_re, weight_im)]
+    if found[0] is None or found[1] is None or found[0][1].size != 1 or found[1][1].size != 1:
+        raise ExportError("expected the DFT's two int8 weight matrices with one scale each; not the published YAMNet")
+    (w_re, s_re, _), (w_im, s_im, _) = found
+    bins = w_re.shape[1]
+    scales = np.concatenate([np.full(bins, s_re.item()), np.full(w_im.shape[1], s_im.item())]).astype(np.float32)
+    both = g.integer_matmul(frames, np.concatenate([w_re, w_im], axis=1), scales, None)
+    re = g.op(
+        "Slice",
+        [both, g.const([0], "start", np.int64), g.const([bins], "end", np.int64), g.const([-1], "axis", np.int64)],
+    )
+    im = g.op(
+        "Slice",
+        [
+            both,
+            g.const([bins], "start", np.int64),
+            g.const([2 * bins], "end", np.int64),
+            g.const([-1], "axis", np.int64),
+        ],
+    )
+    return re, im
+
+
+def _integer_pointwise_conv(
+    g: _Graph, conv: NodeProto, w: npt.NDArray[np.float32], w_scale: npt.NDArray[np.float32], axis: int
+) -> None:
+    """A 1x1 int8-weight convolution [N, C, H, W] as an integer product over channels, channels last (ONNX
+    Runtime's ConvInteger is about 3x slower than its float Conv at these shapes; MatMulInteger about 4x faster)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    if (
+        w.ndim != 4
+        or w.shape[2:] != (1, 1)
+        or list(attrs.get("strides", [1, 1])) != [1, 1]
+        or any(attrs.get("pads", [0, 0, 0, 0]))
+        or (w_scale.size > 1 and (axis != 0 or w_scale.size != w.shape[0]))
+    ):
+        raise ExportError(f"{conv.name}: an int8-weight convolution that is not 1x1 per output channel")
+    nhwc = g.op("Transpose", [conv.input[0]], perm=[0, 2, 3, 1])
+    bias = conv.input[2] if len(conv.input) > 2 and conv.input[2] else None
+    source = g.producer.get(conv.input[0])
+    nonnegative = source is not None and source.op_type == "Relu"
+    y = g.integer_matmul(nhwc, np.ascontiguousarray(w[:, :, 0, 0].T), w_scale, bias, nonnegative=nonnegative)
+    g.op("Transpose", [y], conv.output[0], perm=[0, 3, 1, 2])
+
+
+def _fold_constant_dequantize(graph: GraphProto) -> None:
+    """DequantizeLinear of constants -> float constants (the same float32 products ONNX Runtime computes)."""
+    inits = {i.name: i for i in graph.initializer}
+    kept = []
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or not all(i in inits for i in node.input if i):
+            kept.append(node)
+            continue
+        x = numpy_helper.to_array(inits[node.input[0]]).astype(np.int32)
+        scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        zp = numpy_helper.to_array(inits[node.input[2]]).astype(np.int32) if len(node.input) > 2 else np.int32(0)
+        if scale.ndim == 1 and scale.size > 1:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % x.ndim
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            scale, zp = scale.reshape(shape), np.reshape(zp, shape) if np.ndim(zp) else zp
+        value = ((x - zp).astype(np.float32) * scale).astype(np.float32)
+        graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+    del graph.node[:]
+    graph.node.extend(kept)
+    _drop_unused(graph)
 
 
 def _toposort(nodes: list[NodeProto], inputs: set[str]) -> list[NodeProto]:
@@ -564,7 +745,8 @@ def run(args: argparse.Namespace) -> Path:
     labels = _read_class_map(class_map)
     runner = _open_tflite(tflite)
 
-    model = rewrite(convert_stock(tflite))
+    arithmetic = getattr(args, "arithmetic", ARITHMETIC[0])
+    model = rewrite(convert_stock(tflite), arithmetic)
     model_bytes = model.SerializeToString()
     session = _ort_session(model_bytes)
     result = check_parity(runner, session, args.check_audio)
@@ -595,7 +777,7 @@ def run(args: argparse.Namespace) -> Path:
             tool_versions=_tool_versions(),
             parity=result.parity,
             created_utc=utc_now_iso(),
-            extra=_sidecar_extra(result, class_map),
+            extra=_sidecar_extra(result, class_map, arithmetic),
         )
         write_sidecar(folder, sidecar)
     logger.info("wrote %s in %.1f s", args.out, time.monotonic() - started)
@@ -611,9 +793,10 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
-def _sidecar_extra(result: ParityResult, class_map: Path) -> dict[str, object]:
+def _sidecar_extra(result: ParityResult, class_map: Path, arithmetic: str) -> dict[str, object]:
     return {
         "class_map": class_map.name,
+        "arithmetic": arithmetic,
         "input": "mono float32 in [-1, 1] at 16 kHz; one row = one 0.975-s frame; frames every 7680 samples",
         "outputs": {
             OUTPUT_SCORES: "per-class scores, sigmoid already applied (AudioSet is multi-label: no softmax)",
@@ -632,7 +815,8 @@ def _sidecar_extra(result: ParityResult, class_map: Path) -> dict[str, object]:
         "up to 0.78 (top-5 identical on 69 % of frames). Framing, padding and convolution layout are correct.",
         "fix": "tf2onnx conversion, then graph surgery: each int8-weight op gets XNNPACK's dynamic int8 "
         "quantization of its input (xnn_f32_qd8_asymmetric_quantization_params, round half to even) and "
-        "integer-valued weights, rescaled after the integer sum; the front end is rebuilt for [N, 15600]",
+        "integer-valued weights, rescaled after the integer sum (arithmetic int8: uint8 x int8 MatMulInteger; "
+        "float: the same integers multiplied in float); the front end is rebuilt for [N, 15600]",
         "reference_runtime_note": "ai-edge-litert without XNNPACK (builtin hybrid kernels, symmetric int8) "
         "differs from the default XNNPACK interpreter by up to 0.93 on the same frames: the reference is the "
         "default interpreter",

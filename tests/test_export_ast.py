@@ -260,3 +260,53 @@ def test_help_shows_examples() -> None:
     assert result.returncode == 0
     assert "python -m export ast --model" in result.stdout and "--frames" in result.stdout
     assert "works offline" in result.stdout
+
+
+def test_fused_graph_keeps_fp32_parity_and_quantizes(checkpoint: Path, tmp_path: Path) -> None:
+    # --optimize fused: one Attention op per layer, SkipLayerNormalization and BiasGelu; the same fp32 target against
+    # PyTorch as the unfused graph, and int8 quantization of the fused graph (QAttention) still runs.
+    import onnx
+
+    fp32 = ast_model.run(argparse.Namespace(**{**vars(_args(checkpoint, tmp_path / "fp32", 512)), "optimize": "fused"}))
+    sidecar = _sidecar(fp32)
+    assert sidecar.parity.max_abs_logit_diff <= ast_model.FP32_TARGET_MAX_ABS_LOGIT_DIFF
+    graph = sidecar.extra["graph"]
+    assert isinstance(graph, dict) and graph["fused_ops"]["Attention"] == 2 and graph["scores_mul_to_div"] == 2
+    ops = [n.op_type for n in onnx.load(str(fp32 / "model.onnx")).graph.node]
+    assert ops.count("Attention") == 2 and ops.count("Softmax") == 0 and ops.count("SkipLayerNormalization") >= 2
+    int8 = ast_model.run(
+        argparse.Namespace(**{**vars(_args(checkpoint, tmp_path / "int8", 512, "int8")), "optimize": "fused"})
+    )
+    ops8 = [n.op_type for n in onnx.load(str(int8 / "model.onnx")).graph.node]
+    assert ops8.count("QAttention") == 2 and "MatMulInteger" in ops8
+    assert _sidecar(int8).parity.top1_agreement >= 0.5  # reported, not enforced; random tiny weights
+
+
+def test_default_export_is_unfused(exported: dict[str, Path]) -> None:
+    import onnx
+
+    assert _sidecar(exported["fp32-512"]).extra["graph"] == {"optimizer": "none (the graph as optimum exports it)"}
+    ops = {n.op_type for n in onnx.load(str(exported["fp32-512"] / "model.onnx")).graph.node}
+    assert "Attention" not in ops and "Softmax" in ops
+
+
+def test_scores_scale_becomes_a_division() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.ast_fusion import scores_scale_as_div
+
+    scale = numpy_helper.from_array(np.array(0.125, dtype=np.float32), "scale")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["s"], name="mul"), helper.make_node("Softmax", ["s"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [scale],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert scores_scale_as_div(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["Div", "Softmax"]
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(before, after)  # a power-of-two scale: exact

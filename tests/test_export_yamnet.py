@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import importlib.util
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from export import yamnet_model
 from export.cli import main
-from export.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ParityError, chunk_clip, parity_figures
+from export.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ExportError, ParityError, chunk_clip, parity_figures
 from soundmond.capture.audio import load_audio
 from soundmond.models.sidecar import Sidecar, verify_folder
 
@@ -226,5 +228,45 @@ def test_stock_float_math_fails_parity(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(yamnet_model._Graph, "dynamic_quant", float_inputs)
     out = tmp_path / "model"
-    assert main(["yamnet", "--out", str(out)]) == EXIT_FAILED
+    assert main(["yamnet", "--arithmetic", "float", "--out", str(out)]) == EXIT_FAILED
     assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_export_runs_integer_products(exported: Path) -> None:
+    # The default export runs the int8-weight ops (DFT, mel, 13 pointwise convolutions, classifier) as uint8 x int8
+    # MatMulInteger, not as float products of integer-valued floats; float weights are constants, not
+    # DequantizeLinear nodes that ONNX Runtime's optimizer cannot fold.
+    sidecar = verify_folder(exported)
+    assert sidecar.extra["arithmetic"] == "int8"
+    graph = onnx.load(str(exported / "model.onnx")).graph
+    ops = Counter(n.op_type for n in graph.node)
+    assert ops["MatMulInteger"] == 16 and ops["QuantizeLinear"] == 16  # the DFT's two in one
+    assert ops["MatMul"] == 0 and ops["DequantizeLinear"] == 0
+    assert ops["Conv"] == 14  # the first full convolution and 13 depthwise ones stay float, as in TFLite
+    int8_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) == 16
+
+
+def test_float_arithmetic_agrees_with_int8(tmp_path: Path, session: object) -> None:
+    # --arithmetic float (the earlier export: the same quantized values multiplied in float) is still selectable
+    # and computes the same model: differences are rounding ties of the per-row quantization.
+    out = tmp_path / "float"
+    assert main(["yamnet", "--arithmetic", "float", "--out", str(out)]) == EXIT_OK
+    assert verify_folder(out).extra["arithmetic"] == "float"
+    float_session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    graph_ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "MatMulInteger" not in graph_ops and "DequantizeLinear" not in graph_ops
+    frames = _frames("whisp_field_horn.flac")
+    int8_scores = session.run(["probabilities"], {"audio": frames})[0]  # type: ignore[attr-defined]
+    float_scores = float_session.run(["probabilities"], {"audio": frames})[0]
+    assert np.max(np.abs(int8_scores - float_scores)) <= yamnet_model.TARGET_MAX_ABS_DIFF
+    assert (np.argmax(int8_scores, axis=1) == np.argmax(float_scores, axis=1)).mean() >= 0.9
+
+
+def test_unknown_arithmetic_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["yamnet", "--arithmetic", "int4", "--out", str(tmp_path / "model")])
+    assert exc.value.code == EXIT_USAGE
+    assert "invalid choice: 'int4'" in capsys.readouterr().err
+    with pytest.raises(ExportError, match="arithmetic must be one of int8, float"):
+        yamnet_model.rewrite(onnx.ModelProto(), "int4")
