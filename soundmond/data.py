@@ -60,6 +60,9 @@ class AudioWindow:
     samples: npt.NDArray[np.float32]  # mono float32 in [-1, 1]
     padded_samples: int = 0  # zeros appended at the end (a file's short tail): not audio that was heard
     final: bool = False  # the last window of its file: the bird chunk grid flushes and closes its last chunk
+    # the source's audio just before `samples` (at most `capture.files.LEAD_IN_S`), given only to the first window of a
+    # file resumed after a crash: the bird chunk grid's chunks that cross the resume point need it. Never analysed.
+    lead_in: npt.NDArray[np.float32] | None = None
 
     @property
     def duration_s(self) -> float:

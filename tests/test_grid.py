@@ -4,6 +4,7 @@ on corpus audio against BirdNET-Analyzer's chunking with the TFLite original, an
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import soxr
 from fakes import ChunkRecordingBirds, FixedHead, StaticTagger
 
 from soundmond.analysis import Analyzer, Session, build_session
-from soundmond.capture.files import FileSource
+from soundmond.capture.files import LEAD_IN_S, FileSource, lead_in
 from soundmond.config import load_config
 from soundmond.data import AudioWindow, ChunkDetection
 from soundmond.models.birds import BIRDNET_SOUND_CLASSES_V24, split_birdnet_label
@@ -65,6 +66,31 @@ def test_a_gap_another_source_or_dropped_windows_restart_the_grid_at_the_next_gr
     other = grid.chunks(window(15.0, 5.0, source="other"))  # another recording at the same offset
     assert [c.start_s for c in other] == [15.0]
     assert grid.restarts == 3
+
+
+@pytest.mark.parametrize(("rate", "stride_s"), [(48000, 3.0), (48000, 1.5), (32000, 3.0), (44100, 2.0)])
+def test_a_resumed_file_analyses_the_chunk_across_the_resume_point(rate: int, stride_s: float) -> None:
+    """A file resumed after a crash at 10 s: its first window gets the audio before it (`lead_in`, as FileSource
+    gives it), so the grid yields the same chunks for it as in an uninterrupted run - the chunk across 10 s included -
+    and the same chunks after it; at 48 kHz the same samples, resampled within 1e-4 of full scale."""
+    rng = np.random.default_rng(7)
+    signal = rng.uniform(-0.5, 0.5, 30 * rate).astype(np.float32)
+    whole = ChunkGrid(RATE, CHUNK, stride_s)
+    reference = [whole.chunks(window(5.0 * i, 5.0, rate=rate, signal=signal, final=i == 5)) for i in range(6)]
+    resumed = ChunkGrid(RATE, CHUNK, stride_s)
+    skipped = [window(5.0 * i, 5.0, rate=rate, signal=signal) for i in range(2)]  # stored before the crash
+    first = window(10.0, 5.0, rate=rate, signal=signal)
+    first = replace(first, lead_in=lead_in(skipped, first))
+    assert first.lead_in is not None and first.lead_in.shape[0] == round(LEAD_IN_S * rate)
+    got = [resumed.chunks(first)] + [resumed.chunks(window(5.0 * i, 5.0, rate=rate, signal=signal, final=i == 5))
+                                     for i in range(3, 6)]
+    assert any(c.start_s < 10.0 for c in got[0])  # a chunk crosses the resume point
+    for ref, ours in zip(reference[2:], got, strict=True):
+        assert [(c.start_s, c.end_s) for c in ours] == [(c.start_s, c.end_s) for c in ref]
+        for a, b in zip(ref, ours, strict=True):
+            np.testing.assert_allclose(b.samples, a.samples, atol=0 if rate == RATE else 1e-4)
+    without = ChunkGrid(RATE, CHUNK, stride_s).chunks(window(10.0, 5.0, rate=rate, signal=signal))
+    assert len(without) < len(got[0])  # what the resume lost before
 
 
 def test_a_file_ends_with_birdnetlibs_last_chunk() -> None:

@@ -66,6 +66,28 @@ def recording_start_unix_s(path: Path, duration_s: float) -> tuple[float, str]:
     return path.stat().st_mtime - duration_s, "file modification time"
 
 
+LEAD_IN_S = 4.0  # audio before a resumed file's first window: a bird chunk (3 s) across the resume point, plus margin
+LEAD_IN_WINDOWS = 8  # skipped windows kept for it (enough with any hop >= 0.5 s)
+
+
+def lead_in(before: list[AudioWindow], window: AudioWindow) -> np.ndarray:
+    """Up to `LEAD_IN_S` of the audio just before `window`, from the windows skipped before it (overlaps removed)."""
+    rate = window.sample_rate_hz
+    end = round(window.start_s * rate)
+    first = max(0, end - round(LEAD_IN_S * rate))
+    lead = np.zeros(end - first, dtype=np.float32)
+    filled = np.zeros(end - first, dtype=bool)
+    for w in before:
+        w_first = round(w.start_s * rate)
+        real = w.samples[: w.samples.shape[0] - w.padded_samples]
+        lo, hi = max(first, w_first), min(end, w_first + real.shape[0])
+        if lo < hi:
+            lead[lo - first: hi - first] = real[lo - w_first: hi - w_first]
+            filled[lo - first: hi - first] = True
+    gaps = np.flatnonzero(~filled)
+    return lead[gaps[-1] + 1:] if gaps.size else lead  # only the contiguous audio that ends at the window
+
+
 class FileSource:
     """Implements `AudioSource` over files."""
 
@@ -194,16 +216,19 @@ class FileSource:
         last: AudioWindow | None = None
         count = 0
         skipped = 0
+        before: list[AudioWindow] = []  # the last skipped windows: the lead-in of the first window analysed
         for window in self._decode(path, plan.sha256, stop):
             last = window
             count += 1
             if plan.state == "partial" and self.ledger is not None and self.ledger.has_window(window.window_id):
                 skipped += 1
+                before = [*before[-LEAD_IN_WINDOWS:], window]
                 continue
             if skipped and count - 1 == skipped:  # the first window not stored of a partial file
                 self.report.resumed.append((path, window.start_s))
                 logger.info("%s: resumed at %.1f s (%d windows already stored, skipped)", path, window.start_s,
                             skipped)
+                window = dataclasses.replace(window, lead_in=lead_in(before, window))
             yield window
         self.report.windows_skipped += skipped
         if stop.is_set() or last is None:

@@ -6,14 +6,16 @@ stream of windows, so a call is heard in the same chunk whatever the window leng
 
 - **The grid.** Chunk k starts at k * `stride_s` from stream offset 0 (the start of the file, or of the capture
   session: `AudioWindow.start_s` is measured from there) and lasts the model's chunk length. Chunks cross window
-  boundaries: the grid keeps the tail of audio the next chunk needs (at the bird model's rate). In samples at the bird
+  boundaries: the grid keeps the tail of audio the next chunk needs (at the bird model's rate). A file resumed after a
+  crash hands its first window the audio before it (`AudioWindow.lead_in`), so the chunk across the resume point is
+  analysed as in an uninterrupted run. In samples at the bird
   model's rate, chunk k starts at k * round(stride_s * rate), as BirdNET-Analyzer's `split_signal` steps.
 - **Which window reports a chunk.** A chunk is reported with the window it ENDS in: the first window whose audio holds
   the chunk's last sample. With overlapping windows (hop < length) that is the window whose new audio (past the end of
   the window before it) holds the chunk's end, so every chunk belongs to exactly one window. A window may hold no
   chunk (a hop shorter than the stride), one, or several.
-- **Restarts.** A window that does not continue the stream (another source or sample rate, a gap, dropped windows, a
-  file resumed after a crash) restarts the grid: the tail is dropped and the next chunk starts at the first grid point
+- **Restarts.** A window that does not continue the stream (another source or sample rate, a gap, dropped windows)
+  restarts the grid: the tail is dropped and the next chunk starts at the first grid point
   at or after the new audio's start, so no chunk mixes audio from two recordings or from both sides of a gap.
 - **A file's end.** The window marked `final` (a file's last) flushes the resampler and closes the grid; a last chunk
   holding at least `MIN_TAIL_S` (1.5 s) of audio is zero-padded to the chunk length, shorter ones are dropped:
@@ -160,8 +162,14 @@ class ChunkGrid:
         end = first + real.shape[0]
         stream = self._stream
         if stream is None or not stream.continues(window, first, end):
-            stream = self._stream = _Stream(window, first, self.rate_hz, self.stride_samples)
+            lead = window.lead_in if window.lead_in is not None else np.zeros(0, dtype=np.float32)
+            stream = self._stream = _Stream(window, first - lead.shape[0], self.rate_hz, self.stride_samples)
             self.restarts += 1
+            if lead.size:  # a resumed file: the chunks that end in this window are whole; earlier ones were stored
+                window_first_out = round(first * self.rate_hz / rate)
+                stream.next_k = max(stream.next_k,
+                                    (window_first_out - self.chunk_samples) // self.stride_samples + 1)
+                stream.feed(lead, False)
         stream.feed(real[stream.fed_to - first:], window.final)
         chunks: list[GridChunk] = []
         extra_first, extra = (stream.out_end, np.zeros(0, dtype=np.float32))
