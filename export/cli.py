@@ -43,7 +43,10 @@ exit codes:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m export",
-        description="Export AST, BirdNET, YAMNet or a Hugging Face audio classifier to a verified ONNX model folder for soundmond.",
+        description=(
+            "Export AST, BirdNET, YAMNet or a Hugging Face audio classifier to a verified ONNX model folder "
+            "for soundmond."
+        ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -486,7 +486,9 @@ def export_hf(
         fp32_path = _onnx_export(model, onnx_config, scratch, shapes)
         export_s = time.perf_counter() - t1
         logger.info("ONNX export done in %.1f s (%.1f MB)", export_s, fp32_path.stat().st_size / 1e6)
-        logger.info("parity check on %d real %.2f-s clips from %d files", len(windows), chunk_samples / rate, len(names))
+        logger.info(
+            "parity check on %d real %.2f-s clips from %d files", len(windows), chunk_samples / rate, len(names)
+        )
         ref_logits, ref_embedding = reference_logits(model, extractor, windows, input_name)
         fp32_logits, fp32_embedding = onnx_logits(fp32_path, features, windows, input_name)
         ref_name = f"transformers {_version('transformers')} feature extractor + pytorch {torch.__version__}"

@@ -39,9 +39,10 @@ WHISPER_DYNAMIC_RANGE = 8.0
 class Features(Protocol):
     """One clip of mono audio at `sampling_rate` -> one model input (without the batch axis)."""
 
-    sampling_rate: int
+    @property
+    def sampling_rate(self) -> int: ...
 
-    def __call__(self, samples: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]: ...
+    def __call__(self, samples: npt.NDArray[np.floating], /) -> npt.NDArray[np.float32]: ...
 
     def as_dict(self) -> dict[str, Any]: ...
 
@@ -198,7 +199,9 @@ def features_from_settings(settings: Mapping[str, Any]) -> Features:
     """The front-end a `hf` sidecar's `extra.features` names (KeyError / ValueError / TypeError when unusable)."""
     kind = settings["kind"]
     if kind == "waveform":
-        return WaveformFeatures(do_normalize=bool(settings["do_normalize"]), sampling_rate=int(settings["sampling_rate"]))
+        return WaveformFeatures(
+            do_normalize=bool(settings["do_normalize"]), sampling_rate=int(settings["sampling_rate"])
+        )
     if kind == "ast_fbank":
         return ASTFeatures.from_sidecar_extra(dict(settings))
     if kind == "whisper_log_mel":
