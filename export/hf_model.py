@@ -689,6 +689,10 @@ def make_random_checkpoint(
     else:
         raise ValueError(f"no random checkpoint recipe for {model_type!r}")
     model = tf.AutoModelForAudioClassification.from_config(config).eval()
+    with torch.no_grad():  # the default init (std 0.02) gives near-equal logits: spread them so top-k is meaningful
+        for module in (getattr(model, "projector", None), model.classifier):
+            for param in module.parameters() if module is not None else ():
+                param.normal_(0.0, 0.5)
     model.save_pretrained(out)
     extractor.save_pretrained(out)
     if licence:
