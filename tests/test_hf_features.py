@@ -1,4 +1,4 @@
-"""The numpy front-ends of Hugging Face audio classifiers against transformers' own feature extractors, on real audio."""
+"""The numpy front-ends of Hugging Face audio classifiers against transformers' own extractors, on real audio."""
 
 from __future__ import annotations
 
