@@ -8,6 +8,7 @@ compares transformers' extractor + PyTorch with soundmond's numpy features + ONN
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -256,3 +257,35 @@ def test_no_licence_is_refused(checkpoints: dict[str, Path], check_audio: Path, 
     with pytest.raises(ExportError, match="states no `license:`; pass --licence"):
         hf_model.run(_args(checkpoint, tmp_path / "out", check_audio))
     assert not (tmp_path / "out").exists()
+
+
+def test_soundmond_analyze_with_an_hf_bird_model(
+    checkpoints: dict[str, Path], exported: dict[str, Path], yamnet_dir: Path, tmp_path: Path
+) -> None:
+    """`soundmond analyze` on a bird recording with `models.birds.family: hf`: each 5-s window is one clip of the
+    model, and its species are the transformers pipeline's top-k on that window, with the same confidences."""
+    mapping = tmp_path / "species.yaml"
+    mapping.write_text("'Parus major_Great Tit': null\n")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n"
+        f"  birds: {{family: hf, path: {exported['wav2vec2']}, species_map: {mapping.name}, min_confidence: 0.0}}\n"
+    )
+    recording = FIXTURES / "oss_birds_10s.flac"
+    proc = subprocess.run(
+        [sys.executable, "-m", "soundmond.cli", "analyze", str(recording), "--config", str(cfg)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "yamnet-tagger.onnx" in proc.stderr  # no BirdNET embedding: the tagger-only head
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["start_s"] for r in records] == [0.0, 5.0]  # 10.13 s: the 0.13-s tail makes no window
+    samples = load_audio(recording, 16000)[0]
+    for record in records[:2]:
+        start = int(record["start_s"] * 16000)
+        window = samples[start : start + 80000]
+        theirs = [(label, score) for label, score in _pipeline_top(checkpoints["wav2vec2"], window, 8)
+                  if label != "Parus major_Great Tit"]
+        ours = [(f"{s['scientific_name']}_{s['common_name']}", s["confidence"]) for s in record["species"]]
+        assert [label for label, _ in ours] == [label for label, _ in theirs]
+        np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-3)

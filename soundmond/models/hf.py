@@ -68,33 +68,45 @@ class ClipOutputs:
     embedding: npt.NDArray[np.float32]  # [clips, d]
 
 
+def check_hf_sidecar(folder: Path, *, key: str, role: str) -> Sidecar:
+    """Read and verify an hf folder's `model.json` for `key` (models.birds / models.tagger) used as `role`, without
+    opening a session (`soundmond check-config` uses it too); `ModelFolderError` with a hint naming the key."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFolderError(
+            folder, "no such model folder", f"set {key}.path to a folder written by `python -m export hf`"
+        )
+    sidecar = read_sidecar(folder)
+    if sidecar.family != FAMILY:
+        raise ModelFolderError(
+            folder,
+            f"holds a '{sidecar.family}' model but {key}.family is 'hf'",
+            f"set {key}.family: {sidecar.family}, or point {key}.path at a folder from `python -m export hf`",
+        )
+    verify_folder(folder, FAMILY)
+    hf = sidecar.extra.get("hf")
+    settings = sidecar.extra.get("features")
+    if not isinstance(hf, dict) or not isinstance(settings, dict):
+        raise ModelFolderError(folder, "model.json has no extra.hf / extra.features", "re-export the model")
+    if hf.get("role") != role:
+        raise ModelFolderError(
+            folder,
+            f"was exported as a {hf.get('role')} model but {key} uses it as {role}",
+            f"re-export it with `python -m export hf --role {role}`",
+        )
+    return sidecar
+
+
 class HfClassifier:
     """The checked folder, its numpy features and its ONNX Runtime session (shared by `HfBirdModel`, `HfTagger`)."""
 
     def __init__(self, folder: Path | str, *, threads: int, key: str, role: str) -> None:
         self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise ModelFolderError(
-                self.folder, "no such model folder", f"set {key}.path to a folder written by `python -m export hf`"
-            )
-        sidecar = read_sidecar(self.folder)
-        if sidecar.family != FAMILY:
-            raise ModelFolderError(
-                self.folder,
-                f"holds a '{sidecar.family}' model but {key}.family is 'hf'",
-                f"set {key}.family: {sidecar.family}, or point {key}.path at a folder from `python -m export hf`",
-            )
-        self.sidecar: Sidecar = verify_folder(self.folder, FAMILY)
-        hf = sidecar.extra.get("hf")
-        settings = sidecar.extra.get("features")
-        if not isinstance(hf, dict) or not isinstance(settings, dict):
+        sidecar = self.sidecar = check_hf_sidecar(self.folder, key=key, role=role)
+        hf = sidecar.extra["hf"]
+        settings = sidecar.extra["features"]
+        if not isinstance(hf, dict) or not isinstance(settings, dict):  # pragma: no cover - check_hf_sidecar did
             raise ModelFolderError(self.folder, "model.json has no extra.hf / extra.features", "re-export the model")
-        if hf.get("role") != role:
-            raise ModelFolderError(
-                self.folder,
-                f"was exported as a {hf.get('role')} model but {key} uses it as {role}",
-                f"re-export it with `python -m export hf --role {role}`",
-            )
         try:
             self.features: Features = features_from_settings(settings)
             self.activation = str(hf["activation"])
@@ -236,6 +248,12 @@ def load_species_map(path: Path, labels: Sequence[str]) -> dict[str, tuple[str, 
     return out
 
 
+def species_names(labels: Sequence[str], species_map: Path | None) -> list[tuple[str, str] | None]:
+    """(scientific, common) per label, None for labels that are not species: the species map, else `label_names`."""
+    mapped = load_species_map(species_map, labels) if species_map is not None else {}
+    return [mapped[label] if label in mapped else label_names(label) for label in labels]
+
+
 class HfBirdModel:
     """`models.birds.family: hf`: species from a Hugging Face classifier's labels (or `species_map`).
 
@@ -255,8 +273,7 @@ class HfBirdModel:
         self.chunk_samples = self.model.chunk_samples
         overlap = int(round(config.chunk_overlap_s * self.sample_rate_hz))
         self.hop_samples = max(1, self.chunk_samples - overlap)
-        mapped = load_species_map(species_map, self.labels) if species_map is not None else {}
-        names: list[tuple[str, str] | None] = [mapped.get(label, label_names(label)) for label in self.labels]
+        names = species_names(self.labels, species_map)
         self.species_mask = np.array([n is not None for n in names])
         self.scientific_names = [n[0] if n else label for n, label in zip(names, self.labels, strict=True)]
         self.common_names = [n[1] if n else label for n, label in zip(names, self.labels, strict=True)]
