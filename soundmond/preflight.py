@@ -140,21 +140,20 @@ def species_problems(
     loaded: LoadedConfig,
     labels: Sequence[str],
     labels_file: Path,
-    names: Sequence[tuple[str, str] | None] | None = None,
+    naming: Sequence[tuple[str, str] | None] | None = None,
 ) -> list[ConfigProblem]:
     """Names in `models.birds.include` / `exclude` and `alerts.rare_species` that BirdNET does not know, one problem
     per name. The matching is the one that uses them: include / exclude match a label's scientific or common name or
     the whole label (`BirdnetModel`), rare species a species' scientific or common name (`AlertEngine`); case and
-    surrounding spaces do not matter. `names`: (scientific, common) per label, None for a non-species label (an hf
+    surrounding spaces do not matter. `naming`: (scientific, common) per label, None for a non-species label (an hf
     bird model's); default: BirdNET's labels split, its sound classes not species."""
-    if names is None:
-        split = [split_birdnet_label(label) for label in labels]
-        names = [None if is_sound_class(s, c) else (s, c) for s, c in split]
-        parts = split
+    if naming is None:
+        parts = [split_birdnet_label(label) for label in labels]
+        naming = [None if is_sound_class(s, c) else (s, c) for s, c in parts]
     else:
-        parts = [n if n is not None else (label, label) for n, label in zip(names, labels, strict=True)]
+        parts = [n if n is not None else (label, label) for n, label in zip(naming, labels, strict=True)]
     filter_names = {n.casefold(): n for (s, c), label in zip(parts, labels, strict=True) for n in (s, c, label)}
-    species_known = {n.casefold(): n for pair in names if pair is not None for n in pair}
+    species_known = {n.casefold(): n for pair in naming if pair is not None for n in pair}
     cfg = loaded.config
     checks = [("models.birds.include", cfg.models.birds.include, filter_names),
               ("models.birds.exclude", cfg.models.birds.exclude, filter_names),
