@@ -289,3 +289,31 @@ def test_soundmond_analyze_with_an_hf_bird_model(
         ours = [(f"{s['scientific_name']}_{s['common_name']}", s["confidence"]) for s in record["species"]]
         assert [label for label, _ in ours] == [label for label, _ in theirs]
         np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-3)
+
+
+def test_check_config_knows_hf_folders(exported: dict[str, Path], yamnet_dir: Path, tmp_path: Path) -> None:
+    """Preflight (check-config, run, analyze) checks hf folders and species names through the species map."""
+    from soundmond.config import load_config
+    from soundmond.preflight import preflight
+
+    mapping = tmp_path / "species.yaml"
+    mapping.write_text("'Parus major_Great Tit': null\n'Turdus merula_Eurasian Blackbird': Turdus merula\n")
+    cfg = tmp_path / "config.yaml"
+
+    def problems(birds: str, tagger: str = f"{{family: yamnet, path: {yamnet_dir}}}") -> list[str]:
+        cfg.write_text(f"models:\n  tagger: {tagger}\n  birds: {birds}\nalerts:\n  rare_species: [Parus major]\n")
+        return [str(p) for p in preflight(load_config(cfg), models_only=True).problems]
+
+    found = problems(f"{{family: hf, path: {exported['whisper']}, species_map: {mapping.name}}}")
+    assert found == [
+        "alerts.rare_species.0: unknown species 'Parus major' (line 5) - use scientific or common names as in "
+        f"{exported['whisper'] / 'labels.txt'} (case does not matter)"
+    ]
+    assert problems(f"{{family: hf, path: {exported['whisper']}}}") == []  # no map: the label names it
+    found = problems(f"{{path: {exported['whisper']}}}")
+    assert len(found) == 1 and "holds a 'hf' model" in found[0] and "set models.birds.family: hf" in found[0]
+    found = problems(f"{{family: hf, path: {exported['whisper']}}}", f"{{family: hf, path: {exported['hubert']}}}")
+    assert len(found) == 2
+    assert found[0].startswith("models.tagger.path: ") and "exported as a birds model" in found[0]
+    assert "--role tagger" in found[0]
+    assert found[1].startswith("models.head.path: ") and "no head is shipped for the 'hf' tagger" in found[1]
