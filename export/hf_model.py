@@ -719,9 +719,9 @@ def make_random_checkpoint(
         raise ValueError(f"no random checkpoint recipe for {model_type!r}")
     model = tf.AutoModelForAudioClassification.from_config(config).eval()
     with torch.no_grad():  # the default init (std 0.02) gives near-equal logits: spread them so top-k is meaningful
-        for module in (getattr(model, "projector", None), model.classifier):
-            for param in module.parameters() if module is not None else ():
-                param.normal_(0.0, 0.5)
+        heads = [m for m in (getattr(model, "projector", None), model.classifier) if m is not None]
+        for linear in (m for head in heads for m in head.modules() if isinstance(m, torch.nn.Linear)):
+            linear.weight.normal_(0.0, 3.0 / linear.in_features**0.5)  # logits of a few units, whatever the width
     model.save_pretrained(out)
     extractor.save_pretrained(out)
     if licence:
