@@ -42,6 +42,7 @@ def main() -> int:
     parser.add_argument("--source", type=Path, required=True, help="recordings the daemon replays")
     parser.add_argument("--int8", action="store_true", help="export the hf model with --int8")
     args = parser.parse_args()
+    args.models, args.source = args.models.resolve(), args.source.resolve()  # the daemon runs in its work folder
     with tempfile.TemporaryDirectory(prefix="hf-rss-") as tmp:
         root = Path(tmp)
         labels = [f"Species {i:02d}" for i in range(50)]
