@@ -41,16 +41,19 @@ def main() -> int:
     parser.add_argument("--models", type=Path, required=True, help="folder with yamnet/ (and birdnet/ for comparison)")
     parser.add_argument("--source", type=Path, required=True, help="recordings the daemon replays")
     parser.add_argument("--int8", action="store_true", help="export the hf model with --int8")
+    parser.add_argument("--keep", type=Path, default=None, help="export the hf model here (reused when it exists)")
     args = parser.parse_args()
     args.models, args.source = args.models.resolve(), args.source.resolve()  # the daemon runs in its work folder
     with tempfile.TemporaryDirectory(prefix="hf-rss-") as tmp:
         root = Path(tmp)
         labels = [f"Species {i:02d}" for i in range(50)]
-        ck = hf_model.make_random_checkpoint(root / "ck", "wav2vec2", size="base", labels=labels)
-        folder = hf_model.run(argparse.Namespace(
-            model=str(ck), revision=None, role="birds", int8=args.int8, licence=None, clip_s=None,
-            out=root / "w2v-base", force=False, check_audio=None,
-        ))
+        folder = args.keep.resolve() if args.keep else root / "w2v-base"
+        if not (folder / "model.json").is_file():
+            ck = hf_model.make_random_checkpoint(root / "ck", "wav2vec2", size="base", labels=labels)
+            hf_model.run(argparse.Namespace(
+                model=str(ck), revision=None, role="birds", int8=args.int8, licence=None, clip_s=None,
+                out=folder, force=False, check_audio=None,
+            ))
         report = {"hf_model_mb": round((folder / "model.onnx").stat().st_size / 1e6, 1), "int8": args.int8}
         report["yamnet+hf_wav2vec2_base"] = run_daemon(
             root / "hf", f"{{family: hf, path: {folder}}}", args.models / "yamnet", args.source
