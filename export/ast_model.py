@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from tqdm import tqdm
 
 from export.common import (
     CheckClip,
@@ -45,6 +47,7 @@ from export.common import (
 )
 from soundmond.models.features import samples_for_frames
 from soundmond.models.sidecar import LICENCES, Sidecar, SourceInfo, TensorSpec, write_sidecar
+from soundmond.progress import show_progress
 
 if TYPE_CHECKING:
     import torch
@@ -112,7 +115,8 @@ def run(args: argparse.Namespace) -> Path:
     model_dir, source = resolve_model(args.model, args.revision)
     clips = load_check_audio(args.check_audio, SAMPLE_RATE_HZ)
     with atomic_output_dir(args.out, force=args.force) as folder:
-        export_ast(model_dir, source, folder, frames=args.frames, quantize=args.quantize, clips=clips)
+        export_ast(model_dir, source, folder, frames=args.frames, quantize=args.quantize, clips=clips,
+                   progress=show_progress(not args.no_progress))
     logger.info("AST exported to %s in %.1f s", args.out, time.perf_counter() - started)
     return Path(args.out)
 
@@ -339,32 +343,42 @@ def _features(extractor: ASTFeatureExtractor, windows: npt.NDArray[np.float32]) 
     return np.asarray(values, dtype=np.float32)
 
 
+def _bar(desc: str, total: int, progress: bool) -> tqdm[None]:
+    """The parity check's bar over its windows (drawn only when `progress`: a terminal and no --no-progress)."""
+    return tqdm(total=total, desc=desc, unit="window", file=sys.stderr, disable=not progress)
+
+
 def _torch_outputs(
-    forward: Callable[..., dict[str, torch.Tensor]], features: npt.NDArray[np.float32], batch: int = 4
+    forward: Callable[..., dict[str, torch.Tensor]], features: npt.NDArray[np.float32], batch: int = 4,
+    progress: bool = False,
 ) -> dict[str, npt.NDArray[np.float32]]:
     import torch
 
     logits, embeddings = [], []
-    with torch.no_grad():
+    with torch.no_grad(), _bar("parity: PyTorch", len(features), progress) as bar:
         for start in range(0, len(features), batch):
             out = forward(torch.from_numpy(features[start : start + batch]))
             logits.append(out["logits"].numpy())
             embeddings.append(out["embedding"].numpy())
+            bar.update(len(out["logits"]))
     return {"logits": np.concatenate(logits), "embedding": np.concatenate(embeddings)}
 
 
 def onnx_outputs(
-    model_path: Path, features: npt.NDArray[np.float32], batch: int = 4
+    model_path: Path, features: npt.NDArray[np.float32], batch: int = 4, progress: bool = False
 ) -> dict[str, npt.NDArray[np.float32]]:
     """Run an exported model on [N, frames, mel] features; {"logits", "embedding"}."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     results: dict[str, list[npt.NDArray[np.float32]]] = {"logits": [], "embedding": []}
-    for start in range(0, len(features), batch):
-        logits, embedding = session.run(["logits", "embedding"], {"input_values": features[start : start + batch]})
-        results["logits"].append(logits)
-        results["embedding"].append(embedding)
+    with _bar(f"parity: {model_path.name}", len(features), progress) as bar:
+        for start in range(0, len(features), batch):
+            logits, embedding = session.run(["logits", "embedding"],
+                                            {"input_values": features[start : start + batch]})
+            results["logits"].append(logits)
+            results["embedding"].append(embedding)
+            bar.update(len(logits))
     return {name: np.concatenate(parts) for name, parts in results.items()}
 
 
@@ -402,6 +416,7 @@ def export_ast(
     frames: int,
     quantize: Literal["int8"] | None,
     clips: Sequence[CheckClip],
+    progress: bool = False,
 ) -> Sidecar:
     """Export, check on real audio and write `model.onnx`, `labels.txt` and `model.json` into `folder`."""
     import torch
@@ -435,8 +450,8 @@ def export_ast(
         windows, names = _windows(clips)
         features = _features(extractor, windows)
         logger.info("parity check on %d real 5-s windows from %d files", len(windows), len(names))
-        reference = _torch_outputs(forward, features)
-        fp32 = onnx_outputs(fp32_path, features)
+        reference = _torch_outputs(forward, features, progress=progress)
+        fp32 = onnx_outputs(fp32_path, features, progress=progress)
         ref_name = f"pytorch {torch.__version__}"
         parity = parity_figures(
             reference["logits"],
@@ -460,7 +475,7 @@ def export_ast(
             int8_path = scratch / "model.int8.onnx"
             t2 = time.perf_counter()
             settings = _quantize_int8(fp32_path, int8_path)
-            int8 = onnx_outputs(int8_path, features)
+            int8 = onnx_outputs(int8_path, features, progress=progress)
             fp32_parity = parity
             parity = parity_figures(reference["logits"], int8["logits"], reference_name=ref_name, audio_files=names)
             settings.update(

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="folder of real recordings for the parity check (default: tests/fixtures/audio)",
         )
+        p.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (drawn on stderr only when it is a terminal; AST's parity check)")
         module.add_arguments(p)
         runner: Callable[[argparse.Namespace], Path] = module.run
         p.set_defaults(run=runner)

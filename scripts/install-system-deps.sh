@@ -9,13 +9,15 @@
 #   mosquitto, mosquitto-clients
 #                      a real MQTT broker for the publisher tests
 #   systemd            only for `systemd-analyze` (unit verification and the hardening score in tests)
+#   chromium           headless browser of the `soundmond report` test (opens the page, screenshots it, reads
+#                      its console); workstation and CI only, a station does not need it
 #
 # Idempotent: packages already installed are skipped; `apt-get update` runs at most once, and only when something
 # is missing. Works as root or through sudo. Everything it does is reported on stderr.
 # Usage: scripts/install-system-deps.sh [--dry-run]
 set -eu
 
-PACKAGES="python3-venv libportaudio2 libsndfile1 pulseaudio pulseaudio-utils mosquitto mosquitto-clients systemd"
+PACKAGES="python3-venv libportaudio2 libsndfile1 pulseaudio pulseaudio-utils mosquitto mosquitto-clients systemd chromium"
 
 log() { printf 'install-system-deps: %s\n' "$*" >&2; }
 
@@ -23,7 +25,7 @@ DRY_RUN=0
 case "${1:-}" in
   --dry-run) DRY_RUN=1 ;;
   "") ;;
-  -h|--help) sed -n '2,17p' "$0" >&2; exit 0 ;;
+  -h|--help) sed -n '2,19p' "$0" >&2; exit 0 ;;
   *) log "unknown argument: $1 (use --dry-run or nothing)"; exit 2 ;;
 esac
 

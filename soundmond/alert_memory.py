@@ -1,4 +1,5 @@
-"""A restart remembers: the alert engine's state (`soundscape/alert_state.py`) stored and restored by the daemon.
+"""A restart remembers: the alert engine's state (`soundscape/alert_state.py`) stored and restored by the daemon, and
+the rolling aggregates rebuilt from the stored windows (`restore_aggregates`).
 
 At start, before the pipeline thread runs, `restore()` gives the engine the state last saved under "alerts" in the
 store's `engine_state` table, so a restart inside an alert's cooldown does not raise it again and an active condition
@@ -14,9 +15,12 @@ afresh, as before there was a memory, and the next save replaces it.
 from __future__ import annotations
 
 import logging
+import time
 
-from soundmond.outputs.store import SavedState, StoreError
+from soundmond.config import Config
+from soundmond.outputs.store import SavedState, Store, StoreError
 from soundmond.protocols import ResultStore, ResultWriter
+from soundmond.soundscape.aggregate import Aggregator
 from soundmond.soundscape.alert_state import EngineState
 from soundmond.soundscape.alerts import AlertEngine
 
@@ -66,3 +70,12 @@ class AlertMemory:
             return False
         self._last = state
         return True
+
+
+def restore_aggregates(cfg: Config, aggregator: Aggregator, store: Store) -> None:
+    """The rolling aggregates from the windows stored over the longest span / baseline (a restart goes on)."""
+    history_s = max(max(cfg.aggregation.spans_s), cfg.alerts.frequency.baseline_days * 86400)
+    restored = store.recent_results(time.time() - history_s)
+    if restored:
+        aggregator.restore(restored)
+        logger.info("restored %d stored windows into the rolling aggregates", len(restored))

@@ -10,11 +10,22 @@ call; `close()` ends it.
 
 A model that fails on a window marks that window `error` with the reason; the next window is analysed as usual.
 
+The bird model runs on the stream's chunk grid (`soundmond.models.grid`), not on the window: the analyzer owns the
+grid (the tail of audio a chunk needs across windows) and feeds it every window it is given, quiet, gated or failed
+ones included, before deciding whether to run the models; a window's result holds the chunks that end in it
+(`WindowResult.detections`) and each species' best chunk (`species`). When a head needs BirdNET's embedding and no
+chunk ends in a window (a hop shorter than the stride), the embedding comes from the window's own chunks (`detect`).
+
 Quiet windows (`quiet_below_dbfs`, and digital silence whatever the floor: a peak under one 16-bit step) run no
 model: the group is "quiet" with no probabilities, no species, status `skipped_quiet` (counted with the gate's). The
 models say nothing true there: the head calls zeros and -90 dBFS hiss industrial, BirdNET names a woodpecker in white
 noise (measurements next to `WindowConfig.quiet_below_dbfs`). The gate (`min_rms_dbfs`) still skips louder windows
 without a group, as before.
+
+Acoustic indices (`indices.enabled`, `soundmond.soundscape.indices`) are computed on every window's real audio before
+the quiet floor and the gate, so quiet, gated and failed windows have them too: a noise survey needs the quiet hours'
+levels (leaving them out would bias every span's Leq and indices towards the loud windows). Digital silence and a
+tail too short for the spectrogram have none (`WindowResult.indices` None).
 
 `Session.process(window, now)` (analyzer -> aggregator -> alert rules) is the single code path behind both
 `soundmond analyze` and the daemon; `build_session` loads the configured models (checked against their sidecars).
@@ -27,9 +38,9 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,12 +51,14 @@ from soundmond.data import QUIET, Alert, AudioWindow, BirdOutput, GroupPredictio
 from soundmond.head.loader import load_head
 from soundmond.head.meta import HeadError
 from soundmond.models.birds import BirdnetModel
+from soundmond.models.grid import ChunkGrid, GridChunk
 from soundmond.models.hf import HfBirdModel
 from soundmond.models.sidecar import ModelFolderError, model_digest
 from soundmond.models.taggers import load_tagger
 from soundmond.protocols import BirdModel, GroupHead, Tagger
 from soundmond.soundscape.aggregate import Aggregator
 from soundmond.soundscape.alerts import AlertEngine
+from soundmond.soundscape.indices import compute as acoustic_indices
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +145,8 @@ class Analyzer:
         min_rms_dbfs: float | None = None,
         quiet_below_dbfs: float | None = None,
         side_by_side: bool = False,
+        indices: bool = False,
+        calibration_db: float | None = None,
     ) -> None:
         if head is not None and tagger is not None and head.tagger_family != tagger.family:
             raise ValueError(f"the head was trained on '{head.tagger_family}' outputs, the tagger is '{tagger.family}'")
@@ -146,9 +161,14 @@ class Analyzer:
         self.min_rms_dbfs = min_rms_dbfs
         self.quiet_below_dbfs = quiet_below_dbfs
         self.windows_skipped_quiet = 0
+        self.indices = indices
+        self.calibration_db = calibration_db
         self._birds_worker = (
             ModelWorker("birds") if side_by_side and tagger is not None and birds is not None else None
         )
+        # the bird model's chunk grid on the stream: session state, owned here (see the module docstring)
+        self.grid = (ChunkGrid(birds.sample_rate_hz, birds.chunk_samples, birds.stride_s)
+                     if birds is not None else None)
 
     def is_quiet(self, samples: np.ndarray, level_dbfs: float) -> bool:
         """Digital silence (peak under one 16-bit step), or an RMS level under `quiet_below_dbfs`."""
@@ -181,7 +201,20 @@ class Analyzer:
             "end_s": window.end_s,
             "rms_dbfs": level,
             "clipped_fraction": clipped,
+            "indices": (acoustic_indices(real, window.sample_rate_hz, self.calibration_db) if self.indices else None),
         }
+        try:
+            chunks = self.grid.chunks(window) if self.grid is not None else []
+        except Exception as exc:  # never lose the stream over one window: the grid starts again with the next
+            assert self.grid is not None
+            self.grid.reset()
+            logger.exception("window %s of %s: cutting bird chunks failed", window.window_id, window.source)
+            return Analysis(
+                WindowResult(**base, group=None, tagger_top=(), tagger_top_score=0.0, species=(),
+                             bird_top_score=0.0, compute_ms=_ms(started), status="error",
+                             error=f"{type(exc).__name__}: {exc}"),
+                None, None,
+            )
         if use_gate and self.is_quiet(real, level):
             self.windows_skipped_quiet += 1
             logger.debug("window %s at %.1f dBFS is quiet: models skipped", window.window_id, level)
@@ -209,15 +242,17 @@ class Analyzer:
         group = None
         pending: Future[BirdOutput] | None = None
         try:
+            # a head that needs BirdNET's embedding, in a window no grid chunk ends in: the window's own chunks
+            own = (at(self.birds.sample_rate_hz) if self.birds is not None and not chunks and self.head is not None
+                   and self.head.needs_birds else None)
             if self.birds is not None and self._birds_worker is not None:
-                birds, samples = self.birds, at(self.birds.sample_rate_hz)
-                pending = self._birds_worker.submit(lambda: birds.detect(samples, start_unix_s=window.start_unix_s))
+                pending = self._birds_worker.submit(lambda: self._detect_birds(window, chunks, own))
             if self.tagger is not None:
                 tagger_output = self.tagger.tag(at(self.tagger.sample_rate_hz))
             if pending is not None:
                 bird_output = pending.result()
             elif self.birds is not None:
-                bird_output = self.birds.detect(at(self.birds.sample_rate_hz), start_unix_s=window.start_unix_s)
+                bird_output = self._detect_birds(window, chunks, own)
             if self.head is not None and tagger_output is not None:
                 group = self.head.predict(tagger_output, bird_output)
         except Exception as exc:  # a model failing on one window must not stop the stream
@@ -238,8 +273,18 @@ class Analyzer:
             species=bird_output.species if bird_output else (),
             bird_top_score=bird_output.top_score if bird_output else 0.0,
             compute_ms=_ms(started),
+            detections=bird_output.detections if bird_output else (),
         )
         return Analysis(result, tagger_output, bird_output)
+
+    def _detect_birds(self, window: AudioWindow, chunks: Sequence[GridChunk], own: np.ndarray | None) -> BirdOutput:
+        """The grid chunks ending in the window; `own` (the window at the bird rate): the head's embedding when no
+        chunk gave one."""
+        assert self.birds is not None
+        output = self.birds.detect_chunks(chunks, start_unix_s=window.start_unix_s)
+        if own is not None and output.embedding is None:
+            output = replace(output, embedding=self.birds.detect(own, start_unix_s=window.start_unix_s).embedding)
+        return output
 
 
 def _ms(started: float) -> float:
@@ -337,7 +382,8 @@ def build_session(loaded: LoadedConfig, *,
     cfg = loaded.config
     tagger, birds, head, versions = models if models is not None else load_models(loaded)
     analyzer = Analyzer(tagger, birds, head, min_rms_dbfs=cfg.windows.min_rms_dbfs,
-                        quiet_below_dbfs=cfg.windows.quiet_below_dbfs, side_by_side=cfg.models.side_by_side)
+                        quiet_below_dbfs=cfg.windows.quiet_below_dbfs, side_by_side=cfg.models.side_by_side,
+                        indices=cfg.indices.enabled, calibration_db=cfg.source.calibration_db)
     aggregator = Aggregator(cfg.aggregation.spans_s)
     engine = AlertEngine(cfg.alerts, cfg.aggregation.spans_s)
     return Session(analyzer, aggregator, engine, versions)

@@ -1,6 +1,6 @@
 """The `soundmond` command: a thin dispatcher. It parses, then imports only the module of the command it runs
-(`COMMANDS`: soundmond.commands.* for run, analyze, check-config and devices; soundmond.speed for bench;
-soundmond.outputs.listen; soundmond.workbench.* for train-head, evaluate and collect).
+(`COMMANDS`: soundmond.commands.* for run, analyze, check-config, devices and export; soundmond.speed for bench;
+soundmond.outputs.listen; soundmond.workbench.* for train-head, evaluate, report and collect).
 
 Machine-readable output goes to stdout, logs and progress to stderr. Exit codes (`soundmond.errors.ExitCode`, also
 in `--help`; train-head, evaluate, collect and bench say in their `--help` which of them they use):
@@ -56,6 +56,11 @@ COMMANDS: dict[str, Command] = {
         "soundmond.commands.devices", "add_arguments", "run",
         "list audio input devices with their index, default rate and channels",
         "soundmond devices --json"),
+    "export": Command(
+        "soundmond.commands.export", "add_arguments", "run",
+        "write one table of a store (windows, detections, alerts, aggregates) as CSV, JSON lines or Parquet "
+        "(docs/store.md describes the columns)",
+        "soundmond export --store var/soundmond.db --what detections --since 2026-05-01 --format csv > det.csv"),
     "bench": Command(
         "soundmond.speed", "add_bench_arguments", "run_bench",
         "measure models and pipeline on this machine: ms per window, RTF, RSS, load time, throughput",
@@ -73,6 +78,10 @@ COMMANDS: dict[str, Command] = {
         "score BirdNET species and the head's groups against a labels CSV; report + plots + JSON",
         "soundmond evaluate --labels ../shared/data/corpus/labels.csv --audio-root ../shared/data/corpus "
         "--out eval-report"),
+    "report": Command(
+        "soundmond.workbench.station_report.command", "add_report_arguments", "run_report",
+        "a static HTML report of one station's day or range from its store: shares, species, alerts, health",
+        "soundmond report --store /var/lib/soundmond/soundmond.db --day 2026-05-01 --out report-2026-05-01"),
     "collect": Command(
         "soundmond.workbench.collect", "add_collect_arguments", "run_collect",
         "download labelled recordings: Xeno-canto (API v3; key in XC_API_KEY) or the ESC-50 archive",
@@ -82,7 +91,7 @@ COMMANDS: dict[str, Command] = {
 
 # The libraries of the `workbench` extra (import name -> distribution), which `pip install .` does not install.
 WORKBENCH_LIBRARIES = {"sklearn": "scikit-learn", "scipy": "scipy", "skops": "skops", "onnx": "onnx",
-                       "matplotlib": "matplotlib", "httpx": "httpx", "tqdm": "tqdm"}
+                       "matplotlib": "matplotlib", "httpx": "httpx"}
 
 
 class MissingExtra(Exception):

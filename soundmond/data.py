@@ -59,6 +59,7 @@ class AudioWindow:
     sample_rate_hz: int
     samples: npt.NDArray[np.float32]  # mono float32 in [-1, 1]
     padded_samples: int = 0  # zeros appended at the end (a file's short tail): not audio that was heard
+    final: bool = False  # the last window of its file: the bird chunk grid flushes and closes its last chunk
 
     @property
     def duration_s(self) -> float:
@@ -91,7 +92,7 @@ class SpeciesScore:
 
     scientific_name: str
     common_name: str
-    confidence: float  # sigmoid(sensitivity * logit)
+    confidence: float  # sigmoid(logit_scale(sensitivity) * logit), as BirdNET-Analyzer
     occurrence: float | None = None  # meta-model occurrence at the station's location/week, when known
 
 
@@ -103,7 +104,7 @@ class ChunkDetection:
 
     scientific_name: str
     common_name: str
-    confidence: float  # sigmoid(sensitivity * logit) in this chunk
+    confidence: float  # sigmoid(logit_scale(sensitivity) * logit) in this chunk
     start_s: float  # chunk start within its source (file or capture session), seconds
     end_s: float  # chunk end within its source, seconds (start_s + the model's chunk length)
     start_unix_s: float  # chunk start, UTC epoch seconds
@@ -131,6 +132,25 @@ class GroupPrediction:
 
 
 @dataclass(frozen=True)
+class AcousticIndices:
+    """Soundscape-ecology indices of one window (`soundmond.soundscape.indices`: definitions, bands, parameters)."""
+
+    ndsi: float  # normalised difference soundscape index, -1 (anthrophony) .. 1 (biophony)
+    aci: float  # acoustic complexity index (whole window as one step)
+    adi: float  # acoustic diversity index (Shannon, nats)
+    aei: float  # acoustic evenness index (Gini), 0..1
+    bi: float  # bioacoustic index
+    hf: float  # spectral entropy, 0..1
+    ht: float  # temporal entropy, 0..1
+    h: float  # acoustic entropy index H = hf * ht, 0..1
+    leq_dbfs: float  # equivalent continuous level, dB re full scale
+    leq_db_spl: float | None = None  # dB SPL re 20 uPa, when `source.calibration_db` is set
+
+
+INDEX_NAMES: tuple[str, ...] = ("ndsi", "aci", "adi", "aei", "bi", "hf", "ht", "h", "leq_dbfs", "leq_db_spl")
+
+
+@dataclass(frozen=True)
 class WindowResult:
     """Everything soundmond knows about one window; the unit that is stored, aggregated and published."""
 
@@ -152,6 +172,15 @@ class WindowResult:
     # the kept species of every bird-model chunk that ends in this window (chunk start order, then best first);
     # `species` holds each species' best chunk
     detections: tuple[ChunkDetection, ...] = ()
+    indices: AcousticIndices | None = None  # None: indices off, digital silence, or too short a window
+
+    def best_chunks(self) -> dict[str, ChunkDetection]:
+        """Each species' best chunk of this window (the earliest of equal confidences), by scientific name."""
+        best: dict[str, ChunkDetection] = {}
+        for d in self.detections:
+            if d.scientific_name not in best or d.confidence > best[d.scientific_name].confidence:
+                best[d.scientific_name] = d
+        return best
 
 
 @dataclass(frozen=True)
@@ -261,6 +290,61 @@ class BaselineStatus:
 
 
 @dataclass(frozen=True)
+class ClipRecord:
+    """An evidence clip written under `evidence.path` (`path` relative to it; `soundmond.outputs.evidence`)."""
+
+    event_id: str  # detection_id or alert_id
+    kind: Literal["detection", "alert"]
+    label: str  # scientific name, or "alert-<TYPE>"
+    window_id: str
+    path: str
+    bytes: int
+    sha256: str  # of the file's bytes
+    start_s: float  # clip start / end within the source (file or capture session)
+    end_s: float
+    start_unix_s: float
+    event_start_s: float  # the chunk or window the clip is of, within the source (the rest are pads)
+    event_end_s: float
+    sample_rate_hz: int
+    privacy: Literal["clear", "trimmed", "muted"]  # trimmed: a pad cut short at speech; muted: speech band attenuated
+    written_unix_s: float
+
+
+@dataclass(frozen=True)
+class ClipSkip:
+    """An evidence clip that was asked for and not written (`reason`: speech, per_species_hour, no_audio, error)."""
+
+    event_id: str
+    kind: Literal["detection", "alert"]
+    label: str
+    window_id: str
+    path: str  # where it would have been (what the detection / alert message named)
+    event_start_s: float
+    event_end_s: float
+    reason: str
+    ts_unix_s: float
+
+
+@dataclass(frozen=True)
+class EvidenceStats:
+    """The evidence stage (`soundmond.outputs.evidence`): clips on disk, what was written, skipped (by reason:
+    confidence, per_species_hour, speech, no_audio, queue_full, error) and deleted (retention, max_mb), and the speech
+    privacy in force with the windows it kept from being saved (speech, and unscored: the tagger did not run)."""
+
+    enabled: bool
+    privacy: str  # "drop above speech 0.1", "mute above speech 0.1" or "off"
+    clips: int = 0
+    bytes: int = 0
+    written: int = 0
+    existing: int = 0  # clips of replayed events found already written
+    speech_windows: int = 0
+    unscored_windows: int = 0
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    deleted: Mapping[str, int] = field(default_factory=dict)
+    failing: str | None = None
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     """Station health, built by the pipeline every `mqtt.heartbeat_interval_s` and published as it is."""
 
@@ -279,6 +363,7 @@ class Heartbeat:
     outbox: OutboxCounts | None
     store_writer: WriterHealth | None
     baseline: BaselineStatus
+    evidence: EvidenceStats | None = None  # None while evidence clips are off
 
 
 @dataclass(frozen=True)

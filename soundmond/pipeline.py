@@ -8,6 +8,7 @@ Threads, each with one job, sharing one stop event, and who owns what:
                events, falling-behind notices), runs the periodic snapshot, span rules and heartbeat itself
     store      StoreWriter: batched SQLite writes off the pipeline thread
     publisher  MqttPublisher: drains the outbox to the broker (when MQTT is enabled)
+    evidence   EvidenceStage: clips of detections and alerts, fed every analysed window (when evidence is enabled)
     main       signals, sd_notify WATCHDOG / STATUS (it reads only the frozen `PipelineStatus`)
 
 Nothing but the pipeline thread touches the session: other threads send it messages (`post`), so the aggregator
@@ -45,7 +46,7 @@ from soundmond.analysis import ModelLoadError, Session, build_session
 from soundmond.capture.backlog import Backlog, EndOfStream
 from soundmond.capture.files import FileSource
 from soundmond.capture.mic import CaptureError, MicSource
-from soundmond.config import Config, ConfigError, FileSourceConfig, LoadedConfig, MicSourceConfig
+from soundmond.config import ConfigError, FileSourceConfig, LoadedConfig, MicSourceConfig
 from soundmond.data import (
     Alert,
     AlertType,
@@ -58,7 +59,9 @@ from soundmond.data import (
     WindowResult,
 )
 from soundmond.errors import ExitCode
+from soundmond.outputs.evidence import EvidenceStage
 from soundmond.outputs.messages import alert_payload, detection_payload
+from soundmond.outputs.metrics import MetricsError, MetricsServer, Tally
 from soundmond.outputs.publish import MqttPublisher
 from soundmond.outputs.store import OutboxItem, Store, StoreError, StoreWriter
 from soundmond.protocols import AudioSource, BirdModel, GroupHead, Publisher, ResultStore, ResultWriter, Tagger
@@ -75,7 +78,6 @@ CONTROL_QUEUE = 256  # capture events and notices waiting for the pipeline threa
 CONTROL_WAIT_S = 5.0  # a sender waits this long for room before the message is counted as lost (and logged)
 FIRST_PERIODIC_S = 5.0  # the first soundscape snapshot and heartbeat, this long after start
 PUBLISHER_STOP_MARGIN_S = 15.0  # beyond mqtt.drain_timeout_s: a last connect attempt, `offline`, the disconnect
-
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class Daemon:
         self.publisher_stop = publisher_stop or threading.Event()
         self.notifier = notifier
         self.stop = stop or threading.Event()
+        self.evidence = EvidenceStage.for_run(loaded, session, store, self.stop)  # its thread; a no-op when off
         self.clock = clock
         self.backlog = Backlog(cfg.windows.backlog_windows, cfg.windows.backlog_policy, live=live, stop=self.stop,
                                on_falling_behind=self._notice_falling_behind)
@@ -157,6 +160,7 @@ class Daemon:
         self._alert_memory = alert_memory.AlertMemory(writer)
         # written by the pipeline thread only, read by anyone
         self.status = PipelineStatus()
+        self.tally = Tally()  # alerts by type, detections by species (for the metrics)
 
     # ------------------------------------------------------------------ messages for the pipeline thread
 
@@ -308,6 +312,7 @@ class Daemon:
 
     def _submit_alerts(self, alerts: list[Alert]) -> None:
         self._alerts += len(alerts)
+        self.tally.count(None, alerts)
         if self.writer is not None:
             for alert in alerts:
                 self.writer.submit_alert(alert, self._outbox_for(None, [alert])[0])
@@ -318,11 +323,12 @@ class Daemon:
         station = self.cfg.station
         items = [OutboxItem("alert", a.alert_id, alert_payload(a, station), 1) for a in alerts]
         if result is not None:
+            best = result.best_chunks()
             for species in result.species:
                 payload = detection_payload(species, station, window_id=result.window_id,
-                                            ts_unix_s=result.start_unix_s)
+                                            ts_unix_s=result.start_unix_s, chunk=best.get(species.scientific_name))
                 items.append(OutboxItem("detection", payload["event_id"], payload, 1))
-        return items
+        return self.evidence.annotate(result, items)  # where each event's clip will be kept
 
     def _process(self, window: AudioWindow) -> None:
         started = time.perf_counter()
@@ -339,8 +345,10 @@ class Daemon:
         elif result.status == "skipped_quiet":
             self._skipped_quiet += 1
         self._alerts += len(alerts)
+        self.tally.count(result, alerts)
         if self.writer is not None:
             self.writer.submit(result, alerts, self._outbox_for(result, alerts))
+        self.evidence.offer(window, analysis, alerts)
         if alerts:
             self._save_alert_state()
         if self.publisher is not None and self.cfg.mqtt.publish_windows:
@@ -410,6 +418,7 @@ class Daemon:
             outbox=self.store.outbox_counts() if self.store is not None else None,
             store_writer=self.writer.health() if self.writer is not None else None,
             baseline=self.session.engine.baseline_status(self.session.aggregator, self.clock()),
+            evidence=self.evidence.stats,
         )
 
     def _progress(self) -> None:
@@ -466,6 +475,7 @@ class Daemon:
 
     def _shutdown(self) -> int:
         self.session.close()  # the pipeline thread is done: end the analyzer's worker (models side by side)
+        self.evidence.close(timeout=DRAIN_TIMEOUT_S)  # the last clips (it logs what it could not finish)
         flushed = True
         if self.writer is not None:
             flushed = self.writer.close(timeout=30.0)
@@ -494,7 +504,8 @@ def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override
         source_override, realtime = loaded.resolve(src.path), src.realtime
     if source_override is not None:  # a replay: the store says what is already analysed
         return FileSource([source_override], w.length_s, w.hop_s, realtime=realtime, station=station, ledger=store,
-                          reanalyze=reanalyze, on_error=on_input_error), realtime
+                          reanalyze=reanalyze, on_error=on_input_error,
+                          bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None), realtime
     assert isinstance(src, MicSourceConfig)
 
     def on_event(event: CaptureEvent) -> None:
@@ -502,15 +513,6 @@ def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override
             daemon_ref[0].on_capture_event(event)
 
     return MicSource(src, w.length_s, w.hop_s, on_event=on_event, station=station), True
-
-
-def _restore_aggregates(cfg: Config, session: Session, store: Store) -> None:
-    """The rolling aggregates from the windows stored over the longest span / baseline (a restart goes on)."""
-    history_s = max(max(cfg.aggregation.spans_s), cfg.alerts.frequency.baseline_days * 86400)
-    restored = store.recent_results(time.time() - history_s)
-    if restored:
-        session.aggregator.restore(restored)
-        logger.info("restored %d stored windows into the rolling aggregates", len(restored))
 
 
 def run_daemon(
@@ -547,7 +549,13 @@ def run_daemon(
         return ExitCode.USAGE
     startup_rtf_check(session, cfg)  # a WARNING with advice when the configured models cannot keep up here
     try:
+        metrics = MetricsServer.start(cfg.metrics, cfg.station.id)  # None unless metrics.port is set
+    except MetricsError as exc:
+        print(f"soundmond: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
         store = Store(loaded.resolve(cfg.store.path), cfg.store)
+        store.record_run(cfg.station.id, session.model_versions)
     except StoreError as exc:
         print(f"soundmond: store: {exc}", file=sys.stderr)
         return ExitCode.FATAL
@@ -570,11 +578,17 @@ def run_daemon(
             publisher.join(timeout=cfg.mqtt.drain_timeout_s + PUBLISHER_STOP_MARGIN_S)
         store.close()
         return ExitCode.DEVICE
-    _restore_aggregates(cfg, session, store)  # after source.open(): --reanalyze has deleted what it replaces
+    alert_memory.restore_aggregates(cfg, session.aggregator, store)  # after source.open(): --reanalyze's deletes
     daemon = Daemon(loaded, session, source, live=live, store=store, writer=writer, publisher=publisher,
                     publisher_stop=publisher_stop, notifier=notifier, stop=stop)
     daemon_ref.append(daemon)
+    if metrics is not None:
+        metrics.attach(daemon)
     logger.info("soundmond %s running: station %s, tagger %s, birds %s, source %s", __version__, cfg.station.id,
                 cfg.models.tagger.family, "on" if cfg.models.birds.enabled else "off",
                 source_override or cfg.source.type)
-    return daemon.run()
+    try:
+        return daemon.run()
+    finally:
+        if metrics is not None:
+            metrics.close()

@@ -9,7 +9,7 @@ file points at, in the order `run` meets it, each check fast and without an ONNX
                     matches its checksum (`check_sidecar`: reads and hashes, opens no session); the head is present,
                     intact (its embedded checksum) and made for the configured tagger (family and label count in its
                     embedded meta), and needs no BirdNET output when birds are off
-3. store   (exit 5) the store's folder exists or can be created, and can be written
+3. store   (exit 5) the store's folder exists or can be created, and can be written; so can evidence.path
 4. source  (exit 2) a file source's path (or `run --source`) exists; a microphone that cannot be found now is only a
                     warning (a USB microphone may appear after boot; `run` exits 4 while it is missing and systemd
                     starts it again)
@@ -79,7 +79,7 @@ def preflight(loaded: LoadedConfig, *, quick: bool = False, source_override: Pat
     warnings: list[ConfigProblem] = []
     store: list[ConfigProblem] = []
     if not models_only:
-        store = _store_problems(loaded)
+        store = _store_problems(loaded) + _evidence_problems(loaded)
         if source_override is not None:
             source, warnings = _override_problems(source_override)
         else:
@@ -215,6 +215,26 @@ def _store_problems(loaded: LoadedConfig) -> list[ConfigProblem]:
         if existing != path.parent:
             problem = f"cannot create the folder {path.parent}: {problem}"
         return [loaded.problem("store.path", problem, STORE_HINT)]
+    return []
+
+
+def _evidence_problems(loaded: LoadedConfig) -> list[ConfigProblem]:
+    """With evidence clips on: `evidence.path` is a folder, or can be made under its nearest existing parent."""
+    if not loaded.config.evidence.enabled:
+        return []
+    path = Path(os.path.abspath(loaded.resolve(loaded.config.evidence.path)))
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    hint = "give evidence.path a folder the service user may write (not a file, not under one)"
+    if not existing.is_dir():
+        return [loaded.problem("evidence.path", f"{existing} is not a folder", hint)]
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".soundmond-preflight-"):
+            pass
+    except OSError as exc:
+        return [loaded.problem("evidence.path", f"cannot write in the folder {existing} ({exc.strerror or exc})",
+                               hint)]
     return []
 
 

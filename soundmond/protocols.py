@@ -23,6 +23,7 @@ from soundmond.data import (
     WindowResult,
     WriterHealth,
 )
+from soundmond.models.grid import GridChunk
 from soundmond.outputs.store import OutboxItem, SavedState
 from soundmond.soundscape.aggregate import SoundscapeSnapshot
 
@@ -42,9 +43,18 @@ class Tagger(Protocol):
 
 @runtime_checkable
 class BirdModel(Protocol):
-    """Bird species model (BirdNET): 48 kHz mono window -> species with confidences, pooled over 3-s chunks."""
+    """Bird species model (BirdNET) at `sample_rate_hz` on chunks of `chunk_samples`.
+
+    `detect_chunks`: the stream grid's chunks that end in one window (`soundmond.models.grid`, a chunk every
+    `stride_s` seconds) -> per-chunk detections and per-species max (no chunk: nothing, embedding None).
+    `detect`: one window, in chunks from the window's own start -> species and the mean embedding (training features,
+    and the head's bird embedding for a window no grid chunk ends in)."""
 
     sample_rate_hz: int
+    chunk_samples: int
+    stride_s: float
+
+    def detect_chunks(self, chunks: Sequence[GridChunk], *, start_unix_s: float) -> BirdOutput: ...
 
     def detect(self, samples: Float32Array, *, start_unix_s: float) -> BirdOutput: ...
 

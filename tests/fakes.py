@@ -15,11 +15,13 @@ from soundmond.data import (
     AudioWindow,
     BirdOutput,
     CaptureStats,
+    ChunkDetection,
     GroupPrediction,
     LabelScore,
     SpeciesScore,
     TaggerOutput,
 )
+from soundmond.models.grid import GridChunk
 from soundmond.protocols import BirdModel, Tagger
 
 SPECIES = (("Turdus merula", "Eurasian Blackbird"), ("Parus major", "Great Tit"), ("Erithacus rubecula", "Robin"),
@@ -75,11 +77,16 @@ class FixedBirds:
     """A `BirdModel` that reports no species and the same embedding for every window."""
 
     sample_rate_hz = 48000
+    chunk_samples = 144000
+    stride_s = 3.0
 
     def __init__(self, embedding: Sequence[float] = (9.0, 9.0, 9.0, 9.0)) -> None:
         self.embedding = np.asarray(embedding, np.float32)
 
     def detect(self, samples: np.ndarray, *, start_unix_s: float) -> BirdOutput:
+        return BirdOutput((), 0.0, embedding=self.embedding)
+
+    def detect_chunks(self, chunks: Sequence[GridChunk], *, start_unix_s: float) -> BirdOutput:
         return BirdOutput((), 0.0, embedding=self.embedding)
 
 
@@ -90,26 +97,65 @@ class ThreadRecordingBirds:
     def __init__(self, birds: BirdModel, fail_on: frozenset[float] = frozenset()) -> None:
         self.birds = birds
         self.sample_rate_hz = birds.sample_rate_hz
+        self.chunk_samples = birds.chunk_samples
+        self.stride_s = birds.stride_s
         self.threads: list[str] = []
         self.active = 0
         self.fail_on = fail_on
 
     def detect(self, samples: np.ndarray, *, start_unix_s: float) -> BirdOutput:
+        return self._call(lambda: self.birds.detect(samples, start_unix_s=start_unix_s), start_unix_s)
+
+    def detect_chunks(self, chunks: Sequence[GridChunk], *, start_unix_s: float) -> BirdOutput:
+        return self._call(lambda: self.birds.detect_chunks(chunks, start_unix_s=start_unix_s), start_unix_s)
+
+    def _call(self, call: Callable[[], BirdOutput], start_unix_s: float) -> BirdOutput:
         self.threads.append(threading.current_thread().name)
         self.active += 1
         try:
             if start_unix_s in self.fail_on:
                 raise RuntimeError("bird model failed on this window")
-            return self.birds.detect(samples, start_unix_s=start_unix_s)
+            return call()
         finally:
             self.active -= 1
 
 
-class RotatingBirds:
-    """A `BirdModel`: one species per window, taken in turn from SPECIES by the window's start time (whole seconds),
-    at a confidence that alternates between 0.3 and 0.8 (so the per-window rules see new keys and flips)."""
+class ChunkRecordingBirds:
+    """A `BirdModel` recording the grid chunks it is handed per call (`calls`: their start_s) and the windows it is
+    asked for whole (`whole`: their start time); it names Turdus merula in every chunk, and gives an embedding only
+    from chunks or a whole window."""
 
     sample_rate_hz = 48000
+    chunk_samples = 144000
+
+    def __init__(self, stride_s: float = 3.0) -> None:
+        self.stride_s = stride_s
+        self.calls: list[list[float]] = []
+        self.whole: list[float] = []
+
+    def detect_chunks(self, chunks: Sequence[GridChunk], *, start_unix_s: float) -> BirdOutput:
+        self.calls.append([c.start_s for c in chunks])
+        found = tuple(ChunkDetection("Turdus merula", "Eurasian Blackbird", 0.9, c.start_s, c.end_s, c.start_unix_s,
+                                     c.end_unix_s) for c in chunks)
+        species = (SpeciesScore("Turdus merula", "Eurasian Blackbird", 0.9),) if chunks else ()
+        return BirdOutput(species, 0.9 if chunks else 0.0, np.ones(4, np.float32) if chunks else None, found)
+
+    def detect(self, samples: np.ndarray, *, start_unix_s: float) -> BirdOutput:
+        self.whole.append(start_unix_s)
+        return BirdOutput((), 0.0, np.zeros(4, np.float32))
+
+
+class RotatingBirds:
+    """A `BirdModel`: one species per window, taken in turn from SPECIES by the window's start time (whole seconds),
+    at a confidence that alternates between 0.3 and 0.8 (so the per-window rules see new keys and flips), whatever
+    the window's chunks."""
+
+    sample_rate_hz = 48000
+    chunk_samples = 144000
+    stride_s = 3.0
+
+    def detect_chunks(self, chunks: Sequence[GridChunk], *, start_unix_s: float) -> BirdOutput:
+        return self.detect(np.zeros(0, np.float32), start_unix_s=start_unix_s)
 
     def detect(self, samples: np.ndarray, *, start_unix_s: float) -> BirdOutput:
         i = int(start_unix_s)

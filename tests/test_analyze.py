@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from heads import bird_head
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,7 +66,10 @@ def test_groups_match_the_recordings(records: list[dict]) -> None:
 def test_known_bird_is_named_by_species(records: list[dict]) -> None:
     spinetail = by_file(records, "maad_spinetail_Cranioleuca_erythrops.flac")
     tops = [r["species"][0]["scientific_name"] for r in spinetail if r["species"]]
-    assert tops.count("Cranioleuca erythrops") >= 3
+    named = [r for r in spinetail if "Cranioleuca erythrops" in {s["scientific_name"] for s in r["species"]}]
+    # BirdNET's 3-s grid from the file's start (as BirdNET-Analyzer's): 0-3 s holds it at 0.22, under min_confidence;
+    # 3-6 s is the congeneric C. curtata's best (0.93, the spinetail 0.82); every later window names it, two first
+    assert tops.count("Cranioleuca erythrops") >= 2 and len(named) >= 3
     assert by_file(records, "maad_jura_forest_night_20190522_0000.flac")[0]["species"] == []
 
 
@@ -97,7 +101,14 @@ def test_summary_counts_every_window_analysed(records: list[dict]) -> None:
         for name in {s["scientific_name"] for s in r["species"]}:
             species[name] = species.get(name, 0) + 1
     assert analysed["species_counts"] == species
-    assert analysed["species_counts"]["Phylloscopus collybita"] == 2  # only in the 2019 dawn recording
+    # only in the 2019 dawn recording (10 s): heard in the chunks 3-6 s and 6-9 s, both ending in its second window
+    assert analysed["species_counts"]["Phylloscopus collybita"] == 1
+    dawn = by_file(records, "maad_jura_forest_20190522_0600.flac")
+    heard = [(d["start_s"], d["end_s"], d["start_utc"], d["end_utc"]) for r in dawn for d in r["detections"]
+             if d["scientific_name"] == "Phylloscopus collybita"]
+    assert heard == [(3.0, 6.0, "2019-05-22T06:00:03.000Z", "2019-05-22T06:00:06.000Z"),
+                     (6.0, 9.0, "2019-05-22T06:00:06.000Z", "2019-05-22T06:00:09.000Z")]
+    assert all(r["start_s"] < d["end_s"] <= r["end_s"] for r in windows for d in r["detections"])
     industrial = sum(r["group"] == "industrial" for r in windows)
     assert analysed["shares"]["industrial"] == pytest.approx(industrial / 15, abs=1e-6)
     starts = [r["start_utc"] for r in windows]
@@ -162,7 +173,7 @@ def test_birds_disabled_uses_the_tagger_only_head(tmp_path: Path, yamnet_dir: Pa
 
 def test_bird_head_with_birds_disabled_exits_3(tmp_path: Path, yamnet_dir: Path, fixture_audio: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    head = REPO / "soundmond" / "heads" / "yamnet.onnx"  # needs BirdNET's embedding
+    head = bird_head(tmp_path / "birds.onnx")  # needs BirdNET's embedding (the shipped heads do not)
     cfg.write_text(
         f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{enabled: false}}\n"
         f"  head: {{path: {head}}}\n"

@@ -202,6 +202,10 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path, yamnet_dir: Path, 
     assert verdict["text"] and isinstance(verdict["keeps_up"], bool) and isinstance(verdict["suggestions"], list)
     md = (out / "bench-quick.md").read_text()
     assert "**Verdict:" in md and "## Whole pipeline" in md and "peak RSS MB" in md
+    # what the configured stride costs: two 5-s windows of a stream hold the 3-s chunks 0-3 s, then 3-6 and 6-9 s
+    stride = report["birds_stride"]
+    assert (stride["stride_s"], stride["chunks_per_window"]) == (3.0, 1.5) and stride["ms_per_window"] > 0
+    assert "models.birds.stride_s 3 s: 1.50 chunks per 5-s hop" in md
 
 
 @pytest.mark.slow

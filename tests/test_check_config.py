@@ -14,6 +14,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+from heads import bird_head
 
 from soundmond.cli import main
 from soundmond.data import AlertType
@@ -185,6 +186,15 @@ def test_an_unwritable_store_folder(station: Station, capsys: pytest.CaptureFixt
     assert not (blocker / "db").exists()
 
 
+def test_an_evidence_path_under_a_file(station: Station, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = station.tmp / "clips"
+    blocker.write_text("a file where the evidence folder should be\n")
+    station.set("evidence.enabled", "true")
+    n = station.set("evidence.path", blocker / "evidence")
+    assert_refused(capsys, station, f"evidence.path: {blocker} is not a folder (line {n}) - give evidence.path a "
+                   "folder the service user may write (not a file, not under one)", ExitCode.FATAL, run=True)
+
+
 def test_a_store_path_that_is_a_folder(station: Station, capsys: pytest.CaptureFixture[str]) -> None:
     store = station.tmp / "store"
     store.mkdir()
@@ -250,7 +260,7 @@ def test_a_head_that_needs_birds_with_birds_off(station: Station, capsys: pytest
     station.set("models.birds.enabled", "false")
     station.set("models.birds.path", station.tmp / "no-birdnet-here")  # not read with birds off
     assert check_config(capsys, str(station.path)) == (ExitCode.OK, [f"ok: {station.path}"], "")
-    head = default_head_path("yamnet")
+    head = bird_head(station.tmp / "birds.onnx")
     n = station.set("models.head.path", head)
     assert_refused(capsys, station, f"models.head.path: {head}: models.head.path names a head that needs BirdNET's "
                    "embedding (features 'probabilities+embedding+birdnet_embedding'), but models.birds.enabled is "

@@ -143,6 +143,12 @@ def test_nothing_stored_is_lost_through_broker_and_daemon_kills(
                 validate(json.loads(m.payload))
         kinds = {m.topic.rsplit("/", 1)[1] for m in collector.messages}
         assert {"soundscape", "heartbeat"} <= kinds
+        # each detection says where in its window the species was heard: its best chunk, as the store holds it
+        where = {(w, s): (round(a, 3), round(b, 3)) for w, s, a, b in
+                 query(db, "SELECT window_id, scientific_name, chunk_start_s, chunk_end_s FROM detections")}
+        sent = [json.loads(m.payload) for m in collector.messages if m.topic.endswith("/detections")]
+        assert sent and all((d["chunk_start_s"], d["chunk_end_s"]) == where[d["window_id"], d["scientific_name"]]
+                            and d["chunk_end_s"] - d["chunk_start_s"] == 3.0 for d in sent)
         beats = [json.loads(m.payload) for m in collector.messages if m.topic.endswith("/heartbeat")]
         assert any(b["rtf"] is not None and 0 < b["rtf"] < 1 for b in beats)
         assert all(b["config_sha256"] and b["models"]["tagger"].startswith("yamnet ") for b in beats)

@@ -21,6 +21,7 @@ from export import ast_model  # noqa: E402
 from export.common import EXIT_FAILED, EXIT_USAGE, chunk_clip, load_check_audio  # noqa: E402
 from soundmond.models.features import ASTFeatures  # noqa: E402
 from soundmond.models.sidecar import Sidecar, verify_folder  # noqa: E402
+from tests.terminal import run_with_tty_stderr  # noqa: E402
 
 pytestmark = pytest.mark.export
 
@@ -29,7 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _args(model: Path | str, out: Path, frames: int = 1024, quantize: str | None = None) -> argparse.Namespace:
     return argparse.Namespace(
-        model=str(model), revision=None, frames=frames, quantize=quantize, out=out, force=False, check_audio=None
+        model=str(model), revision=None, frames=frames, quantize=quantize, out=out, force=False, check_audio=None,
+        no_progress=True,
     )
 
 
@@ -166,8 +168,9 @@ def test_parity_miss_writes_nothing_and_exits_1(
 
     real = ast_model.onnx_outputs
 
-    def drifting(model_path: Path, features: np.ndarray, batch: int = 4) -> dict[str, np.ndarray]:
-        out = real(model_path, features, batch)
+    def drifting(model_path: Path, features: np.ndarray, batch: int = 4,
+                 progress: bool = False) -> dict[str, np.ndarray]:
+        out = real(model_path, features, batch, progress)
         return {**out, "logits": out["logits"] + 1e-3}  # an ONNX graph that drifts by 1e-3
 
     monkeypatch.setattr(ast_model, "onnx_outputs", drifting)
@@ -190,6 +193,20 @@ def _cli(argv: list[str], env: dict[str, str], timeout: float = 60) -> subproces
     return subprocess.run(
         [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO
     )
+
+
+@pytest.mark.slow
+def test_the_parity_check_shows_a_bar_on_a_terminal_only(checkpoint: Path, tmp_path: Path) -> None:
+    code = ("import sys\nfrom export import cli\ncli.FAMILIES = {'ast': 'export.ast_model'}\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n")  # as _cli: only the AST family
+    argv = ["ast", "--model", str(checkpoint), "--frames", "512"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    status, shown = run_with_tty_stderr([sys.executable, "-c", code, *argv, "--out", str(tmp_path / "a")], env=env)
+    assert status == 0, shown[-3000:]
+    assert "parity: PyTorch: 100%|" in shown and "parity: model.onnx: 100%|" in shown
+    piped = _cli([*argv, "--out", str(tmp_path / "b")], {}, timeout=300)
+    assert piped.returncode == 0, piped.stderr[-3000:]
+    assert "parity" in piped.stderr and "%|" not in piped.stderr and "\r" not in piped.stderr
 
 
 UNKNOWN_ID = "soundmond-tests/no-such-ast-model-3b1f"

@@ -134,11 +134,11 @@ def test_seed_call_shape_on_a_corpus_bird_recording(
 
 def test_long_windows_are_split_into_clips_and_pooled(exported: dict[str, Path], bird_clip: np.ndarray) -> None:
     model = HfBirdModel(exported["wav2vec2"], BirdConfig(family="hf", min_confidence=0.0))
-    starts, scores = model.clip_scores(bird_clip)  # 10.1 s at 5-s clips: 0, 5 s and one aligned to the end
-    assert starts == (0, 80000, bird_clip.size - 80000)
+    starts, scores = model.clip_scores(bird_clip)  # 10.1 s, 5-s clips every stride_s (3 s), the last one end-aligned
+    assert starts == (0, 48000, bird_clip.size - 80000)
     assert scores.shape == (3, len(model.labels))
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)  # softmax per clip
-    second = model.top(bird_clip[80000:160000], len(model.labels))
+    second = model.top(bird_clip[48000:128000], len(model.labels))
     by_label = dict(second)
     np.testing.assert_allclose(scores[1], [by_label[label] for label in model.labels], atol=1e-6)
     output = model.detect(bird_clip, start_unix_s=0.0)
@@ -262,8 +262,9 @@ def test_no_licence_is_refused(checkpoints: dict[str, Path], check_audio: Path, 
 def test_soundmond_analyze_with_an_hf_bird_model(
     checkpoints: dict[str, Path], exported: dict[str, Path], yamnet_dir: Path, tmp_path: Path
 ) -> None:
-    """`soundmond analyze` on a bird recording with `models.birds.family: hf`: each 5-s window is one clip of the
-    model, and its species are the transformers pipeline's top-k on that window, with the same confidences."""
+    """`soundmond analyze` on a bird recording with `models.birds.family: hf`: the stream grid's 5-s chunks (every
+    stride_s = 3 s) are clips of the model, and each chunk's species are the transformers pipeline's top-k on that
+    chunk, with the same confidences; a window's species are the best of its chunks."""
     mapping = tmp_path / "species.yaml"
     mapping.write_text("'Parus major_Great Tit': null\n")
     cfg = tmp_path / "config.yaml"
@@ -277,16 +278,22 @@ def test_soundmond_analyze_with_an_hf_bird_model(
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "yamnet-tagger.onnx" in proc.stderr  # no BirdNET embedding: the tagger-only head
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["start_s"] for r in records] == [0.0, 5.0]  # 10.13 s: the 0.13-s tail makes no window
     samples = load_audio(recording, 16000)[0]
-    for record in records[:2]:
-        start = int(record["start_s"] * 16000)
-        window = samples[start : start + 80000]
+    chunks: dict[float, list[tuple[str, float]]] = {}
+    for record in records:
+        for d in record["detections"]:
+            chunks.setdefault(d["start_s"], []).append((f"{d['scientific_name']}_{d['common_name']}", d["confidence"]))
+        best = {f"{s['scientific_name']}_{s['common_name']}": s["confidence"] for s in record["species"]}
+        assert record["species"][0]["confidence"] == max(best.values())
+    whole = [start for start in chunks if start * 16000 + 80000 <= samples.size]
+    assert whole == [0.0, 3.0]
+    for start in whole:
+        window = samples[int(start * 16000) : int(start * 16000) + 80000]
         theirs = [(label, score) for label, score in _pipeline_top(checkpoints["wav2vec2"], window, 8)
                   if label != "Parus major_Great Tit"]
-        ours = [(f"{s['scientific_name']}_{s['common_name']}", s["confidence"]) for s in record["species"]]
+        ours = chunks[start]
         assert [label for label, _ in ours] == [label for label, _ in theirs]
         np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-3)
 

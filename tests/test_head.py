@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import skops.io as sio
 from fakes import FixedBirds, FixedHead, StaticTagger
+from heads import BIRD_FEATURES, bird_head
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -111,9 +112,7 @@ def test_shipped_head_metrics_file_matches_the_head(shipped: Path) -> None:
     assert report["files"]["onnx"] == report["files"]["loaded_by_the_daemon"] == shipped.name
     assert report["files"]["skops"] == shipped.with_suffix(".skops").name
     assert report["files"]["onnx_parity"]["max_abs_diff"] <= report["files"]["onnx_parity"]["tolerance"] == 1e-9
-    assert report["files"]["converted_by"] == (
-        f"python scripts/train_default_head.py --convert soundmond/heads/{shipped.with_suffix('.skops').name}"
-    )
+    assert "converted_by" not in report["files"]  # written by the training command itself (both files at once)
     cv = head.meta.cv_metrics
     assert report["cv"]["natural_vs_industrial"]["balanced_accuracy"] == pytest.approx(
         cv["natural_vs_industrial_balanced_accuracy"]
@@ -133,33 +132,46 @@ def test_shipped_head_metrics_file_matches_the_head(shipped: Path) -> None:
     assert f"{report['chosen']['features']}/{report['chosen']['model']}" in report["comparison"]
 
 
-def test_shipped_head_meets_the_target() -> None:
-    # the chosen head's grouped 5-fold CV, and the nested CV of the selection (no selection optimism)
-    report = json.loads(SHIPPED.with_suffix(".json").read_text())
-    assert report["cv_target"]["natural_vs_industrial_balanced_accuracy"] == TARGET
-    assert report["cv"]["natural_vs_industrial"]["balanced_accuracy"] >= TARGET
-    assert report["nested_cv"]["natural_vs_industrial"]["balanced_accuracy"] >= TARGET
+@pytest.mark.parametrize("shipped", SHIPPED_HEADS, ids=lambda p: p.name)
+def test_shipped_heads_beat_the_previous_head_where_a_new_site_is_concerned(shipped: Path) -> None:
+    """Under the source-held-out CV (each source data set held out whole, the figure that predicts a new site), the
+    ontology-prior head, with its parameters rechosen in every fold, beats the head shipped before it on
+    natural-vs-industrial and on 3-class balanced accuracy, and on the held-out DCASE machines; the no-training rule
+    stays ahead on natural vs industrial alone (it never says "other": its 3-class figure is far lower). The 0.95
+    target is not met (train_default_head exits 1, the report says so)."""
+    report = json.loads(shipped.with_suffix(".json").read_text())
+    source = report["source_held_out_cv"]
+    head, previous, rule = source["head"], source["previous_head"], source["ontology_rule"]
+
+    def ni(m: dict) -> float:
+        return float(m["natural_vs_industrial"]["balanced_accuracy"])
+
+    assert report["cv_target"] == {"natural_vs_industrial_balanced_accuracy": TARGET,
+                                   "checked_on": ["source_held_out_cv"]}
+    assert ni(previous) + 0.05 < ni(head) < ni(rule) < TARGET
+    assert previous["balanced_accuracy_3class"] + 0.05 < head["balanced_accuracy_3class"]
+    assert rule["balanced_accuracy_3class"] + 0.2 < head["balanced_accuracy_3class"]
+    dcase = "dcase2020t2"
+    assert head["per_source"][dcase]["industrial_recall"] > previous["per_source"][dcase]["industrial_recall"] + 0.3
+    assert len(head["chosen_per_fold"]) == len(head["folds"]) == 11  # rechosen in every held-out fold
+    head_file = Head.load(shipped)
+    assert head_file.meta.cv_metrics["source_held_out_natural_vs_industrial_balanced_accuracy"] == ni(head)
+    assert report["chosen"] == {"features": "probabilities", "model": report["chosen"]["model"],
+                                "needs_birdnet": False}
+    assert report["chosen"]["model"].startswith("ontology_prior(")
 
 
-def test_shipped_tagger_only_head_is_tagger_only_and_meets_the_target() -> None:
+def test_shipped_tagger_only_head_is_tagger_only() -> None:
     report = json.loads(SHIPPED_TAGGER.with_suffix(".json").read_text())
     head = Head.load(SHIPPED_TAGGER, tagger_family="yamnet", tagger_label_count=521)
-    assert not head.needs_birds and head.meta.features == "probabilities+embedding"
+    assert not head.needs_birds and head.meta.features == "probabilities"
     assert report["tagger_only"] is True and report["birdnet"] is None
-    assert report["chosen"] == {"features": "probabilities+embedding", "model": "logreg_C0.01", "needs_birdnet": False}
-    assert all("birdnet" not in k for k in report["comparison"]) and report["feature_sets_compared"]
     assert "--tagger-only" in report["command"] and "--out soundmond/heads/yamnet-tagger." in report["command"]
-    assert report["cv_scheme"] == json.loads(SHIPPED.with_suffix(".json").read_text())["cv_scheme"]
-    assert report["data"] == json.loads(SHIPPED.with_suffix(".json").read_text())["data"]  # same windows, groups
-    assert report["cv_target"]["natural_vs_industrial_balanced_accuracy"] == TARGET
-    assert report["cv"]["natural_vs_industrial"]["balanced_accuracy"] >= TARGET  # grouped 5-fold CV
-    # The nested CV of the tagger-only selection is reported too. It is 0.940, below the target: without BirdNET the
-    # selection is less stable (embedding-only heads won 3 of the 5 outer folds' inner CVs). The floor below guards
-    # against a regression of that honest figure; the target itself is asserted on the chosen head's CV only.
-    assert report["nested_cv"]["natural_vs_industrial"]["balanced_accuracy"] >= 0.93
-    assert report["nested_cv"]["windows"] == report["cv"]["windows"]
-    assert len(report["nested_cv"]["chosen_per_outer_fold"]) == 5
-    assert all("birdnet" not in c for c in report["nested_cv"]["chosen_per_outer_fold"])
+    main = json.loads(SHIPPED.with_suffix(".json").read_text())
+    assert report["cv_scheme"] == main["cv_scheme"] and report["data"] == main["data"]  # same windows, groups
+    # the previous tagger-only recipe is what it is compared with (no BirdNET block anywhere)
+    assert "birdnet" not in report["source_held_out_cv"]["previous_head"]["recipe"]
+    assert report["recipe"]["params"] == main["recipe"]["params"]  # the same procedure on the same data
 
 
 @pytest.mark.parametrize(
@@ -205,10 +217,9 @@ def test_tagger_only_head_on_real_fixture_audio(yamnet: YamnetTagger, name: str,
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
 
 
-def test_shipped_head_refuses_a_window_without_bird_output(yamnet: YamnetTagger) -> None:
-    head = load_head(None, "yamnet", len(yamnet.labels))
-    if not head.needs_birds:
-        pytest.skip("the shipped head uses tagger features only")
+def test_bird_head_refuses_a_window_without_bird_output(yamnet: YamnetTagger, tmp_path: Path) -> None:
+    head = load_head(bird_head(tmp_path / "birds.onnx"), "yamnet", len(yamnet.labels))
+    assert head.needs_birds
     with pytest.raises(BirdFeaturesMissing, match="enable models.birds"):
         head.predict(yamnet.tag(five_s("whisp_field_horn.flac")))
 
@@ -241,11 +252,12 @@ def test_configured_tagger_only_head_works_either_way() -> None:
     assert load_head(SHIPPED_TAGGER, "yamnet", 521, birds_enabled=True).path == SHIPPED_TAGGER
 
 
-def test_configured_bird_head_with_birds_disabled_is_refused() -> None:
+def test_configured_bird_head_with_birds_disabled_is_refused(tmp_path: Path) -> None:
+    bird = bird_head(tmp_path / "birds.onnx")
     with pytest.raises(HeadError) as err:
-        load_head(SHIPPED, "yamnet", 521, birds_enabled=False)
+        load_head(bird, "yamnet", 521, birds_enabled=False)
     message = str(err.value)
-    assert str(SHIPPED) in message
+    assert str(bird) in message and BIRD_FEATURES in message
     assert "models.head.path" in message and "models.birds.enabled is false" in message
     assert "set models.birds.enabled: true" in err.value.hint
     assert "leave models.head.path empty" in err.value.hint and SHIPPED_TAGGER.name in err.value.hint
@@ -253,11 +265,9 @@ def test_configured_bird_head_with_birds_disabled_is_refused() -> None:
 
 
 def test_bird_head_without_a_tagger_only_head_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shutil
-
     import soundmond.head.meta
 
-    shutil.copy(SHIPPED, tmp_path / "yamnet.onnx")  # a family shipping only a head that needs BirdNET
+    bird_head(tmp_path / "yamnet.onnx")  # a family shipping only a head that needs BirdNET
     monkeypatch.setattr(soundmond.head.meta, "HEADS_DIR", tmp_path)
     assert load_head(None, "yamnet", 521).needs_birds
     with pytest.raises(HeadError, match="no tagger-only head is shipped for it") as e:
@@ -299,7 +309,7 @@ def test_load_models_turns_a_bird_head_without_birds_into_a_model_load_error(
     loaded = _loaded(
         tmp_path,
         f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{enabled: false}}\n"
-        f"  head: {{path: {SHIPPED}}}\n",
+        f"  head: {{path: {bird_head(tmp_path / 'birds.onnx')}}}\n",
     )
     with pytest.raises(ModelLoadError) as err:
         load_models(loaded)

@@ -20,7 +20,7 @@ MAX_LINES = 600
 # Libraries a function may import where it needs them: optional, heavy, or absent on a sensor (and the optional
 # workbench itself, which `soundmond bench` imports only for its full run).
 OPTIONAL_LIBRARIES = {"sounddevice", "sklearn", "skops", "onnx", "jsonschema", "torch", "transformers",
-                      "ai_edge_litert", "matplotlib", "tqdm", "httpx", "scipy", "tensorflow", "optimum"}
+                      "ai_edge_litert", "matplotlib", "tqdm", "httpx", "scipy", "tensorflow", "optimum", "pyarrow"}
 WORKBENCH_LIBRARIES = ("sklearn", "skops", "scipy", "matplotlib", "httpx", "torch", "tensorflow", "onnx", "tqdm")
 
 

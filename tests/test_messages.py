@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -13,6 +14,7 @@ import samples
 from soundmond.config import MqttConfig, StationConfig
 from soundmond.data import Alert, AlertType, GroupPrediction, LabelScore, SpeciesScore, WindowResult
 from soundmond.outputs import messages, records
+from soundmond.soundscape.species import SpeciesSummary
 
 STATION = StationConfig(id="jura-1", latitude=46.5, longitude=6.1, name="Jura forest")
 BARE = StationConfig(id="bare")
@@ -93,13 +95,34 @@ def test_soundscape_payload_from_the_aggregators_snapshot() -> None:
     p = messages.soundscape_payload(scape, BARE, ts_unix_s=T)
     assert p["spans"] == [
         {"span_s": 60, "windows": 4, "windows_with_group": 0, "windows_quiet": 0, "quiet": 0.0, "shares": None,
-         "species": []},
+         "species": [], "species_summary": []},
         {"span_s": 3600, "windows": 700, "windows_with_group": 700, "windows_quiet": 0, "quiet": 0.0,
          "shares": {"natural": 0.6123, "industrial": 0.2877, "other": 0.1},
          "species": [{"scientific_name": "Bubo bubo", "count": 9}, {"scientific_name": "Abies", "count": 3},
-                     {"scientific_name": "Turdus merula", "count": 3}]},
+                     {"scientific_name": "Turdus merula", "count": 3}],
+         "species_summary": []},
     ]
     assert list(p) == ["schema", "type", "station_id", "event_id", "ts", "spans"]
+
+
+def test_species_summary_payload_v1_2() -> None:
+    """v1.2: a span's species summary (ISO times, confidence at message precision) validates; a v1.1 span without
+    it still validates; a summary missing a field or with a confidence above 1 does not."""
+    blackbird = SpeciesSummary("Turdus merula", "Eurasian Blackbird", detections=7, minutes=3, first_unix_s=T - 600,
+                               last_unix_s=T - 3.0, max_confidence=0.912345, from_windows=1)
+    span = replace(samples.span(3600, 700, {"natural": 0.5, "industrial": 0.25, "other": 0.25},
+                                {"Turdus merula": 5}, ts=T), species_summary=(blackbird,))
+    p = messages.soundscape_payload(samples.snapshot(T, span), BARE, ts_unix_s=T)
+    messages.validate(p)
+    (got,) = p["spans"][0]["species_summary"]
+    assert got == {"scientific_name": "Turdus merula", "common_name": "Eurasian Blackbird", "detections": 7,
+                   "minutes": 3, "first_heard": "2024-05-24T07:50:00.250Z", "last_heard": "2024-05-24T07:59:57.250Z",
+                   "max_confidence": 0.9123, "from_windows": 1}
+    v11 = {k: v for k, v in p["spans"][0].items() if k != "species_summary"}
+    messages.validate({**p, "spans": [v11]})
+    for bad in ({k: v for k, v in got.items() if k != "minutes"}, {**got, "max_confidence": 1.5}):
+        with pytest.raises(messages.InvalidMessage, match="species_summary"):
+            messages.validate({**p, "spans": [{**p["spans"][0], "species_summary": [bad]}]})
 
 
 def test_quiet_window_and_quiet_share_payloads() -> None:

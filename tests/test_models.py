@@ -232,6 +232,24 @@ def test_birdnet_names_the_red_faced_spinetail(birdnet_cali: BirdnetModel, start
     assert out.embedding is not None and out.embedding.shape == (1024,)
 
 
+def test_sensitivity_means_what_it_means_in_birdnet_analyzer(birdnet_dir: Path) -> None:
+    """BirdNET-Analyzer maps sensitivity s to the sigmoid scale clip(2 - s, 0.5, 1.5): a HIGHER sensitivity gives more
+    detections. soundmond used sigmoid(s * logit), the opposite for every s but 1.0."""
+    samples = window(SPINETAIL.name, 48000, 10.0)
+
+    def confidences(sensitivity: float) -> dict[str, float]:
+        model = BirdnetModel(birdnet_dir, BirdConfig(path=birdnet_dir, min_confidence=0.05, sensitivity=sensitivity))
+        return {s.scientific_name: s.confidence for s in model.detect(samples, start_unix_s=SEPT_19_2018).species}
+
+    plain, keen, strict = confidences(1.0), confidences(1.25), confidences(0.75)
+    assert set(strict) <= set(plain) <= set(keen) and len(keen) > len(strict)
+    for name, conf in plain.items():
+        logit = np.log(conf / (1.0 - conf))
+        assert keen[name] == pytest.approx(1.0 / (1.0 + np.exp(-0.75 * logit)), abs=1e-5)
+        if name in strict:
+            assert strict[name] == pytest.approx(1.0 / (1.0 + np.exp(-1.25 * logit)), abs=1e-5)
+
+
 def test_include_exclude_and_min_confidence(birdnet_dir: Path) -> None:
     samples = window(SPINETAIL.name, 48000, 10.0)
 

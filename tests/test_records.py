@@ -16,7 +16,7 @@ import store_rows
 from soundmond.analysis import Analyzer
 from soundmond.capture.files import FileSource
 from soundmond.config import BirdConfig, StationConfig, StoreConfig, TaggerConfig
-from soundmond.data import GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.data import INDEX_NAMES, ChunkDetection, GroupPrediction, LabelScore, SpeciesScore, WindowResult
 from soundmond.head.loader import load_head
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.taggers import load_tagger
@@ -33,7 +33,8 @@ def results(yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path) -> list[Wi
     """The analysed windows of the spinetail recording (species found), and the first again as a quiet one."""
     tagger = load_tagger(yamnet_dir, TaggerConfig(family="yamnet", path=yamnet_dir))
     birds = BirdnetModel(birdnet_dir, BirdConfig(path=birdnet_dir))
-    analyzer = Analyzer(tagger, birds, load_head(None, "yamnet", len(tagger.labels), birds_enabled=True))
+    analyzer = Analyzer(tagger, birds, load_head(None, "yamnet", len(tagger.labels), birds_enabled=True),
+                        indices=True, calibration_db=120.0)
     source = FileSource([fixture_audio / "maad_spinetail_Cranioleuca_erythrops.flac"], 5.0, 5.0)
     try:
         out: list[WindowResult] = []
@@ -49,12 +50,17 @@ def results(yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path) -> list[Wi
     return [*out, quiet]
 
 
+def best_chunks(r: WindowResult) -> tuple[ChunkDetection, ...]:
+    return tuple(sorted(r.best_chunks().values(), key=lambda c: (c.start_s, -c.confidence)))
+
+
 def test_analyze_store_and_mqtt_agree_on_real_windows(results: list[WindowResult], tmp_path: Path) -> None:
     db = tmp_path / "store.db"
     with Store(db, StoreConfig()) as store:
         store.write_batch(results, [], [])
         rebuilt = {r.window_id: r for r in store.recent_results(0)}
-        assert rebuilt == {r.window_id: r for r in results}  # the stored rows rebuild the results exactly
+        # the stored rows rebuild the results exactly, each species with its best chunk (the store keeps those)
+        assert rebuilt == {r.window_id: dataclasses.replace(r, detections=best_chunks(r)) for r in results}
     rows = {w["window_id"]: w for w in store_rows.windows(db)}
     dets: dict[str, list[dict]] = defaultdict(list)
     for d in store_rows.detections(db):
@@ -96,10 +102,32 @@ def test_analyze_store_and_mqtt_agree_on_real_windows(results: list[WindowResult
                           for d in dets[r.window_id]]
         assert [(s["scientific_name"], s["common_name"], s["confidence"]) for s in line["species"]] == stored_species
         assert [(s["scientific_name"], s["common_name"], s["confidence"]) for s in msg["species"]] == stored_species
-        for s, in_window in zip(r.species, msg["species"], strict=True):
-            det = messages.detection_payload(s, STATION, window_id=r.window_id, ts_unix_s=r.start_unix_s)
+        best = r.best_chunks()
+        for s, in_window, stored in zip(r.species, msg["species"], dets[r.window_id], strict=True):
+            chunk = best[s.scientific_name]  # every kept species was kept in one of the window's chunks
+            det = messages.detection_payload(s, STATION, window_id=r.window_id, ts_unix_s=r.start_unix_s,
+                                             chunk=chunk)
             messages.validate(det)
             assert {k: det[k] for k in in_window} == in_window  # a detection says what its window says
+            # where in the window it was heard: the species' best chunk, the same in MQTT, the store and analyze
+            assert chunk.confidence == s.confidence
+            assert (det["chunk_start_s"], det["chunk_end_s"]) == (round(chunk.start_s, 3), round(chunk.end_s, 3))
+            assert (det["chunk_start"], det["chunk_end"]) == (records.iso_utc(stored["chunk_start_unix_s"]),
+                                                              records.iso_utc(stored["chunk_end_unix_s"]))
+            assert (stored["chunk_start_s"], stored["chunk_end_s"]) == (chunk.start_s, chunk.end_s)
+            assert {"start_s": det["chunk_start_s"], "end_s": det["chunk_end_s"], "start_utc": det["chunk_start"],
+                    "end_utc": det["chunk_end"], "scientific_name": s.scientific_name,
+                    "common_name": s.common_name, "confidence": det["confidence"]} in line["detections"]
+        # analyze lists every chunk's species, with the chunk's times; each window's chunks end inside it
+        assert [(d["scientific_name"], d["start_s"]) for d in line["detections"]] == [
+            (d.scientific_name, round(d.start_s, 3)) for d in r.detections]
+        assert all(r.start_s < d.end_s <= r.end_s + 1e-9 and d.end_s - d.start_s == 3.0 for d in r.detections)
+
+        assert r.indices is not None  # acoustic indices: levels at rms_dbfs digits, the others at 4 decimals
+        for name in INDEX_NAMES:
+            digits = (1, 2) if name.startswith("leq") else (4, 4)
+            assert (line["indices"][name], msg["indices"][name]) == tuple(round(row[name], d) for d in digits)
+            assert csv[name] == line["indices"][name]
 
 
 def test_analyze_record_shape_is_unchanged() -> None:
@@ -111,6 +139,8 @@ def test_analyze_record_shape_is_unchanged() -> None:
         species=(SpeciesScore("Turdus merula", "Eurasian Blackbird", 0.91234, 0.41234),
                  SpeciesScore("Parus major", "Great Tit", 0.5)),
         bird_top_score=0.91234, rms_dbfs=-32.456, clipped_fraction=0.000123, compute_ms=120.04,
+        detections=(ChunkDetection("Turdus merula", "Eurasian Blackbird", 0.91234, 6.0, 9.0, 1_716_537_601.25,
+                                   1_716_537_604.25, 0.41234),),
     )
     assert json.dumps(records.analyze_record(r)) == (
         '{"file": "a.flac", "window_id": "w1", "start_s": 5.0, "end_s": 10.0, "start_utc": "2024-05-24T08:00:00.250Z", '
@@ -119,7 +149,10 @@ def test_analyze_record_shape_is_unchanged() -> None:
         '"tagger_top": [{"label": "Bird", "score": 0.8123}], '
         '"species": [{"scientific_name": "Turdus merula", "common_name": "Eurasian Blackbird", "confidence": 0.9123, '
         '"occurrence": 0.4123}, {"scientific_name": "Parus major", "common_name": "Great Tit", "confidence": 0.5}], '
-        '"rms_dbfs": -32.5, "clipped_fraction": 0.0001, "compute_ms": 120.0}'
+        '"rms_dbfs": -32.5, "clipped_fraction": 0.0001, "compute_ms": 120.0, '
+        '"detections": [{"start_s": 6.0, "end_s": 9.0, "start_utc": "2024-05-24T08:00:01.250Z", '
+        '"end_utc": "2024-05-24T08:00:04.250Z", "scientific_name": "Turdus merula", '
+        '"common_name": "Eurasian Blackbird", "confidence": 0.9123, "occurrence": 0.4123}]}'
     )
     quiet = dataclasses.replace(r, group=None, status="skipped_quiet", rms_dbfs=-math.inf)
     assert records.analyze_record(quiet)["rms_dbfs"] is None

@@ -123,4 +123,8 @@ def test_shipped_reports_list_where_the_head_overrules_the_tagger(shared_corpus:
     for row in listed["list"]:
         assert (row["tagger_top1"] in natural and row["predicted"] == "industrial") or (
             row["tagger_top1"] in machines and row["predicted"] == "natural")
+        # each with its stated reason: right or wrong by the corpus label, and the tagger's summed evidence
+        verdict = "right" if row["true"] == row["predicted"] else "wrong"
+        assert row["reason"].startswith(f"{verdict}: the corpus labels it {row['true']} (")
+        assert "summed evidence is natural" in row["reason"] and repr(row["tagger_top1"]) in row["reason"]
     assert listed["wrong_by_true_group"] == sum(r["true"] != r["predicted"] for r in listed["list"])

@@ -7,16 +7,19 @@ carries its wall-clock time: from the recording's start time in its name when kn
 
 A file that cannot be decoded is reported through `on_error` with its name and the reason, and the replay goes on with
 the next file. A file's tail shorter than a window is analysed zero-padded when it holds at least `min_tail_s` of audio
-not covered by an earlier window; the padding is recorded (`AudioWindow.padded_samples`).
+not covered by an earlier window; the padding is recorded (`AudioWindow.padded_samples`). A file's last window is
+marked `final` (the bird chunk grid closes the file's last chunk there): windows are handed on one behind the decoding.
 
-Window ids derive from the station, the file's content (SHA-256, hashed before decoding), the window settings and the
-window's sample offset (`soundmond.identity`): the same recording yields the same ids however often it is replayed.
+Window ids derive from the station, the file's content (SHA-256, hashed before decoding), the window settings (and
+the bird chunk stride when it is not 3 s) and the window's sample offset (`soundmond.identity`): the same recording
+yields the same ids however often it is replayed.
 With a `ledger` (the store), `open()` hashes every file and looks it up (`soundmond.capture.replay`): files already
 analysed are skipped without decoding, a file a crash interrupted resumes after its stored windows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -29,7 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from soundmond.capture.audio import AudioError, check_finite, find_audio_files, to_mono
-from soundmond.capture.replay import FilePlan, ReplayReport, analysis_key, plan_files
+from soundmond.capture.replay import FilePlan, ReplayReport, analysis_key, bird_stride_part, plan_files
 from soundmond.capture.windowing import WindowCutter
 from soundmond.data import AudioWindow, CaptureStats
 from soundmond.identity import file_sha256, file_source_identity, window_id
@@ -81,8 +84,11 @@ class FileSource:
         station: str = "",
         ledger: ReplayLedger | None = None,
         reanalyze: bool = False,
+        bird_stride_s: float | None = None,
     ) -> None:
-        """`ledger`: the store's replay records, to skip what is stored (`reanalyze`: replace it instead)."""
+        """`ledger`: the store's replay records, to skip what is stored (`reanalyze`: replace it instead).
+        `bird_stride_s`: the bird model's chunk stride (None: no bird model); part of the analysis key and the window
+        ids, so a file analysed again at another stride is analysed, and stored, anew."""
         self.paths = [Path(p) for p in paths]
         self.window_s = window_s
         self.hop_s = hop_s
@@ -97,7 +103,8 @@ class FileSource:
         self.station = station
         self.ledger = ledger
         self.reanalyze = reanalyze
-        self.analysis = analysis_key(station, window_s, hop_s, channel)
+        self.bird_stride_s = bird_stride_s
+        self.analysis = analysis_key(station, window_s, hop_s, channel, bird_stride_s)
         self.report = ReplayReport()
         self._plans: list[FilePlan] | None = None
 
@@ -205,7 +212,7 @@ class FileSource:
             self.ledger.replay_decoded(plan.sha256, self.analysis, str(path), last.window_id, count)
 
     def _decode(self, path: Path, sha256: str, stop: threading.Event) -> Iterator[AudioWindow]:
-        source_id = file_source_identity(sha256, self.channel)
+        source_id = file_source_identity(sha256, self.channel) + bird_stride_part(self.bird_stride_s)
         if path.stat().st_size == 0:
             raise AudioError(path, "the file is empty (0 bytes)")
         try:
@@ -231,6 +238,7 @@ class FileSource:
             cutter = WindowCutter(window, hop, block)
             total = 0
             covered_to = 0  # samples up to which earlier windows covered the file
+            pending: AudioWindow | None = None  # held back one window, to mark the file's last one `final`
             while not stop.is_set():
                 try:
                     data = handle.read(block, dtype="float32", always_2d=True)
@@ -246,7 +254,9 @@ class FileSource:
                 total += mono.shape[0]
                 for piece in cutter.push(mono):
                     covered_to = piece.start_sample + window
-                    yield cut(piece.start_sample, piece.samples)
+                    if pending is not None:
+                        yield pending
+                    pending = cut(piece.start_sample, piece.samples)
             if stop.is_set():
                 return
             if total == 0:
@@ -256,11 +266,15 @@ class FileSource:
                 samples = self._read(handle, path, total)
                 logger.info("%s: %.2f s is shorter than a %.1f s window: analysed zero-padded",
                             path, total / rate, self.window_s)
-                yield cut(0, np.pad(samples, (0, window - total)), window - total)
+                yield dataclasses.replace(cut(0, np.pad(samples, (0, window - total)), window - total), final=True)
             elif total - covered_to >= self.min_tail_s * rate:  # an uncovered tail: one last window ending at the end
+                if pending is not None:
+                    yield pending
                 handle.seek(total - window)
                 samples = self._read(handle, path, window)
-                yield cut(total - window, samples)
+                yield dataclasses.replace(cut(total - window, samples), final=True)
+            elif pending is not None:
+                yield dataclasses.replace(pending, final=True)
 
     def _read(self, handle: sf.SoundFile, path: Path, frames: int) -> np.ndarray:
         try:

@@ -6,8 +6,8 @@ hashed (SHA-256 of its bytes, read 1 MiB at a time) and looked up in the store's
     done       decoding finished and its last window is stored: skipped without decoding
     partial    started but not complete (a crash, a stop): decoded again, the windows already stored skipped
                (their ids derive from the content and the offset, so they are recognised), the rest analysed
-    new        never analysed with these window settings (a file analysed with other settings is analysed again,
-               with a warning: its earlier rows stay unless `--reanalyze`)
+    new        never analysed with these window settings and bird chunk stride (a file analysed with other settings
+               is analysed again, with a warning: its earlier rows stay unless `--reanalyze`)
     duplicate  the same bytes as an earlier file of this replay: skipped
 
 With `reanalyze`, the earlier rows of every file seen before are deleted first (`ReplayLedger.forget_source`) and the
@@ -30,10 +30,23 @@ logger = logging.getLogger(__name__)
 FileState = Literal["new", "partial", "done", "duplicate"]
 
 
-def analysis_key(station: str, window_s: float, hop_s: float, channel: int | None) -> str:
+DEFAULT_BIRD_STRIDE_S = 3.0  # BirdNET's own grid: a key (and window ids) without a stride mean this one
+
+
+def bird_stride_part(bird_stride_s: float | None) -> str:
+    """What the bird chunk stride adds to an analysis key and a file's window identity: nothing at 3 s (or with the
+    bird model off), so every key and id made before the stride existed stays valid."""
+    if bird_stride_s is None or bird_stride_s == DEFAULT_BIRD_STRIDE_S:
+        return ""
+    return f";bird_stride_s={bird_stride_s:g}"
+
+
+def analysis_key(station: str, window_s: float, hop_s: float, channel: int | None,
+                 bird_stride_s: float | None = None) -> str:
     """The settings a file's window ids derive from, besides its content: a file analysed with other settings
-    yields other windows."""
-    return f"station={station};window_s={window_s:g};hop_s={hop_s:g};channel={'mix' if channel is None else channel}"
+    yields other windows. The bird model's chunk stride is one (other chunks, other detections)."""
+    return (f"station={station};window_s={window_s:g};hop_s={hop_s:g};channel={'mix' if channel is None else channel}"
+            + bird_stride_part(bird_stride_s))
 
 
 @dataclass(frozen=True)
@@ -98,9 +111,9 @@ def plan_files(paths: Iterable[Path], ledger: ReplayLedger, analysis: str, *, re
             plans.append(FilePlan(path, sha, "partial"))
         else:
             if records:
-                logger.warning("%s was analysed before with other window settings (%s): analysed again with %s; "
-                               "its earlier rows are kept (--reanalyze replaces them)", path, records[0].analysis,
-                               analysis)
+                logger.warning("%s was analysed before with other window settings or bird chunk stride (%s): "
+                               "analysed again with %s; its earlier rows are kept (--reanalyze replaces them)", path,
+                               records[0].analysis, analysis)
             plans.append(FilePlan(path, sha, "new"))
     counts = {state: sum(p.state == state for p in plans) for state in ("done", "partial", "new", "duplicate")}
     logger.info("replay of %d files: %d already analysed (skipped), %d partly analysed (resumed), %d new, "

@@ -3,7 +3,12 @@
 window analysed, and how many fall outside the rolling spans); files that cannot be decoded are named on stderr
 (exit 1) and the others analysed. With `--store DB` the windows, detections and alerts are also written to that
 store, idempotently: files the store already holds are skipped (the same ids), a file a crash interrupted resumes,
-and stderr says what was skipped; `--reanalyze` replaces the earlier rows instead."""
+and stderr says what was skipped; `--reanalyze` replaces the earlier rows instead. `--format raven|birdnet-csv|audacity`
+writes the chunk detections as BirdNET-Analyzer does, per recording into `--out DIR` or (birdnet-csv, and audacity for
+one recording) to stdout (`soundmond.outputs.birdformats`). `--evidence DIR` writes evidence clips as the daemon does
+(the config's `evidence` limits and `privacy`, whatever `evidence.enabled` says) into DIR: each JSON record names the
+clips its window asks for (`evidence`: event id -> path under DIR), and the summary lists the clips written (size,
+SHA-256) and the counts of those skipped."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import csv
 import json
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 from soundmond.analysis import ModelLoadError, build_session
@@ -20,22 +26,33 @@ from soundmond.commands.common import add_config_argument, load_with_logging, re
 from soundmond.config import ConfigError
 from soundmond.data import Alert
 from soundmond.errors import ExitCode
-from soundmond.outputs import records
+from soundmond.outputs import birdformats, records
+from soundmond.outputs.evidence import EvidenceStage
 from soundmond.outputs.store import Store, StoreError
 from soundmond.preflight import preflight
+from soundmond.progress import AudioProgress
 from soundmond.soundscape.aggregate import RunTotals, SoundscapeSnapshot
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", type=Path, help="audio files or folders (wav, flac, mp3, ogg, opus)")
     add_config_argument(p, "config file (models, windows, alert rules)")
-    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("--format", choices=("jsonl", "csv", *birdformats.FORMATS), default="jsonl",
+                   help="jsonl/csv: one record per window; raven, birdnet-csv, audacity: chunk detections as "
+                        "BirdNET-Analyzer writes them")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="bird formats: one file per recording in DIR (created if missing); required for raven")
     p.add_argument("--summary", action="store_true", help="add the aggregate and the alerts at the end")
     p.add_argument("--store", type=Path, default=None, metavar="DB",
                    help="also write windows, detections and alerts to this SQLite store (created if missing); "
                         "files it already holds are skipped")
     p.add_argument("--reanalyze", action="store_true",
                    help="with --store: analyse files the store already holds again, replacing their earlier rows")
+    p.add_argument("--evidence", type=Path, default=None, metavar="DIR",
+                   help="write evidence clips of detections and alerts into DIR (the config's evidence limits and "
+                        "speech privacy apply); records name them, --summary lists them")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is drawn on stderr only when stderr is a terminal)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -43,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if args.reanalyze and args.store is None:
         print("soundmond analyze: --reanalyze replaces rows in a store - give the store with --store DB",
               file=sys.stderr)
+        return ExitCode.USAGE
+    if (problem := birdformats.where_problem(args.format, args.out, args.paths, summary=args.summary)) is not None:
+        print(f"soundmond analyze: {problem}", file=sys.stderr)
         return ExitCode.USAGE
     try:
         loaded = load_with_logging(args.config, args.verbose)
@@ -62,13 +82,27 @@ def run(args: argparse.Namespace) -> int:
     if args.store is not None:
         try:
             store = Store(args.store, cfg.store)
+            store.record_run(cfg.station.id, session.model_versions)
         except StoreError as exc:
             session.close()
             print(f"soundmond analyze: store: {exc}", file=sys.stderr)
             return ExitCode.FATAL
-    source = FileSource(args.paths, cfg.windows.length_s, cfg.windows.hop_s, station=cfg.station.id, ledger=store,
-                        reanalyze=args.reanalyze, on_error=lambda path, problem: errors.append((path, problem)))
     out = sys.stdout
+    bird = birdformats.BirdFormatWriter(args.format, args.out, out) if args.format in birdformats.FORMATS else None
+
+    def failed(path: Path, problem: str) -> None:
+        errors.append((path, problem))
+        if bird is not None:
+            bird.discard(str(path))
+
+    source = FileSource(args.paths, cfg.windows.length_s, cfg.windows.hop_s, station=cfg.station.id, ledger=store,
+                        reanalyze=args.reanalyze, on_error=failed,
+                        bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None)
+    evidence = None
+    if args.evidence is not None:
+        tagger = session.analyzer.tagger
+        evidence = EvidenceStage(cfg.evidence, cfg.privacy, args.evidence, store=store, stop=threading.Event(),
+                                 tagger_labels=tagger.labels if tagger is not None else (), keep_records=True).start()
     writer = csv.DictWriter(out, fieldnames=records.CSV_FIELDS) if args.format == "csv" else None
     if writer:
         writer.writeheader()
@@ -76,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     last_ts = 0.0
     totals = RunTotals()
     stored = 0
+    progress = AudioProgress(args.paths, enabled=not args.no_progress)
     try:
         source.open()
         for window in source.windows(threading.Event()):
@@ -87,25 +122,53 @@ def run(args: argparse.Namespace) -> int:
                 store.write_batch([analysis.result], alerts, ())
                 stored += 1
             rec = records.analyze_record(analysis.result)
-            if writer:
+            if evidence is not None:
+                evidence.offer(window, analysis, alerts)
+                rec["evidence"] = evidence.planned(analysis.result, alerts)
+            if bird is not None:
+                bird.add(analysis.result, window.sample_rate_hz)
+            elif writer:
                 writer.writerow(records.csv_row(rec))
             else:
                 out.write(json.dumps(rec) + "\n")
             out.flush()
+            progress.window(window.source, window.start_s + window.duration_s)
+        if bird is not None:
+            bird.close()
     except StoreError as exc:
         print(f"soundmond analyze: store: {exc}", file=sys.stderr)
         return ExitCode.FATAL
+    except birdformats.BirdFormatError as exc:
+        print(f"soundmond analyze: {exc}", file=sys.stderr)
+        return ExitCode.FATAL
     finally:
+        progress.close()
         session.close()
+        if evidence is not None:
+            evidence.end()
+            evidence.close()
         if store is not None:
             store.close()
     if store is not None:
         print(f"soundmond analyze: {args.store}: {stored} windows stored; {source.report.text()}", file=sys.stderr)
+    if evidence is not None:
+        print(f"soundmond analyze: {evidence.stats.written} evidence clips written to {args.evidence} "
+              f"({evidence.stats.existing} already there); skipped: {dict(evidence.stats.skipped) or 'none'}",
+              file=sys.stderr)
+    if bird is not None and args.out is not None:
+        print(f"soundmond analyze: {len(bird.written)} {args.format} files written to {args.out}", file=sys.stderr)
     if args.summary:
         summary = batch_summary(session.aggregator.snapshot(last_ts) if last_ts else None, totals)
         summary["alerts"] = [records.alert_record(a) for a in alerts_raised]
         summary["files_analysed"] = source.files_done
         summary["files_failed"] = [{"file": str(p), "problem": m} for p, m in errors]
+        if evidence is not None:
+            summary["evidence"] = {"clips": [asdict(r) for r in evidence.records],
+                                   "skipped": dict(evidence.stats.skipped)}
+        analysed = totals.figures()
+        if analysed is not None and (whole := sum(s.from_windows for s in analysed.species_summary)):
+            print(f"soundmond analyze: {whole} of the species summary's detections are whole windows without chunk "
+                  "detections (counted once per species per window: 'from_windows')", file=sys.stderr)
         if summary["windows_outside_spans"]:
             print(f"soundmond analyze: {summary['windows_outside_spans']} of {totals.windows} windows are older than "
                   "the longest aggregation span before the newest window; the summary's 'analysed' figures count "

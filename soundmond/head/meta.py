@@ -13,9 +13,10 @@ trained by `soundmond train-head` / `scripts/train_default_head.py`. `save_head`
 `.skops`, anything else is refused); `soundmond.head.save` writes one (training only). Both formats share what this
 module holds: the meta, the features, the tagger checks.
 
-The shipped heads live in `soundmond/heads/<tagger family>.onnx` (with the `.skops` they were converted from and a
-`.json` beside it: metrics, the command that trained it and the conversion's parity, for people; the daemon does not
-read it). A family whose shipped head needs BirdNET's embedding also ships a tagger-only head,
+The shipped heads live in `soundmond/heads/<tagger family>.onnx` (with the `.skops` training artefact written with it
+and a `.json` beside it: metrics, the command that trained it and the conversion's parity, for people; the daemon does
+not read it). A family whose shipped head needs BirdNET's embedding also ships a tagger-only head (YAMNet ships one
+either way; its current heads use the tagger's probabilities only),
 `soundmond/heads/<tagger family>-tagger.onnx`; `load_head` picks it when `models.head.path` is empty and
 `models.birds.enabled` is false, and refuses (`HeadError`) a configured head that needs BirdNET when birds are
 disabled. A head trained on one tagger refuses another tagger (family and label count in `meta`).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from soundmond.config import BirdConfig, ConfigError, ConfigProblem
-from soundmond.data import BirdOutput, LabelScore, SpeciesScore
+from soundmond.data import BirdOutput, ChunkDetection, LabelScore, SpeciesScore
+from soundmond.models.grid import GridChunk
 from soundmond.models.sessions import (
     BIRDNET_SAMPLE_RATE_HZ,
     MODEL_FILE,
@@ -66,6 +68,13 @@ def birdnet_week(when_unix_s: float) -> int:
     return (date.month - 1) * 4 + min(4, (date.day - 1) // 7 + 1)
 
 
+def logit_scale(sensitivity: float) -> float:
+    """BirdNET-Analyzer's (and birdnetlib's) sigmoid scale for a user's sensitivity: clip(1 - (sensitivity - 1), 0.5,
+    1.5). A higher sensitivity gives a flatter sigmoid, so more detections: `models.birds.sensitivity` means what it
+    means in BirdNET-Analyzer, BirdNET-Pi and BirdNET-Go (1.0 is the same in all)."""
+    return max(0.5, min(1.0 - (sensitivity - 1.0), 1.5))
+
+
 def split_birdnet_label(label: str) -> tuple[str, str]:
     """'Turdus merula_Eurasian Blackbird' -> ('Turdus merula', 'Eurasian Blackbird')."""
     scientific, sep, common = label.partition("_")
@@ -117,14 +126,18 @@ class BirdnetMetaModel:
 
 
 class BirdnetModel:
-    """BirdNET V2.4 on a 48-kHz mono window.
+    """BirdNET V2.4 on 48-kHz mono audio.
 
-    Chunks: 3-s chunks every `3 - chunk_overlap_s` seconds from the window's start; when they stop short of the end,
-    one more chunk aligned to the window's end is added (a 5-s window with no overlap gives chunks at 0 s and 2 s), so
-    no chunk is zero-padded unless the whole window is shorter than 3 s. Each chunk is its own ONNX Runtime call:
-    batching a window's chunks gained about 2 % on 2 cores (`soundmond bench`, levers) but doubles the float64
-    spectrogram intermediates (about 45 MB of peak RSS).
-    Confidence = sigmoid(sensitivity * logit), per species the max over chunks. The kept species are those above
+    Two ways in. `detect_chunks` (the daemon and `analyze`): the chunks of the stream grid that end in a window
+    (`soundmond.models.grid`, every `stride_s` seconds from the start of the stream), each species kept per chunk
+    (`BirdOutput.detections`) and its max over the window's chunks (`BirdOutput.species`). `detect` (training
+    features, evaluation, the head's embedding when no grid chunk ends in a window): 3-s chunks every `stride_s`
+    seconds from the window's own start; when they stop short of the end one more chunk aligned to the window's end is
+    added (a 5-s window at stride 3 gives chunks at 0 s and 2 s), so no chunk is zero-padded unless the whole window
+    is shorter than 3 s. Each chunk is its own ONNX Runtime call: batching a window's chunks gained about 2 % on 2
+    cores (`soundmond bench`, levers) but doubles the float64 spectrogram intermediates (about 45 MB of peak RSS).
+    Confidence = sigmoid(logit_scale(sensitivity) * logit) as BirdNET-Analyzer computes it, per species the max
+    over chunks. The kept species are those above
     `min_confidence`, in `include` (when given), not in `exclude`, and - when the location filter is on and the
     station's latitude / longitude are set - with meta-model occurrence >= `location_filter.threshold` at that week.
     `SpeciesScore.occurrence` is filled whenever latitude / longitude are known, even with the filter off.
@@ -142,6 +155,7 @@ class BirdnetModel:
     ) -> None:
         self.folder = Path(folder)
         self.config = config
+        self.logit_scale = logit_scale(config.sensitivity)
         self.sidecar = check_sidecar(self.folder, "birdnet", config)
         labels = read_labels(self.folder, self.sidecar)
         self.labels = labels
@@ -158,8 +172,8 @@ class BirdnetModel:
             )
         self.sound_class_mask = sound
         self.chunk_samples = self.sidecar.chunk_samples
-        overlap = int(round(config.chunk_overlap_s * self.sample_rate_hz))
-        self.hop_samples = self.chunk_samples - overlap
+        self.stride_s = config.stride_s
+        self.hop_samples = min(self.chunk_samples, round(config.stride_s * self.sample_rate_hz))
 
         self._keep = self._name_mask(config)
 
@@ -179,11 +193,11 @@ class BirdnetModel:
         check_session_io(self.folder, self._session, self.sidecar, "audio", ("logits", "embedding"))
         self.model_sha256 = model_digest(self.sidecar, MODEL_FILE)
         logger.info(
-            "BirdNET loaded from %s (%d classes, %d non-species, overlap %.2f s, location filter %s)",
+            "BirdNET loaded from %s (%d classes, %d non-species, chunk stride %.2f s, location filter %s)",
             self.folder,
             len(labels),
             int(sound.sum()),
-            config.chunk_overlap_s,
+            config.stride_s,
             "on" if self.filter_on else "off",
         )
 
@@ -241,40 +255,75 @@ class BirdnetModel:
         return self._occurrence_table.get(week)
 
     def chunk_outputs(self, samples: Float32Array) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Per-chunk ([chunks, classes] logits, [chunks, 1024] embeddings) of one window."""
+        """Per-chunk ([chunks, classes] logits, [chunks, 1024] embeddings) of one window (chunks from its start)."""
         wave = check_window("BirdNET", samples)
-        chunks = frame_array(wave, self.chunk_samples, self.hop_samples)
+        return self._run(frame_array(wave, self.chunk_samples, self.hop_samples))
+
+    def _run(self, chunks: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         logits, embedding = run_session(self._session, "audio", chunks, ("logits", "embedding"), dynamic=False)
         check_output_finite("BirdNET", logits, embedding)
         return logits, embedding
 
-    def detect_full(self, samples: Float32Array, *, start_unix_s: float) -> BirdDetection:
-        logits, embedding = self.chunk_outputs(samples)
-        confidence = sigmoid(self.config.sensitivity * logits).max(axis=0)
-        species_conf = np.where(self.sound_class_mask, 0.0, confidence)
-        top_score = float(species_conf.max())
-        week = self.week_for(start_unix_s) if self.location_known else None
-        occurrence = self.occurrence(week) if week is not None else None
+    def _kept(self, confidence: npt.NDArray[np.float32], occurrence: npt.NDArray[np.float32] | None
+              ) -> npt.NDArray[np.intp]:
+        """Indices of the kept species (filters of the class docstring), best first."""
         keep = self._keep & (confidence >= self.config.min_confidence)
         if self.filter_on and occurrence is not None:
             keep &= occurrence >= self.config.location_filter.threshold
         idx = np.flatnonzero(keep)
-        idx = idx[np.argsort(-confidence[idx], kind="stable")]
-        species = tuple(
+        return idx[np.argsort(-confidence[idx], kind="stable")]
+
+    def _species(self, confidence: npt.NDArray[np.float32], occurrence: npt.NDArray[np.float32] | None
+                 ) -> tuple[SpeciesScore, ...]:
+        return tuple(
             SpeciesScore(
                 scientific_name=self.scientific_names[i],
                 common_name=self.common_names[i],
                 confidence=float(confidence[i]),
                 occurrence=None if occurrence is None else float(occurrence[i]),
             )
-            for i in idx
+            for i in self._kept(confidence, occurrence)
+        )
+
+    def detect_full(self, samples: Float32Array, *, start_unix_s: float) -> BirdDetection:
+        logits, embedding = self.chunk_outputs(samples)
+        return self._detection(logits, embedding, start_unix_s, ())
+
+    def _detection(self, logits: npt.NDArray[np.float32], embedding: npt.NDArray[np.float32], start_unix_s: float,
+                   chunks: Sequence[GridChunk]) -> BirdDetection:
+        per_chunk = sigmoid(self.logit_scale * logits)
+        confidence = per_chunk.max(axis=0)
+        species_conf = np.where(self.sound_class_mask, 0.0, confidence)
+        top_score = float(species_conf.max())
+        week = self.week_for(start_unix_s) if self.location_known else None
+        occurrence = self.occurrence(week) if week is not None else None
+        detections = tuple(
+            ChunkDetection(
+                scientific_name=s.scientific_name, common_name=s.common_name, confidence=s.confidence,
+                start_s=chunk.start_s, end_s=chunk.end_s, start_unix_s=chunk.start_unix_s,
+                end_unix_s=chunk.end_unix_s, occurrence=s.occurrence,
+            )
+            for chunk, conf in zip(chunks, per_chunk, strict=False)
+            for s in self._species(conf, occurrence)
         )
         sound_idx = np.flatnonzero(self.sound_class_mask & (confidence >= self.config.min_confidence))
         sound_idx = sound_idx[np.argsort(-confidence[sound_idx], kind="stable")]
         sounds = tuple(LabelScore(self.scientific_names[i], float(confidence[i])) for i in sound_idx)
-        output = BirdOutput(species=species, top_score=top_score, embedding=embedding.mean(axis=0).astype(np.float32))
+        output = BirdOutput(species=self._species(confidence, occurrence), top_score=top_score,
+                            embedding=embedding.mean(axis=0).astype(np.float32), detections=detections)
         return BirdDetection(output=output, sound_classes=sounds, week=week)
 
     def detect(self, samples: Float32Array, *, start_unix_s: float) -> BirdOutput:
+        """Chunks from the window's own start (see the class docstring); no per-chunk detections."""
         return self.detect_full(samples, start_unix_s=start_unix_s).output
 
+    def detect_chunks(self, chunks: Sequence[GridChunk], *, start_unix_s: float) -> BirdOutput:
+        """The grid chunks that end in one window (`start_unix_s`: the window's start, for the location filter's
+        week): per-chunk `detections` and per-species max `species`. No chunk: nothing detected, no embedding."""
+        if not chunks:
+            return BirdOutput(species=(), top_score=0.0, embedding=None)
+        batch = np.stack([check_window("BirdNET", c.samples) for c in chunks])
+        if batch.shape[1] != self.chunk_samples:
+            raise ValueError(f"BirdNET: chunks of {batch.shape[1]} samples given, the model takes {self.chunk_samples}")
+        logits, embedding = self._run(batch)
+        return self._detection(logits, embedding, start_unix_s, chunks).output

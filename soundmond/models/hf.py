@@ -27,7 +27,8 @@ import numpy.typing as npt
 import yaml
 
 from soundmond.config import BirdConfig, ConfigError, ConfigProblem, TaggerConfig
-from soundmond.data import BirdOutput, SpeciesScore, TaggerOutput
+from soundmond.data import BirdOutput, ChunkDetection, SpeciesScore, TaggerOutput
+from soundmond.models.grid import GridChunk
 from soundmond.models.hf_features import Features, features_from_settings
 from soundmond.models.sessions import (
     MODEL_FILE,
@@ -148,10 +149,17 @@ class HfClassifier:
             clips = [wave[s : s + self.chunk_samples] for s in starts]
         if self.kind == "waveform" and clips[0].size < MIN_WAVEFORM_SAMPLES:
             clips = [np.pad(clips[0], (0, MIN_WAVEFORM_SAMPLES - clips[0].size))]
+        logits, embedding = self.run_clips(clips)
+        return ClipOutputs(tuple(starts), logits, embedding)
+
+    def run_clips(
+        self, clips: Sequence[npt.NDArray[np.float32]]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """[clips, labels] logits and [clips, d] embeddings of clips of equal length, in one batched call."""
         batch = np.stack([self.features(clip) for clip in clips])
         logits, embedding = run_session(self._session, self.input_name, batch, ("logits", "embedding"), self._dynamic)
         check_output_finite(self.architecture, logits, embedding)
-        return ClipOutputs(tuple(starts), logits, embedding)
+        return logits, embedding
 
     def scores(self, logits: npt.NDArray[np.float32], sensitivity: float = 1.0) -> npt.NDArray[np.float32]:
         """[clips, labels] scores: the model's activation of `sensitivity * logits`."""
@@ -271,8 +279,8 @@ class HfBirdModel:
         self.labels = self.model.labels
         self.model_sha256 = self.model.model_sha256
         self.chunk_samples = self.model.chunk_samples
-        overlap = int(round(config.chunk_overlap_s * self.sample_rate_hz))
-        self.hop_samples = max(1, self.chunk_samples - overlap)
+        self.stride_s = config.stride_s  # the stream grid's stride (`soundmond.models.grid`), as for BirdNET
+        self.hop_samples = min(self.chunk_samples, max(1, round(config.stride_s * self.sample_rate_hz)))
         names = species_names(self.labels, species_map)
         self.species_mask = np.array([n is not None for n in names])
         self.scientific_names = [n[0] if n else label for n, label in zip(names, self.labels, strict=True)]
@@ -318,16 +326,44 @@ class HfBirdModel:
         out = self.model.clip_outputs(samples, self.hop_samples)
         return out.starts, self.model.scores(out.logits, self.config.sensitivity)
 
-    def detect(self, samples: Float32Array, *, start_unix_s: float) -> BirdOutput:
-        out = self.model.clip_outputs(samples, self.hop_samples)
-        confidence = self.model.scores(out.logits, self.config.sensitivity).max(axis=0)
-        top_score = float(np.where(self.species_mask, confidence, 0.0).max())
+    def _species(self, confidence: npt.NDArray[np.float32]) -> tuple[SpeciesScore, ...]:
         idx = np.flatnonzero(self._keep & (confidence >= self.config.min_confidence))
         idx = idx[np.argsort(-confidence[idx], kind="stable")]
-        species = tuple(
-            SpeciesScore(self.scientific_names[i], self.common_names[i], float(confidence[i])) for i in idx
+        return tuple(SpeciesScore(self.scientific_names[i], self.common_names[i], float(confidence[i])) for i in idx)
+
+    def _output(self, logits: npt.NDArray[np.float32], embedding: npt.NDArray[np.float32],
+                chunks: Sequence[GridChunk]) -> BirdOutput:
+        per_clip = self.model.scores(logits, self.config.sensitivity)
+        confidence = per_clip.max(axis=0)
+        detections = tuple(
+            ChunkDetection(
+                scientific_name=s.scientific_name, common_name=s.common_name, confidence=s.confidence,
+                start_s=chunk.start_s, end_s=chunk.end_s, start_unix_s=chunk.start_unix_s, end_unix_s=chunk.end_unix_s,
+            )
+            for chunk, scores in zip(chunks, per_clip, strict=False)
+            for s in self._species(scores)
         )
-        return BirdOutput(species=species, top_score=top_score, embedding=out.embedding.mean(axis=0).astype(np.float32))
+        return BirdOutput(
+            species=self._species(confidence),
+            top_score=float(np.where(self.species_mask, confidence, 0.0).max()),
+            embedding=embedding.mean(axis=0).astype(np.float32),
+            detections=detections,
+        )
+
+    def detect(self, samples: Float32Array, *, start_unix_s: float) -> BirdOutput:
+        """One window, in clips from its own start (no per-chunk detections)."""
+        out = self.model.clip_outputs(samples, self.hop_samples)
+        return self._output(out.logits, out.embedding, ())
+
+    def detect_chunks(self, chunks: Sequence[GridChunk], *, start_unix_s: float) -> BirdOutput:
+        """The stream grid's chunks (of `chunk_samples`) that end in one window: per-chunk detections and per-species
+        max. No chunk: nothing detected, no embedding."""
+        if not chunks:
+            return BirdOutput(species=(), top_score=0.0, embedding=None)
+        if any(np.asarray(c.samples).size != self.chunk_samples for c in chunks):
+            raise ValueError(f"{self.model.architecture}: grid chunks must have {self.chunk_samples} samples")
+        logits, embedding = self.model.run_clips([np.asarray(c.samples, dtype=np.float32) for c in chunks])
+        return self._output(logits, embedding, chunks)
 
     def top(self, samples: Float32Array, k: int = 5) -> list[tuple[str, float]]:
         """The pipeline's answer: the `k` best labels with their scores (max over clips), no filters."""

@@ -5,7 +5,8 @@ Every payload soundmond publishes under its topic prefix (except the plain-text 
 coordinates are configured, `location` {lat, lon}. Window, detection and alert event ids derive from what they report
 (`soundmond.identity`): a replayed event keeps its id. The JSON Schemas (draft 2020-12) live in
 `soundmond/outputs/schemas/<type>.v1.json`; a change to a schema bumps its version. Additions within v1 (listed in
-each schema's `$comment`, e.g. v1.1: a window's group "quiet", a span's `quiet` and `windows_quiet`) keep every
+each schema's `$comment`, e.g. v1.1: a window's group "quiet", a span's `quiet` and `windows_quiet`; v1.2: a
+detection's best chunk, `chunk_start_s` / `chunk_end_s` / `chunk_start` / `chunk_end`) keep every
 earlier field and its meaning, but a consumer validating against an older copy of the v1 files (closed objects,
 closed enums) refuses the new values: it takes the current files from this folder.
 
@@ -36,10 +37,28 @@ from importlib import resources
 from typing import Any
 
 from soundmond.config import MqttConfig, StationConfig
-from soundmond.data import GROUPS, Alert, BaselineStatus, Heartbeat, SpeciesScore, WindowResult, new_id
+from soundmond.data import (
+    GROUPS,
+    Alert,
+    BaselineStatus,
+    ChunkDetection,
+    Heartbeat,
+    SpeciesScore,
+    WindowResult,
+    new_id,
+)
 from soundmond.identity import detection_id
-from soundmond.outputs.records import MESSAGE, alert_record, iso_utc, number, species_record, window_record
+from soundmond.outputs.records import (
+    MESSAGE,
+    alert_record,
+    chunk_record,
+    iso_utc,
+    number,
+    species_record,
+    window_record,
+)
 from soundmond.soundscape.aggregate import SoundscapeSnapshot
+from soundmond.soundscape.species import SpeciesSummary
 
 SCHEMA = "soundmond.v1"
 SCHEMA_VERSION = 1
@@ -146,6 +165,8 @@ def window_payload(result: WindowResult, station: StationConfig) -> dict[str, An
             "error": rec["error"],
         }
     )
+    if rec["indices"] is not None:  # v1.2
+        p["indices"] = rec["indices"]
     return p
 
 
@@ -156,17 +177,28 @@ def detection_payload(
     window_id: str,
     ts_unix_s: float,
     event_id: str | None = None,
+    chunk: ChunkDetection | None = None,
+    evidence_path: str | None = None,
 ) -> dict[str, Any]:
     """One species detected in one window (ts = the window's start; event_id derived from the window and the
-    species unless given, so a replayed detection keeps its id)."""
+    species unless given, so a replayed detection keeps its id). `chunk`: the species' best bird-model chunk of the
+    window (`WindowResult.best_chunks`), sent as chunk_start_s / chunk_end_s (within the source) and chunk_start /
+    chunk_end (ISO UTC), v1.2. `evidence_path` (v1.2): where its evidence clip is kept under `evidence.path` when it
+    is written (`soundmond.outputs.evidence`)."""
     p = _envelope("detection", station, ts_unix_s, event_id or detection_id(window_id, score.scientific_name))
     p["window_id"] = window_id
     p.update(species_record(score, MESSAGE))
+    if chunk is not None:
+        rec = chunk_record(chunk, MESSAGE)
+        p.update({"chunk_start_s": rec["start_s"], "chunk_end_s": rec["end_s"],
+                  "chunk_start": iso_utc(chunk.start_unix_s), "chunk_end": iso_utc(chunk.end_unix_s)})
+    if evidence_path is not None:
+        p["evidence_path"] = evidence_path
     return p
 
 
-def alert_payload(alert: Alert, station: StationConfig) -> dict[str, Any]:
-    """An alert (event_id = alert_id, so a replayed alert keeps its id)."""
+def alert_payload(alert: Alert, station: StationConfig, *, evidence_path: str | None = None) -> dict[str, Any]:
+    """An alert (event_id = alert_id, so a replayed alert keeps its id); `evidence_path` as for detections."""
     rec = alert_record(alert)
     p = _envelope("alert", station, alert.ts_unix_s, alert.alert_id)
     p.update(
@@ -178,6 +210,8 @@ def alert_payload(alert: Alert, station: StationConfig) -> dict[str, Any]:
             "evidence": json.loads(json.dumps(rec["evidence"], default=str)),
         }
     )
+    if evidence_path is not None:
+        p["evidence_path"] = evidence_path
     return p
 
 
@@ -186,9 +220,13 @@ def soundscape_payload(snapshot: SoundscapeSnapshot, station: StationConfig, *, 
 
     `windows_with_group` is the number of windows behind the shares (quiet, skipped or failed windows have no head
     group); `shares` is null when there is none. `windows_quiet` counts the quiet windows and `quiet` is their share of
-    all the span's windows (null when the span holds none).
+    all the span's windows (null when the span holds none). `species_summary` (v1.2): per species its chunk
+    detections, distinct UTC minutes with one, first and last heard (ISO UTC), best confidence, and how many of the
+    detections are whole windows without chunk times (`from_windows`); most detections first
+    (`soundmond.soundscape.species`). Also v1.2: `indices`, per acoustic index the mean, p10, p90 and the windows
+    behind them (absent when indices are off).
     """
-    spans = []
+    spans: list[dict[str, Any]] = []
     for span in sorted(snapshot.spans, key=lambda s: s.span_s):
         ranked = sorted(span.species_counts.items(), key=lambda kv: (-int(kv[1]), kv[0]))
         species = [{"scientific_name": name, "count": int(n)} for name, n in ranked]
@@ -205,11 +243,36 @@ def soundscape_payload(snapshot: SoundscapeSnapshot, station: StationConfig, *, 
                     else None
                 ),
                 "species": species,
+                "species_summary": [_species_summary(s) for s in span.species_summary],
             }
         )
+        if span.indices is not None:  # v1.2
+            spans[-1]["indices"] = {
+                name: None if f is None else {
+                    "mean": number(f.mean, _digits(name), MESSAGE), "p10": number(f.p10, _digits(name), MESSAGE),
+                    "p90": number(f.p90, _digits(name), MESSAGE), "windows": f.windows,
+                }
+                for name, f in span.indices.items()
+            }
     p = _envelope("soundscape", station, ts_unix_s, None)
     p["spans"] = spans
     return p
+
+
+def _species_summary(s: SpeciesSummary) -> dict[str, Any]:
+    return {
+        "scientific_name": s.scientific_name,
+        "common_name": s.common_name,
+        "detections": s.detections,
+        "minutes": s.minutes,
+        "first_heard": iso_utc(s.first_unix_s),
+        "last_heard": iso_utc(s.last_unix_s),
+        "max_confidence": number(s.max_confidence, MESSAGE.score, MESSAGE),
+        "from_windows": s.from_windows,
+    }
+def _digits(index_name: str) -> int | None:
+    """Decimals of an acoustic index in messages: levels as rms_dbfs, the others as `MESSAGE.index`."""
+    return MESSAGE.rms_dbfs if index_name.startswith("leq") else MESSAGE.index
 
 
 @dataclass(frozen=True)
@@ -264,6 +327,8 @@ def heartbeat_payload(
         "store_writer": asdict(hb.store_writer) if hb.store_writer is not None else None,
         "baseline": _baseline(hb.baseline),
     }
+    if hb.evidence is not None:  # v1.2
+        extra["evidence"] = asdict(hb.evidence)
     p["extra"] = json.loads(json.dumps(extra, default=str))
     return p
 

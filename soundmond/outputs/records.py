@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from soundmond.data import Alert, SpeciesScore, WindowResult
+from soundmond.data import INDEX_NAMES, AcousticIndices, Alert, ChunkDetection, SpeciesScore, WindowResult
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,15 @@ class Precision:
     rms_dbfs: int | None
     compute_ms: int | None
     finite_only: bool  # True: NaN / inf become None (strict JSON has neither); False: kept (SQLite REAL holds inf)
+    index: int | None = None  # acoustic indices (NDSI, ACI, ...); their Leq levels take `rms_dbfs`
 
 
-ANALYZE = Precision(time=3, score=4, rms_dbfs=1, compute_ms=1, finite_only=True)
-MESSAGE = Precision(time=3, score=4, rms_dbfs=2, compute_ms=1, finite_only=True)
+ANALYZE = Precision(time=3, score=4, rms_dbfs=1, compute_ms=1, finite_only=True, index=4)
+MESSAGE = Precision(time=3, score=4, rms_dbfs=2, compute_ms=1, finite_only=True, index=4)
 STORED = Precision(time=None, score=None, rms_dbfs=None, compute_ms=None, finite_only=False)
 
 CSV_FIELDS = ["file", "start_s", "end_s", "start_utc", "status", "group", "p_natural", "p_industrial", "p_other",
-              "tagger_top", "species", "error"]
+              "tagger_top", "species", "error", *INDEX_NAMES]
 
 
 def iso_utc(ts_unix_s: float) -> str:
@@ -63,12 +64,35 @@ def species_record(s: SpeciesScore, precision: Precision) -> dict[str, Any]:
     }
 
 
+def chunk_record(d: ChunkDetection, precision: Precision) -> dict[str, Any]:
+    """One species in one bird-model chunk: the species' fields, then where the chunk lies in its source (seconds)
+    and in UTC (epoch seconds)."""
+    return {
+        "scientific_name": d.scientific_name,
+        "common_name": d.common_name,
+        "confidence": number(d.confidence, precision.score, precision),
+        "occurrence": number(d.occurrence, precision.score, precision),
+        "start_s": number(d.start_s, precision.time, precision),
+        "end_s": number(d.end_s, precision.time, precision),
+        "start_unix_s": float(d.start_unix_s),
+        "end_unix_s": float(d.end_unix_s),
+    }
+def indices_record(ix: AcousticIndices | None, precision: Precision) -> dict[str, float | None] | None:
+    """The acoustic indices as {name: value} (`data.INDEX_NAMES` order), levels at `rms_dbfs` digits; None without."""
+    if ix is None:
+        return None
+    p = precision
+    return {name: number(getattr(ix, name), p.rms_dbfs if name.startswith("leq") else p.index, p)
+            for name in INDEX_NAMES}
+
+
 def window_record(r: WindowResult, precision: Precision) -> dict[str, Any]:
     """Every field of `r` as plain values, numbers per `precision`.
 
     `probabilities` is the head's group -> probability dict as it came (None without a group, and for a "quiet" window,
     which no head saw), `tagger_top` a list of
-    {label, score}, `species` a list of `species_record`s, best first.
+    {label, score}, `species` a list of `species_record`s, best first, `detections` a list of `chunk_record`s (the
+    bird-model chunks that end in the window, chunk start order, then best first).
     """
     p = precision
     return {
@@ -88,17 +112,21 @@ def window_record(r: WindowResult, precision: Precision) -> dict[str, Any]:
         "tagger_top": [{"label": t.label, "score": number(t.score, p.score, p)} for t in r.tagger_top],
         "tagger_top_score": number(r.tagger_top_score, p.score, p),
         "species": [species_record(s, p) for s in r.species],
+        "detections": [chunk_record(d, p) for d in r.detections],
         "bird_top_score": number(r.bird_top_score, p.score, p),
         "rms_dbfs": number(r.rms_dbfs, p.rms_dbfs, p),
         "clipped_fraction": number(r.clipped_fraction, p.score, p),
         "compute_ms": number(r.compute_ms, p.compute_ms, p),
+        "indices": indices_record(r.indices, p),
     }
 
 
 def analyze_record(r: WindowResult) -> dict[str, Any]:
-    """One `soundmond analyze` JSON line (a species' `occurrence` only when known)."""
+    """One `soundmond analyze` JSON line (a species' `occurrence` only when known). `detections`: every species in
+    every bird-model chunk that ends in the window, with the chunk's start / end within the file (s) and in UTC."""
+    """One `soundmond analyze` JSON line (a species' `occurrence` only when known, `indices` only when computed)."""
     rec = window_record(r, ANALYZE)
-    return {
+    line: dict[str, Any] = {
         "file": rec["source"],
         "window_id": rec["window_id"],
         "start_s": rec["start_s"],
@@ -115,7 +143,17 @@ def analyze_record(r: WindowResult) -> dict[str, Any]:
         "rms_dbfs": rec["rms_dbfs"],
         "clipped_fraction": rec["clipped_fraction"],
         "compute_ms": rec["compute_ms"],
+        "detections": [
+            {"start_s": d["start_s"], "end_s": d["end_s"], "start_utc": iso_utc(d["start_unix_s"]),
+             "end_utc": iso_utc(d["end_unix_s"]), "scientific_name": d["scientific_name"],
+             "common_name": d["common_name"], "confidence": d["confidence"],
+             **({"occurrence": d["occurrence"]} if d["occurrence"] is not None else {})}
+            for d in rec["detections"]
+        ],
     }
+    if rec["indices"] is not None:
+        line["indices"] = rec["indices"]
+    return line
 
 
 def csv_row(rec: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +167,7 @@ def csv_row(rec: dict[str, Any]) -> dict[str, Any]:
         "tagger_top": "; ".join(f"{t['label']}:{t['score']}" for t in rec["tagger_top"]),
         "species": "; ".join(f"{s['scientific_name']}:{s['confidence']}" for s in rec["species"]),
         "error": rec["error"] or "",
+        **{name: "" if v is None else v for name, v in (rec.get("indices") or dict.fromkeys(INDEX_NAMES)).items()},
     }
 
 

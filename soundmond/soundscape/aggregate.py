@@ -22,11 +22,17 @@ Storage, bounded for 24/7 running:
   With the defaults: 9 days x 1440 bins = 12960 bins. Measured on a synthetic species-rich stream (5-s hop, 60
   species, ~1.2 per window, 9 days): ~20 MB, ~55 us per `add`, ~25 ms per `snapshot`. A larger `bin_s` (e.g. 300)
   cuts the bin count 5x at the price of coarser edges.
+- the acoustic indices of each window over the longest span (`soundscape.index_stats`: 88 bytes a window, exact
+  mean / p10 / p90 per span; 1.5 MB for 24 h at a 5-s hop).
 - eviction is by the newest window start seen, so memory stays bounded whatever `now` the queries use. A window
   older than the kept history (e.g. after the clock jumped back by days) is dropped with a warning.
 
 Baselines: `baseline(span_s, now, days)` gives the same span ending at now - d x 86400 s for d = 1..days (UTC, so no
 daylight-saving shifts); a day the station did not record comes back with windows=0, and the alert rules skip it.
+
+Species summaries (`SpanFigures.species_summary`: per species its chunk detections, distinct UTC minutes, first and
+last heard, best confidence) come from `soundmond.soundscape.species`, one tally per species per minute, which sums
+whole UTC minutes (see there); baselines carry none.
 
 After a restart, `restore(stored_results)` on a fresh Aggregator rebuilds the same state (it sorts by start first).
 Restoring the same rows twice counts them twice.
@@ -38,10 +44,12 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from soundmond.data import GROUPS, WindowResult
+from soundmond.soundscape.index_stats import IndexHistory, IndexTotals, SpanIndices, span_indices_dict
+from soundmond.soundscape.species import RunSpecies, SpeciesSpans, SpeciesSummary
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +161,12 @@ class SpanFigures:
     species_counts: dict[str, int]  # scientific name -> windows with that species, most frequent first
     species_windows: int  # windows with at least one species
     windows_quiet: int = 0  # windows with the group "quiet" (among windows_without_group)
+    # per species: chunk detections, distinct UTC minutes, first/last heard, best confidence (most detections first);
+    # over the whole UTC minutes the span touches (soundscape.species); filled in by `snapshot`, empty otherwise
+    species_summary: tuple[SpeciesSummary, ...] = ()
+    # acoustic indices over the span's windows that have them (`soundscape.index_stats`): name -> mean / p10 / p90;
+    # None when none has (indices off); filled for the rolling spans and a run's totals, not for baselines or days
+    indices: SpanIndices | None = None
 
     @property
     def windows_without_group(self) -> int:
@@ -181,6 +195,8 @@ class SpanFigures:
             "mean_probabilities": dict(self.mean_probabilities),
             "species_counts": dict(self.species_counts),
             "species_windows": self.species_windows,
+            "species_summary": [s.to_dict() for s in self.species_summary],
+            "indices": span_indices_dict(self.indices),
         }
 
 
@@ -230,11 +246,16 @@ class RunTotals:
 
     def __init__(self) -> None:
         self._counts = _Counts()
+        self._species = RunSpecies()
+        self._indices = IndexTotals()
         self._start: float | None = None
         self._end: float | None = None
 
     def add(self, result: WindowResult) -> None:
         self._counts.add(_Window.of(result))
+        self._species.add(result)
+        if result.indices is not None:
+            self._indices.add(result.indices)
         end = result.start_unix_s + (result.end_s - result.start_s)
         self._start = result.start_unix_s if self._start is None else min(self._start, result.start_unix_s)
         self._end = end if self._end is None else max(self._end, end)
@@ -247,7 +268,8 @@ class RunTotals:
         """Figures over [first window start, last window end) (`span_s` its length rounded up); None before any."""
         if self._start is None or self._end is None:
             return None
-        return self._counts.figures(math.ceil(self._end - self._start), self._start, self._end)
+        figures = self._counts.figures(math.ceil(self._end - self._start), self._start, self._end)
+        return replace(figures, species_summary=self._species.summaries(), indices=self._indices.summary())
 
 
 class Aggregator:
@@ -274,6 +296,8 @@ class Aggregator:
         self._first_unix_s: float | None = None
         self._newest_unix_s: float | None = None
         self._common_names: dict[str, str] = {}
+        self._species = SpeciesSpans(self.spans_s[-1])
+        self._indices = IndexHistory(self.spans_s[-1])  # per-window acoustic indices over the longest span
 
     # --- feeding -------------------------------------------------------------------------------------------------
 
@@ -303,6 +327,9 @@ class Aggregator:
         if counts is None:
             counts = self._bins[idx] = _Counts()
         counts.add(w)
+        self._species.add(result)
+        if result.indices is not None:
+            self._indices.add(start, result.indices)
         for s in result.species:
             if s.common_name:
                 self._common_names[s.scientific_name] = s.common_name
@@ -334,14 +361,21 @@ class Aggregator:
     def snapshot(self, now: float) -> SoundscapeSnapshot:
         """Figures for every configured span ending at `now`, and the current UTC day's species."""
         return SoundscapeSnapshot(
-            ts_unix_s=now, spans=tuple(self.span(s, now) for s in self.spans_s), today=self.day(now)
+            ts_unix_s=now,
+            spans=tuple(replace(self.span(s, now), species_summary=self.species_summary(s, now)) for s in self.spans_s),
+            today=self.day(now),
         )
 
     def span(self, span_s: int, now: float) -> SpanFigures:
         """Figures over [now - span_s, now): exact from per-window records up to raw_horizon_s, else from bins."""
         lo, hi = now - span_s, now
         counts = self._from_raw(lo, hi) if span_s <= self.raw_horizon_s else self._from_bins(lo, hi)
-        return counts.figures(span_s, lo, hi)
+        return replace(counts.figures(span_s, lo, hi), indices=self._indices.summary(lo, hi))
+
+    def species_summary(self, span_s: int, now: float) -> tuple[SpeciesSummary, ...]:
+        """Per species over the UTC minutes [now - span_s, now) touches (`soundscape.species`); `span` leaves it out
+        (the alert rules ask for spans every window and need none), `snapshot` fills it in."""
+        return self._species.span(span_s, now)
 
     def day(self, now: float) -> DayFigures:
         """The current UTC day so far (the day containing `now`)."""
@@ -399,7 +433,8 @@ class Aggregator:
 
     def sizes(self) -> dict[str, int]:
         """How much is held (for heartbeats and tests): per-window records and bins."""
-        return {"raw_windows": len(self._raw), "bins": len(self._bins)}
+        return {"raw_windows": len(self._raw), "bins": len(self._bins), **self._species.sizes(),
+                "index_windows": len(self._indices)}
 
     def _from_raw(self, lo: float, hi: float) -> _Counts:
         c = _Counts()

@@ -17,6 +17,8 @@ import yaml
 
 from soundmond.analysis import build_session
 from soundmond.config import load_config
+from soundmond.data import AudioWindow
+from soundmond.models.grid import ChunkGrid, GridChunk
 from soundmond.models.sidecar import ModelFolderError, read_sidecar
 from soundmond.outputs.store import Store
 from soundmond.speed.audio import decode_windows
@@ -55,10 +57,18 @@ def tag_runner(model: Any, waves: Sequence[npt.NDArray[np.float32]]) -> Callable
     return run
 
 
-def birds_runner(model: Any, waves: Sequence[npt.NDArray[np.float32]]) -> Callable[[int], Any]:
-    """A `Variant.run` for BirdNET: window i -> its chunks' outputs."""
+def grid_chunks(model: Any, waves: Sequence[npt.NDArray[np.float32]], hop_s: float) -> list[list[GridChunk]]:
+    """The chunks of the bird model's stream grid that end in each of `waves` (48-kHz windows), the windows laid one
+    `hop_s` after the other as in a live stream: the chunks a window costs at the configured stride and hop."""
+    grid = ChunkGrid(model.sample_rate_hz, model.chunk_samples, model.stride_s)
+    return [grid.chunks(AudioWindow(f"bench-{i}", "bench", i * hop_s, i * hop_s, model.sample_rate_hz, wave))
+            for i, wave in enumerate(waves)]
+
+
+def grid_birds_runner(model: Any, chunks: Sequence[Sequence[GridChunk]]) -> Callable[[int], Any]:
+    """A `Variant.run` for BirdNET as the daemon runs it: window i -> its grid chunks (`grid_chunks`) in one call."""
     def run(i: int) -> Any:
-        return model.chunk_outputs(waves[i])[0]
+        model.detect_chunks(chunks[i], start_unix_s=0.0)
 
     return run
 

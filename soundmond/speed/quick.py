@@ -17,7 +17,14 @@ from soundmond.models.sidecar import read_sidecar
 from soundmond.models.taggers import load_tagger
 from soundmond.speed.audio import load_windows, source_dir, synthetic_files
 from soundmond.speed.common import MARGIN_RTF, WINDOW_S
-from soundmond.speed.inprocess import PipelineSpec, bench_pipeline, birds_runner, find_model_dirs, tag_runner
+from soundmond.speed.inprocess import (
+    PipelineSpec,
+    bench_pipeline,
+    find_model_dirs,
+    grid_birds_runner,
+    grid_chunks,
+    tag_runner,
+)
 from soundmond.speed.measure import Variant, machine_info, time_interleaved, timed, timing_rows
 from soundmond.speed.processes import bench_daemon
 from soundmond.speed.startup import keep_up_advice
@@ -49,9 +56,12 @@ def run_quick(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if birds_path is not None:
             bcfg = cfg.models.birds.model_copy(update={"threads": t, "path": birds_path})
             birds, load_b = timed(functools.partial(BirdnetModel, birds_path, bcfg))
-            variants.append(Variant(f"BirdNET ({birds_path.name}), {t} thread(s)",
-                                    birds_runner(birds, audio.at48k), load_b,
-                                    {"model": "birds", "threads": t}))
+            chunks = grid_chunks(birds, audio.at48k, cfg.windows.hop_s)
+            per_window = sum(map(len, chunks)) / max(1, len(chunks))
+            variants.append(Variant(f"BirdNET ({birds_path.name}), {t} thread(s), stride {bcfg.stride_s:g} s: "
+                                    f"{per_window:.2f} chunks per window", grid_birds_runner(birds, chunks), load_b,
+                                    {"model": "birds", "threads": t, "stride_s": bcfg.stride_s,
+                                     "chunks_per_window": round(per_window, 3)}))
     if args.models is not None:  # alternative taggers to choose from
         for key, folder in find_model_dirs(args.models).items():
             if not key.startswith("tagger:") or folder.resolve() == tagger_path.resolve():
@@ -64,6 +74,7 @@ def run_quick(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                                     {"model": "alternative", "threads": tcfg.threads, "path": str(folder)}))
     times, _ = time_interleaved(variants, len(audio.at16k), args.repeats)
     report["models"] = timing_rows(times, variants, None, "5-s window", WINDOW_S)
+    report["birds_stride"] = stride_cost(report["models"], cfg)
     files = audio.paths or synthetic_files(tmp, 2)
     sbs = " each, side by side" if cfg.models.side_by_side and birds_path is not None else ""
     specs = [PipelineSpec(f"configured, {t} thread(s){sbs}", cfg.models.tagger.family, tagger_path, birds_path, t,
@@ -79,6 +90,23 @@ def run_quick(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     report["verdict"] = quick_verdict(report, cfg)
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
+
+
+def stride_cost(models: list[dict[str, Any]], cfg: Config) -> dict[str, Any] | None:
+    """What the configured `models.birds.stride_s` costs per window at the configured threads: chunks (hop / stride
+    on a stream), milliseconds, and a sentence for the report."""
+    rows = [r for r in models if r["model"] == "birds" and r["threads"] == cfg.models.birds.threads] or [
+        r for r in models if r["model"] == "birds"]
+    if not rows:
+        return None
+    r = rows[0]
+    per_window, ms = float(r["chunks_per_window"]), float(r["ms"]["median"])
+    per_chunk = ms / per_window if per_window else 0.0
+    text = (f"BirdNET at models.birds.stride_s {r['stride_s']:g} s: {per_window:.2f} chunks per "
+            f"{cfg.windows.hop_s:g}-s hop, {ms:.0f} ms per window ({per_chunk:.0f} ms per chunk, {r['threads']} "
+            "thread(s)); each halving of the stride doubles it")
+    return {"stride_s": r["stride_s"], "chunks_per_window": per_window, "ms_per_window": round(ms, 1),
+            "ms_per_chunk": round(per_chunk, 1), "threads": r["threads"], "text": text}
 
 
 def quick_verdict(report: dict[str, Any], cfg: Config) -> dict[str, Any]:

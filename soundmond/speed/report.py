@@ -66,6 +66,8 @@ def quick_markdown(report: dict[str, Any]) -> str:
     lines += ["## Models (per 5-s window)", ""]
     lines += table(["model", "ms median (p10-p90, n)", "RTF", "load s"],
                    [[r["variant"], ms_cell(r["ms"]), r["rtf"], r["load_s"]] for r in report["models"]])
+    if report.get("birds_stride"):
+        lines += ["", report["birds_stride"]["text"]]
     return "\n".join(lines + pipeline_and_daemon_lines(report))
 
 

@@ -59,6 +59,7 @@ from soundmond.logs import setup_logging
 from soundmond.models.birds import is_sound_class, split_birdnet_label
 from soundmond.models.sessions import read_labels as read_model_labels
 from soundmond.models.sidecar import ModelFolderError, verify_folder
+from soundmond.progress import show_progress
 from soundmond.workbench.esc50 import __doc__ as esc50_doc
 from soundmond.workbench.esc50 import add_esc50_arguments, run_esc50
 from soundmond.workbench.labels import LabelsError, read_label_rows
@@ -405,7 +406,8 @@ class XenoCantoClient:
             self._client = httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=True,
                                              headers={"User-Agent": "soundmond-collect"})
         sem = asyncio.Semaphore(self.settings.concurrency)
-        bar = tqdm(total=0, desc="recordings", unit="file", file=sys.stderr, disable=not self.settings.progress)
+        bar = tqdm(total=0, desc="recordings", unit="file", file=sys.stderr,
+                   disable=not show_progress(self.settings.progress))
         try:
             async def one(rec: Recording, stats: dict[str, Any]) -> None:
                 if rec.xc_id in self.rows:

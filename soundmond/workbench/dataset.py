@@ -22,9 +22,11 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from soundmond.capture.audio import load_audio, resample
+from soundmond.config import BIRDNET_CHUNK_S
 from soundmond.identity import file_sha256
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.taggers import AstTagger, YamnetTagger
+from soundmond.progress import show_progress
 from soundmond.workbench.corpus import Clip
 
 WINDOW_S = 5.0
@@ -121,7 +123,7 @@ def clip_features(
                 raise RuntimeError("BirdNET returned no embedding")
             return {"birdnet_embedding": np.stack([o.embedding for o in outs if o.embedding is not None])}
 
-        overlap = birds.config.chunk_overlap_s
+        overlap = BIRDNET_CHUNK_S - birds.stride_s  # the window's chunks overlap by this (the key kept as before)
         features.update(cached_features(cache_dir, f"birdnet|{file_sha}|{birds.model_sha256}|{overlap}", birdnet))
     return features
 
@@ -157,7 +159,7 @@ def build_dataset(
     sessions: list[str] = []
     clip_idx: list[int] = []
     desc = "tagger + BirdNET features" if birds is not None else "tagger features"
-    for i, clip in enumerate(tqdm(clips, desc=desc, unit="clip", file=sys.stderr, disable=not progress)):
+    for i, clip in enumerate(tqdm(clips, desc=desc, unit="clip", file=sys.stderr, disable=not show_progress(progress))):
         feats = clip_features(tagger, birds, clip.path, cache_dir)
         sizes = {v.shape[0] for v in feats.values()}
         if len(sizes) != 1:

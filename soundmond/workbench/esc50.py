@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from soundmond.errors import ExitCode, HintedError
 from soundmond.logs import setup_logging
+from soundmond.progress import show_progress
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def download(settings: Settings, part: Path, client: httpx.Client | None = None)
     client = client or httpx.Client(timeout=httpx.Timeout(settings.timeout_s), follow_redirects=True,
                                     headers={"User-Agent": "soundmond-collect"})
     bar = tqdm(desc="ESC-50", unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-               disable=not settings.progress)
+               disable=not show_progress(settings.progress))
     delay = settings.backoff_s
     try:
         for attempt in range(settings.retries + 1):

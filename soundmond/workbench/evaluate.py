@@ -64,6 +64,7 @@ from soundmond.models.birds import BirdnetMetaModel, BirdnetModel, birdnet_week
 from soundmond.models.sessions import sigmoid
 from soundmond.models.sidecar import ModelFolderError, verify_folder
 from soundmond.models.taggers import load_tagger
+from soundmond.progress import show_progress
 from soundmond.workbench.corpus import training_data_sha256
 from soundmond.workbench.crossval import evaluate
 from soundmond.workbench.dataset import HOP_S, WINDOW_S, cut_windows
@@ -144,7 +145,7 @@ def file_species_scores(birds: Any, path: Path) -> npt.NDArray[np.float32]:
     best: npt.NDArray[np.float32] | None = None
     for window in cut_windows(samples, rate):
         logits, _ = birds.chunk_outputs(window)
-        conf = sigmoid(birds.config.sensitivity * logits.astype(np.float64)).max(axis=0)  # as BirdnetModel
+        conf = sigmoid(birds.logit_scale * logits.astype(np.float64)).max(axis=0)  # as BirdnetModel
         best = conf if best is None else np.maximum(best, conf)
     assert best is not None
     return best
@@ -207,7 +208,7 @@ def evaluate_species(
     unknown: list[str] = []
     truth, tops, truth_geo, tops_geo, tops_geo_filtered = [], [], [], [], []
     for row in tqdm([r for r in rows if r.species], desc="BirdNET species", unit="file", file=sys.stderr,
-                    disable=not progress):
+                    disable=not show_progress(progress)):
         if row.species not in known:
             unknown.append(row.species)
             problems.append({"file": row.file, "line": str(row.line),
@@ -268,7 +269,7 @@ def evaluate_groups(
     where: list[tuple[str, float]] = []
     problems: list[dict[str, str]] = []
     for row in tqdm([r for r in rows if r.group], desc="tagger + head", unit="file", file=sys.stderr,
-                    disable=not progress):
+                    disable=not show_progress(progress)):
         try:
             samples, rate = load_audio(row.path)
         except AudioError as exc:

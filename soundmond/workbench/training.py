@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import sklearn
 
-from soundmond.config import BirdConfig, TaggerConfig
+from soundmond.config import BIRDNET_CHUNK_S, BirdConfig, TaggerConfig
 from soundmond.data import GROUPS
 from soundmond.head.meta import HEAD_CLASSES, HeadMeta, needs_birds, utc_now_iso
 from soundmond.head.save import HeadFiles, save_head
@@ -164,7 +164,7 @@ def train(
     birds_text = ""
     if birds is not None and needs_birds(kind):
         birds_text = (f"; BirdNET {birds.sidecar.source.id} sha256 {birds.model_sha256[:12]} "
-                      f"(chunk overlap {birds.config.chunk_overlap_s:g} s)")
+                      f"(window chunks every {birds.stride_s:g} s)")
     meta = HeadMeta(
         tagger_family=tagger.sidecar.family,
         tagger_label_count=len(tagger.labels),
@@ -332,7 +332,7 @@ def train_corpus_head(
         "birdnet": None if birds is None else {
             "model_sha256": birds.model_sha256,
             "source": birds.sidecar.source.id,
-            "chunk_overlap_s": birds.config.chunk_overlap_s,
+            "chunk_overlap_s": BIRDNET_CHUNK_S - birds.stride_s,
         },
         "sklearn_version": sklearn.__version__,
         "created_utc": result.meta.created_utc,

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from soundmond.config import StoreConfig
-from soundmond.data import Alert, OutboxCounts, ReplayProgress, WindowResult
+from soundmond.data import Alert, ClipRecord, ClipSkip, OutboxCounts, ReplayProgress, WindowResult
+from soundmond.outputs.store.evidence import evidence_deleted, evidence_skipped, write_evidence
 from soundmond.outputs.store.replays import forget_source, replay_decoded, replay_progress, replay_started
 from soundmond.outputs.store.rows import (
     ALERT_COLUMNS,
@@ -165,10 +166,11 @@ class Store:
                 self._set_synchronous("FULL")
             try:
                 with self._transaction(conn, "writing a batch"):
-                    conn.executemany(f"INSERT OR IGNORE INTO windows({WINDOW_COLUMNS}) VALUES ({','.join('?' * 18)})",
-                                     windows)
                     conn.executemany(
-                        f"INSERT OR IGNORE INTO detections({DETECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        f"INSERT OR IGNORE INTO windows({WINDOW_COLUMNS}) VALUES ({_marks(WINDOW_COLUMNS)})", windows
+                    )
+                    conn.executemany(
+                        f"INSERT OR IGNORE INTO detections({DETECTION_COLUMNS}) VALUES ({','.join('?' * 11)})",
                         detections,
                     )
                     conn.executemany(
@@ -253,6 +255,13 @@ class Store:
             self._increment(self._wconn, name, by)
             return int(self._wconn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
 
+    def record_run(self, station_id: str, models: Mapping[str, str | None]) -> None:
+        """Note in `meta` which station and models write this store (`station_id`, `models` as JSON), replacing
+        what an earlier run noted: `soundmond report` names them."""
+        with self._wlock, self._transaction(self._wconn, "recording the station and models"):
+            self._wconn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                    [("station_id", station_id), ("models", dumps(dict(models)))])
+
     def write_aggregate(self, ts_unix_s: float, snapshot: SoundscapeSnapshot) -> None:
         """Store the aggregator's snapshot (its `to_dict()` as JSON) at `ts_unix_s`."""
         try:
@@ -298,6 +307,19 @@ class Store:
     def replay_decoded(self, sha256: str, analysis: str, path: str, last_window_id: str, windows: int) -> None:
         with self._wlock, self._transaction(self._wconn, "recording a replayed file"):
             replay_decoded(self._wconn, sha256, analysis, path, last_window_id, windows, time.time())
+
+    def write_evidence(self, record: ClipRecord) -> None:
+        """An evidence clip was written (the evidence thread; rare, so its own short transaction)."""
+        with self._wlock, self._transaction(self._wconn, "recording an evidence clip"):
+            write_evidence(self._wconn, record)
+
+    def evidence_skipped(self, skip: ClipSkip) -> None:
+        with self._wlock, self._transaction(self._wconn, "recording a skipped evidence clip"):
+            evidence_skipped(self._wconn, skip)
+
+    def evidence_deleted(self, paths: Sequence[str], reason: str, now: float) -> None:
+        with self._wlock, self._transaction(self._wconn, "recording deleted evidence clips"):
+            evidence_deleted(self._wconn, paths, reason, now)
 
     def has_window(self, window_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM windows WHERE window_id = ?", (window_id,)))
@@ -475,8 +497,14 @@ class Store:
             "SELECT * FROM windows WHERE start_unix_s >= ? ORDER BY start_unix_s ASC, rowid", (since_unix_s,)
         )
         detections = self._query(
-            "SELECT window_id, scientific_name, common_name, confidence, occurrence FROM detections "
+            "SELECT window_id, scientific_name, common_name, confidence, occurrence, chunk_start_s, chunk_end_s, "
+            "chunk_start_unix_s, chunk_end_unix_s FROM detections "
             "WHERE start_unix_s >= ? ORDER BY window_id, rank",
             (since_unix_s,),
         )
         return results_from_rows(windows, detections)
+
+
+def _marks(columns: str) -> str:
+    """One `?` per column of a comma-separated column list."""
+    return ", ".join("?" * (columns.count(",") + 1))

@@ -17,16 +17,28 @@ from typing import Any
 
 import numpy as np
 
-from soundmond.data import GROUPS, Alert, GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.data import (
+    GROUPS,
+    INDEX_NAMES,
+    AcousticIndices,
+    Alert,
+    ChunkDetection,
+    GroupPrediction,
+    LabelScore,
+    SpeciesScore,
+    WindowResult,
+)
 from soundmond.outputs.records import STORED, alert_record, window_record
 
 ALERT_KIND = "alert"
 
 WINDOW_COLUMNS = (
     'window_id, source, start_unix_s, start_s, end_s, status, error, "group", p_natural, p_industrial, p_other, '
-    "tagger_top, tagger_top_score, bird_top_score, rms_dbfs, clipped_fraction, compute_ms, stored_unix_s"
+    "tagger_top, tagger_top_score, bird_top_score, rms_dbfs, clipped_fraction, compute_ms, stored_unix_s, "
+    + ", ".join(INDEX_NAMES)
 )
-DETECTION_COLUMNS = "window_id, rank, scientific_name, common_name, confidence, occurrence, start_unix_s"
+DETECTION_COLUMNS = ("window_id, rank, scientific_name, common_name, confidence, occurrence, start_unix_s, "
+                     "chunk_start_s, chunk_end_s, chunk_start_unix_s, chunk_end_unix_s")
 ALERT_COLUMNS = "alert_id, type, key, severity, ts_unix_s, message, evidence"
 
 
@@ -119,17 +131,23 @@ def window_row(r: WindowResult, stored_unix_s: float) -> tuple[Any, ...]:
         rec["clipped_fraction"],
         rec["compute_ms"],
         float(stored_unix_s),
+        *(rec["indices"] or dict.fromkeys(INDEX_NAMES)).values(),
     )
 
 
 def detection_rows(r: WindowResult) -> list[tuple[Any, ...]]:
-    """The `detections` rows (DETECTION_COLUMNS order) of one result, rank = position in `species`."""
+    """The `detections` rows (DETECTION_COLUMNS order) of one result, rank = position in `species`, with the
+    species' best chunk (None where the result has no chunk for it)."""
     rec = window_record(r, STORED)
-    return [
-        (rec["window_id"], rank, s["scientific_name"], s["common_name"], s["confidence"], s["occurrence"],
-         rec["start_unix_s"])
-        for rank, s in enumerate(rec["species"])
-    ]
+    best = r.best_chunks()
+    rows = []
+    for rank, s in enumerate(rec["species"]):
+        chunk = best.get(s["scientific_name"])
+        where = (None, None, None, None) if chunk is None else (
+            float(chunk.start_s), float(chunk.end_s), float(chunk.start_unix_s), float(chunk.end_unix_s))
+        rows.append((rec["window_id"], rank, s["scientific_name"], s["common_name"], s["confidence"],
+                     s["occurrence"], rec["start_unix_s"], *where))
+    return rows
 
 
 def alert_row(a: Alert) -> tuple[Any, ...]:
@@ -140,12 +158,19 @@ def alert_row(a: Alert) -> tuple[Any, ...]:
 
 
 def results_from_rows(windows: Iterable[sqlite3.Row], detections: Iterable[sqlite3.Row]) -> list[WindowResult]:
-    """WindowResults rebuilt from `windows` rows and their `detections` rows (ordered by window_id, rank)."""
+    """WindowResults rebuilt from `windows` rows and their `detections` rows (ordered by window_id, rank). The store
+    keeps each species' best chunk only: a rebuilt result's `detections` hold those (chunk start order, then best
+    first)."""
     species: dict[str, list[SpeciesScore]] = {}
+    chunks: dict[str, list[ChunkDetection]] = {}
     for d in detections:
         species.setdefault(d["window_id"], []).append(
             SpeciesScore(d["scientific_name"], d["common_name"], _float_or_nan(d["confidence"]), d["occurrence"])
         )
+        if d["chunk_start_s"] is not None:
+            chunks.setdefault(d["window_id"], []).append(ChunkDetection(
+                d["scientific_name"], d["common_name"], _float_or_nan(d["confidence"]), d["chunk_start_s"],
+                d["chunk_end_s"], d["chunk_start_unix_s"], d["chunk_end_unix_s"], d["occurrence"]))
     out = []
     for w in windows:
         group = None
@@ -170,6 +195,18 @@ def results_from_rows(windows: Iterable[sqlite3.Row], detections: Iterable[sqlit
                 compute_ms=_float_or_nan(w["compute_ms"]),
                 status=w["status"],
                 error=w["error"],
+                detections=tuple(sorted(chunks.get(w["window_id"], ()), key=lambda c: (c.start_s, -c.confidence))),
+                indices=_indices(w),
             )
         )
     return out
+
+
+def _indices(w: sqlite3.Row) -> AcousticIndices | None:
+    """A stored window's indices; None when it has none (its `leq_dbfs` is NULL)."""
+    keys = w.keys()
+    if "leq_dbfs" not in keys or w["leq_dbfs"] is None:
+        return None
+    values = {name: _float_or_nan(w[name]) for name in INDEX_NAMES if name != "leq_db_spl"}
+    spl = w["leq_db_spl"]
+    return AcousticIndices(**values, leq_db_spl=None if spl is None else float(spl))

@@ -124,6 +124,48 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX windows_source ON windows(source)",
     ),
+    # 4 -> 5: where in its window a species was heard: its best bird-model chunk (the stream grid, `models/grid.py`),
+    # start / end within the source (seconds) and in UTC. One row per (window, species) as before (ids and
+    # exactly-once unchanged); null for rows written before (no chunk was known) and for a species without a chunk.
+    (
+        "ALTER TABLE detections ADD COLUMN chunk_start_s REAL",
+        "ALTER TABLE detections ADD COLUMN chunk_end_s REAL",
+        "ALTER TABLE detections ADD COLUMN chunk_start_unix_s REAL",
+        "ALTER TABLE detections ADD COLUMN chunk_end_unix_s REAL",
+    ),
+    # 5 -> 6: a window's acoustic indices (`soundmond.soundscape.indices`); NULL when indices were off, the window was
+    # digital silence or too short, or it was stored before this version. leq_db_spl only with source.calibration_db.
+    tuple(
+        f"ALTER TABLE windows ADD COLUMN {name} REAL"
+        for name in ("ndsi", "aci", "adi", "aei", "bi", "hf", "ht", "h", "leq_dbfs", "leq_db_spl")
+    ),
+    # 6 -> 7: evidence clips (`soundmond.outputs.evidence`), one row per event that asked for a clip (detection_id or
+    # alert_id): written (size, SHA-256, span), skipped (why: speech, per_species_hour, ...) or deleted (retention,
+    # max_mb). A table of its own: detections and alerts stay untouched, a clip is decided after its event's row
+    # (it waits for its after-pad) and may outlive it (store and clip retention differ).
+    (
+        """CREATE TABLE evidence (
+            event_id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('detection', 'alert')),
+            label TEXT NOT NULL,
+            window_id TEXT NOT NULL,
+            path TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('written', 'skipped', 'deleted')),
+            reason TEXT,
+            event_start_s REAL NOT NULL,
+            event_end_s REAL NOT NULL,
+            bytes INTEGER,
+            sha256 TEXT,
+            start_s REAL,
+            end_s REAL,
+            start_unix_s REAL,
+            sample_rate_hz INTEGER,
+            privacy TEXT,
+            written_unix_s REAL,
+            changed_unix_s REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX evidence_path ON evidence(path)",
+    ),
 )
 # the age of a stored window for retention (rows written before migration 2 fall back to the recording time)
 WINDOW_AGE = "COALESCE(stored_unix_s, start_unix_s)"

@@ -32,6 +32,8 @@ The modules, one job each:
 - `processes`: batch throughput (several `soundmond run` processes) and the soak.
 - `report`: levers, targets, `bench.md` and `soak.md`.
 - `runs`: the full run and the soak (`run_workbench`, called by `soundmond.speed.command.run_bench`).
+- `bird_grid`: the bird chunk grid study (`python -m soundmond.workbench.bench.bird_grid`): recall, false detections
+  and cost per BirdNET stride, sensitivity and min_confidence on the corpus (bench/BIRD_GRID.md).
 - `__main__`: `python -m soundmond.workbench.bench [full|tiny]` warms the AST export cache.
 
 torch, transformers, ai-edge-litert, scikit-learn and onnx are imported inside the functions that need them.
