@@ -3,11 +3,12 @@
 A folder holds `model.onnx` (outputs `logits` and `embedding`), `labels.txt` and `model.json` (family `hf`, with
 `extra.hf` - role, activation, input name - and `extra.features`, the numpy front-end: `soundmond.models.hf_features`).
 
-Clips: a window no longer than the model's clip (`chunk_samples`: 5 s by default for waveform models, the extractor's
-length for AST and Whisper) is one model input, as the transformers pipeline feeds a whole clip (waveform models take
-it at its own length, AST / Whisper features pad it); a longer window is split into clips of `chunk_samples` every
-`hop` samples from its start, plus one clip aligned to its end when they stop short of it (BirdNET's chunks).
-All clips of a window go through ONNX Runtime in one batched call.
+Clips: the model's clip is `chunk_samples` (5 s by default for waveform models, the extractor's length for AST and
+Whisper). In the daemon a bird model gets the stream grid's chunks of that length (`detect_chunks`, a chunk every
+`models.birds.stride_s`, as BirdNET). On a window (`detect`, `HfTagger.tag`, `top`): a window no longer than the clip is
+one model input, as the transformers pipeline feeds a whole clip (waveform models take it at its own length, AST /
+Whisper features pad it); a longer window is split into clips every `hop` samples from its start, plus one clip aligned
+to its end when they stop short of it. All clips go through ONNX Runtime in one batched call.
 
 Scores per clip: the exported activation of `sensitivity * logits` (softmax for single-label models, as the pipeline,
 sigmoid for multi-label ones; sensitivity 1 gives the pipeline's scores exactly). A bird model's species confidence
