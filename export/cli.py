@@ -17,6 +17,7 @@ logger = logging.getLogger("export")
 FAMILIES = {
     "ast": "export.ast_model",
     "birdnet": "export.birdnet_model",
+    "hf": "export.hf_model",
     "yamnet": "export.yamnet_model",
 }
 
@@ -26,6 +27,7 @@ examples:
   python -m export yamnet --tflite ../shared/models/yamnet/yamnet.tflite --out models/yamnet
   python -m export ast --model MIT/ast-finetuned-audioset-10-10-0.4593 --frames 512 --quantize int8 --out models/ast
   python -m export ast --model ./ast-checkout --out models/ast          (a local directory works offline)
+  python -m export hf --model dima806/bird_sounds_classification --out models/dima806
 
 Each export writes a folder (model.onnx, labels, model.json) through a temporary folder renamed into place,
 after checking the ONNX model against the original runtime on real audio (--check-audio, default: the
@@ -41,12 +43,15 @@ exit codes:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m export",
-        description="Export AST, BirdNET or YAMNet to a verified ONNX model folder for soundmond.",
+        description=(
+            "Export AST, BirdNET, YAMNet or a Hugging Face audio classifier to a verified ONNX model folder "
+            "for soundmond."
+        ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
-    sub = parser.add_subparsers(dest="family", required=True, metavar="{ast,birdnet,yamnet}")
+    sub = parser.add_subparsers(dest="family", required=True, metavar="{ast,birdnet,hf,yamnet}")
     for family, module_name in FAMILIES.items():
         try:
             module = import_module(module_name)

@@ -52,6 +52,7 @@ from soundmond.head.loader import load_head
 from soundmond.head.meta import HeadError
 from soundmond.models.birds import BirdnetModel
 from soundmond.models.grid import ChunkGrid, GridChunk
+from soundmond.models.hf import HfBirdModel
 from soundmond.models.sidecar import ModelFolderError, model_digest
 from soundmond.models.taggers import load_tagger
 from soundmond.protocols import BirdModel, GroupHead, Tagger
@@ -338,14 +339,15 @@ def load_models(loaded: LoadedConfig) -> tuple[Tagger, BirdModel | None, GroupHe
     birds: BirdModel | None = None
     if cfg.models.birds.enabled:
         try:
-            birds = BirdnetModel(loaded.resolve(cfg.models.birds.path), cfg.models.birds,
-                                 cfg.station.latitude, cfg.station.longitude)
+            birds = _bird_model(loaded)
         except ModelFolderError as exc:
             raise ModelLoadError(f"models.birds.path: {exc}") from exc
         versions["birds"] = _version(birds)
     head_path = loaded.resolve(cfg.models.head.path) if cfg.models.head.path else None
     try:
-        head = load_head(head_path, tagger.family, len(tagger.labels), birds_enabled=cfg.models.birds.enabled)
+        # an hf bird model gives no BirdNET embedding: heads that need one are treated as with birds disabled
+        birdnet_embedding = cfg.models.birds.enabled and cfg.models.birds.family == "birdnet"
+        head = load_head(head_path, tagger.family, len(tagger.labels), birds_enabled=birdnet_embedding)
     except HeadError as exc:
         raise ModelLoadError(f"{' / '.join(exc.config_keys)}: {exc}") from exc
     try:  # the analyzer's own refusals (head for another tagger, bird features without birds) fail here, not later
@@ -354,6 +356,16 @@ def load_models(loaded: LoadedConfig) -> tuple[Tagger, BirdModel | None, GroupHe
         raise ModelLoadError(f"models.head.path: {exc}") from exc
     versions["head"] = f"{head.path.name if head.path else 'head'} ({head.tagger_family} tagger)"
     return tagger, birds, head, versions
+
+
+def _bird_model(loaded: LoadedConfig) -> BirdModel:
+    """`models.birds.family`: BirdNET, or a Hugging Face classifier exported by `python -m export hf`."""
+    cfg = loaded.config
+    birds = cfg.models.birds
+    if birds.family == "hf":
+        species_map = loaded.resolve(birds.species_map) if birds.species_map is not None else None
+        return HfBirdModel(loaded.resolve(birds.path), birds, species_map)
+    return BirdnetModel(loaded.resolve(birds.path), birds, cfg.station.latitude, cfg.station.longitude)
 
 
 def _version(model: object) -> str | None:

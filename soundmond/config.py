@@ -122,7 +122,7 @@ class WindowConfig(_Section):
 
 
 class TaggerConfig(_Section):
-    family: Literal["yamnet", "ast"] = "yamnet"
+    family: Literal["yamnet", "ast", "hf"] = "yamnet"  # hf: a folder written by `python -m export hf --role tagger`
     path: Path = Path("models/yamnet")
     top_k: Annotated[int, Field(ge=1, le=50)] = 5
     threads: Annotated[int, Field(ge=1, le=64)] = 1
@@ -149,7 +149,25 @@ class BirdConfig(_Section):
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     location_filter: LocationFilterConfig = LocationFilterConfig()
+    # birdnet, or hf: a Hugging Face audio classifier (`python -m export hf --role birds`), species from its labels or
+    # from `species_map` (a YAML file: label -> scientific name, or -> {scientific: ..., common: ...}, or -> null for
+    # a label that is not a species)
+    family: Literal["birdnet", "hf"] = "birdnet"
+    species_map: Path | None = None
 
+    @model_validator(mode="after")
+    def _birdnet_only(self) -> BirdConfig:
+        refusals = []
+        if self.family != "birdnet" and self.location_filter.enabled:
+            refusals.append(Refusal(("location_filter", "enabled"),
+                                    f"the location filter is BirdNET's meta model; a {self.family} bird model has none",
+                                    "set models.birds.location_filter.enabled: false, or use family: birdnet"))
+        if self.family == "birdnet" and self.species_map is not None:
+            refusals.append(Refusal(("species_map",), "BirdNET labels name their species already",
+                                    "remove models.birds.species_map, or set models.birds.family: hf"))
+        if refusals:
+            raise RefusedError(*refusals)
+        return self
 
     @model_validator(mode="after")
     def _stride_from_overlap(self) -> BirdConfig:

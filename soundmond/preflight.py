@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from soundmond.config import ConfigProblem, FileSourceConfig, LoadedConfig, MicSourceConfig
+from soundmond.config import ConfigError, ConfigProblem, FileSourceConfig, LoadedConfig, MicSourceConfig
 from soundmond.errors import ExitCode
 from soundmond.head.loader import load_head
 from soundmond.head.meta import (
     HeadError,
 )
 from soundmond.models.birds import is_sound_class, split_birdnet_label
+from soundmond.models.hf import check_hf_sidecar, species_names
 from soundmond.models.sessions import check_sidecar, read_labels
 from soundmond.models.sidecar import ModelFolderError
 
@@ -98,34 +99,65 @@ def _model_problems(loaded: LoadedConfig) -> tuple[list[ConfigProblem], list[Con
     models: list[ConfigProblem] = []
     label_count: int | None = None
     try:
-        label_count = check_sidecar(loaded.resolve(cfg.tagger.path), cfg.tagger.family, cfg.tagger).label_count
+        tagger_path = loaded.resolve(cfg.tagger.path)
+        label_count = (
+            check_hf_sidecar(tagger_path, key="models.tagger", role="tagger")
+            if cfg.tagger.family == "hf"
+            else check_sidecar(tagger_path, cfg.tagger.family, cfg.tagger)
+        ).label_count
     except ModelFolderError as exc:
         models.append(loaded.problem("models.tagger.path", f"{exc.folder}: {exc.problem}", exc.hint))
     if cfg.birds.enabled:
         folder = loaded.resolve(cfg.birds.path)
         try:
-            sidecar = check_sidecar(folder, "birdnet", cfg.birds)
+            sidecar = (
+                check_hf_sidecar(folder, key="models.birds", role="birds")
+                if cfg.birds.family == "hf"
+                else check_sidecar(folder, "birdnet", cfg.birds)
+            )
             labels = read_labels(folder, sidecar)
         except ModelFolderError as exc:
             models.append(loaded.problem("models.birds.path", f"{exc.folder}: {exc.problem}", exc.hint))
         else:
-            species = species_problems(loaded, labels, folder / sidecar.labels_file)
+            species = _bird_species_problems(loaded, labels, folder / sidecar.labels_file)
     models += _head_problems(loaded, label_count)
     return species, models
 
 
-def species_problems(loaded: LoadedConfig, labels: Sequence[str], labels_file: Path) -> list[ConfigProblem]:
+def _bird_species_problems(loaded: LoadedConfig, labels: Sequence[str], labels_file: Path) -> list[ConfigProblem]:
+    """`species_problems` with the names the configured bird model gives its labels (an hf model: its species map)."""
+    birds = loaded.config.models.birds
+    if birds.family != "hf":
+        return species_problems(loaded, labels, labels_file)
+    try:
+        names = species_names(labels, loaded.resolve(birds.species_map) if birds.species_map else None)
+    except ConfigError as exc:
+        return [loaded.problem(p.key, p.problem, p.hint) for p in exc.problems]
+    return species_problems(loaded, labels, labels_file, names)
+
+
+def species_problems(
+    loaded: LoadedConfig,
+    labels: Sequence[str],
+    labels_file: Path,
+    naming: Sequence[tuple[str, str] | None] | None = None,
+) -> list[ConfigProblem]:
     """Names in `models.birds.include` / `exclude` and `alerts.rare_species` that BirdNET does not know, one problem
     per name. The matching is the one that uses them: include / exclude match a label's scientific or common name or
     the whole label (`BirdnetModel`), rare species a species' scientific or common name (`AlertEngine`); case and
-    surrounding spaces do not matter."""
-    parts = [split_birdnet_label(label) for label in labels]
+    surrounding spaces do not matter. `naming`: (scientific, common) per label, None for a non-species label (an hf
+    bird model's); default: BirdNET's labels split, its sound classes not species."""
+    if naming is None:
+        parts = [split_birdnet_label(label) for label in labels]
+        naming = [None if is_sound_class(s, c) else (s, c) for s, c in parts]
+    else:
+        parts = [n if n is not None else (label, label) for n, label in zip(naming, labels, strict=True)]
     filter_names = {n.casefold(): n for (s, c), label in zip(parts, labels, strict=True) for n in (s, c, label)}
-    species_names = {n.casefold(): n for s, c in parts if not is_sound_class(s, c) for n in (s, c)}
+    species_known = {n.casefold(): n for pair in naming if pair is not None for n in pair}
     cfg = loaded.config
     checks = [("models.birds.include", cfg.models.birds.include, filter_names),
               ("models.birds.exclude", cfg.models.birds.exclude, filter_names),
-              ("alerts.rare_species", [n for n in cfg.alerts.rare_species if n.strip()], species_names)]
+              ("alerts.rare_species", [n for n in cfg.alerts.rare_species if n.strip()], species_known)]
     problems = []
     for key, names, known in checks:
         for i, name in enumerate(names):
@@ -144,7 +176,8 @@ def _head_problems(loaded: LoadedConfig, tagger_label_count: int | None) -> list
     cfg = loaded.config.models
     configured = loaded.resolve(cfg.head.path) if cfg.head.path else None
     try:
-        load_head(configured, cfg.tagger.family, tagger_label_count, birds_enabled=cfg.birds.enabled)
+        birdnet_embedding = cfg.birds.enabled and cfg.birds.family == "birdnet"  # an hf bird model gives none
+        load_head(configured, cfg.tagger.family, tagger_label_count, birds_enabled=birdnet_embedding)
     except HeadError as exc:
         key = exc.config_keys[0] if configured is not None or len(exc.config_keys) == 1 else exc.config_keys[-1]
         return [loaded.problem(key, f"{exc.path}: {exc.problem}", exc.hint)]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +99,11 @@ def _dummy_input(node: Any) -> npt.NDArray[Any]:
     return np.zeros(shape, dtype=dtype)
 
 
-def make_session(path: Path | str, threads: int, *, spinning: bool = False) -> ort.InferenceSession:
-    """Open an ONNX model on the CPU with explicit options (`session_options`) and run it once on zeros (warm-up).
+def make_session(
+    path: Path | str, threads: int, *, spinning: bool = False, warmup: Mapping[str, npt.NDArray[Any]] | None = None
+) -> ort.InferenceSession:
+    """Open an ONNX model on the CPU with explicit options (`session_options`) and run it once on zeros (warm-up;
+    `warmup` gives the feeds when zeros with dynamic dimensions of 1 are no valid input, e.g. raw-waveform models).
 
     ONNX Runtime errors (missing / corrupt file, unsupported op, failing warm-up) become `ModelFolderError`.
     """
@@ -117,7 +120,7 @@ def make_session(path: Path | str, threads: int, *, spinning: bool = False) -> o
             f"ONNX Runtime cannot load {path.name} ({str(exc).strip().splitlines()[0][:300]})",
             f"re-export the model folder with this soundmond version (onnxruntime {ort.__version__})",
         ) from exc
-    feeds = {node.name: _dummy_input(node) for node in session.get_inputs()}
+    feeds = dict(warmup) if warmup is not None else {node.name: _dummy_input(node) for node in session.get_inputs()}
     try:
         session.run(None, feeds)
     except ORT_ERRORS as exc:
@@ -230,11 +233,13 @@ def check_sidecar(folder: Path | str, expected_family: str, config: TaggerConfig
         )
     sidecar = read_sidecar(folder)
     if sidecar.family != expected_family:
-        if isinstance(config, TaggerConfig) and sidecar.family in ("yamnet", "ast"):
+        if isinstance(config, TaggerConfig) and sidecar.family in ("yamnet", "ast", "hf"):
             hint = (
                 f"set {key}.family: {sidecar.family} to use this folder, or point {key}.path at a "
                 f"'{expected_family}' folder (`python -m export {expected_family} --out ...`)"
             )
+        elif isinstance(config, BirdConfig) and sidecar.family == "hf":
+            hint = f"set {key}.family: hf to use this folder, or point {key}.path at a BirdNET folder"
         else:
             hint = f"point {key}.path at a folder written by `python -m export {expected_family} --out ...`"
         raise ModelFolderError(

@@ -20,7 +20,7 @@ from soundmond.identity import file_sha256
 SIDECAR_NAME = "model.json"
 SIDECAR_SCHEMA_VERSION: Final = 1
 
-Family = Literal["ast", "yamnet", "birdnet"]
+Family = Literal["ast", "yamnet", "birdnet", "hf"]  # hf: any exported Hugging Face audio classifier
 
 LICENCES: dict[str, str] = {
     "ast": "BSD-3-Clause",

@@ -12,6 +12,7 @@ import numpy.typing as npt
 from soundmond.config import TaggerConfig
 from soundmond.data import TaggerOutput
 from soundmond.models.features import ASTFeatures
+from soundmond.models.hf import HfTagger
 from soundmond.models.sessions import (
     AST_SAMPLE_RATE_HZ,
     MODEL_FILE,
@@ -154,6 +155,8 @@ def load_tagger(folder: Path | str, config: TaggerConfig) -> Tagger:
     """The tagger of `config.family` (`models.tagger.family`) from `folder`; the folder must hold that family."""
     if config.family == "ast":
         return AstTagger(folder, config)
+    if config.family == "hf":
+        return HfTagger(folder, config)
     return YamnetTagger(folder, config)
 
 
