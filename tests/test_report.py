@@ -169,6 +169,35 @@ def test_bad_arguments_exit_2_and_write_nothing(store: Path, tmp_path: Path, arg
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.shared
+def test_out_never_replaces_what_is_not_an_earlier_report(store: Path, tmp_path: Path) -> None:
+    """`--out` names a folder of the user's (a recording and notes in it) or a file: refused, exit 2, nothing touched;
+    an earlier report (it holds report.json) or an empty folder is replaced."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("important")
+    recording = tmp_path / "20260501_053000.WAV"
+    recording.write_bytes(b"RIFF....")
+    for out, says in ((mine, "not an earlier report"), (recording, "is not a folder")):
+        proc = soundmond("report", "--store", str(store), "--day", DAY, "--out", str(out))
+        assert proc.returncode == 2 and says in proc.stderr and " - " in proc.stderr, proc.stderr
+    assert (mine / "notes.txt").read_text() == "important" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert recording.read_bytes() == b"RIFF...." and sorted(p.name for p in tmp_path.iterdir()) == [
+        "20260501_053000.WAV", "mine"]
+    for out in (tmp_path / "empty", tmp_path / "again"):
+        out.mkdir()
+        if out.name == "again":
+            (out / "report.json").write_text("{}")
+            (out / "old.png").write_bytes(b"x")
+        proc = soundmond("report", "--store", str(store), "--day", DAY, "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert (out / "index.html").is_file() and not (out / "old.png").exists()
+    proc = subprocess.run([sys.executable, "-m", "soundmond.cli", "evaluate", "--labels", str(tmp_path / "x.csv"),
+                           "--out", str(mine)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not an earlier report" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
 def test_a_missing_or_foreign_store_exits_2(tmp_path: Path) -> None:
     proc = soundmond("report", "--store", str(tmp_path / "none.db"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "no such store" in proc.stderr

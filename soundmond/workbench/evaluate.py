@@ -72,6 +72,7 @@ from soundmond.workbench.labels import LabelsError, read_label_rows
 from soundmond.workbench.report import (
     atomic_dir,
     markdown_table,
+    output_folder_problem,
     plot_confusion,
     plot_frequency,
     write_csv,
@@ -501,6 +502,9 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     setup_logging("DEBUG" if args.verbose else "INFO")
+    if (problem := output_folder_problem(args.out)) is not None:  # before any work: the user's files are not ours
+        print(f"soundmond evaluate: --out {problem}", file=sys.stderr)
+        return ExitCode.USAGE
     audio_root = args.audio_root or args.labels.parent
     try:
         rows, problems = read_rows(args.labels, audio_root)

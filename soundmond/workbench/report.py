@@ -19,11 +19,35 @@ import matplotlib
 import numpy as np
 import numpy.typing as npt
 
+REPORT_MARKER = "report.json"  # every report folder (report, evaluate, train-head) holds one
+
+
+def output_folder_problem(out: Path) -> str | None:
+    """Why `out` must not be replaced by a report folder (`problem - how to fix`), or None: it may be missing, an
+    empty folder, or an earlier report (it holds `report.json`). Anything else is the user's and is never deleted."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return None
+    if not out.is_dir():
+        return f"{out} exists and is not a folder: not replaced - give a new folder for the report"
+    if any(out.iterdir()) and not (out / REPORT_MARKER).is_file():
+        return (f"{out} is a folder that is not an earlier report (no {REPORT_MARKER}): its files are not replaced - "
+                "give a new or empty folder, or an earlier report's")
+    return None
+
+
+class OutputFolderError(FileExistsError):
+    """`atomic_dir` refused to replace something that is not an earlier report."""
+
 
 @contextmanager
 def atomic_dir(out: Path) -> Iterator[Path]:
-    """Yields a temporary folder beside `out`; on success it replaces `out` (an old `out` is removed only then)."""
+    """Yields a temporary folder beside `out`; on success it replaces `out` (an old `out` is removed only then).
+    `out` must be missing, an empty folder or an earlier report (`output_folder_problem`): `OutputFolderError`
+    otherwise, before anything is written."""
     out = Path(out)
+    if (problem := output_folder_problem(out)) is not None:
+        raise OutputFolderError(problem)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

@@ -61,7 +61,14 @@ from soundmond.workbench.corpus import ESC50, Clip, source_dataset, source_group
 from soundmond.workbench.crossval import FEATURE_SETS, TrainError, per_category_recall, shippable
 from soundmond.workbench.dataset import WINDOW_S, window_starts
 from soundmond.workbench.labels import LabelsError, read_label_rows
-from soundmond.workbench.report import atomic_dir, markdown_table, plot_confusion, write_csv, write_json
+from soundmond.workbench.report import (
+    atomic_dir,
+    markdown_table,
+    output_folder_problem,
+    plot_confusion,
+    write_csv,
+    write_json,
+)
 from soundmond.workbench.training import TrainedHead, load_training_models, train
 
 logger = logging.getLogger(__name__)
@@ -338,6 +345,8 @@ def run_train_head(args: argparse.Namespace) -> int:
         if not any(m.startswith("logreg") for m in models):
             raise TrainError("--models must include a logistic regression (logreg_C*): the only shippable head model")
         report_dir = args.report or args.out.with_name(args.out.stem + "-report")
+        if (problem := output_folder_problem(report_dir)) is not None:  # before any work
+            raise TrainError(f"the report folder: {problem}")
         result = train(
             labelled.clips, tagger, birds, args.out,
             data_name=f"{labelled.kind} {labelled.checksum_inputs[0]}",

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from soundmond.errors import ExitCode
 from soundmond.logs import setup_logging
-from soundmond.workbench.report import atomic_dir, write_json
+from soundmond.workbench.report import atomic_dir, output_folder_problem, write_json
 from soundmond.workbench.station_report.evidence import (
     EvidenceClips,
     NoEvidenceClips,
@@ -164,6 +164,8 @@ def report_json(data: ReportData, station: str | None, models: dict[str, str | N
 def make_report(store: Path, out: Path, args: argparse.Namespace,
                 clips: EvidenceClips | None = None) -> ReportData:
     """Read, draw and write the report; raises ReportError (usage), sqlite3.Error / OSError (reading, writing)."""
+    if (problem := output_folder_problem(out)) is not None:
+        raise ReportError(*problem.split(" - ", 1))
     conn = open_read_only(store)
     try:
         meta = read_meta(conn)
