@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import store_rows
 
 from soundmond.batch import cluster, dataset, job
 from soundmond.batch.worker import FileOutcome
@@ -61,9 +64,13 @@ def dask_cluster() -> Iterator[object]:
         local.close()
 
 
+def soundmond(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "soundmond.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
 def analyze(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "soundmond.cli", "analyze", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    return soundmond("analyze", *args)
 
 
 def table(root: Path, name: str) -> list[dict]:
@@ -85,17 +92,24 @@ def pool_dataset(tmp_path_factory: pytest.TempPathFactory, config: Path, recordi
     return out
 
 
+@pytest.fixture(scope="module")
+def analyzed_store(tmp_path_factory: pytest.TempPathFactory, config: Path, recordings: list[Path]) -> Path:
+    """The store `soundmond analyze --store` makes of the recordings (one process, one session)."""
+    store = tmp_path_factory.mktemp("store") / "store.db"
+    proc = analyze(*map(str, recordings), "--config", str(config), "--store", str(store))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return store
+
+
 def test_cluster_pool_and_store_give_the_same_rows(tmp_path: Path, config: Path, recordings: list[Path],
-                                                   pool_dataset: Path, dask_cluster: distributed.LocalCluster) -> None:
+                                                   pool_dataset: Path, analyzed_store: Path,
+                                                   dask_cluster: distributed.LocalCluster) -> None:
     on_cluster = tmp_path / "cluster"
     proc = analyze(*map(str, recordings), "--config", str(config), "--format", "parquet", "--out", str(on_cluster),
                    "--cluster", dask_cluster.scheduler_address)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "on 2 workers" in proc.stderr
-    store = tmp_path / "store.db"
-    proc = analyze(*map(str, recordings), "--config", str(config), "--store", str(store))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with sqlite3.connect(store) as db:
+    with closing(sqlite3.connect(analyzed_store)) as db:
         stored = {w: (g, pn) for w, g, pn in db.execute('SELECT window_id, "group", p_natural FROM windows')}
         stored_detections = set(db.execute("SELECT window_id, scientific_name FROM detections"))
 
@@ -119,6 +133,60 @@ def test_cluster_pool_and_store_give_the_same_rows(tmp_path: Path, config: Path,
     # alerts are per file in a dataset job (a fresh session per file), so the pool and the cluster agree on them
     assert sorted(a["alert_id"] for a in table(pool_dataset, "alerts")) == sorted(
         a["alert_id"] for a in table(on_cluster, "alerts"))
+
+
+WINDOW_SAME = ("window_id", "source", "start_unix_s", "start_s", "end_s", "status", "group")  # compute_ms is timing
+CHUNK_TIMES = ("chunk_start_s", "chunk_end_s", "chunk_start_unix_s", "chunk_end_unix_s")
+
+
+def test_an_imported_dataset_holds_what_analyze_stores_and_the_stations_tools_read_it(
+        tmp_path: Path, config: Path, recordings: list[Path], pool_dataset: Path, analyzed_store: Path) -> None:
+    imported = tmp_path / "imported.db"
+    proc = soundmond("import", str(pool_dataset), "--store", str(imported))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{len(recordings)} files: {len(recordings)} imported" in proc.stderr
+
+    mine, theirs = store_rows.windows(imported), {w["window_id"]: w for w in store_rows.windows(analyzed_store)}
+    assert len(mine) == len(theirs) >= len(recordings)
+    for w in mine:
+        assert {k: w[k] for k in WINDOW_SAME} == {k: theirs[w["window_id"]][k] for k in WINDOW_SAME}
+        for p in ("p_natural", "p_industrial", "p_other"):
+            assert w[p] == pytest.approx(theirs[w["window_id"]][p], abs=1e-5, nan_ok=True)
+    detections = store_rows.detections(imported)
+    assert detections and [(d["window_id"], d["rank"], d["scientific_name"], *(d[c] for c in CHUNK_TIMES))
+                           for d in detections] == [
+        (d["window_id"], d["rank"], d["scientific_name"], *(d[c] for c in CHUNK_TIMES))
+        for d in store_rows.detections(analyzed_store)]
+    assert any(d["chunk_start_s"] is not None for d in detections)
+    # alerts: the dataset's are per file (a fresh session per file), the store's come from one session over every
+    # file (its cooldowns span files); every alert of the store is one of the dataset's, the same id, type and time
+    alerts = {a["alert_id"]: a for a in store_rows.alerts(imported)}
+    assert set(alerts) == {a["alert_id"] for a in table(pool_dataset, "alerts")}
+    stored_alerts = store_rows.alerts(analyzed_store)
+    assert stored_alerts and all(
+        (a["type"], a["key"], a["severity"], a["ts_unix_s"]) == (alerts[a["alert_id"]]["type"],
+                                                                 alerts[a["alert_id"]]["key"],
+                                                                 alerts[a["alert_id"]]["severity"],
+                                                                 alerts[a["alert_id"]]["ts_unix_s"])
+        for a in stored_alerts)
+
+    counts = (len(mine), len(detections), len(alerts))
+    again = soundmond("import", str(pool_dataset), "--store", str(imported))
+    assert again.returncode == 0 and "0 imported" in again.stderr
+    assert f"{len(recordings)} already in the store" in again.stderr
+    held = tmp_path / "held.db"
+    shutil.copy(analyzed_store, held)
+    into_held = soundmond("import", str(pool_dataset), "--store", str(held))
+    assert into_held.returncode == 0 and f"{len(recordings)} already in the store" in into_held.stderr
+    for db, before in ((imported, counts), (held, (len(theirs), len(store_rows.detections(analyzed_store)),
+                                                    len(stored_alerts)))):
+        assert (len(store_rows.windows(db)), len(store_rows.detections(db)), len(store_rows.alerts(db))) == before
+
+    report = soundmond("report", "--store", str(imported), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert f"{len(mine)} windows" in report.stderr and (tmp_path / "report" / "index.html").is_file()
+    replay = analyze(*map(str, recordings[:2]), "--config", str(config), "--store", str(imported))
+    assert replay.returncode == 0 and "2 files already analysed, skipped" in replay.stderr
 
 
 def killed_mid_job(outcomes: Iterator[FileOutcome]) -> tuple[list[FileOutcome], int]:
