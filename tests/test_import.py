@@ -186,3 +186,16 @@ def test_a_file_whose_parts_are_gone_is_named_and_the_others_imported(
     assert "1 unfinished files left out" in err and "2 files: 1 imported" in err
     assert store_rows.windows(db) == [] and replay_records(db) == []  # c has no windows: nothing to record
 
+
+
+def test_a_damaged_part_fails_its_file_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "dataset"
+    make_dataset(root)
+    marker = dataset.read_marker(root, "a" * 64)
+    assert marker is not None
+    (root / marker.parts[-1]).write_bytes(b"PAR1 not a parquet file PAR1")  # one of a's windows parts
+    db = tmp_path / "store.db"
+    code, err = import_cli(root, db, capsys)
+    assert code == ExitCode.PARTIAL, err
+    assert "failed: /archive/a.wav: ArrowInvalid" in err and "2 files: 1 imported" in err
+    assert [w["window_id"] for w in store_rows.windows(db)] == ["b0"]

@@ -30,7 +30,7 @@ from typing import Any
 
 from soundmond.batch import dataset, tables
 from soundmond.errors import HintedError
-from soundmond.outputs.store import Store
+from soundmond.outputs.store import Store, StoreDataError
 from soundmond.outputs.store.rows import alert_from_row, results_from_rows
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,10 @@ def check_columns(root: Path, parts: list[str]) -> None:
         path = root / part
         if table not in expected or not path.is_file():
             continue  # a missing part fails its file alone
-        names = pq.read_schema(path).names
+        try:
+            names = pq.read_schema(path).names
+        except (OSError, ValueError):  # damaged: its file fails alone, when it is read
+            continue
         if names != expected[table]:
             missing = sorted(set(expected[table]) - set(names))
             extra = sorted(set(names) - set(expected[table]))
@@ -121,10 +124,17 @@ def read_rows(root: Path, part: str | None) -> list[dict[str, Any]]:
 def import_file(root: Path, record: dataset.FileRecord, store: Store, analysis: str,
                 report: ImportReport) -> None:
     """One finished file, a partition per transaction, then its replay record (after its windows: a crash in
-    between leaves no record, and the next import offers the file again)."""
+    between leaves no record, and the next import offers the file again). Every part's footer is read first, so a
+    part missing or cut short fails the file before any of it is written."""
+    import pyarrow.parquet as pq
+
+    partitions = by_partition(record)
+    for tables_of in partitions.values():
+        for part in tables_of.values():
+            pq.read_metadata(root / part)
     last: tuple[float, str] | None = None
     windows = 0
-    for tables_of in by_partition(record).values():
+    for tables_of in partitions.values():
         window_rows = read_rows(root, tables_of.get("windows"))
         detection_rows = sorted(read_rows(root, tables_of.get("detections")),
                                 key=lambda d: (d["window_id"], d["rank"]))
@@ -169,7 +179,7 @@ def import_dataset(root: Path, store: Store, progress: Callable[[ImportReport], 
             try:
                 import_file(root, record, store, analysis, report)
                 report.imported += 1
-            except (OSError, ValueError, KeyError) as exc:  # a part missing or damaged: this file, not the others
+            except (OSError, ValueError, KeyError, StoreDataError) as exc:  # a part missing or damaged: this file
                 report.failed.append((record.path, f"{type(exc).__name__}: {exc}"))
         if progress is not None:
             progress(report)
