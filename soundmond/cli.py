@@ -1,6 +1,6 @@
 """The `soundmond` command: a thin dispatcher. It parses, then imports only the module of the command it runs
-(`COMMANDS`: soundmond.commands.* for run, analyze, check-config, devices, export and clips; soundmond.speed for bench;
-soundmond.outputs.listen; soundmond.workbench.* for train-head, evaluate, report and collect).
+(`COMMANDS`: soundmond.commands.* for run, analyze, check-config, devices, export, import and clips; soundmond.speed
+for bench; soundmond.outputs.listen; soundmond.workbench.* for train-head, evaluate, report and collect).
 
 Machine-readable output goes to stdout, logs and progress to stderr. Exit codes (`soundmond.errors.ExitCode`, also
 in `--help`; train-head, evaluate, collect and bench say in their `--help` which of them they use):
@@ -61,6 +61,11 @@ COMMANDS: dict[str, Command] = {
         "write one table of a store (windows, detections, alerts, aggregates) as CSV, JSON lines or Parquet "
         "(docs/store.md describes the columns)",
         "soundmond export --store var/soundmond.db --what detections --since 2026-05-01 --format csv > det.csv"),
+    "import": Command(
+        "soundmond.commands.import_dataset", "add_arguments", "run",
+        "load a Parquet dataset (`analyze --format parquet`) into a store, idempotently, for export, report and "
+        "the daemon",
+        "soundmond import season-2026 --store var/soundmond.db"),
     "clips": Command(
         "soundmond.commands.clips", "add_arguments", "run",
         "list the evidence clips a store holds (by species, alert type, time) or copy them out, checked by SHA-256",

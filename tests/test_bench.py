@@ -293,6 +293,41 @@ def test_soak_samples_rss_and_fds(tmp_path: Path, models: Path, fixture_audio: P
     assert "open fds" in (out / "soak.md").read_text()
 
 
+@pytest.mark.slow
+def test_batch_bench_measures_the_dataset_job_with_one_and_two_workers(
+        tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path) -> None:
+    pytest.importorskip("pyarrow", reason="the dataset job needs the parquet extra")
+    out = tmp_path / "out"
+    proc = run_bench("--batch", "--config", str(_quick_config(tmp_path, yamnet_dir, birdnet_dir)), "--corpus",
+                     str(fixture_audio), "--batch-files", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "bench-batch.json").read_text())
+    assert report["mode"] == "batch" and report["audio"]["files"] == 2 and report["audio"]["audio_h"] > 0
+    assert {"cpu", "cores", "loadavg_start", "loadavg_end"} <= set(report["machine"])
+    assert [(r["engine"], r["workers"]) for r in report["batch"]] == [("local pool, 1 worker", 1),
+                                                                      ("local pool, 2 workers", 2)]
+    for r in report["batch"]:
+        assert (r["files"], r["analysed"], r["failed"]) == (2, 2, [])
+        assert r["audio_h"] == pytest.approx(report["audio"]["audio_h"], rel=1e-3)
+        assert r["wall_s"] > 0 and r["audio_h_per_h"] > 0 and r["core_h"] > 0
+        assert 1 <= len(r["rtf_per_worker"]) <= r["workers"] and all(x > 0 for x in r["rtf_per_worker"])
+    md = (out / "bench-batch.md").read_text()
+    assert "## Dataset job" in md and "hours of audio per hour" in md and "| local pool, 2 workers | 2 |" in md
+
+
+def test_batch_bench_refuses_bad_worker_counts_and_a_missing_pyarrow(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for bad in ("0", "one"):
+        with pytest.raises(SystemExit) as exited:
+            _bench_args("--batch", "--batch-workers", bad)
+        assert exited.value.code == 2
+        assert "give worker counts" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    assert speed.run_bench(_bench_args("--batch", "--out", str(tmp_path / "out"))) == ExitCode.USAGE
+    assert "pip install 'soundmond[parquet]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_quick_bench_refuses_what_run_would_refuse(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _quick_config(tmp_path, yamnet_dir, birdnet_dir)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 from soundmond.batch import job
 from soundmond.batch.worker import FileOutcome, analyse_file, warm
@@ -88,13 +88,14 @@ def run_tasks(client: Any, spec: job.JobSpec) -> Iterator[FileOutcome]:
             future.release()
 
 
-def run_on_cluster(spec: job.JobSpec, archive: job.Archive, address: str) -> job.Summary:
+def run_on_cluster(spec: job.JobSpec, archive: job.Archive, address: str, stream: IO[str] | None = None
+                   ) -> job.Summary:
     client = connect(address)
     try:
         workers = worker_count(client)
         if workers == 0:
             raise ClusterError(f"the Dask scheduler at {address} has no workers",
                                "start workers with `dask worker ADDRESS --nthreads 1`")
-        return job.run_job(spec, archive, lambda s: run_tasks(client, s), workers)
+        return job.run_job(spec, archive, lambda s: run_tasks(client, s), workers, stream)
     finally:
         client.close()

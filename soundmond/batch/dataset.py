@@ -50,6 +50,7 @@ class FileRecord:
     worker: str  # host:pid
     parts: list[str] = field(default_factory=list)  # relative paths of its part files
     finished_unix_s: float = 0.0
+    models: dict[str, Any] = field(default_factory=dict)  # the model versions (`Session.model_versions`)
 
 
 def part_path(root: Path, table: str, station: str, date: str, sha256: str) -> Path:

@@ -24,8 +24,10 @@ from typing import IO, Any
 import soundfile as sf
 
 from soundmond.batch import dataset
-from soundmond.batch.worker import FileOutcome, analyse_file, warm
+from soundmond.batch.worker import FileOutcome, analyse_file, bird_stride, warm
 from soundmond.capture.audio import find_audio_files
+from soundmond.capture.replay import analysis_key
+from soundmond.config import LoadedConfig
 
 MAX_ATTEMPTS = 3
 PROGRESS_EVERY_S = 10.0
@@ -207,6 +209,13 @@ def run_job(spec: JobSpec, archive: Archive, engine: Callable[[JobSpec], Iterato
     summary = summarise(progress.outcomes, time.monotonic() - started, workers)
     write_summary(Path(spec.out), summary)
     return summary
+
+
+def meta_of(loaded: LoadedConfig) -> dict[str, Any]:
+    """`meta` of a dataset this config makes (the window settings and bird chunk stride its ids derive from)."""
+    cfg = loaded.config
+    return meta(analysis_key(cfg.station.id, cfg.windows.length_s, cfg.windows.hop_s, None, bird_stride(loaded)),
+                cfg.station.id, loaded.sha256)
 
 
 def meta(analysis: str, station: str, config_sha256: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from soundmond.capture.files import FileSource
 from soundmond.config import ConfigError, LoadedConfig, load_config
 from soundmond.data import Alert, WindowResult
 from soundmond.identity import file_sha256
+from soundmond.outputs.store.rows import clean
 
 Outcome = Literal["done", "skipped", "failed"]
 
@@ -126,7 +127,7 @@ def _analyse(path: str, sha: str, root: Path, config: str | None, started: float
     compute_s = time.perf_counter() - started
     dataset.write_marker(root, dataset.FileRecord(
         sha, path, counts["windows"], counts["detections"], counts["chunks"], counts["alerts"], audio_s, compute_s,
-        me, written, time.time()))
+        me, written, time.time(), clean(session.model_versions)))
     return FileOutcome(path, "done", sha, audio_s, compute_s, counts["windows"], me)
 
 

@@ -16,8 +16,6 @@ from pathlib import Path
 from soundmond.batch import dataset, job
 from soundmond.batch.cluster import ClusterError, run_on_cluster
 from soundmond.batch.tables import arrow
-from soundmond.batch.worker import bird_stride
-from soundmond.capture.replay import analysis_key
 from soundmond.commands.common import load_with_logging, report_config_error
 from soundmond.config import ConfigError
 from soundmond.errors import ExitCode
@@ -71,11 +69,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"soundmond analyze: {exc}", file=sys.stderr)
         return ExitCode.USAGE
-    cfg = loaded.config
     out = Path(args.out).resolve()
     try:
-        dataset.bind(out, job.meta(analysis_key(cfg.station.id, cfg.windows.length_s, cfg.windows.hop_s, None,
-                                                bird_stride(loaded)), cfg.station.id, loaded.sha256))
+        dataset.bind(out, job.meta_of(loaded))
     except (dataset.DatasetError, OSError) as exc:
         print(f"soundmond analyze: {exc}", file=sys.stderr)
         return ExitCode.USAGE

@@ -5,8 +5,10 @@
   with `keep_up_advice` when they take more than `KEEP_UP_RTF` of real time.
 - `soundmond bench` (`add_bench_arguments`, `run_bench`): `--quick` runs here: the configured models' load time and
   ms per window at 1 and 2 threads, the pipeline RTF, the peak RSS of a `soundmond run` process, and a verdict with
-  suggested settings. The full comparison and `--soak` are the workbench's (`soundmond.workbench.bench`), imported
-  only for those runs; without it (or torch, transformers, scikit-learn...) the command says what to install, exit 2.
+  suggested settings; `--batch` the dataset job's throughput (`analyze --format parquet`, 1 and 2 local workers, a
+  Dask cluster with `--batch-cluster`). The full comparison and `--soak` are the workbench's
+  (`soundmond.workbench.bench`), imported only for those runs; without it (or torch, transformers, scikit-learn...) the
+  command says what to install, exit 2.
 
 The modules, one job each (the full benchmark builds on them):
 
@@ -18,6 +20,7 @@ The modules, one job each (the full benchmark builds on them):
 - `startup`: the start-up speed check and its advice.
 - `quick`: the `--quick` run and its verdict.
 - `report`: `bench-quick.json` / `.md`, and the report sections every mode shares.
+- `batch`: `--batch`, the dataset job's throughput (hours of audio per hour) with 1 and 2 local workers.
 - `command`: the command's arguments and `run_bench`.
 """
 

@@ -1,5 +1,5 @@
-"""The `soundmond bench` command: its arguments, and the run that `--quick` (here), the full comparison and `--soak`
-(the optional workbench, `soundmond.workbench.bench`) make."""
+"""The `soundmond bench` command: its arguments, and the run that `--quick` and `--batch` (here), the full comparison
+and `--soak` (the optional workbench, `soundmond.workbench.bench`) make."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from soundmond.batch.cluster import ClusterError
+from soundmond.batch.tables import arrow
 from soundmond.capture.audio import AudioError
 from soundmond.commands.common import report_config_error
 from soundmond.config import ConfigError, load_config
@@ -21,6 +23,7 @@ from soundmond.head.meta import HeadError
 from soundmond.logs import setup_logging
 from soundmond.models.sidecar import ModelFolderError
 from soundmond.preflight import preflight
+from soundmond.speed.batch import batch_markdown, run_batch, worker_counts
 from soundmond.speed.common import DEFAULT_CORPUS, BenchError
 from soundmond.speed.quick import run_quick
 from soundmond.speed.report import quick_markdown, write_report
@@ -42,7 +45,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                       help="only the configured models (numpy + onnxruntime; for a sensor): keeps up? which settings?")
     mode.add_argument("--soak", action="store_true",
                       help="replay >= --soak-seconds of audio through `soundmond run`; RSS and open fds over time")
-    p.add_argument("--config", type=Path, default=None, help="--quick: the daemon config whose models are measured")
+    mode.add_argument("--batch", action="store_true",
+                      help="the dataset job (`analyze --format parquet`, needs pyarrow): hours of audio per hour with "
+                           "--batch-workers local workers (and --batch-cluster)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="--quick, --batch: the daemon config whose models are measured")
     p.add_argument("--out", type=Path, default=Path("reports/bench"), help="report folder (default reports/bench)")
     p.add_argument("--corpus", type=Path, default=None,
                    help=f"real audio (default {DEFAULT_CORPUS}; without it the test fixtures)")
@@ -64,6 +71,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                         "(2 threads, one after the other; needs the cached AST exports)")
     p.add_argument("--short", action="store_true",
                    help="CI: one daemon process per target configuration, throughput of YAMNet + BirdNET only")
+    p.add_argument("--batch-files", type=int, default=24, help="--batch: corpus files in each dataset job")
+    p.add_argument("--batch-workers", type=worker_counts, default=[1, 2], metavar="N,N",
+                   help="--batch: a run per local pool of this many worker processes (default 1,2)")
+    p.add_argument("--batch-cluster", default=None, metavar="ADDRESS",
+                   help="--batch: one more run on this running Dask scheduler (tcp://host:8786; the cluster extra)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the scratch folder (configs, daemon logs, stores)")
 
 
@@ -81,6 +93,20 @@ def refusal(config: Path | None) -> ExitCode | None:
 def run_quick_report(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], str, str]:
     report = run_quick(args, tmp)
     return report, quick_markdown(report), "bench-quick"
+
+
+def run_batch_report(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], str, str]:
+    report = run_batch(args, tmp)
+    return report, batch_markdown(report), "bench-batch"
+
+
+def batch_refusal() -> str | None:
+    """Why `--batch` cannot run here (pyarrow missing), or None."""
+    try:
+        arrow()
+    except ImportError as exc:
+        return str(exc)
+    return None
 
 
 def workbench_run(args: argparse.Namespace) -> Run | str:
@@ -106,11 +132,14 @@ def workbench_run(args: argparse.Namespace) -> Run | str:
 def run_bench(args: argparse.Namespace) -> int:
     """`soundmond bench`: exit 0 with the report written, 2 on a configuration error or when the workbench (or a
     library it needs) is not installed, 3 when models or audio are missing (the message says which)."""
-    run = run_quick_report if args.quick else workbench_run(args)
+    run = run_quick_report if args.quick else run_batch_report if args.batch else workbench_run(args)
     if isinstance(run, str):
         print(f"soundmond bench: {run}", file=sys.stderr)
         return ExitCode.USAGE
-    if args.quick and (refused := refusal(args.config)) is not None:
+    if args.batch and (problem := batch_refusal()) is not None:
+        print(f"soundmond bench: {problem}", file=sys.stderr)
+        return ExitCode.USAGE
+    if (args.quick or args.batch) and (refused := refusal(args.config)) is not None:
         return refused
     setup_logging("INFO")
     tmp = Path(tempfile.mkdtemp(prefix="soundmond-bench-"))
@@ -122,6 +151,9 @@ def run_bench(args: argparse.Namespace) -> int:
     except (BenchError, ModelFolderError, HeadError, AudioError) as exc:
         print(f"soundmond bench: {exc}", file=sys.stderr)
         return ExitCode.MODELS
+    except ClusterError as exc:
+        print(f"soundmond bench: {exc}", file=sys.stderr)
+        return ExitCode.USAGE if exc.usage else ExitCode.FATAL
     finally:
         if args.keep_tmp:
             logger.info("scratch files kept in %s", tmp)

@@ -454,6 +454,10 @@ class Store:
         rows = self._query("SELECT value FROM counters WHERE name = ?", (name,))
         return int(rows[0][0]) if rows else 0
 
+    def meta(self) -> dict[str, str]:
+        """The `meta` table: which station and models write this store (`record_run`)."""
+        return {str(r[0]): str(r[1]) for r in self._query("SELECT key, value FROM meta")}
+
     def outbox_pending(self, limit: int, after_id: int = 0) -> list[OutboxRow]:
         """Up to `limit` pending rows with id > after_id, in id (replay) order."""
         rows = self._query(

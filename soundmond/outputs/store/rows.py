@@ -22,6 +22,7 @@ from soundmond.data import (
     INDEX_NAMES,
     AcousticIndices,
     Alert,
+    AlertType,
     ChunkDetection,
     GroupPrediction,
     LabelScore,
@@ -157,8 +158,16 @@ def alert_row(a: Alert) -> tuple[Any, ...]:
             dumps(rec["evidence"]))
 
 
-def results_from_rows(windows: Iterable[sqlite3.Row], detections: Iterable[sqlite3.Row]) -> list[WindowResult]:
-    """WindowResults rebuilt from `windows` rows and their `detections` rows (ordered by window_id, rank). The store
+def alert_from_row(row: sqlite3.Row | Mapping[str, Any]) -> Alert:
+    """The Alert an `alerts` row holds (`alert_row` undone: `evidence` decoded, the stored id kept)."""
+    return Alert(AlertType(row["type"]), row["key"], row["severity"], float(row["ts_unix_s"]), row["message"],
+                 json.loads(row["evidence"]), row["alert_id"])
+
+
+def results_from_rows(windows: Iterable[sqlite3.Row] | Iterable[Mapping[str, Any]],
+                      detections: Iterable[sqlite3.Row] | Iterable[Mapping[str, Any]]) -> list[WindowResult]:
+    """WindowResults rebuilt from `windows` rows and their `detections` rows (ordered by window_id, rank): rows of a
+    store, or the same columns read elsewhere (a Parquet dataset, `soundmond.batch.into_store`). The store
     keeps each species' best chunk only: a rebuilt result's `detections` hold those (chunk start order, then best
     first)."""
     species: dict[str, list[SpeciesScore]] = {}
@@ -202,7 +211,7 @@ def results_from_rows(windows: Iterable[sqlite3.Row], detections: Iterable[sqlit
     return out
 
 
-def _indices(w: sqlite3.Row) -> AcousticIndices | None:
+def _indices(w: sqlite3.Row | Mapping[str, Any]) -> AcousticIndices | None:
     """A stored window's indices; None when it has none (its `leq_dbfs` is NULL)."""
     keys = w.keys()
     if "leq_dbfs" not in keys or w["leq_dbfs"] is None:
