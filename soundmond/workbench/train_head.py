@@ -328,6 +328,9 @@ def run_train_head(args: argparse.Namespace) -> int:
         if args.out.suffix.lower() not in HEAD_SUFFIXES:
             raise TrainError(f"--out {args.out}: a head file ends in .onnx or .skops (both are written)")
         mapping_path = args.mapping or DEFAULT_MAPPING
+        report_folder = args.report or args.out.with_name(args.out.stem + "-report")
+        if (folder_problem := output_folder_problem(report_folder)) is not None:  # before any work
+            raise TrainError(f"the report folder: {folder_problem}")
         if args.labels.is_dir():
             if not (args.labels / "meta" / "esc50.csv").is_file():
                 raise TrainError(f"{args.labels}: a folder must be an ESC-50 checkout (meta/esc50.csv not found)")
@@ -345,8 +348,6 @@ def run_train_head(args: argparse.Namespace) -> int:
         if not any(m.startswith("logreg") for m in models):
             raise TrainError("--models must include a logistic regression (logreg_C*): the only shippable head model")
         report_dir = args.report or args.out.with_name(args.out.stem + "-report")
-        if (problem := output_folder_problem(report_dir)) is not None:  # before any work
-            raise TrainError(f"the report folder: {problem}")
         result = train(
             labelled.clips, tagger, birds, args.out,
             data_name=f"{labelled.kind} {labelled.checksum_inputs[0]}",
