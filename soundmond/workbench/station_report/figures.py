@@ -104,7 +104,7 @@ def plot_heatmap(data: ReportData, names: dict[str, str], path: Path) -> Path:
                 ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=6,
                         color="white" if m[i, j] > 0.6 * m.max() else "black")
     bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
-    bar.set_label("detections")
+    bar.set_label("windows heard")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -115,7 +115,7 @@ def plot_species_frequency(data: ReportData, names: dict[str, str], path: Path, 
     """Detections and distinct minutes per species, most detected first (the evaluate report's chart)."""
     rows = data.species[:top]
     return plot_frequency([names.get(s.scientific_name, s.scientific_name) for s in rows],
-                          {"detections (window x species)": [s.detections for s in rows],
+                          {"windows heard": [s.detections for s in rows],
                            "distinct minutes": [s.minutes for s in rows]},
                           path, title=f"species heard ({len(rows)} most detected)", xlabel="count")
 
@@ -131,8 +131,10 @@ def plot_health(data: ReportData, path: Path) -> Path:
     rtf = np.array([np.nan if v is None else v for v in data.rtf], dtype=float)
     stored = np.sum([data.shares[g] for g in SHARE_GROUPS], axis=0) + np.asarray(data.unanalysed)
     edges = [*times, times[-1] + dt.timedelta(seconds=span.bin_s)]
-    ax.fill_between(edges, 0, 1, where=[*(stored == 0), False], step="post", color="#eeeeee", linewidth=0,
-                    transform=ax.get_xaxis_transform())
+    empty = np.concatenate([[False], stored == 0, [False]]).astype(np.int8)
+    starts, stops = np.flatnonzero(np.diff(empty) == 1), np.flatnonzero(np.diff(empty) == -1)
+    for a, b in zip(starts, stops, strict=True):  # each run of empty bins exactly: [its first bin, the next bin)
+        ax.axvspan(edges[a], edges[b], color="#eeeeee", linewidth=0)
     ax.plot(times, rtf, color="#2a6fb5", marker=".", markersize=3, linewidth=1, label="real-time factor")
     ax.axhline(1.0, color="#999999", linewidth=0.8, linestyle="--")
     top = max(1.2, float(np.nanmax(rtf)) * 1.15) if np.isfinite(rtf).any() else 1.2

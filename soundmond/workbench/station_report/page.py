@@ -69,20 +69,19 @@ def render(data: ReportData, *, store: Path, station: str | None, models: dict[s
     if data.hour_counts:
         parts.append(_figure(
             "Species by hour", figures["heatmap"], "hour by species heat map",
-            "Detections of each species (rows, most detected on top) in each hour of the day (UTC), summed over the "
-            "range: when in the day each species sings.", "fig-heatmap"))
+            "Windows in which each species was heard (rows, most heard on top), per hour of the day (UTC), summed over "
+            "the range: when in the day each species sings.", "fig-heatmap"))
         parts.append(_figure(
             "Species frequency", figures["frequency"], "species frequency bar chart",
-            "How often each species was detected: detections count every window it was found in, distinct minutes "
-            "the minutes with at least one (a long song counts once per minute).", "fig-frequency"))
+            "How often each species was heard: the windows it was found in, and the distinct minutes with at least "
+            "one (a long song counts once per minute).", "fig-frequency"))
     parts.append(_figure(
         "Capture and health", figures["health"], "real-time factor and capture events",
         "The real-time factor (compute seconds per second of audio; below the dashed line at 1 the station keeps "
         "up), windows that failed, grey where no window was stored (no audio, or the station was off), and "
         "vertical lines at capture alerts (red lost, green restored).", "fig-health"))
     parts.append(_health_table(data))
-    parts.append("<section id='indices'><h2>Acoustic indices</h2><p class='what'>This store holds no acoustic "
-                 "indices (its schema has no column for them), so none are drawn.</p></section>")
+    parts.append(_indices_table(data))
     parts.append(_models_table(models))
     parts.append("</body></html>\n")
     return "\n".join(parts)
@@ -119,12 +118,30 @@ def _species_table(data: ReportData, media: dict[str, SpeciesMedia], clips_note:
                     f"<td>{utc(s.last_unix_s, '%m-%d %H:%M')}</td><td class='num'>{conf}</td>"
                     f"<td>{thumb}</td><td>{clip}</td></tr>")
     return ("<section id='species'><h2>Species</h2><p class='what'>Every species detected, most detected first: "
-            "detections (windows it was found in), distinct minutes, when it was first and last heard (UTC), its "
+            "the windows it was heard in (the store keeps one row per window and species; `analyze --summary` and the "
+            "soundscape message count each 3-s BirdNET chunk instead, so their 'detections' are higher), distinct "
+            "minutes, when it was first and last heard (UTC), its "
             "highest confidence, and a mel spectrogram (0 to 16 kHz) of the window of that most confident "
             f"detection, read back from its recording where that is still on this machine. Audio: {clips_note}."
-            "</p><table><tr><th>species</th><th>detections</th><th>minutes</th><th>first heard</th>"
+            "</p><table><tr><th>species</th><th>windows</th><th>minutes</th><th>first heard</th>"
             "<th>last heard</th><th>max confidence</th><th>best detection</th><th>audio</th></tr>"
             + "".join(rows) + "</table></section>")
+
+
+def _indices_table(data: ReportData) -> str:
+    head = "<section id='indices'><h2>Acoustic indices</h2>"
+    if not data.indices:
+        return (head + "<p class='what'>No window in this range has acoustic indices (indices.enabled was off, or "
+                "the store was written before soundmond computed them).</p></section>")
+    rows = "".join(f"<tr><td>{escape(name)}</td><td class='num'>{n}</td><td class='num'>{mean:.3f}</td>"
+                   f"<td class='num'>{low:.3f}</td><td class='num'>{high:.3f}</td></tr>"
+                   for name, (n, mean, low, high) in data.indices.items())
+    return (head + "<p class='what'>Each window's acoustic indices (scikit-maad's definitions, computed on the "
+            "sensor): NDSI from -1 (anthropophony) to 1 (biophony), ACI, ADI, AEI, BI, spectral (hf), temporal (ht) "
+            "and total (h) entropy, and the level Leq (dBFS, dB SPL with source.calibration_db), over the windows of "
+            "this range that have them (Leq here is the plain mean of the windows' levels, not an energy mean).</p>"
+            "<table><tr><th>index</th><th>windows</th><th>mean</th><th>min</th><th>max</th></tr>"
+            f"{rows}</table></section>")
 
 
 def _health_table(data: ReportData) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from soundmond.data import QUIET
+from soundmond.data import INDEX_NAMES, QUIET
 from soundmond.errors import HintedError
 from soundmond.outputs.store.schema import (
     APPLICATION_ID,
@@ -89,6 +89,8 @@ class ReportData:
     failed: list[int] = field(default_factory=list)  # windows with status 'error' per bin
     counters: dict[str, int] = field(default_factory=dict)  # the store's drop counters (since it was created)
     meta: dict[str, str] = field(default_factory=dict)  # the store's meta table (station_id, models, ...)
+    # acoustic index -> (windows with it, mean, min, max) over the span; empty when no window has indices
+    indices: dict[str, tuple[int, float, float, float]] = field(default_factory=dict)
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:
@@ -221,4 +223,11 @@ def read_report(conn: sqlite3.Connection, span: Span) -> ReportData:
     wanted = (WRITER_DROPPED_WINDOWS, WRITER_DROPPED_OUTBOX, WRITER_REJECTED, "outbox_dropped", "outbox_refused")
     data.counters = {str(r[0]): int(r[1]) for r in conn.execute(
         f"SELECT name, value FROM counters WHERE name IN ({', '.join('?' * len(wanted))})", wanted)}
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(windows)")}
+    for name in (n for n in INDEX_NAMES if n in columns):  # stores from before schema 6 have none
+        n_with, mean, low, high = conn.execute(
+            f"SELECT COUNT({name}), AVG({name}), MIN({name}), MAX({name}) FROM windows WHERE {in_span}",
+            params).fetchone()
+        if n_with:
+            data.indices[name] = (int(n_with), float(mean), float(low), float(high))
     return data
