@@ -257,7 +257,8 @@ def test_a_detection_with_chunk_times_is_its_best_chunk_plus_pads(tmp_path: Path
 def outbox_messages(db: Path) -> list[dict[str, object]]:
     conn = sqlite3.connect(db)
     try:
-        return [json.loads(p) for (p,) in conn.execute("SELECT payload FROM outbox WHERE kind = 'evidence' ORDER BY id")]
+        rows = conn.execute("SELECT payload FROM outbox WHERE kind = 'evidence' ORDER BY id").fetchall()
+        return [json.loads(p) for (p,) in rows]
     finally:
         conn.close()
 

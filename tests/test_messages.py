@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import samples
 
-from soundmond.config import MqttConfig, StationConfig
 from soundmond import identity
+from soundmond.config import MqttConfig, StationConfig
 from soundmond.data import Alert, AlertType, ClipStatus, GroupPrediction, LabelScore, SpeciesScore, WindowResult
 from soundmond.outputs import messages, records
 from soundmond.soundscape.species import SpeciesSummary

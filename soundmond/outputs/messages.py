@@ -6,7 +6,7 @@ coordinates are configured, `location` {lat, lon}. Window, detection and alert e
 (`soundmond.identity`): a replayed event keeps its id. The JSON Schemas (draft 2020-12) live in
 `soundmond/outputs/schemas/<type>.v1.json`; a change to a schema bumps its version. Additions within v1 (listed in
 each schema's `$comment`, e.g. v1.1: a window's group "quiet", a span's `quiet` and `windows_quiet`; v1.2: a
-detection's best chunk, `chunk_start_s` / `chunk_end_s` / `chunk_start` / `chunk_end`) keep every
+detection's best chunk, `chunk_start_s` / `chunk_end_s` / `chunk_start` / `chunk_end`; the `evidence` type) keep every
 earlier field and its meaning, but a consumer validating against an older copy of the v1 files (closed objects,
 closed enums) refuses the new values: it takes the current files from this folder.
 
