@@ -329,6 +329,31 @@ class ClipSkip:
 
 
 @dataclass(frozen=True)
+class ClipStatus:
+    """What became of an event's evidence clip: its row of the store's `evidence` table as a change left it (the
+    `evidence` MQTT message is made from it). Clip fields are None while no clip was written (`skipped`)."""
+
+    event_id: str  # the detection or alert the clip is of
+    kind: Literal["detection", "alert"]
+    label: str
+    window_id: str
+    path: str
+    status: Literal["written", "skipped", "deleted"]
+    reason: str | None
+    event_start_s: float
+    event_end_s: float
+    bytes: int | None
+    sha256: str | None
+    start_s: float | None
+    end_s: float | None
+    start_unix_s: float | None
+    sample_rate_hz: int | None
+    privacy: str | None
+    written_unix_s: float | None
+    changed_unix_s: float
+
+
+@dataclass(frozen=True)
 class EvidenceStats:
     """The evidence stage (`soundmond.outputs.evidence`): clips on disk, what was written, skipped (by reason:
     confidence, per_species_hour, speech, no_audio, queue_full, error) and deleted (retention, max_mb), and the speech

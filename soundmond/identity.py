@@ -8,6 +8,9 @@
     alert      the alert key + what raised it: the window id for per-window rules; for span rules and daemon events
                (capture lost, falling behind), which have no window, the time of the tick or event rounded to the
                second (the same key cannot fire twice within a second: cooldowns are longer).
+    evidence   (the `evidence` message: what became of an event's clip) the event id + the status + what tells this
+               change from another of the same status: the clip's write time for `written` and `deleted` (a clip
+               written again after a deletion is a new clip), the reason for `skipped`.
 
 Every id is 32 hex characters (the first 128 bits of a SHA-256), the length of the uuid4 hex ids they replaced.
 """
@@ -59,6 +62,11 @@ def detection_id(window_id: str, scientific_name: str) -> str:
 def alert_id(key: str, origin: str) -> str:
     """`origin`: the window id that raised the alert, or `at_second(ts)` for alerts with no window."""
     return derive_id("alert", key, origin)
+
+
+def evidence_id(event_id: str, status: str, written_unix_s: float | None, reason: str | None) -> str:
+    """The id of an `evidence` message about `event_id`'s clip (see the module docstring)."""
+    return derive_id("evidence", event_id, status, reason if status == "skipped" else repr(written_unix_s))
 
 
 def at_second(ts_unix_s: float) -> str:

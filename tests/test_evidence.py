@@ -3,6 +3,8 @@ speech privacy (drop, trim, mute, unscored windows), gaps, and the counters the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 import threading
 from dataclasses import replace
@@ -250,3 +252,65 @@ def test_a_detection_with_chunk_times_is_its_best_chunk_plus_pads(tmp_path: Path
     assert rec.start_unix_s == pytest.approx(T0 + 0.5)
     clip, _ = sf.read(s.root / rec.path, dtype="float32")
     np.testing.assert_array_equal(clip, samples[rate // 2:rate * 9 // 2])
+
+
+def outbox_messages(db: Path) -> list[dict[str, object]]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT payload FROM outbox WHERE kind = 'evidence' ORDER BY id").fetchall()
+        return [json.loads(p) for (p,) in rows]
+    finally:
+        conn.close()
+
+
+def test_every_change_of_a_clip_queues_one_evidence_message(tmp_path: Path, audio: tuple[np.ndarray, int]) -> None:
+    """Written, skipped (speech) and deleted (max_mb) clips each queue one `evidence` message in the outbox, made
+    from the store's row; a restart replaying the same audio (the clips found on disk) queues none again."""
+    clock = Clock(T0)
+    station = StationConfig(id="ev-1")
+    store = Store(tmp_path / "s.db", StoreConfig())
+    try:
+        s = EvidenceStage(EvidenceConfig(enabled=True, pad_s=0.0), PrivacyConfig(speech_threshold=0.1),
+                          tmp_path / "ev", store=store, stop=threading.Event(), keep_records=True, clock=clock,
+                          station=station)
+        s.root.mkdir(parents=True)
+        for k in range(3):
+            clock.t = T0 + 10 * k + 0.123456789  # a fractional write time, as a real clock gives
+            s.handle(window(audio, k, species=(f"Species number{k}",), speech=0.9 if k == 1 else 0.0))
+        s._flush()
+        written = {r.event_id: r for r in s.records}
+        assert len(written) == 2
+        sent = outbox_messages(tmp_path / "s.db")
+        for m in sent:
+            messages.validate(m)
+        assert sorted((m["status"], m["for_event_id"]) for m in sent) == sorted(
+            [("written", e) for e in written] + [("skipped", identity.detection_id("wrec.flac1", "Species number1"))])
+        rows = {r[0]: r[1:] for r in sqlite3.connect(tmp_path / "s.db").execute(
+            "SELECT event_id, bytes, sha256, path FROM evidence WHERE status = 'written'")}
+        for m in (m for m in sent if m["status"] == "written"):
+            data = (s.root / str(m["path"])).read_bytes()
+            assert (m["bytes"], m["sha256"], m["path"]) == rows[str(m["for_event_id"])] == (
+                len(data), hashlib.sha256(data).hexdigest(), written[str(m["for_event_id"])].path)
+        assert next(m for m in sent if m["status"] == "skipped")["reason"] == "speech"
+
+        # a restart replays the same audio: the clips are found on disk, the rows rewritten, no message queued again
+        again = EvidenceStage(s.cfg, s.privacy, s.root, store=store, stop=threading.Event(), keep_records=True,
+                              clock=clock, station=station)
+        again._scan()
+        for k in range(3):
+            again.handle(window(audio, k, species=(f"Species number{k}",), speech=0.9 if k == 1 else 0.0))
+        again._flush()
+        assert len(again.records) == 2 and outbox_messages(tmp_path / "s.db") == sent
+
+        # max_mb deletes the oldest: one `deleted` message, with the clip it was
+        small = EvidenceStage(s.cfg.model_copy(update={"max_mb": 1.5 * max(r.bytes for r in s.records) / 2**20}),
+                              s.privacy, s.root, store=store, stop=threading.Event(), clock=clock, station=station)
+        small._scan()
+        small._enforce_limits(clock.t)
+        deleted = outbox_messages(tmp_path / "s.db")[len(sent):]
+        oldest = s.records[0]
+        assert [(m["status"], m["reason"], m["for_event_id"], m["sha256"]) for m in deleted] == [
+            ("deleted", "max_mb", oldest.event_id, oldest.sha256)]
+        messages.validate(deleted[0])
+    finally:
+        store.close()

@@ -141,6 +141,11 @@ def test_seen_ids_is_bounded_lru() -> None:
 def test_format_line_status_and_unknown() -> None:
     assert format_line("t", [1]) == "t: [1]"
     assert "HEARTBEAT" in format_line("t", {"type": "heartbeat", "ts": "x", "station_id": "s", "uptime_s": 1})
+    written = {"type": "evidence", "ts": "x", "station_id": "s", "status": "written", "label": "Turdus merula",
+               "path": "2026-01-01/00/Turdus_merula/ab.flac", "bytes": 9, "sha256": "0123456789abcdef", "reason": None}
+    assert format_line("t", written) == ("x s EVIDENCE WRITTEN Turdus merula 2026-01-01/00/Turdus_merula/ab.flac "
+                                         "(9 bytes sha256 0123456789ab)")
+    assert format_line("t", {**written, "status": "skipped", "reason": "speech"}).endswith("ab.flac (speech)")
 
 
 def listen_cli(port: int, *argv: str) -> subprocess.CompletedProcess[str]:

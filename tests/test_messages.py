@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import samples
 
+from soundmond import identity
 from soundmond.config import MqttConfig, StationConfig
-from soundmond.data import Alert, AlertType, GroupPrediction, LabelScore, SpeciesScore, WindowResult
+from soundmond.data import Alert, AlertType, ClipStatus, GroupPrediction, LabelScore, SpeciesScore, WindowResult
 from soundmond.outputs import messages, records
 from soundmond.soundscape.species import SpeciesSummary
 
@@ -38,6 +39,14 @@ def quiet_window() -> WindowResult:
                          tagger_top=(), tagger_top_score=0.0, bird_top_score=0.0)
 
 
+CLIP_OF = identity.detection_id("w1", "Turdus merula")
+WRITTEN = ClipStatus(CLIP_OF, "detection", "Turdus merula", "w1", f"2024-05-24/08/Turdus_merula/{CLIP_OF}.flac",
+                     "written", None, 1.0, 4.0, 123_456, "ab" * 32, 0.5, 4.5, T + 0.5, 44100, "clear", T + 9.0, T + 9.0)
+SKIPPED = replace(WRITTEN, status="skipped", reason="speech", bytes=None, sha256=None, start_s=None, end_s=None,
+                  start_unix_s=None, sample_rate_hz=None, privacy=None, written_unix_s=None)
+DELETED = replace(WRITTEN, status="deleted", reason="max_mb", changed_unix_s=T + 99.0)
+
+
 def all_payloads() -> list[dict[str, Any]]:
     alert = Alert(AlertType.RARE_SPECIES, "RARE_SPECIES:Bubo bubo", "warning", T, "Eurasian Eagle-Owl heard",
                   {"window_ids": ["w1"], "confidence": 0.8})
@@ -59,6 +68,9 @@ def all_payloads() -> list[dict[str, Any]]:
             messages.heartbeat_payload(samples.heartbeat(), st, ts_unix_s=T),
             messages.window_payload(quiet_window(), st),
             messages.alert_payload(silent, st),
+            messages.evidence_payload(WRITTEN, st),
+            messages.evidence_payload(SKIPPED, st),
+            messages.evidence_payload(DELETED, st),
         ]
     return out
 
@@ -239,3 +251,28 @@ def test_topics_and_ha_discovery() -> None:
         assert cfg["payload_available"] == "online" and cfg["payload_not_available"] == "offline"
         assert cfg["unique_id"].startswith("soundmond_jura-1_")
         assert cfg["state_topic"].startswith(t.prefix + "/")
+
+
+def test_evidence_payloads_say_what_became_of_a_clip() -> None:
+    """v1.2 `evidence`: written (the file's bytes, SHA-256, where the clip lies, rate, privacy), skipped (why, no clip
+    fields) and deleted (why, the clip that was). Ids derive from the change: the same change keeps its id, another
+    change of the same clip (a deletion, a write after a deletion) gets its own."""
+    written, skipped, deleted = (messages.evidence_payload(c, STATION) for c in (WRITTEN, SKIPPED, DELETED))
+    assert messages.Topics.for_station(MqttConfig(), STATION).for_kind("evidence") == "soundmond/jura-1/evidence"
+    assert {k: written[k] for k in ("for_event_id", "status", "reason", "bytes", "sha256", "sample_rate_hz")} == {
+        "for_event_id": CLIP_OF, "status": "written", "reason": None, "bytes": 123_456, "sha256": "ab" * 32,
+        "sample_rate_hz": 44100}
+    assert (written["clip_start"], written["clip_end"]) == ("2024-05-24T08:00:00.750Z", "2024-05-24T08:00:04.750Z")
+    assert (written["clip_start_s"], written["clip_end_s"], written["ts"]) == (0.5, 4.5, "2024-05-24T08:00:09.250Z")
+    assert skipped["reason"] == "speech" and all(skipped[k] is None for k in ("bytes", "sha256", "clip_start"))
+    assert (deleted["reason"], deleted["sha256"]) == ("max_mb", "ab" * 32)
+    assert written["path"] == skipped["path"] == WRITTEN.path
+    ids = [p["event_id"] for p in (written, skipped, deleted)]
+    assert len(set(ids)) == 3 and ids[0] == messages.evidence_payload(WRITTEN, BARE)["event_id"]
+    assert messages.evidence_payload(replace(WRITTEN, written_unix_s=T + 500), STATION)["event_id"] != ids[0]
+    assert messages.evidence_payload(replace(SKIPPED, changed_unix_s=T + 5), STATION)["event_id"] == ids[1]
+    for bad, match in ((dict(written, sha256=None), "sha256"), (dict(written, reason="speech"), "reason"),
+                       (dict(skipped, bytes=10), "bytes"), (dict(deleted, reason=None), "reason"),
+                       (dict(written, path="../etc/passwd"), "path"), (dict(written, status="lost"), "status")):
+        with pytest.raises(messages.InvalidMessage, match=match):
+            messages.validate(bad)

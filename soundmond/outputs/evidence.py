@@ -20,6 +20,13 @@ Where
     says whether the clip was written (size, SHA-256 of the file) or deleted since. An existing file of the same id
     (a replay of the same audio) is kept, not written again.
 
+Messages
+    Given the station (`soundmond run`), every change of a clip's store row (written, skipped, deleted) queues an
+    `evidence` message (`messages.evidence_payload`) in the outbox, in the same transaction as the row
+    (`Store.write_evidence(..., outbox=)`): published once, after a restart too; a replay of the same change has the
+    same id and is not queued again. It may reach subscribers before the detection or alert it is about (that one
+    comes through the store writer's batch): they are joined on `for_event_id`.
+
 Limits (every skip and every deletion counted: `EvidenceStats`, in the heartbeat)
     `max_per_species_per_hour`: clips per label per UTC hour of the event (those already on disk count).
     `max_mb`: all clips together; the oldest written are deleted first. `retention_days`: a clip is deleted this long
@@ -46,10 +53,20 @@ import soundfile as sf
 
 from soundmond import identity
 from soundmond.analysis import Analysis, Session
-from soundmond.config import EvidenceConfig, LoadedConfig, PrivacyConfig
-from soundmond.data import Alert, AudioWindow, ClipRecord, ClipSkip, EvidenceStats, SpeciesScore, WindowResult
+from soundmond.config import EvidenceConfig, LoadedConfig, PrivacyConfig, StationConfig
+from soundmond.data import (
+    Alert,
+    AudioWindow,
+    ClipRecord,
+    ClipSkip,
+    ClipStatus,
+    EvidenceStats,
+    SpeciesScore,
+    WindowResult,
+)
+from soundmond.outputs.messages import evidence_payload
 from soundmond.outputs.privacy import mute_band, speech_indices, speech_score
-from soundmond.outputs.store import OutboxItem
+from soundmond.outputs.store import EvidenceOutbox, OutboxItem
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +84,20 @@ Privacy = Literal["clear", "trimmed", "muted"]  # see ClipRecord.privacy
 class EvidenceStore(Protocol):
     """Where clip records go (the Store): one row per clip, marked when the clip is deleted."""
 
-    def write_evidence(self, record: ClipRecord) -> None: ...
+    def write_evidence(self, record: ClipRecord, outbox: EvidenceOutbox | None = None) -> None: ...
 
-    def evidence_skipped(self, skip: ClipSkip) -> None: ...
+    def evidence_skipped(self, skip: ClipSkip, outbox: EvidenceOutbox | None = None) -> None: ...
 
-    def evidence_deleted(self, paths: Sequence[str], reason: str, now: float) -> None: ...
+    def evidence_deleted(self, paths: Sequence[str], reason: str, now: float,
+                         outbox: EvidenceOutbox | None = None) -> None: ...
+
+
+def evidence_outbox(station: StationConfig) -> EvidenceOutbox:
+    """The outbox row of a clip's change: the `evidence` message (QoS 1) for `station`."""
+    def item(clip: ClipStatus) -> OutboxItem:
+        payload = evidence_payload(clip, station)
+        return OutboxItem("evidence", payload["event_id"], payload, 1)
+    return item
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,12 +187,13 @@ class EvidenceStage:
 
     def __init__(self, cfg: EvidenceConfig, privacy: PrivacyConfig, root: Path, *, store: EvidenceStore | None,
                  stop: threading.Event, tagger_labels: Sequence[str] = (), keep_records: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, station: StationConfig | None = None) -> None:
         self.cfg = cfg
         self.speech_indices = speech_indices(tagger_labels)
         self.privacy = privacy
         self.root = root
         self.store = store
+        self.outbox = evidence_outbox(station) if station is not None else None  # None: no `evidence` messages
         self.stop = stop
         self.clock = clock
         self._queue: queue.Queue[EvidenceWindow | str | None] = queue.Queue(maxsize=QUEUE_WINDOWS)
@@ -188,14 +215,14 @@ class EvidenceStage:
     def for_run(cls, loaded: LoadedConfig, session: Session, store: object,
                 stop: threading.Event) -> EvidenceStage | NoEvidence:
         """The started stage of `soundmond run`, or a `NoEvidence` while `evidence.enabled` is off. `store`: where
-        clip rows go when it can take them (the daemon's `Store`)."""
+        clip rows (and their `evidence` messages) go when it can take them (the daemon's `Store`)."""
         cfg = loaded.config
         if not cfg.evidence.enabled:
             return NoEvidence()
         tagger = session.analyzer.tagger
         return cls(cfg.evidence, cfg.privacy, loaded.resolve(cfg.evidence.path),
                    store=store if isinstance(store, EvidenceStore) else None, stop=stop,
-                   tagger_labels=tagger.labels if tagger is not None else ()).start()
+                   tagger_labels=tagger.labels if tagger is not None else (), station=cfg.station).start()
 
     # ------------------------------------------------------------------ pipeline thread
 
@@ -365,7 +392,7 @@ class EvidenceStage:
         if req is not None and self.store is not None:
             self.store.evidence_skipped(ClipSkip(req.event_id, req.kind, req.label, req.window_id,
                                                  clip_path(req.event_id, req.label, req.ts_unix_s), req.core_start_s,
-                                                 req.core_end_s, reason, self.clock()))
+                                                 req.core_end_s, reason, self.clock()), self.outbox)
 
     def _assemble(self, req: _Request) -> tuple[np.ndarray, float, int, Privacy] | str:
         """The clip's samples, its start within the source, its rate and what privacy did; or why there is none."""
@@ -449,6 +476,7 @@ class EvidenceStage:
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
             os.utime(path, (written, written))  # the write time on the clock the limits go by (a restart reads it)
+            written = path.stat().st_mtime  # as a restart reads it back: the `evidence` message's id derives from it
             self._counters.written += 1
         size = path.stat().st_size
         self._index[rel] = (written, size)
@@ -460,7 +488,7 @@ class EvidenceStage:
         if self.keep_records:
             self.records.append(record)
         if self.store is not None:
-            self.store.write_evidence(record)
+            self.store.write_evidence(record, self.outbox)
         logger.info("evidence clip %s (%s, %.1f s, %s)%s", rel, req.label, audio.shape[0] / rate, how,
                     ": already written" if existed else "")
         self._enforce_limits(now)
@@ -510,7 +538,7 @@ class EvidenceStage:
         self._counters.deleted[reason] = self._counters.deleted.get(reason, 0) + len(rels)
         logger.info("evidence: %d clips deleted (%s)", len(rels), reason)
         if self.store is not None:
-            self.store.evidence_deleted(rels, reason, now)
+            self.store.evidence_deleted(rels, reason, now, self.outbox)
 
     def _privacy_text(self) -> str:
         p = self.privacy

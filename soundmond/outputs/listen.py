@@ -227,6 +227,11 @@ def format_line(topic: str, data: Any) -> str:
     if kind == "detection":
         return f"{ts} {station} DETECTION {data.get('common_name')} ({data.get('scientific_name')}) " \
                f"{data.get('confidence')}"
+    if kind == "evidence":
+        what = (f"{data.get('bytes')} bytes sha256 {str(data.get('sha256'))[:12]}" if data.get("status") == "written"
+                else str(data.get("reason")))
+        return f"{ts} {station} EVIDENCE {str(data.get('status', '')).upper()} {data.get('label')} " \
+               f"{data.get('path')} ({what})"
     if kind == "heartbeat":
         return f"{ts} {station} HEARTBEAT up {data.get('uptime_s')} s, capture {data.get('capture_state')}"
     return f"{ts} {station} {str(kind).upper()} {json.dumps(data)[:200]}"

@@ -6,7 +6,7 @@ coordinates are configured, `location` {lat, lon}. Window, detection and alert e
 (`soundmond.identity`): a replayed event keeps its id. The JSON Schemas (draft 2020-12) live in
 `soundmond/outputs/schemas/<type>.v1.json`; a change to a schema bumps its version. Additions within v1 (listed in
 each schema's `$comment`, e.g. v1.1: a window's group "quiet", a span's `quiet` and `windows_quiet`; v1.2: a
-detection's best chunk, `chunk_start_s` / `chunk_end_s` / `chunk_start` / `chunk_end`) keep every
+detection's best chunk, `chunk_start_s` / `chunk_end_s` / `chunk_start` / `chunk_end`; the `evidence` type) keep every
 earlier field and its meaning, but a consumer validating against an older copy of the v1 files (closed objects,
 closed enums) refuses the new values: it takes the current files from this folder.
 
@@ -16,14 +16,16 @@ Topic tree (prefix defaults to `soundmond/<station_id>`):
     <prefix>/windows      one message per analysed window (optional), QoS 0
     <prefix>/detections   bird species detections, QoS 1, via the outbox
     <prefix>/alerts       alerts, QoS 1, via the outbox
+    <prefix>/evidence     what became of a detection's or alert's evidence clip (written, skipped, deleted), QoS 1,
+                          via the outbox (v1.2; `evidence_payload`)
     <prefix>/soundscape   rolling shares per span and species counts, retained, every N s
     <prefix>/heartbeat    uptime, real-time factor, drops, capture state, disk, model versions, config hash; retained
     <prefix>/set          commands to the station (JSON, small); malformed ones are ignored and counted
 
 The builders are pure: they take the stage dataclasses (`WindowResult`, `SpeciesScore`, `Alert`, the aggregator's
-`SoundscapeSnapshot`, the pipeline's `Heartbeat`) and return dicts ready for `encode`. Windows, species and alerts are
-serialised by `soundmond.outputs.records` (shared with `soundmond analyze` and the store), numbers per
-`records.MESSAGE`. `validate` needs the `jsonschema` package (a dev dependency), imported lazily.
+`SoundscapeSnapshot`, the pipeline's `Heartbeat`, the store's `ClipStatus`) and return dicts ready for `encode`.
+Windows, species and alerts are serialised by `soundmond.outputs.records` (shared with `soundmond analyze` and the
+store), numbers per `records.MESSAGE`. `validate` needs the `jsonschema` package (a dev dependency), imported lazily.
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ from soundmond.data import (
     Alert,
     BaselineStatus,
     ChunkDetection,
+    ClipStatus,
     Heartbeat,
     SpeciesScore,
     WindowResult,
     new_id,
 )
-from soundmond.identity import detection_id
+from soundmond.identity import detection_id, evidence_id
 from soundmond.outputs.records import (
     MESSAGE,
     alert_record,
@@ -62,7 +65,7 @@ from soundmond.soundscape.species import SpeciesSummary
 
 SCHEMA = "soundmond.v1"
 SCHEMA_VERSION = 1
-MESSAGE_TYPES: tuple[str, ...] = ("window", "detection", "alert", "soundscape", "heartbeat")
+MESSAGE_TYPES: tuple[str, ...] = ("window", "detection", "alert", "soundscape", "heartbeat", "evidence")
 
 # outbox / message kind -> topic leaf
 KIND_TOPICS: dict[str, str] = {
@@ -71,6 +74,7 @@ KIND_TOPICS: dict[str, str] = {
     "alert": "alerts",
     "soundscape": "soundscape",
     "heartbeat": "heartbeat",
+    "evidence": "evidence",
 }
 
 STATUS_ONLINE = "online"
@@ -111,6 +115,10 @@ class Topics:
     @property
     def alerts(self) -> str:
         return f"{self.prefix}/alerts"
+
+    @property
+    def evidence(self) -> str:
+        return f"{self.prefix}/evidence"
 
     @property
     def soundscape(self) -> str:
@@ -212,6 +220,43 @@ def alert_payload(alert: Alert, station: StationConfig, *, evidence_path: str | 
     )
     if evidence_path is not None:
         p["evidence_path"] = evidence_path
+    return p
+
+
+def evidence_payload(clip: ClipStatus, station: StationConfig) -> dict[str, Any]:
+    """What became of the evidence clip of one detection or alert (`for_event_id`, whose message named the clip's
+    `evidence_path`): `written` (bytes and SHA-256 of the file, where it lies in the source and in UTC, rate,
+    privacy), `skipped` (`reason`; no clip fields) or `deleted` (`reason`; the fields of the clip that was deleted).
+    ts = when the status changed; event_id = `identity.evidence_id` (a replay of the same change keeps it)."""
+    p = _envelope("evidence", station, clip.changed_unix_s,
+                  evidence_id(clip.event_id, clip.status, clip.written_unix_s, clip.reason))
+
+    def t(x: float | None) -> float | None:
+        return None if x is None else number(x, MESSAGE.time, MESSAGE)
+
+    has_clip = clip.status != "skipped" and clip.bytes is not None
+    start = end = None
+    if has_clip and clip.start_unix_s is not None and clip.start_s is not None and clip.end_s is not None:
+        start, end = iso_utc(clip.start_unix_s), iso_utc(clip.start_unix_s + clip.end_s - clip.start_s)
+    p.update({
+        "for_event_id": clip.event_id,
+        "kind": clip.kind,
+        "label": clip.label,
+        "window_id": clip.window_id,
+        "status": clip.status,
+        "reason": clip.reason,
+        "path": clip.path,
+        "event_start_s": t(clip.event_start_s),
+        "event_end_s": t(clip.event_end_s),
+        "bytes": clip.bytes if has_clip else None,
+        "sha256": clip.sha256 if has_clip else None,
+        "clip_start_s": t(clip.start_s) if has_clip else None,
+        "clip_end_s": t(clip.end_s) if has_clip else None,
+        "clip_start": start,
+        "clip_end": end,
+        "sample_rate_hz": clip.sample_rate_hz if has_clip else None,
+        "privacy": clip.privacy if has_clip else None,
+    })
     return p
 
 

@@ -9,8 +9,9 @@ Threads and connections
     A `Store` holds two connections opened with `check_same_thread=False`, each behind its own lock:
     the *write* connection (every write: `write_batch`, `write_aggregate`, `outbox_mark_sent`, `increment`,
     `enforce_retention`) and the *read* connection (every query). There is meant to be ONE writer thread
-    (`StoreWriter`) plus the publisher marking rows sent; the lock serialises them. Readers on other threads never
-    wait for a write transaction (WAL readers see the last committed state).
+    (`StoreWriter`) plus the publisher marking rows sent and the evidence thread recording its clips (with their
+    outbox rows); the lock serialises them, so outbox ids grow in commit order (the publisher's cursor relies on
+    it). Readers on other threads never wait for a write transaction (WAL readers see the last committed state).
 
 Outbox (the MQTT publisher's queue, written BEFORE publishing, marked sent only on broker acknowledgement)
     `OUTBOX_POLICY` below is the policy text.
@@ -30,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from soundmond.config import StoreConfig
-from soundmond.data import Alert, ClipRecord, ClipSkip, OutboxCounts, ReplayProgress, WindowResult
-from soundmond.outputs.store.evidence import evidence_deleted, evidence_skipped, write_evidence
+from soundmond.data import Alert, ClipRecord, ClipSkip, ClipStatus, OutboxCounts, ReplayProgress, WindowResult
+from soundmond.outputs.store.evidence import EvidenceOutbox, evidence_deleted, evidence_skipped, write_evidence
 from soundmond.outputs.store.replays import forget_source, replay_decoded, replay_progress, replay_started
 from soundmond.outputs.store.rows import (
     ALERT_COLUMNS,
@@ -308,18 +309,32 @@ class Store:
         with self._wlock, self._transaction(self._wconn, "recording a replayed file"):
             replay_decoded(self._wconn, sha256, analysis, path, last_window_id, windows, time.time())
 
-    def write_evidence(self, record: ClipRecord) -> None:
-        """An evidence clip was written (the evidence thread; rare, so its own short transaction)."""
+    # --- evidence clips: the evidence thread writes here itself (rare, so each its own short transaction, under the
+    # write lock). `outbox` makes the `evidence` message of every row the change touched; it is queued in the SAME
+    # transaction (exactly once: its id derives from the change, a replay's row is not queued twice).
+
+    def write_evidence(self, record: ClipRecord, outbox: EvidenceOutbox | None = None) -> None:
         with self._wlock, self._transaction(self._wconn, "recording an evidence clip"):
-            write_evidence(self._wconn, record)
+            self._evidence_outbox(write_evidence(self._wconn, record), outbox)
 
-    def evidence_skipped(self, skip: ClipSkip) -> None:
+    def evidence_skipped(self, skip: ClipSkip, outbox: EvidenceOutbox | None = None) -> None:
         with self._wlock, self._transaction(self._wconn, "recording a skipped evidence clip"):
-            evidence_skipped(self._wconn, skip)
+            self._evidence_outbox(evidence_skipped(self._wconn, skip), outbox)
 
-    def evidence_deleted(self, paths: Sequence[str], reason: str, now: float) -> None:
+    def evidence_deleted(self, paths: Sequence[str], reason: str, now: float,
+                         outbox: EvidenceOutbox | None = None) -> None:
         with self._wlock, self._transaction(self._wconn, "recording deleted evidence clips"):
-            evidence_deleted(self._wconn, paths, reason, now)
+            self._evidence_outbox(evidence_deleted(self._wconn, paths, reason, now), outbox)
+
+    def _evidence_outbox(self, changed: Sequence[ClipStatus], outbox: EvidenceOutbox | None) -> None:
+        if outbox is None or not changed:
+            return
+        try:
+            rows = [(item, dumps(item.payload)) for item in map(outbox, changed)]
+        except (TypeError, ValueError) as exc:
+            raise StoreDataError(f"cannot queue the evidence message: {exc}",
+                                 "this is a bug in the evidence message builder") from exc
+        self._insert_outbox(self._wconn, rows, time.time())
 
     def has_window(self, window_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM windows WHERE window_id = ?", (window_id,)))
