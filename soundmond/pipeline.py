@@ -320,6 +320,8 @@ class Daemon:
             self._save_alert_state()
 
     def _outbox_for(self, result: WindowResult | None, alerts: list[Alert]) -> list[OutboxItem]:
+        if not self.cfg.mqtt.enabled:  # nothing would ever send them: the outbox would fill and keep alerts forever
+            return []
         station = self.cfg.station
         items = [OutboxItem("alert", a.alert_id, alert_payload(a, station), 1) for a in alerts]
         if result is not None:
@@ -336,8 +338,8 @@ class Daemon:
         compute_s = time.perf_counter() - started
         self._progress()
         result = analysis.result
-        if not self.live:
-            self._capture_state = "running"  # recordings have no capture events: they run while windows come
+        if isinstance(self.source, FileSource):  # recordings (real-time replays too) have no capture events
+            self._capture_state = "running"
         self._done += 1
         self._recent.append((window.duration_s, compute_s))
         if result.status == "error":

@@ -22,7 +22,9 @@ of the first stage with a problem.
 from __future__ import annotations
 
 import difflib
+import errno
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -84,6 +86,9 @@ def preflight(loaded: LoadedConfig, *, quick: bool = False, source_override: Pat
             source, warnings = _override_problems(source_override)
         else:
             source, warnings = _source_problems(loaded)
+        metrics, busy = _metrics_problems(loaded)
+        source += metrics
+        warnings += busy
     stages = [(ExitCode.USAGE, species), (ExitCode.MODELS, models), (ExitCode.FATAL, store), (ExitCode.USAGE, source)]
     code = next((code for code, found in stages if found), ExitCode.OK)
     return Preflight(tuple(p for _, found in stages for p in found), tuple(warnings), code)
@@ -236,6 +241,30 @@ def _evidence_problems(loaded: LoadedConfig) -> list[ConfigProblem]:
         return [loaded.problem("evidence.path", f"cannot write in the folder {existing} ({exc.strerror or exc})",
                                hint)]
     return []
+
+
+def _metrics_problems(loaded: LoadedConfig) -> tuple[list[ConfigProblem], list[ConfigProblem]]:
+    """(problems, warnings): with `metrics.port` set, the address must resolve and be one this machine can listen
+    on; a port in use is only a warning here (it may be this station's own running daemon; `run` refuses it)."""
+    cfg = loaded.config.metrics
+    if cfg.port is None:
+        return [], []
+    hint = "give metrics.bind an address of this machine (127.0.0.1, 0.0.0.0, ::) and a free metrics.port"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(cfg.bind, cfg.port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        return [loaded.problem("metrics.bind", f"{cfg.bind!r} is not an address ({exc})", hint)], []
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return [], [loaded.problem("metrics.port", f"{cfg.bind}:{cfg.port} is in use now (run refuses to start "
+                                       "while it is)", hint)]
+        return [loaded.problem("metrics.bind", f"cannot listen on {cfg.bind}:{cfg.port} ({exc.strerror or exc})",
+                               hint)], []
+    return [], []
 
 
 def _source_problems(loaded: LoadedConfig) -> tuple[list[ConfigProblem], list[ConfigProblem]]:

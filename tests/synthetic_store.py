@@ -55,9 +55,11 @@ def build(path: Path, days: int, start_unix_s: float, *, species: int = 60, seed
             alerts.append((f"lost-{day}-{h}", "CAPTURE_LOST", "capture", "critical", lost, "capture lost", "{}"))
             alerts.append((f"back-{day}-{h}", "CAPTURE_RESTORED", "capture", "info", lost + 300, "restored", "{}"))
         conn.execute("BEGIN")
-        conn.executemany(f"INSERT INTO windows ({WINDOW_COLUMNS}) VALUES ({', '.join('?' * 18)})", windows)
-        conn.executemany(f"INSERT INTO detections ({DETECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", dets)
-        conn.executemany(f"INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", alerts)
+        for table, columns, rows in (("windows", WINDOW_COLUMNS, windows), ("detections", DETECTION_COLUMNS, dets),
+                                     ("alerts", ALERT_COLUMNS, alerts)):
+            n = len(columns.split(","))  # columns added by later schemas (indices, chunk times) stay NULL here
+            conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * n)})",
+                             [tuple(r) + (None,) * (n - len(r)) for r in rows])
         conn.execute("COMMIT")
         detections += len(dets)
     conn.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import onnx
@@ -266,3 +267,20 @@ def test_a_head_that_needs_birds_with_birds_off(station: Station, capsys: pytest
                    "embedding (features 'probabilities+embedding+birdnet_embedding'), but models.birds.enabled is "
                    f"false (line {n}) - set models.birds.enabled: true, or leave models.head.path empty to use the "
                    "shipped tagger-only head (yamnet-tagger.onnx)", ExitCode.MODELS, run=True)
+
+
+def test_a_metrics_address_run_cannot_listen_on(station: Station, capsys: pytest.CaptureFixture[str]) -> None:
+    """`run` refuses a metrics.bind it cannot listen on (exit 2): check-config says so first, with the key and line;
+    a port in use now (maybe this station's own daemon) is only a warning."""
+    station.set("metrics.port", "9108")
+    station.set("metrics.bind", "not-an-address")
+    code, out, _ = check_config(capsys, str(station.path))
+    assert code == ExitCode.USAGE
+    assert len(out) == 1 and out[0].startswith("metrics.bind: 'not-an-address' is not an address") and " - " in out[0]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        station.set("metrics.bind", "127.0.0.1")
+        station.set("metrics.port", str(busy.getsockname()[1]))
+        code, out, err = check_config(capsys, str(station.path))
+    assert code == ExitCode.OK and out == [f"ok: {station.path}"] and "is in use now" in err

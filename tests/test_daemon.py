@@ -74,10 +74,10 @@ def test_run_replays_recordings_into_the_store(tmp_path: Path, yamnet_dir: Path,
     assert groups[("maad_jura_forest_20190522_0600.flac", 0.0)] == "natural"
     species = rows(db, "SELECT scientific_name FROM detections")
     assert ("Cranioleuca erythrops",) in species
-    # every detection and alert waits in the outbox for the publisher (MQTT is off here)
-    (pending,) = rows(db, "SELECT count(*) FROM outbox WHERE sent_unix_s IS NULL")[0]
-    (alerts,) = rows(db, "SELECT count(*) FROM alerts")[0]
-    assert pending == len(species) + alerts
+    # MQTT is off here: nothing is queued for a publisher that will never run (the outbox would fill and keep its
+    # alerts from retention forever), while the alerts themselves are stored
+    assert rows(db, "SELECT count(*) FROM outbox")[0][0] == 0
+    assert rows(db, "SELECT count(*) FROM alerts")[0][0] >= 1
     assert rows(db, "SELECT count(*) FROM aggregates")[0][0] >= 1
 
 

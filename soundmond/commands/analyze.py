@@ -113,8 +113,18 @@ def run(args: argparse.Namespace) -> int:
     evidence = None
     if args.evidence is not None:
         tagger = session.analyzer.tagger
-        evidence = EvidenceStage(cfg.evidence, cfg.privacy, args.evidence, store=store, stop=threading.Event(),
-                                 tagger_labels=tagger.labels if tagger is not None else (), keep_records=True).start()
+        try:
+            evidence = EvidenceStage(cfg.evidence, cfg.privacy, args.evidence, store=store, stop=threading.Event(),
+                                     tagger_labels=tagger.labels if tagger is not None else (),
+                                     keep_records=True).start()
+        except OSError as exc:
+            session.close()
+            if store is not None:
+                store.close()
+            why = exc.strerror or exc
+            print(f"soundmond analyze: --evidence {args.evidence}: cannot make the clips' folder ({why}) - give a "
+                  "folder you can write to", file=sys.stderr)
+            return ExitCode.FATAL
     writer = csv.DictWriter(out, fieldnames=records.CSV_FIELDS) if args.format == "csv" else None
     if writer:
         writer.writeheader()

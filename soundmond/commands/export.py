@@ -30,9 +30,12 @@ from soundmond.errors import ExitCode, HintedError
 from soundmond.outputs.store.schema import APPLICATION_ID, SCHEMA_VERSION
 
 TIME_COLUMNS = {"windows": "start_unix_s", "detections": "start_unix_s", "alerts": "ts_unix_s",
-                "aggregates": "ts_unix_s", "evidence": "changed_unix_s"}
+                "aggregates": "ts_unix_s",
+                # a clip by the time of its audio; a skipped one (no audio kept) by when it was decided
+                "evidence": "COALESCE(start_unix_s, changed_unix_s)"}
 ORDER = {"windows": "start_unix_s, rowid", "detections": "start_unix_s, window_id, rank",
-         "alerts": "ts_unix_s, alert_id", "aggregates": "ts_unix_s, id", "evidence": "changed_unix_s, event_id"}
+         "alerts": "ts_unix_s, alert_id", "aggregates": "ts_unix_s, id",
+         "evidence": "COALESCE(start_unix_s, changed_unix_s), event_id"}
 JSON_COLUMNS = {"windows": ("tagger_top",), "alerts": ("evidence",), "aggregates": ("snapshot",)}
 FORMATS = ("csv", "jsonl", "parquet")
 BATCH_ROWS = 5000

@@ -222,7 +222,8 @@ class EvidenceStage:
         tagger = session.analyzer.tagger
         return cls(cfg.evidence, cfg.privacy, loaded.resolve(cfg.evidence.path),
                    store=store if isinstance(store, EvidenceStore) else None, stop=stop,
-                   tagger_labels=tagger.labels if tagger is not None else (), station=cfg.station).start()
+                   tagger_labels=tagger.labels if tagger is not None else (),
+                   station=cfg.station if cfg.mqtt.enabled else None).start()  # no MQTT: no outbox rows
 
     # ------------------------------------------------------------------ pipeline thread
 
