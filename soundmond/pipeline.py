@@ -315,7 +315,7 @@ class Daemon:
         self.tally.count(None, alerts)
         if self.writer is not None:
             for alert in alerts:
-                self.writer.submit_alert(alert, self._outbox_for(None, [alert])[0])
+                self.writer.submit_alert(alert, next(iter(self._outbox_for(None, [alert])), None))
         if alerts:
             self._save_alert_state()
 
