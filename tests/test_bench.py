@@ -19,7 +19,9 @@ from soundmond import speed
 from soundmond.analysis import build_session
 from soundmond.config import load_config
 from soundmond.errors import ExitCode
+from soundmond.speed.inprocess import write_config
 from soundmond.speed.measure import cpu_features, cpu_name
+from soundmond.speed.quick import station_sections
 from soundmond.workbench import bench
 
 REPO = Path(__file__).resolve().parent.parent
@@ -354,3 +356,21 @@ def test_quick_bench_audio_never_comes_from_the_current_folder(tmp_path: Path, m
     assert audio.audio_folder(None, tmp_path / "recordings") == (tmp_path / "recordings", "source.path")
     windows = audio.load_windows(None, 2)
     assert windows.source == "synthetic" and windows.files == ["noise-0", "noise-1"] and windows.paths == []
+
+
+def test_the_quick_bench_daemon_runs_with_the_stations_own_features(tmp_path: Path) -> None:
+    """`bench --quick` measures the daemon as the station runs it: its bird stride and thresholds, quiet floor,
+    indices, evidence clips (written beside the bench's store, never into the station's folder) and privacy."""
+    station = tmp_path / "station.yaml"
+    station.write_text("models:\n  birds:\n    stride_s: 1.5\n    min_confidence: 0.4\nindices:\n  enabled: false\n"
+                       "evidence:\n  enabled: true\n  path: /srv/station/evidence\n  pad_s: 2.0\n"
+                       "privacy:\n  mode: mute\n")
+    sections = station_sections(load_config(station).config)
+    written = write_config(tmp_path / "bench.yaml", tagger=tmp_path / "yamnet", family="yamnet",
+                           birds=tmp_path / "birdnet", threads=1, store=tmp_path / "bench.db", sections=sections)
+    cfg = load_config(written).config
+    assert cfg.models.birds.stride_s == 1.5 and cfg.models.birds.min_confidence == 0.4
+    assert cfg.models.birds.path == tmp_path / "birdnet" and cfg.models.tagger.threads == 1  # the bench's own
+    assert not cfg.indices.enabled and cfg.evidence.enabled and cfg.evidence.pad_s == 2.0
+    assert cfg.evidence.path == tmp_path / "bench-evidence" and cfg.privacy.mode == "mute"
+    assert not cfg.mqtt.enabled and cfg.store.path == tmp_path / "bench.db"

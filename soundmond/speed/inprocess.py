@@ -75,8 +75,11 @@ def grid_birds_runner(model: Any, chunks: Sequence[Sequence[GridChunk]]) -> Call
 
 def write_config(path: Path, *, tagger: Path, family: str, birds: Path | None, threads: int, store: Path,
                  head: Path | None = None, min_rms_dbfs: float | None = None, source: Path | None = None,
-                 heartbeat_s: float = 60.0, side_by_side: bool = False) -> Path:
-    """A daemon config for one benchmark configuration (file source, no MQTT, store in `store`)."""
+                 heartbeat_s: float = 60.0, side_by_side: bool = False,
+                 sections: dict[str, Any] | None = None) -> Path:
+    """A daemon config for one benchmark configuration (file source, no MQTT, store in `store`). `sections`: more of
+    the configuration as the station has it (bird stride and thresholds, quiet floor, indices, evidence, privacy),
+    merged in; an evidence folder goes beside the store, never into the station's own."""
     cfg: dict[str, Any] = {
         "station": {"id": "bench"},
         "source": {"type": "file", "path": str(source or FIXTURE_AUDIO), "realtime": False},
@@ -91,6 +94,17 @@ def write_config(path: Path, *, tagger: Path, family: str, birds: Path | None, t
         "mqtt": {"enabled": False, "heartbeat_interval_s": heartbeat_s},
         "logging": {"level": "INFO"},
     }
+    for key, value in (sections or {}).items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            for sub_key, sub_value in value.items():
+                if isinstance(sub_value, dict) and isinstance(cfg[key].get(sub_key), dict):
+                    cfg[key][sub_key] = {**cfg[key][sub_key], **sub_value}
+                else:
+                    cfg[key][sub_key] = sub_value
+        else:
+            cfg[key] = value
+    if isinstance(cfg.get("evidence"), dict):
+        cfg["evidence"] = {**cfg["evidence"], "path": str(store.parent / f"{store.stem}-evidence")}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
@@ -108,11 +122,12 @@ class PipelineSpec:
     head: Path | None = None
     min_rms_dbfs: float | None = None
     side_by_side: bool = False
+    sections: dict[str, Any] | None = None  # the station's own settings carried over (`write_config`)
 
     def config(self, path: Path, store: Path, source: Path | None = None, heartbeat_s: float = 60.0) -> Path:
         return write_config(path, tagger=self.tagger, family=self.family, birds=self.birds, threads=self.threads,
                             store=store, head=self.head, min_rms_dbfs=self.min_rms_dbfs, source=source,
-                            heartbeat_s=heartbeat_s, side_by_side=self.side_by_side)
+                            heartbeat_s=heartbeat_s, side_by_side=self.side_by_side, sections=self.sections)
 
 
 def bench_pipeline(specs: Sequence[PipelineSpec], files: Sequence[Path], tmp: Path, repeats: int = 1

@@ -77,8 +77,13 @@ def run_quick(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     report["birds_stride"] = stride_cost(report["models"], cfg)
     files = audio.paths or synthetic_files(tmp, 2)
     sbs = " each, side by side" if cfg.models.side_by_side and birds_path is not None else ""
+    station = station_sections(cfg)
+    sbs += f", stride {cfg.models.birds.stride_s:g} s" if birds_path is not None else ""
+    sbs += ", indices " + ("on" if cfg.indices.enabled else "off")
+    sbs += ", evidence clips " + ("on" if cfg.evidence.enabled else "off")
     specs = [PipelineSpec(f"configured, {t} thread(s){sbs}", cfg.models.tagger.family, tagger_path, birds_path, t,
-                          head_path, cfg.windows.min_rms_dbfs, side_by_side=cfg.models.side_by_side) for t in choices]
+                          head_path, cfg.windows.min_rms_dbfs, side_by_side=cfg.models.side_by_side,
+                          sections=station) for t in choices]
     try:
         report["pipeline"] = bench_pipeline(specs, files, tmp, repeats=1)
     except Exception as exc:  # e.g. no head for this tagger: say so, the model figures still stand
@@ -90,6 +95,21 @@ def run_quick(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     report["verdict"] = quick_verdict(report, cfg)
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
+
+
+def station_sections(cfg: Config) -> dict[str, Any]:
+    """What of the station's configuration changes the daemon's cost and memory, for the bench's daemon: the bird
+    stride and thresholds, the quiet floor, acoustic indices, evidence clips (written beside the bench's store) and
+    speech privacy."""
+    birds = cfg.models.birds
+    return {
+        "models": {"birds": {"stride_s": birds.stride_s, "sensitivity": birds.sensitivity,
+                             "min_confidence": birds.min_confidence}},
+        "windows": {"quiet_below_dbfs": cfg.windows.quiet_below_dbfs},
+        "indices": cfg.indices.model_dump(mode="json"),
+        "evidence": cfg.evidence.model_dump(mode="json"),
+        "privacy": cfg.privacy.model_dump(mode="json"),
+    }
 
 
 def stride_cost(models: list[dict[str, Any]], cfg: Config) -> dict[str, Any] | None:
