@@ -79,7 +79,7 @@ def exported(
 def _pipeline_top(checkpoint: Path, samples: np.ndarray, k: int) -> list[tuple[str, float]]:
     from transformers import pipeline
 
-    classify = pipeline("audio-classification", model=str(checkpoint), device="cpu")
+    classify = pipeline("audio-classification", model=str(checkpoint), device="cpu", framework="pt")  # never TF
     return [(r["label"], float(r["score"])) for r in classify(samples.copy(), top_k=k)]
 
 

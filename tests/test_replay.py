@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -100,9 +101,18 @@ def test_event_ids_are_equal_across_two_analyses(fixture_audio: Path, yamnet_dir
 
 
 def write_config(tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, mqtt_port: int | None = None) -> Path:
+    """A station that publishes to `mqtt_port`; without one, to a broker that is down (a port nothing listens on):
+    its detections and alerts wait in the outbox, which is what these tests count (with MQTT off nothing is queued)."""
     cfg = tmp_path / "config.yaml"
-    mqtt = (f"mqtt: {{enabled: true, host: 127.0.0.1, port: {mqtt_port}, reconnect_min_s: 0.2, "
-            "reconnect_max_s: 1.0}\n") if mqtt_port else ""
+    if mqtt_port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            down = probe.getsockname()[1]
+        mqtt = (f"mqtt: {{enabled: true, host: 127.0.0.1, port: {down}, reconnect_min_s: 0.2, "
+                "reconnect_max_s: 1.0, drain_timeout_s: 0}\n")
+    else:
+        mqtt = (f"mqtt: {{enabled: true, host: 127.0.0.1, port: {mqtt_port}, reconnect_min_s: 0.2, "
+                "reconnect_max_s: 1.0}\n")
     cfg.write_text(
         f"station: {{id: {STATION}}}\n"
         f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{path: {birdnet_dir}}}\n"

@@ -18,10 +18,13 @@ DAYS = 30
 
 
 def report_rss_kb(*args: str) -> tuple[int, str]:
-    """Run `soundmond report` in a fresh interpreter that prints its own peak RSS (ru_maxrss, KB on Linux) when
+    """Run `soundmond report` in a fresh interpreter that prints its own peak RSS (VmHWM, KB) when
     done; its exit code must be 0. Returns (peak RSS in KB, the report's stderr)."""
-    code = ("import resource, sys; from soundmond.cli import main; rc = main(sys.argv[1:]); "
-            "print('RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork + exec, so a child of a big pytest process would
+    # report the parent's peak (seen in CI: 7.6 GB for a 147-MB report); VmHWM belongs to this process's memory only
+    code = ("import re, sys; from soundmond.cli import main; rc = main(sys.argv[1:]); "
+            "hwm = re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1); "
+            "print('RSS_KB', hwm, file=sys.stderr); sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code, "report", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr
