@@ -154,10 +154,6 @@ def alert_label(alert: Alert) -> str:
     return f"alert-{alert.type.value}"
 
 
-def file_sha256(path: Path) -> str:
-    return identity.file_sha256(path)
-
-
 def requests_for(item: EvidenceWindow, cfg: EvidenceConfig, skipped: dict[str, int]) -> list[_Request]:
     """The clips a window asks for: its detections at or above min_confidence (best chunk, else the window) and the
     alerts it raised. Detections below the floor are counted in `skipped["confidence"]`."""
@@ -483,7 +479,7 @@ class EvidenceStage:
         self._index[rel] = (written, size)
         ids.add(req.event_id)
         start_unix_s = req.core_start_unix_s - (req.core_start_s - start_s)
-        record = ClipRecord(req.event_id, req.kind, req.label, req.window_id, rel, size, file_sha256(path),
+        record = ClipRecord(req.event_id, req.kind, req.label, req.window_id, rel, size, identity.file_sha256(path),
                             start_s, start_s + audio.shape[0] / rate, start_unix_s, req.core_start_s, req.core_end_s,
                             rate, how, written)
         if self.keep_records:
