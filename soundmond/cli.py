@@ -85,7 +85,7 @@ COMMANDS: dict[str, Command] = {
         "soundmond train-head --labels ESC-50-master --out heads/esc50.onnx --features both"),
     "evaluate": Command(
         "soundmond.workbench.evaluate", "add_evaluate_arguments", "run_evaluate",
-        "score BirdNET species and the head's groups against a labels CSV; report + plots + JSON",
+        "score the bird model's species (BirdNET or hf) and the head's groups against a labels CSV; report + plots",
         "soundmond evaluate --labels ../shared/data/corpus/labels.csv --audio-root ../shared/data/corpus "
         "--out eval-report"),
     "report": Command(

@@ -39,7 +39,7 @@ from soundmond.head.meta import (
     HeadError,
 )
 from soundmond.models.birds import is_sound_class, split_birdnet_label
-from soundmond.models.hf import check_hf_sidecar, species_names
+from soundmond.models.hf import birdnet_only_warnings, check_hf_sidecar, species_names, stride_problem
 from soundmond.models.sessions import check_sidecar, read_labels
 from soundmond.models.sidecar import ModelFolderError
 
@@ -89,6 +89,7 @@ def preflight(loaded: LoadedConfig, *, quick: bool = False, source_override: Pat
         metrics, busy = _metrics_problems(loaded)
         source += metrics
         warnings += busy
+    warnings += birdnet_only_warnings(loaded)  # settings an hf bird model does not use: said, not silently ignored
     stages = [(ExitCode.USAGE, species), (ExitCode.MODELS, models), (ExitCode.FATAL, store), (ExitCode.USAGE, source)]
     code = next((code for code, found in stages if found), ExitCode.OK)
     return Preflight(tuple(p for _, found in stages for p in found), tuple(warnings), code)
@@ -125,6 +126,8 @@ def _model_problems(loaded: LoadedConfig) -> tuple[list[ConfigProblem], list[Con
             models.append(loaded.problem("models.birds.path", f"{exc.folder}: {exc.problem}", exc.hint))
         else:
             species = _bird_species_problems(loaded, labels, folder / sidecar.labels_file)
+            if cfg.birds.family == "hf" and (stride := stride_problem(sidecar, cfg.birds)) is not None:
+                species.append(loaded.problem(stride.key, stride.problem, stride.hint))
     models += _head_problems(loaded, label_count)
     return species, models
 

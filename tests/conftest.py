@@ -125,3 +125,48 @@ def shared_corpus() -> Path:
     if not (SHARED_CORPUS / "labels.csv").is_file():
         pytest.skip(f"needs the shared corpus at {SHARED_CORPUS}")
     return SHARED_CORPUS
+
+
+# --- tiny random Hugging Face classifiers (`python -m export hf`), exported once per session: tests/hf_models.py ---
+
+
+def _needs_hf_export() -> None:
+    for module in ("torch", "transformers", "optimum.exporters.onnx"):
+        pytest.importorskip(module, reason=f"exporting the hf test models needs the export extra ({module})")
+
+
+@pytest.fixture(scope="session")
+def hf_check_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import hf_models
+
+    return hf_models.check_audio_folder(tmp_path_factory.mktemp("hf-check-audio"))
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny random checkpoint of each architecture (made-up bird labels: `export.hf_model.BIRD_LABELS`)."""
+    _needs_hf_export()
+    import hf_models
+
+    return hf_models.make_checkpoints(tmp_path_factory.mktemp("hf-checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def hf_exports(hf_checkpoints: dict[str, Path], hf_check_audio: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each architecture exported as a bird model (fp32, parity checked)."""
+    import hf_models
+
+    root = tmp_path_factory.mktemp("hf-exports")
+    return {arch: hf_models.export(ck, root / arch, hf_check_audio) for arch, ck in hf_checkpoints.items()}
+
+
+@pytest.fixture(scope="session")
+def hf_ast_tagger(hf_checkpoints: dict[str, Path], hf_check_audio: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny AST exported as a tagger (`--role tagger --licence bsd-3-clause`)."""
+    import hf_models
+
+    out = tmp_path_factory.mktemp("hf-tagger") / "ast"
+    return hf_models.export(hf_checkpoints["audio-spectrogram-transformer"], out, hf_check_audio, role="tagger",
+                            licence="bsd-3-clause")

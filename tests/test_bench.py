@@ -374,3 +374,30 @@ def test_the_quick_bench_daemon_runs_with_the_stations_own_features(tmp_path: Pa
     assert not cfg.indices.enabled and cfg.evidence.enabled and cfg.evidence.pad_s == 2.0
     assert cfg.evidence.path == tmp_path / "bench-evidence" and cfg.privacy.mode == "mute"
     assert not cfg.mqtt.enabled and cfg.store.path == tmp_path / "bench.db"
+
+
+@pytest.mark.export
+def test_hf_birds_bench_measures_the_daemons_peak_rss(tmp_path: Path, models: Path, fixture_audio: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`bench --hf-birds` with the tiny random Wav2Vec2 (the plumbing; `--hf-size base` is the real measurement):
+    fresh sensor-like daemons, YAMNet + BirdNET and YAMNet + the hf model fp32 / int8, each with a real peak RSS."""
+    for module in ("torch", "transformers", "optimum"):
+        pytest.importorskip(module, reason="--hf-birds exports its model with the export extra")
+    out = tmp_path / "out"
+    args = _bench_args("--hf-birds", "--hf-size", "tiny", "--models", str(models), "--corpus", str(fixture_audio),
+                       "--pipeline-files", "1", "--out", str(out))
+    assert speed.run_bench(args) == ExitCode.OK, capsys.readouterr().err[-3000:]
+    report = json.loads((out / "bench-hf-birds.json").read_text())
+    assert report["mode"] == "hf-birds" and report["hf_birds"]["size"] == "tiny"
+    assert report["hf_birds"]["quantization"] == {"fp32": "none", "int8": "int8"}
+    rows = {d["bird_model"]: d for d in report["daemon"]}
+    assert set(rows) == {"birdnet", "hf fp32", "hf int8"}
+    for d in rows.values():
+        assert d["returncode"] == 0 and d["sensor_like"] is True and d["windows"] > 0
+        assert d["peak_rss_mb"] > 50  # a real process with numpy, onnxruntime and YAMNet loaded
+    hf = rows["hf fp32"]
+    assert "hf Wav2Vec2-tiny fp32" in hf["config"] and 0 < hf["bird_model_mb"] < rows["birdnet"]["bird_model_mb"]
+    md = (out / "bench-hf-birds.md").read_text()
+    assert "## hf bird model: the daemon's peak RSS" in md
+    assert f"| {hf['config']} | {hf['bird_model_mb']} | {hf['peak_rss_mb']} | " in md
+    assert "## Daemon process" in md

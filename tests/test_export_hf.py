@@ -1,18 +1,17 @@
 """`python -m export hf` on tiny random checkpoints of each architecture, and soundmond's hf models running them.
 
-Each checkpoint is built here from its transformers config (hidden 32, 2 layers, made-up bird labels), saved with
-save_pretrained and exported through the same code a hub id takes after download; the parity check inside the export
-compares transformers' extractor + PyTorch with soundmond's numpy features + ONNX on real recordings.
+The checkpoints and their exports are the session's (`hf_checkpoints`, `hf_exports`, `hf_ast_tagger` in conftest.py,
+built by tests/hf_models.py): hidden 32, 2 layers, made-up bird labels, saved with save_pretrained and exported through
+the same code a hub id takes after download; the parity check inside each export compares transformers' extractor +
+PyTorch with soundmond's numpy features + ONNX on real recordings. `soundmond analyze` and `soundmond run` with each
+architecture: tests/test_hf_daemon.py; `soundmond evaluate`: tests/test_evaluate_hf.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,13 @@ os.environ.setdefault("USE_TF", "0")
 pytest.importorskip("torch")
 pytest.importorskip("optimum.exporters.onnx")
 
+from hf_models import ARCHITECTURES, BIRD_CHORUS, NIGHT_CUT, export_args  # noqa: E402
+
 from export import hf_model  # noqa: E402
+from export.cli import main as export_main  # noqa: E402
 from export.common import EXIT_FAILED, EXIT_USAGE, ExportError, ParityError  # noqa: E402
 from soundmond.capture.audio import load_audio  # noqa: E402
+from soundmond.cli import main  # noqa: E402
 from soundmond.config import BirdConfig, ConfigError, TaggerConfig  # noqa: E402
 from soundmond.data import TaggerOutput  # noqa: E402
 from soundmond.models.hf import HfBirdModel, HfTagger, label_names  # noqa: E402
@@ -36,44 +39,20 @@ pytestmark = pytest.mark.export
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "audio"
-ARCHITECTURES = ("wav2vec2", "hubert", "wavlm", "audio-spectrogram-transformer", "whisper")
-
-
-def _args(model: Path | str, out: Path, check_audio: Path, **changes: object) -> argparse.Namespace:
-    values: dict[str, object] = dict(
-        model=str(model), revision=None, role="birds", int8=False, licence=None, clip_s=None, out=out, force=False,
-        check_audio=check_audio,
-    )
-    values.update(changes)
-    return argparse.Namespace(**values)
-
-
-@pytest.fixture(scope="module")
-def check_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two real recordings (a bird chorus and a night soundscape) keep each parity check short."""
-    folder = tmp_path_factory.mktemp("check-audio")
-    for name in ("oss_birds_10s.flac", "maad_jura_forest_night_20190522_0000.flac"):
-        shutil.copy(FIXTURES / name, folder / name)
-    return folder
 
 
 @pytest.fixture(scope="module")
 def bird_clip() -> np.ndarray:
-    return load_audio(FIXTURES / "oss_birds_10s.flac", 16000)[0]
+    return load_audio(FIXTURES / BIRD_CHORUS, 16000)[0]
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("hf-checkpoints")
-    return {arch: hf_model.make_random_checkpoint(root / arch, arch) for arch in ARCHITECTURES}
-
-
-@pytest.fixture(scope="module")
-def exported(
-    checkpoints: dict[str, Path], check_audio: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("hf-exports")
-    return {arch: hf_model.run(_args(ck, root / arch, check_audio)) for arch, ck in checkpoints.items()}
+def chorus_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 10-s bird chorus alone: check audio for exports whose parity is not what the test is about (two 5-s clips,
+    or one 8-s clip, none zero-padded)."""
+    folder = tmp_path_factory.mktemp("chorus-only")
+    shutil.copy(FIXTURES / BIRD_CHORUS, folder / BIRD_CHORUS)
+    return folder
 
 
 def _pipeline_top(checkpoint: Path, samples: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -85,12 +64,13 @@ def _pipeline_top(checkpoint: Path, samples: np.ndarray, k: int) -> list[tuple[s
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_exports_with_parity_and_runs_as_the_pipeline(
-    arch: str, exported: dict[str, Path], checkpoints: dict[str, Path], bird_clip: np.ndarray
+    arch: str, hf_exports: dict[str, Path], hf_checkpoints: dict[str, Path], bird_clip: np.ndarray
 ) -> None:
+    exported, checkpoints = hf_exports, hf_checkpoints
     sidecar = verify_folder(exported[arch], "hf")
     assert sidecar.parity.target_max_abs_logit_diff == 1e-4
     assert sidecar.parity.max_abs_logit_diff <= 1e-4 and sidecar.parity.top5_agreement == 1.0
-    assert sidecar.parity.audio_files == ["maad_jura_forest_night_20190522_0000.flac", "oss_birds_10s.flac"]
+    assert sidecar.parity.audio_files == sorted([NIGHT_CUT, BIRD_CHORUS])
     assert sidecar.licence == "cc-by-4.0"  # from the checkpoint's model card
     assert sidecar.label_count == len(hf_model.BIRD_LABELS)
     hf = sidecar.extra["hf"]
@@ -100,7 +80,8 @@ def test_exports_with_parity_and_runs_as_the_pipeline(
     assert features["kind"] == hf_model.FEATURE_KIND[arch]
     assert (exported[arch] / "labels.txt").read_text().splitlines() == list(hf_model.BIRD_LABELS)
 
-    model = HfBirdModel(exported[arch], BirdConfig(family="hf", min_confidence=0.0))
+    stride_s = min(3.0, sidecar.chunk_samples / sidecar.sample_rate_hz)  # the tiny AST's clip is 1.015 s
+    model = HfBirdModel(exported[arch], BirdConfig(family="hf", min_confidence=0.0, stride_s=stride_s))
     assert isinstance(model, BirdModel)
     clip = bird_clip[: model.chunk_samples]  # one model clip: what the pipeline sees whole
     ours = model.top(clip, 5)
@@ -117,23 +98,24 @@ def test_exports_with_parity_and_runs_as_the_pipeline(
 
 @pytest.mark.shared
 def test_seed_call_shape_on_a_corpus_bird_recording(
-    checkpoints: dict[str, Path], check_audio: Path, shared_corpus: Path, tmp_path: Path
+    hf_checkpoints: dict[str, Path], chorus_only: Path, shared_corpus: Path, tmp_path: Path
 ) -> None:
     """The seed study: `pipeline("audio-classification", model=...)` top-k on a whole recording. soundmond's hf bird
-    model, given a clip length that holds the recording, returns the same labels and scores."""
+    model, given a clip length that holds the recording (`--clip-s 8`), returns the same labels and scores."""
     recording = shared_corpus / "audio" / "natural" / "bird_xc130831_Amazilia_yucatanensis.flac"
     samples = load_audio(recording, 16000)[0]
     assert 5.5 < samples.size / 16000 <= 8.0
-    folder = hf_model.run(_args(checkpoints["wav2vec2"], tmp_path / "w2v", check_audio, clip_s=8.0))
+    folder = hf_model.run(export_args(hf_checkpoints["wav2vec2"], tmp_path / "w2v", chorus_only, clip_s=8.0))
     model = HfBirdModel(folder, BirdConfig(family="hf", min_confidence=0.0))
+    assert model.chunk_samples == 8 * 16000
     ours = model.top(samples, 5)
-    theirs = _pipeline_top(checkpoints["wav2vec2"], samples, 5)
+    theirs = _pipeline_top(hf_checkpoints["wav2vec2"], samples, 5)
     assert [label for label, _ in ours] == [label for label, _ in theirs]
     np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-4)
 
 
-def test_long_windows_are_split_into_clips_and_pooled(exported: dict[str, Path], bird_clip: np.ndarray) -> None:
-    model = HfBirdModel(exported["wav2vec2"], BirdConfig(family="hf", min_confidence=0.0))
+def test_long_windows_are_split_into_clips_and_pooled(hf_exports: dict[str, Path], bird_clip: np.ndarray) -> None:
+    model = HfBirdModel(hf_exports["wav2vec2"], BirdConfig(family="hf", min_confidence=0.0))
     starts, scores = model.clip_scores(bird_clip)  # 10.1 s, 5-s clips every stride_s (3 s), the last one end-aligned
     assert starts == (0, 48000, bird_clip.size - 80000)
     assert scores.shape == (3, len(model.labels))
@@ -146,10 +128,9 @@ def test_long_windows_are_split_into_clips_and_pooled(exported: dict[str, Path],
 
 
 def test_tagger_role_runs_through_load_tagger(
-    checkpoints: dict[str, Path], check_audio: Path, exported: dict[str, Path], bird_clip: np.ndarray, tmp_path: Path
+    hf_ast_tagger: Path, hf_exports: dict[str, Path], bird_clip: np.ndarray
 ) -> None:
-    folder = hf_model.run(_args(checkpoints["audio-spectrogram-transformer"], tmp_path / "t", check_audio,
-                                role="tagger", licence="bsd-3-clause"))
+    folder = hf_ast_tagger
     assert verify_folder(folder, "hf").licence == "bsd-3-clause"  # --licence wins over the card
     tagger = load_tagger(folder, TaggerConfig(family="hf", path=folder, top_k=3, pooling="max"))
     assert isinstance(tagger, HfTagger) and isinstance(tagger, Tagger)
@@ -158,19 +139,19 @@ def test_tagger_role_runs_through_load_tagger(
     assert out.probabilities.shape == (len(hf_model.BIRD_LABELS),) and len(out.top) == 3
     assert out.top[0].score == pytest.approx(float(out.probabilities.max()))
     with pytest.raises(ModelFolderError, match="exported as a birds model.*--role tagger"):
-        HfTagger(exported["wav2vec2"], TaggerConfig(family="hf"))
+        HfTagger(hf_exports["wav2vec2"], TaggerConfig(family="hf"))
     with pytest.raises(ModelFolderError, match="exported as a tagger model.*--role birds"):
         HfBirdModel(folder, BirdConfig(family="hf"))
 
 
-def test_species_map_names_and_drops_labels(exported: dict[str, Path], bird_clip: np.ndarray, tmp_path: Path) -> None:
+def test_species_map_names_and_drops_labels(hf_exports: dict[str, Path], bird_clip: np.ndarray, tmp_path: Path) -> None:
     mapping = tmp_path / "species.yaml"
     mapping.write_text(
         "'Turdus merula_Eurasian Blackbird': {scientific: Turdus merula, common: Blackbird}\n"
         "'Parus major_Great Tit': null\n"
         "'Erithacus rubecula_European Robin': Erithacus rubecula\n"
     )
-    model = HfBirdModel(exported["whisper"], BirdConfig(family="hf", min_confidence=0.0), species_map=mapping)
+    model = HfBirdModel(hf_exports["whisper"], BirdConfig(family="hf", min_confidence=0.0), species_map=mapping)
     names = dict(zip(model.labels, zip(model.scientific_names, model.common_names, strict=True), strict=True))
     assert names["Turdus merula_Eurasian Blackbird"] == ("Turdus merula", "Blackbird")
     assert names["Erithacus rubecula_European Robin"] == ("Erithacus rubecula", "Erithacus rubecula_European Robin")
@@ -180,11 +161,11 @@ def test_species_map_names_and_drops_labels(exported: dict[str, Path], bird_clip
 
     mapping.write_text("'Turdus merulla': Turdus merula\n'Parus major_Great Tit': [1]\n")
     with pytest.raises(ConfigError) as info:
-        HfBirdModel(exported["whisper"], BirdConfig(family="hf"), species_map=mapping)
+        HfBirdModel(hf_exports["whisper"], BirdConfig(family="hf"), species_map=mapping)
     assert [p.key for p in info.value.problems] == ["models.birds.species_map"] * 2
     assert "'Turdus merulla' is not one of the model's labels" in str(info.value)
     with pytest.raises(ConfigError, match="unknown species: 'Dodo'"):
-        HfBirdModel(exported["whisper"], BirdConfig(family="hf", include=["Dodo"]))
+        HfBirdModel(hf_exports["whisper"], BirdConfig(family="hf", include=["Dodo"]))
 
 
 def test_label_names() -> None:
@@ -193,8 +174,8 @@ def test_label_names() -> None:
     assert label_names("ANDEAN GUAN") == ("ANDEAN GUAN", "ANDEAN GUAN")
 
 
-def test_int8_is_reported_not_enforced(checkpoints: dict[str, Path], check_audio: Path, tmp_path: Path) -> None:
-    folder = hf_model.run(_args(checkpoints["hubert"], tmp_path / "q", check_audio, int8=True))
+def test_int8_is_reported_not_enforced(hf_checkpoints: dict[str, Path], chorus_only: Path, tmp_path: Path) -> None:
+    folder = hf_model.run(export_args(hf_checkpoints["hubert"], tmp_path / "q", chorus_only, int8=True))
     sidecar = verify_folder(folder, "hf")
     assert sidecar.quantization == "int8" and sidecar.parity.target_max_abs_logit_diff is None
     int8 = sidecar.extra["int8"]
@@ -203,11 +184,11 @@ def test_int8_is_reported_not_enforced(checkpoints: dict[str, Path], check_audio
 
 
 def test_missed_parity_writes_nothing(
-    checkpoints: dict[str, Path], check_audio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hf_checkpoints: dict[str, Path], chorus_only: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(hf_model, "FP32_TARGET_MAX_ABS_LOGIT_DIFF", 1e-12)
     with pytest.raises(ParityError, match="exceeds the target") as info:
-        hf_model.run(_args(checkpoints["wavlm"], tmp_path / "out", check_audio))
+        hf_model.run(export_args(hf_checkpoints["wavlm"], tmp_path / "out", chorus_only))
     assert info.value.exit_code == EXIT_FAILED
     assert list(tmp_path.iterdir()) == []  # no folder, no partial folder
 
@@ -232,35 +213,36 @@ def _config_only(folder: Path, text: str) -> Path:
 def test_refused_architectures_name_themselves_and_write_nothing(config: str, message: str, tmp_path: Path) -> None:
     checkpoint = _config_only(tmp_path / "ck", config)
     with pytest.raises(ExportError) as info:
-        hf_model.run(_args(checkpoint, tmp_path / "out", FIXTURES))
+        hf_model.run(export_args(checkpoint, tmp_path / "out", FIXTURES))
     assert message in str(info.value) and info.value.exit_code == EXIT_USAGE
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
 
 
-@pytest.mark.slow  # a fresh interpreter imports every exporter's stack (about 20 s on a busy 2-core machine)
-def test_cli_refusal_exit_code_and_message(tmp_path: Path) -> None:
+def test_cli_refusal_exit_code_and_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m export hf` (export/__main__.py is `sys.exit(export.cli.main())`) on an image model: one line naming
+    the architecture, exit 2, nothing on stdout, nothing written. In this process: a fresh interpreter would spend
+    10-20 s importing torch, transformers and optimum again on a busy 2-core machine."""
     checkpoint = _config_only(tmp_path / "ck", '{"model_type": "vit", "architectures": ["ViTForImageClassification"]}')
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "export", "hf", "--model", str(checkpoint), "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert proc.returncode == EXIT_USAGE, proc.stderr[-2000:]
-    assert "export hf: ViTForImageClassification (model_type 'vit') is not an audio-classification model" in proc.stderr
-    assert proc.stdout == "" and not out.exists()
+    assert export_main(["hf", "--model", str(checkpoint), "--out", str(out)]) == EXIT_USAGE
+    captured = capsys.readouterr()
+    message = "export hf: ViTForImageClassification (model_type 'vit') is not an audio-classification model"
+    assert message in captured.err
+    assert captured.out == "" and not out.exists()
 
 
-def test_no_licence_is_refused(checkpoints: dict[str, Path], check_audio: Path, tmp_path: Path) -> None:
+def test_no_licence_is_refused(hf_checkpoints: dict[str, Path], hf_check_audio: Path, tmp_path: Path) -> None:
     checkpoint = tmp_path / "ck"
-    shutil.copytree(checkpoints["wav2vec2"], checkpoint)
+    shutil.copytree(hf_checkpoints["wav2vec2"], checkpoint)
     (checkpoint / "README.md").unlink()
     with pytest.raises(ExportError, match="states no `license:`; pass --licence"):
-        hf_model.run(_args(checkpoint, tmp_path / "out", check_audio))
+        hf_model.run(export_args(checkpoint, tmp_path / "out", hf_check_audio))
     assert not (tmp_path / "out").exists()
 
 
 def test_soundmond_analyze_with_an_hf_bird_model(
-    checkpoints: dict[str, Path], exported: dict[str, Path], yamnet_dir: Path, tmp_path: Path
+    hf_checkpoints: dict[str, Path], hf_exports: dict[str, Path], yamnet_dir: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`soundmond analyze` on a bird recording with `models.birds.family: hf`: the stream grid's 5-s chunks (every
     stride_s = 3 s) are clips of the model, and each chunk's species are the transformers pipeline's top-k on that
@@ -270,15 +252,13 @@ def test_soundmond_analyze_with_an_hf_bird_model(
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
         f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n"
-        f"  birds: {{family: hf, path: {exported['wav2vec2']}, species_map: {mapping.name}, min_confidence: 0.0}}\n"
+        f"  birds: {{family: hf, path: {hf_exports['wav2vec2']}, species_map: {mapping.name}, min_confidence: 0.0}}\n"
     )
     recording = FIXTURES / "oss_birds_10s.flac"
-    proc = subprocess.run(
-        [sys.executable, "-m", "soundmond.cli", "analyze", str(recording), "--config", str(cfg)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    code = main(["analyze", str(recording), "--config", str(cfg)])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
+    records = [json.loads(line) for line in out.out.splitlines()]
     assert [r["start_s"] for r in records] == [0.0, 5.0]  # 10.13 s: the 0.13-s tail makes no window
     samples = load_audio(recording, 16000)[0]
     chunks: dict[float, list[tuple[str, float]]] = {}
@@ -291,14 +271,14 @@ def test_soundmond_analyze_with_an_hf_bird_model(
     assert whole == [0.0, 3.0]
     for start in whole:
         window = samples[int(start * 16000) : int(start * 16000) + 80000]
-        theirs = [(label, score) for label, score in _pipeline_top(checkpoints["wav2vec2"], window, 8)
+        theirs = [(label, score) for label, score in _pipeline_top(hf_checkpoints["wav2vec2"], window, 8)
                   if label != "Parus major_Great Tit"]
         ours = chunks[start]
         assert [label for label, _ in ours] == [label for label, _ in theirs]
         np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-3)
 
 
-def test_check_config_knows_hf_folders(exported: dict[str, Path], yamnet_dir: Path, tmp_path: Path) -> None:
+def test_check_config_knows_hf_folders(hf_exports: dict[str, Path], yamnet_dir: Path, tmp_path: Path) -> None:
     """Preflight (check-config, run, analyze) checks hf folders and species names through the species map."""
     from soundmond.config import load_config
     from soundmond.preflight import preflight
@@ -311,15 +291,15 @@ def test_check_config_knows_hf_folders(exported: dict[str, Path], yamnet_dir: Pa
         cfg.write_text(f"models:\n  tagger: {tagger}\n  birds: {birds}\nalerts:\n  rare_species: [Parus major]\n")
         return [str(p) for p in preflight(load_config(cfg), models_only=True).problems]
 
-    found = problems(f"{{family: hf, path: {exported['whisper']}, species_map: {mapping.name}}}")
+    found = problems(f"{{family: hf, path: {hf_exports['whisper']}, species_map: {mapping.name}}}")
     assert found == [
         "alerts.rare_species.0: unknown species 'Parus major' (line 5) - use scientific or common names as in "
-        f"{exported['whisper'] / 'labels.txt'} (case does not matter)"
+        f"{hf_exports['whisper'] / 'labels.txt'} (case does not matter)"
     ]
-    assert problems(f"{{family: hf, path: {exported['whisper']}}}") == []  # no map: the label names it
-    found = problems(f"{{path: {exported['whisper']}}}")
+    assert problems(f"{{family: hf, path: {hf_exports['whisper']}}}") == []  # no map: the label names it
+    found = problems(f"{{path: {hf_exports['whisper']}}}")
     assert len(found) == 1 and "holds a 'hf' model" in found[0] and "set models.birds.family: hf" in found[0]
-    found = problems(f"{{family: hf, path: {exported['whisper']}}}", f"{{family: hf, path: {exported['hubert']}}}")
+    found = problems(f"{{family: hf, path: {hf_exports['whisper']}}}", f"{{family: hf, path: {hf_exports['hubert']}}}")
     assert len(found) == 2
     assert found[0].startswith("models.tagger.path: ") and "exported as a birds model" in found[0]
     assert "--role tagger" in found[0]

@@ -121,7 +121,8 @@ def load_head(
     elif not birds_enabled and tagger_only_head_path(tagger_family).is_file():
         chosen = tagger_only_head_path(tagger_family)
         logger.info(
-            "models.birds.enabled is false and models.head.path is empty: using the shipped tagger-only head %s "
+            "no BirdNET embedding (models.birds.enabled is false, or the bird model is not BirdNET) and "
+            "models.head.path is empty: using the shipped tagger-only head %s "
             "(the default %s needs BirdNET's embedding)",
             chosen,
             default.name,

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from soundmond.config import BirdConfig, ConfigError, ConfigProblem, TaggerConfig
+from soundmond.config import BirdConfig, ConfigError, ConfigProblem, LoadedConfig, TaggerConfig
 from soundmond.data import BirdOutput, ChunkDetection, SpeciesScore, TaggerOutput
 from soundmond.models.grid import GridChunk
 from soundmond.models.hf_features import Features, features_from_settings
@@ -97,6 +97,44 @@ def check_hf_sidecar(folder: Path, *, key: str, role: str) -> Sidecar:
             f"re-export it with `python -m export hf --role {role}`",
         )
     return sidecar
+
+
+def birdnet_only_warnings(loaded: LoadedConfig) -> list[ConfigProblem]:
+    """What a config with an hf bird model sets that only BirdNET uses, one warning each (check-config prints them,
+    `run` logs them): `alerts.rare_occurrence_below` (BirdNET's meta model gives the expected occurrence; an hf model
+    has none, so only `alerts.rare_species` raises RARE_SPECIES) and location-filter settings (`enabled: true` is
+    refused by the config). Nothing for BirdNET or with birds disabled."""
+    cfg = loaded.config
+    birds = cfg.models.birds
+    if not birds.enabled or birds.family != FAMILY:
+        return []
+    warnings = []
+    below = cfg.alerts.rare_occurrence_below
+    if below is not None:
+        warnings.append(loaded.problem(
+            "alerts.rare_occurrence_below",
+            f"{below:g} does not apply to an hf bird model: it has no meta model, so a species' expected occurrence "
+            "is unknown and RARE_SPECIES is raised only for the species in alerts.rare_species",
+            "set alerts.rare_occurrence_below: null (this warning goes), or use models.birds.family: birdnet",
+        ))
+    if birds.location_filter.model_fields_set - {"enabled"}:
+        warnings.append(loaded.problem(
+            "models.birds.location_filter",
+            "week / threshold are BirdNET's meta-model settings; an hf bird model has no meta model and ignores them",
+            "remove models.birds.location_filter",
+        ))
+    return warnings
+
+
+def stride_problem(sidecar: Sidecar, config: BirdConfig) -> ConfigProblem | None:
+    """`models.birds.stride_s` longer than the model's clip (a short-clip model: audio between clips would never be
+    analysed), as a problem naming the key; None when it fits."""
+    clip_s = sidecar.chunk_samples / sidecar.sample_rate_hz
+    if config.stride_s <= clip_s + 1e-9:
+        return None
+    return ConfigProblem("models.birds.stride_s", f"{config.stride_s:g} s is longer than the hf model's {clip_s:g}-s "
+                         "clip: the audio between clips would never be analysed", None,
+                         f"set models.birds.stride_s to at most {clip_s:g}")
 
 
 class HfClassifier:
@@ -280,6 +318,8 @@ class HfBirdModel:
         self.labels = self.model.labels
         self.model_sha256 = self.model.model_sha256
         self.chunk_samples = self.model.chunk_samples
+        if (problem := stride_problem(self.sidecar, config)) is not None:
+            raise ConfigError("configuration", [problem])
         self.stride_s = config.stride_s  # the stream grid's stride (`soundmond.models.grid`), as for BirdNET
         self.hop_samples = min(self.chunk_samples, max(1, round(config.stride_s * self.sample_rate_hz)))
         names = species_names(self.labels, species_map)

@@ -1,5 +1,5 @@
-"""The `soundmond bench` command: its arguments, and the run that `--quick` and `--batch` (here), the full comparison
-and `--soak` (the optional workbench, `soundmond.workbench.bench`) make."""
+"""The `soundmond bench` command: its arguments, and the run that `--quick` and `--batch` (here), the full comparison,
+`--soak` and `--hf-birds` (the optional workbench, `soundmond.workbench.bench`) make."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 # all (the reference paths, the exports of the random AST, its timing head); the soak only with `--soak-tagger ast`.
 WORKBENCH_NEEDS = {"torch": "export", "transformers": "export", "ai_edge_litert": "export", "sklearn": "workbench",
                    "skops": "workbench", "onnx": "workbench"}
+HF_BIRDS_NEEDS = {"torch": "export", "transformers": "export", "optimum": "export"}  # `--hf-birds`: its exports
 
 # a run: (args, scratch folder) -> (the report, its markdown, the file stem of the report)
 Run = Callable[[argparse.Namespace, Path], tuple[dict[str, Any], str, str]]
@@ -45,6 +46,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                       help="only the configured models (numpy + onnxruntime; for a sensor): keeps up? which settings?")
     mode.add_argument("--soak", action="store_true",
                       help="replay >= --soak-seconds of audio through `soundmond run`; RSS and open fds over time")
+    mode.add_argument("--hf-birds", action="store_true",
+                      help="the daemon's peak RSS with a Wav2Vec2-base-sized hf bird model (random weights, fp32 and "
+                           "int8) + YAMNet, beside YAMNet + BirdNET (sensor-like `soundmond run`; needs the export "
+                           "extra the first time: the exports are cached)")
     mode.add_argument("--batch", action="store_true",
                       help="the dataset job (`analyze --format parquet`, needs pyarrow): hours of audio per hour with "
                            "--batch-workers local workers (and --batch-cluster)")
@@ -58,6 +63,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                         "or .cache/test-models/")
     p.add_argument("--ast-size", choices=("full", "tiny"), default="full",
                    help="random AST checkpoint size (full = the real architecture; tiny for CI)")
+    p.add_argument("--hf-size", choices=("base", "tiny"), default="base",
+                   help="--hf-birds: the random Wav2Vec2's size (base = the seed model's shape; tiny for CI)")
     p.add_argument("--threads", type=int, default=2, help="threads per session in the per-model comparisons")
     p.add_argument("--repeats", type=int, default=3, help="timed passes over the windows (after one warm-up pass)")
     p.add_argument("--windows", type=int, default=8, help="5-s windows timed per model")
@@ -112,7 +119,8 @@ def batch_refusal() -> str | None:
 def workbench_run(args: argparse.Namespace) -> Run | str:
     """The full or soak run of the optional workbench, or (when it or a library it needs is not installed) one line
     naming what to install."""
-    needs = [] if args.soak and args.soak_tagger != "ast" else list(WORKBENCH_NEEDS)
+    needs = ([] if args.soak and args.soak_tagger != "ast" else list(HF_BIRDS_NEEDS) if args.hf_birds
+             else list(WORKBENCH_NEEDS))
     missing = [m for m in needs if find_spec(m) is None]
     run: Run | None = None
     try:
@@ -122,8 +130,8 @@ def workbench_run(args: argparse.Namespace) -> Run | str:
     else:
         run = run_workbench
     if run is None or missing:
-        extras = sorted({WORKBENCH_NEEDS.get(m, "workbench") for m in missing})
-        what = "the soak" if args.soak else "the full benchmark"
+        extras = sorted({{**WORKBENCH_NEEDS, **HF_BIRDS_NEEDS}.get(m, "workbench") for m in missing})
+        what = "the soak" if args.soak else "--hf-birds" if args.hf_birds else "the full benchmark"
         return (f"{what} needs {', '.join(missing)} (not installed): pip install 'soundmond[{','.join(extras)}]', "
                 "or run `soundmond bench --quick` on a sensor")
     return run

@@ -5,16 +5,24 @@ spelling; `group` = natural / industrial / other where known; optional `latitude
 and `date` (YYYY-MM-DD) for BirdNET's location / season filter). Every bad row (missing file, undecodable audio,
 unknown group) is named on stderr and in the JSON; the rest is still evaluated (exit 1).
 
+Models: `--birds` (BirdNET, or a Hugging Face classifier exported by `python -m export hf`, with `--species-map`),
+`--tagger` (YAMNet, AST or an hf tagger) and `--head`, or the models of a daemon config (`--config`: models.birds
+family / path / species_map / sensitivity, models.tagger, models.head); `soundmond.workbench.evaluate_models`.
+
 Species (rows with `species`), per file: the file is cut into 5-s windows (hop 5 s, as the daemon; a file shorter
-than 5 s is zero-padded), each window into BirdNET's 3-s chunks (the daemon's `BirdnetModel.chunk_outputs`), and a
-species' file score is its highest confidence (sigmoid of the logit) over every chunk. Non-species classes (Engine,
-Dog, ...) are never predictions. Top-1 is the best-scoring species, top-3 the three best; no confidence threshold
-(the daemon's `min_confidence` decides what it reports, not what ranks first). Labelled species BirdNET does not know
-are listed and left out. Per-species precision / recall / F1 (over the true and predicted species), macro and
-weighted F1 (over the labelled species, weighted by their file counts), the confusion matrix of the most-confused
-species and a species-frequency chart. Where coordinates are known, the same files are scored again with the location
-filter: species whose BirdNET meta-model occurrence at (latitude, longitude, week of `date`, or the whole year when no
-date) is below `--filter-threshold` (the daemon's default 0.03) are removed before ranking.
+than 5 s is zero-padded), each window into the bird model's chunks (BirdNET's 3-s chunks, the daemon's
+`BirdnetModel.chunk_outputs`; an hf model's clips of its own length every `stride_s`, `HfBirdModel.clip_scores`), and
+a species' file score is its highest confidence (BirdNET: sigmoid of the logit; hf: the model's softmax or sigmoid, as
+the transformers pipeline) over every chunk. Non-species classes (BirdNET's Engine, Dog, ...; labels an hf species map
+sets to null) are never predictions. Top-1 is the best-scoring species, top-3 the three best; no confidence threshold
+(the daemon's `min_confidence` decides what it reports, not what ranks first). Labelled species the model does not
+know are listed and left out. Per-species precision / recall / F1 (over the true and predicted species; a table in
+report.md), macro and weighted F1 (over the labelled species, weighted by their file counts), the confusion matrix of
+the most-confused species and a species-frequency chart. In-sample: unknown (no bird model folder records its training
+files); the report says so. Where coordinates are known and the model is BirdNET, the same files are scored again with
+the location filter: species whose BirdNET meta-model occurrence at (latitude, longitude, week of `date`, or the whole
+year when no date) is below `--filter-threshold` (the daemon's default 0.03) are removed before ranking. An hf bird
+model has no meta model: the report says the filter does not apply (and a warning when the labels have coordinates).
 
 Groups (rows with `group`), per 5-s window: the tagger + head in use (the daemon's features and head), scored with
 `training.evaluate` (3-class and natural-vs-industrial balanced accuracy, per-class precision / recall / F1, confusion
@@ -53,31 +61,30 @@ from sklearn.metrics import f1_score, precision_recall_fscore_support
 from tqdm import tqdm
 
 from soundmond.capture.audio import AudioError, load_audio, resample
-from soundmond.config import BirdConfig, ConfigError, TaggerConfig
+from soundmond.config import ConfigError, TaggerConfig
 from soundmond.data import GROUPS
 from soundmond.errors import ExitCode
 from soundmond.head.loader import load_head
 from soundmond.head.meta import HEAD_CLASSES, HeadError, head_features
 from soundmond.identity import file_sha256
 from soundmond.logs import setup_logging
-from soundmond.models.birds import BirdnetMetaModel, BirdnetModel, birdnet_week
-from soundmond.models.sessions import sigmoid
-from soundmond.models.sidecar import ModelFolderError, verify_folder
+from soundmond.models.birds import birdnet_week
+from soundmond.models.sidecar import ModelFolderError
 from soundmond.models.taggers import load_tagger
 from soundmond.progress import show_progress
 from soundmond.workbench.corpus import training_data_sha256
 from soundmond.workbench.crossval import evaluate
 from soundmond.workbench.dataset import HOP_S, WINDOW_S, cut_windows
-from soundmond.workbench.labels import LabelsError, read_label_rows
-from soundmond.workbench.report import (
-    atomic_dir,
-    markdown_table,
-    output_folder_problem,
-    plot_confusion,
-    plot_frequency,
-    write_csv,
-    write_json,
+from soundmond.workbench.evaluate_models import (
+    EvalModels,
+    SpeciesModel,
+    load_species_model,
+    models_from_args,
+    tagger_family,
 )
+from soundmond.workbench.evaluate_report import write_report
+from soundmond.workbench.labels import LabelsError, read_label_rows
+from soundmond.workbench.report import output_folder_problem
 
 logger = logging.getLogger(__name__)
 
@@ -140,13 +147,12 @@ def read_rows(labels: Path, audio_root: Path) -> tuple[list[Row], list[dict[str,
 # ---------------------------------------------------------------- species
 
 
-def file_species_scores(birds: Any, path: Path) -> npt.NDArray[np.float32]:
-    """Per class, the highest confidence over every BirdNET chunk of every 5-s window of the file."""
+def file_species_scores(birds: SpeciesModel, path: Path) -> npt.NDArray[np.float32]:
+    """Per class, the highest confidence over every chunk (BirdNET) or clip (hf) of every 5-s window of the file."""
     samples, rate = load_audio(path, birds.sample_rate_hz)
     best: npt.NDArray[np.float32] | None = None
     for window in cut_windows(samples, rate):
-        logits, _ = birds.chunk_outputs(window)
-        conf = sigmoid(birds.logit_scale * logits.astype(np.float64)).max(axis=0)  # as BirdnetModel
+        conf = birds.window_scores(window)
         best = conf if best is None else np.maximum(best, conf)
     assert best is not None
     return best
@@ -199,21 +205,22 @@ def most_confused(
 
 
 def evaluate_species(
-    rows: Sequence[Row], birds: Any, meta: BirdnetMetaModel | None, threshold: float, progress: bool
+    rows: Sequence[Row], birds: SpeciesModel, threshold: float, progress: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, str]]]:
-    names = birds.scientific_names
-    known = set(names)
-    species_mask = ~np.asarray(birds.sound_class_mask)
+    names = birds.names
+    meta = birds.meta
+    species_mask = birds.species_mask
+    known = {n for n, species in zip(names, species_mask, strict=True) if species}
     results: list[dict[str, Any]] = []
     problems: list[dict[str, str]] = []
     unknown: list[str] = []
     truth, tops, truth_geo, tops_geo, tops_geo_filtered = [], [], [], [], []
-    for row in tqdm([r for r in rows if r.species], desc="BirdNET species", unit="file", file=sys.stderr,
+    for row in tqdm([r for r in rows if r.species], desc=f"{birds.name} species", unit="file", file=sys.stderr,
                     disable=not show_progress(progress)):
         if row.species not in known:
             unknown.append(row.species)
             problems.append({"file": row.file, "line": str(row.line),
-                             "problem": f"{row.file}: species {row.species!r} is not in BirdNET's label list "
+                             "problem": f"{row.file}: species {row.species!r} is not in {birds.name}'s label list "
                              "(left out of the species figures)"})
             continue
         try:
@@ -241,14 +248,20 @@ def evaluate_species(
             result |= {"filtered_predicted": ftop[0][0], "filtered_top3": "; ".join(f"{n}:{s:.4f}" for n, s in ftop),
                        "true_occurrence": round(float(occ[names.index(row.species)]), 4), "week": row.week}
         results.append(result)
+    with_coordinates = sum(1 for r in rows if r.species and r.latitude is not None and r.longitude is not None)
     report: dict[str, Any] = {
-        "method": "file score = max over 5-s windows and 3-s BirdNET chunks of sigmoid(logit); non-species classes "
-                  "excluded; no confidence threshold; macro/weighted F1 over the labelled species",
+        "model": birds.name,
+        "method": birds.method,
         "unfiltered": species_metrics(truth, tops),
         "unknown_to_model": sorted(set(unknown)),
+        "in_sample": None,
+        "in_sample_basis": f"unknown: {birds.name}'s folder records no training files, so whether it was trained on "
+                           "these recordings cannot be checked (xeno-canto recordings may well be in its training set)",
         "location_filter": {
+            "applies": birds.family == "birdnet",
+            "reason": birds.no_filter_reason,
             "threshold": threshold,
-            "files_with_coordinates": len(truth_geo),
+            "files_with_coordinates": len(truth_geo) if meta is not None else with_coordinates,
             "available": meta is not None,
             "without_filter": species_metrics(truth_geo, tops_geo) if truth_geo else None,
             "with_filter": species_metrics(truth_geo, tops_geo_filtered) if truth_geo else None,
@@ -260,6 +273,17 @@ def evaluate_species(
 
 
 # ---------------------------------------------------------------- groups
+
+
+def load_tagger_and_head(models: EvalModels, threads: int) -> tuple[Any, Any]:
+    """The tagger (YAMNet, AST or hf) and its head, as the daemon loads them: with an hf bird model (no BirdNET
+    embedding) the shipped tagger-only head is chosen, and a head that needs BirdNET's embedding is refused."""
+    family = tagger_family(models.tagger)
+    tagger = load_tagger(models.tagger, TaggerConfig(family=family, path=models.tagger, threads=threads))  # type: ignore[arg-type]
+    birdnet = models.bird_config.family == "birdnet"
+    if not birdnet:
+        logger.info("the bird model is hf: it gives no BirdNET embedding, so heads that need one do not apply")
+    return tagger, load_head(models.head, family, len(tagger.labels), birds_enabled=birdnet)
 
 
 def evaluate_groups(
@@ -355,129 +379,6 @@ def _in_sample(head_sha: str, labels: Path, rows: Sequence[Row]) -> bool:
     return bool(head_sha) and training_data_sha256(labels.parent, clips) == head_sha  # type: ignore[arg-type]
 
 
-# ---------------------------------------------------------------- report
-
-
-def _species_markdown(sp: dict[str, Any]) -> list[str]:
-    u = sp["unfiltered"]
-    lines = ["## Species (BirdNET)", "", sp["method"] + ".", ""]
-    if not u.get("files"):
-        return [*lines, "No file with a known species was evaluated.", ""]
-    lines += [
-        f"- files: {u['files']} ({u['species_labelled']} species)",
-        f"- top-1 accuracy: **{u['top1_accuracy']:.3f}** ({u['top1_correct']}/{u['files']})",
-        f"- top-3 accuracy: **{u['top3_accuracy']:.3f}** ({u['top3_correct']}/{u['files']})",
-        f"- macro F1: {u['macro_f1']:.3f}, weighted F1: {u['weighted_f1']:.3f}",
-    ]
-    if sp["unknown_to_model"]:
-        lines.append(f"- labelled species unknown to BirdNET (left out): {', '.join(sp['unknown_to_model'])}")
-    lf = sp["location_filter"]
-    if lf["files_with_coordinates"]:
-        wo, wi = lf["without_filter"], lf["with_filter"]
-        lines += ["", f"Location / season filter (threshold {lf['threshold']}), on the "
-                  f"{lf['files_with_coordinates']} files with coordinates:", "",
-                  "| | top-1 | top-3 | macro F1 |", "|---|---|---|---|",
-                  f"| without filter | {wo['top1_accuracy']:.3f} | {wo['top3_accuracy']:.3f} | {wo['macro_f1']:.3f} |",
-                  f"| with filter | {wi['top1_accuracy']:.3f} | {wi['top3_accuracy']:.3f} | {wi['macro_f1']:.3f} |"]
-    else:
-        lines += ["", "Location / season filter: not evaluated - no labelled file has coordinates "
-                  "(`latitude` / `longitude` columns)" + ("" if lf["available"] else " or the model has no meta model")
-                  + "."]
-    lines += ["", "![Most-confused species](species_confusion.png)", "",
-              "![Species frequency](species_frequency.png)", "",
-              "Per-file results: [species_results.csv](species_results.csv).", ""]
-    return lines
-
-
-def _f3(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _groups_markdown(gr: dict[str, Any]) -> list[str]:
-    lines = ["## Groups (natural / industrial / other: tagger + head)", ""]
-    if not gr.get("windows"):
-        return [*lines, "No file with a group was evaluated.", ""]
-    ni = gr["natural_vs_industrial"]
-    lines += [
-        f"Head: `{gr['head']['path']}` ({gr['head']['tagger_family']}, features `{gr['head']['features']}`).",
-        "",
-        f"- windows: {gr['windows']} from {gr['files']} files",
-        f"- accuracy (3 classes): {gr['accuracy_3class']:.3f}, balanced accuracy: {gr['balanced_accuracy_3class']:.3f}",
-        f"- natural vs industrial balanced accuracy: **{_f3(ni['balanced_accuracy'])}** "
-        f"(natural recall {_f3(ni['natural_recall'])}, industrial recall {_f3(ni['industrial_recall'])})",
-        f"- calibration: log loss {gr['calibration']['log_loss']:.3f}, "
-        f"ECE {gr['calibration']['ece_top_probability']:.3f}",
-    ]
-    if gr.get("in_sample") is True:
-        lines.append("- **in-sample**: the head was trained on these files; these figures are not a test")
-    elif gr.get("in_sample") == "partial":
-        files = gr["in_sample_files"]
-        lines.append(f"- **partly in-sample**: the head was trained on {files['in']} of these files "
-                     f"({files['out']} it never saw); only the out-of-sample part is a test")
-    for key, title in (("in_sample_part", "in-sample part (trained on)"),
-                       ("out_of_sample_part", "out-of-sample part (never seen)")):
-        part = gr.get(key)
-        if part and part["windows"]:
-            ni = part["natural_vs_industrial_balanced_accuracy"]
-            lines.append(f"- {title}: {part['files']} files, {part['windows']} windows, accuracy "
-                         f"{part['accuracy_3class']:.3f}, natural vs industrial "
-                         + ("n/a" if ni is None else f"{ni:.3f}"))
-    lines += ["", markdown_table(["class", "precision", "recall", "F1", "windows"],
-                                 [[c, v["precision"], v["recall"], v["f1"], v["support"]]
-                                  for c, v in gr["per_class"].items()]),
-              "", "![Group confusion matrix](group_confusion.png)", "",
-              f"Windows it got wrong: {gr['wrong_windows']} ([group_errors.csv](group_errors.csv)).", ""]
-    return lines
-
-
-def write_report(out: Path, report: dict[str, Any], species_rows: list[dict[str, Any]],
-                 group_errors: list[dict[str, Any]]) -> None:
-    with atomic_dir(out) as tmp:
-        sp = report.get("species")
-        figures = []
-        if sp is not None:
-            rows_, cols, matrix = sp.pop("_confusion")
-            truth_counts, pred_counts = sp.pop("_frequency")
-            if rows_:
-                plot_confusion(matrix, rows_, cols, tmp / "species_confusion.png",
-                               title=f"Most-confused species (BirdNET top-1; {len(rows_)} true species)",
-                               xlabel="predicted species (top-1)", ylabel="true species", unit="files")
-            else:
-                plot_confusion([[0]], ["(no confusions)"], ["(no confusions)"], tmp / "species_confusion.png",
-                               title="Most-confused species: none", xlabel="predicted species (top-1)",
-                               ylabel="true species")
-            names = sorted(set(truth_counts) | set(pred_counts),
-                           key=lambda n: (-max(truth_counts[n], pred_counts[n]), n))[:30]
-            plot_frequency(names, {"labelled": [truth_counts[n] for n in names],
-                                   "BirdNET top-1": [pred_counts[n] for n in names]},
-                           tmp / "species_frequency.png",
-                           title=f"Species frequency (top {len(names)} of {len(set(truth_counts) | set(pred_counts))})",
-                           xlabel="files")
-            fields = ["file", "species", "predicted", "score", "top3", "correct_top1", "correct_top3",
-                      "score_of_true", "filtered_predicted", "filtered_top3", "true_occurrence", "week"]
-            write_csv(tmp / "species_results.csv", species_rows, fields)
-            figures += ["species_confusion.png", "species_frequency.png"]
-        gr = report.get("groups")
-        if gr is not None and gr.get("windows"):
-            plot_confusion(gr["confusion_matrix"]["rows_true_columns_predicted"], HEAD_CLASSES, HEAD_CLASSES,
-                           tmp / "group_confusion.png", title="Groups: true vs predicted (5-s windows)",
-                           xlabel="predicted group", ylabel="true group", unit="windows")
-            write_csv(tmp / "group_errors.csv", group_errors,
-                      ["file", "start_s", "end_s", "true", "predicted", "p_industrial", "p_natural", "p_other",
-                       "in_sample"])
-            figures.append("group_confusion.png")
-        report["figures"] = figures
-        write_json(tmp / "report.json", report)
-        md = [f"# soundmond evaluate: {report['labels']}", "", f"Created {report['created_utc']}.", ""]
-        if sp is not None:
-            md += _species_markdown(sp)
-        if gr is not None:
-            md += _groups_markdown(gr)
-        if report["problems"]:
-            md += ["## Rows not evaluated", ""] + [f"- {p['problem']}" for p in report["problems"]] + [""]
-        (tmp / "report.md").write_text("\n".join(md))
-
-
 # ---------------------------------------------------------------- CLI
 
 
@@ -488,13 +389,23 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder the 'file' column is relative to (default: the CSV's folder)")
     p.add_argument("--out", type=Path, default=Path("soundmond-evaluate"), metavar="REPORT_DIR",
                    help="report folder, replaced atomically (default ./soundmond-evaluate)")
-    p.add_argument("--birdnet", type=Path, default=Path("models/birdnet"), help="BirdNET model folder")
-    p.add_argument("--tagger", type=Path, default=Path("models/yamnet"), help="tagger model folder (yamnet or ast)")
-    p.add_argument("--head", type=Path, default=None, help="head file (default: the one shipped for the tagger)")
+    p.add_argument("--config", type=Path, default=None, metavar="CONFIG",
+                   help="take the models from this daemon config (models.birds: family, path, species_map, "
+                        "sensitivity; models.tagger; models.head); the flags below override it")
+    p.add_argument("--birds", "--birdnet", dest="birds", type=Path, default=None, metavar="DIR",
+                   help="bird model folder: BirdNET or an hf folder from `python -m export hf` (family from its "
+                        "model.json; default: --config's, else models/birdnet)")
+    p.add_argument("--species-map", type=Path, default=None, metavar="YAML",
+                   help="an hf bird model's species map (label -> scientific name), as models.birds.species_map")
+    p.add_argument("--tagger", type=Path, default=None,
+                   help="tagger folder: yamnet, ast or hf --role tagger (default: --config's, else models/yamnet)")
+    p.add_argument("--head", type=Path, default=None,
+                   help="head file (default: --config's, else the one shipped for the tagger; an hf tagger needs one)")
     p.add_argument("--no-species", action="store_true", help="skip the species evaluation")
     p.add_argument("--no-groups", action="store_true", help="skip the natural / industrial / other evaluation")
     p.add_argument("--filter-threshold", type=float, default=DEFAULT_FILTER_THRESHOLD,
-                   help="location filter: minimum meta-model occurrence (default 0.03, as the daemon)")
+                   help="location filter: minimum meta-model occurrence (default 0.03, as the daemon; BirdNET "
+                        "only: an hf bird model has no meta model)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads per model (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -524,35 +435,28 @@ def run_evaluate(args: argparse.Namespace) -> int:
     species_rows: list[dict[str, Any]] = []
     group_errors: list[dict[str, Any]] = []
     try:
-        birds = None
-        if want_species or want_groups:
-            needs_birds_for_head = False
-            tagger = head = None
-            if want_groups:
-                sidecar = verify_folder(args.tagger)
-                if sidecar.family not in ("yamnet", "ast"):
-                    raise ModelFolderError(args.tagger, f"is a {sidecar.family} folder, not a tagger",
-                                           "pass a YAMNet or AST folder")
-                tagger = load_tagger(args.tagger, TaggerConfig(family=sidecar.family, path=args.tagger,
-                                                               threads=args.threads))
-                head = load_head(args.head, sidecar.family, len(tagger.labels))
-                needs_birds_for_head = head.needs_birds
-            if want_species or needs_birds_for_head:
-                birds = BirdnetModel(args.birdnet, BirdConfig(path=args.birdnet, threads=args.threads))
+        models = models_from_args(args)
+        report["models"] = {"from": models.source, "birds": str(models.birds), "bird_family": models.bird_config.family,
+                            "tagger": str(models.tagger), "head": str(models.head) if models.head else None}
+        birds: SpeciesModel | None = None
+        tagger = head = None
+        if want_groups:
+            tagger, head = load_tagger_and_head(models, args.threads)
+        if want_species or (head is not None and head.needs_birds):
+            birds = load_species_model(models)
         if want_species:
             assert birds is not None
-            meta = None
-            try:
-                meta = BirdnetMetaModel(args.birdnet, birds.sidecar)
-            except ModelFolderError as exc:
-                logger.warning("%s: the location filter cannot be evaluated", exc)
-            sp, species_rows, sp_problems = evaluate_species(rows, birds, meta, args.filter_threshold, progress)
+            if birds.family != "birdnet" and any(r.latitude is not None for r in rows if r.species):
+                logger.warning("the labels have coordinates, but %s", birds.no_filter_reason)
+            sp, species_rows, sp_problems = evaluate_species(rows, birds, args.filter_threshold, progress)
             problems += sp_problems
             report["species"] = sp
-            report["birdnet"] = {"folder": str(args.birdnet), "model_sha256": birds.model_sha256,
-                                 "source": birds.sidecar.source.id}
+            report["bird_model"] = birds.info
+            if birds.family == "birdnet":
+                report["birdnet"] = {k: birds.info[k] for k in ("folder", "model_sha256", "source")}
         if want_groups:
-            gr, group_errors, gr_problems = evaluate_groups(rows, tagger, head, birds, progress)
+            gr, group_errors, gr_problems = evaluate_groups(rows, tagger, head, birds.model if birds else None,
+                                                             progress)
             problems += gr_problems
             if gr.get("windows"):
                 gr["wrong_windows"] = len(group_errors)

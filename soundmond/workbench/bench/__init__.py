@@ -11,6 +11,7 @@ which holds the command's arguments and imports this package only for the full a
   RMS gate, shared resampling, batched BirdNET chunks), each on and off; batch throughput with all cores; each faster
   variant's agreement with its fp32 original on real audio.
 - `--soak` replays >= 1 h of audio through `soundmond run` and samples RSS and open file descriptors.
+- `--hf-birds`: the daemon's peak RSS with a Hugging Face bird model of the seed study's size (`hf_birds`).
 
 AST timings use a full-size AST with RANDOM weights (same compute as the real model; predictions meaningless, so
 AST agreement figures measure numerical drift only). Exports are cached by source checksum in `.cache/bench-models/`.
@@ -31,7 +32,8 @@ The modules, one job each:
 - `shared_audio`: the shared decode/resample lever.
 - `processes`: batch throughput (several `soundmond run` processes) and the soak.
 - `report`: levers, targets, `bench.md` and `soak.md`.
-- `runs`: the full run and the soak (`run_workbench`, called by `soundmond.speed.command.run_bench`).
+- `hf_birds`: `--hf-birds`, the daemon's peak RSS with a Wav2Vec2-base-sized hf bird model (fp32, int8) + YAMNet.
+- `runs`: the full run, the soak and `--hf-birds` (`run_workbench`, called by `soundmond.speed.command.run_bench`).
 - `bird_grid`: the bird chunk grid study (`python -m soundmond.workbench.bench.bird_grid`): recall, false detections
   and cost per BirdNET stride, sensitivity and min_confidence on the corpus (bench/BIRD_GRID.md).
 - `__main__`: `python -m soundmond.workbench.bench [full|tiny]` warms the AST export cache.

@@ -24,7 +24,7 @@ from soundmond.workbench.bench.common import AST_EXPORT_SOURCES, AST_VARIANTS, B
 logger = logging.getLogger("soundmond.workbench.bench")  # the package's one logger, named as before the split
 
 
-def _source_hash(paths: Sequence[str], *extra: str) -> str:
+def source_hash(paths: Sequence[str], *extra: str) -> str:
     digest = hashlib.sha256()
     for rel in paths:
         p = REPO / rel
@@ -35,7 +35,7 @@ def _source_hash(paths: Sequence[str], *extra: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _run_logged(cmd: Sequence[str], what: str, timeout: float = 1800) -> None:
+def run_logged(cmd: Sequence[str], what: str, timeout: float = 1800) -> None:
     t0 = time.perf_counter()
     proc = subprocess.run(list(cmd), cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
@@ -46,7 +46,7 @@ def _run_logged(cmd: Sequence[str], what: str, timeout: float = 1800) -> None:
 def ensure_ast_models(size: str, cache: Path = BENCH_CACHE) -> tuple[Path, dict[str, Path]]:
     """A random AST checkpoint of `size` ("full" / "tiny", 1024 frames, seed 0) and its four exports (fp32 / int8,
     1024 / 512 frames), made with `python -m export ast` once and cached by the exporter's source checksum."""
-    key = _source_hash(AST_EXPORT_SOURCES, size, "seed0")
+    key = source_hash(AST_EXPORT_SOURCES, size, "seed0")
     root = cache / f"ast-{size}-{key}"
     checkpoint = root / "checkpoint"
     if not (checkpoint / "config.json").is_file():
@@ -57,7 +57,7 @@ def ensure_ast_models(size: str, cache: Path = BENCH_CACHE) -> tuple[Path, dict[
         )
         tmp = root / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        _run_logged([sys.executable, "-c", code, str(tmp), size], f"random {size} AST checkpoint")
+        run_logged([sys.executable, "-c", code, str(tmp), size], f"random {size} AST checkpoint")
         tmp.rename(checkpoint)
     folders = {}
     for variant in AST_VARIANTS:
@@ -72,7 +72,7 @@ def ensure_ast_models(size: str, cache: Path = BENCH_CACHE) -> tuple[Path, dict[
             if quant == "int8":
                 cmd += ["--quantize", "int8"]
             logger.info("exporting the %s AST (%s); cached in %s", size, variant, out)
-            _run_logged(cmd, f"AST {size} {variant} export")
+            run_logged(cmd, f"AST {size} {variant} export")
         folders[variant] = out
     return checkpoint, folders
 

@@ -17,6 +17,7 @@ from soundmond.speed.processes import bench_daemon
 from soundmond.workbench.bench.artefacts import bench_head, embedding_size, ensure_ast_models
 from soundmond.workbench.bench.audio import pipeline_files
 from soundmond.workbench.bench.common import BENCH_CACHE, SIDE_BY_SIDE_SUFFIX, TARGETS
+from soundmond.workbench.bench.hf_birds import hf_birds_markdown, run_hf_birds
 from soundmond.workbench.bench.models import bench_ast, bench_birdnet, bench_gemm, bench_yamnet
 from soundmond.workbench.bench.processes import bench_throughput, run_soak
 from soundmond.workbench.bench.report import check_targets, collect_levers, markdown
@@ -125,9 +126,13 @@ def run_soak_command(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 def run_workbench(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], str, str]:
-    """The full run, or the soak with `args.soak`: (the report, its markdown, the file stem of the report)."""
+    """The full run, the soak with `args.soak`, the hf bird model's RSS with `args.hf_birds`: (the report, its
+    markdown, the file stem of the report)."""
     if args.soak:
         report = run_soak_command(args, tmp)
         return report, markdown(report), "soak"
+    if getattr(args, "hf_birds", False):
+        report = run_hf_birds(args, tmp)
+        return report, hf_birds_markdown(report), "bench-hf-birds"
     report = run_full(args, tmp)
     return report, markdown(report), "bench"

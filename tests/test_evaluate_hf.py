@@ -1,0 +1,179 @@
+"""`soundmond evaluate` with Hugging Face models (`python -m export hf`): an hf bird model (`models.birds.family: hf`
+in the config) and an hf tagger with its head, on corpus bird recordings, as with BirdNET / YAMNet: top-1, top-3,
+per-species P/R/F1, the confusion matrix, the species frequency plot, in-sample marks; BirdNET's location filter is
+said not to apply."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("USE_TF", "0")
+pytest.importorskip("torch")
+pytest.importorskip("optimum.exporters.onnx")
+
+import hf_models  # noqa: E402
+
+from soundmond.capture.audio import load_audio  # noqa: E402
+from soundmond.cli import main  # noqa: E402
+from soundmond.config import BirdConfig  # noqa: E402
+from soundmond.identity import file_sha256  # noqa: E402
+from soundmond.models.hf import HfBirdModel  # noqa: E402
+from soundmond.workbench.dataset import cut_windows  # noqa: E402
+
+pytestmark = [pytest.mark.export, pytest.mark.shared]
+
+# made-up labels, four of them the species of corpus recordings (so a true positive is possible), one not a species
+SPECIES_FILES = {
+    "Amazilia yucatanensis": "audio/natural/bird_xc130831_Amazilia_yucatanensis.flac",
+    "Melanitta americana": "audio/natural/bird_xc140734_Melanitta_americana.flac",
+    "Aythya valisineria": "audio/natural/bird_xc169222_Aythya_valisineria.flac",
+    "Archilochus colubris": "audio/natural/bird_xc195616_Archilochus_colubris.flac",
+}
+LABELS = (
+    "Amazilia yucatanensis_Buff-bellied Hummingbird",
+    "Melanitta americana_Black Scoter",
+    "Aythya valisineria_Canvasback",
+    "Archilochus colubris_Ruby-throated Hummingbird",
+    "Turdus merula_Eurasian Blackbird",
+    "Engine",
+)
+UNKNOWN = ("Bucephala albeola", "audio/natural/bird_xc203984_Bucephala_albeola.flac")  # not among the labels
+
+
+@pytest.fixture(scope="module")
+def bird_model(hf_check_audio: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("eval-hf")
+    checkpoint = hf_models.make_checkpoints(root / "ck", ("wav2vec2",), labels=LABELS)["wav2vec2"]
+    return hf_models.export(checkpoint, root / "birds", hf_check_audio)
+
+
+def _labels_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["file", "species", "group", "latitude", "longitude", "date"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_evaluate_with_an_hf_bird_model_and_an_hf_tagger(
+    bird_model: Path, hf_ast_tagger: Path, shared_corpus: Path, fixture_audio: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = tmp_path / "audio"
+    rows = []
+    for species, rel in [*SPECIES_FILES.items(), UNKNOWN]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_corpus / rel, root / rel)
+        rows.append({"file": rel, "species": species})
+    rows[0] |= {"latitude": "27.5", "longitude": "-97.9", "date": "2010-05-01"}  # coordinates: the filter is BirdNET's
+    for name, group in (("whisp_field_engine.flac", "industrial"), ("oss_birds_10s.flac", "natural")):
+        shutil.copy(fixture_audio / name, root / name)
+        rows.append({"file": name, "group": group})
+    labels = tmp_path / "labels.csv"
+    _labels_csv(labels, rows)
+    # a head for the hf tagger that records one of the two group files as trained on: partly in-sample
+    head = hf_models.random_hf_head(tmp_path / "head.onnx", len(hf_models.load_labels(hf_ast_tagger)),
+                                    {"whisp_field_engine.flac": file_sha256(root / "whisp_field_engine.flac")})
+    (tmp_path / "species.yaml").write_text("Engine: null\n")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"models:\n  tagger: {{family: hf, path: {hf_ast_tagger}}}\n"
+        f"  birds: {{family: hf, path: {bird_model}, species_map: species.yaml}}\n  head: {{path: {head}}}\n"
+    )
+    out = tmp_path / "report"
+
+    code = main(["evaluate", "--labels", str(labels), "--audio-root", str(root), "--out", str(out),
+                 "--config", str(cfg), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err  # the species the model does not know is named, the rest evaluated
+    assert "'Bucephala albeola' is not in hf Wav2Vec2ForSequenceClassification's label list" in captured.err
+    assert "the labels have coordinates, but BirdNET's location / season filter needs its meta model" in captured.err
+    report = json.loads((out / "report.json").read_text())
+    assert report["bird_model"]["family"] == "hf" and report["models"]["from"] == str(cfg)
+    assert "birdnet" not in report
+
+    sp = report["species"]
+    assert sp["model"] == "hf Wav2Vec2ForSequenceClassification"
+    assert sp["unknown_to_model"] == ["Bucephala albeola"]
+    u = sp["unfiltered"]
+    assert u["files"] == 4 == json.loads(captured.out)["species"]["files"]
+    assert 0.0 <= u["top1_accuracy"] <= u["top3_accuracy"] <= 1.0
+    assert u["top1_correct"] == round(u["top1_accuracy"] * 4)
+    assert {k for k, v in u["per_species"].items() if v["support"]} == set(SPECIES_FILES)
+    assert set(u["per_species"]) <= {label.split("_")[0] for label in LABELS[:5]}  # never "Engine" (map: null)
+    assert sum(v["predicted"] for v in u["per_species"].values()) == 4
+    lf = sp["location_filter"]
+    assert lf["applies"] is False and lf["files_with_coordinates"] == 1 and lf["with_filter"] is None
+    assert sp["in_sample"] is None and "records no training files" in sp["in_sample_basis"]
+
+    # each file's score is the daemon's hf scoring: max over 5-s windows of the clips' softmax
+    with open(out / "species_results.csv", newline="") as fh:
+        results = {r["file"]: r for r in csv.DictReader(fh)}
+    model = HfBirdModel(bird_model, BirdConfig(family="hf", min_confidence=0.0), tmp_path / "species.yaml")
+    rel = SPECIES_FILES["Melanitta americana"]
+    samples, rate = load_audio(root / rel, 16000)
+    best = np.max([model.clip_scores(w)[1].max(axis=0) for w in cut_windows(samples, rate)], axis=0)
+    expected = float(best[model.scientific_names.index("Melanitta americana")])
+    assert float(results[rel]["score_of_true"]) == pytest.approx(expected, abs=1e-4)
+    assert sum(r["correct_top1"] == "True" for r in results.values()) == u["top1_correct"]
+
+    md = (out / "report.md").read_text()
+    assert "## Species (hf Wav2Vec2ForSequenceClassification)" in md
+    assert "| species | precision | recall | F1 | support | predicted |" in md
+    for species in SPECIES_FILES:
+        assert f"| {species} | " in md
+    assert "Location / season filter: does not apply - BirdNET's location / season filter needs its meta model" in md
+    assert "- in-sample: unknown" in md
+    for png in ("species_confusion.png", "species_frequency.png", "group_confusion.png"):
+        assert f"]({png})" in md
+        with Image.open(out / png) as img:
+            assert img.format == "PNG" and img.size[0] > 300 and img.size[1] > 300
+
+    gr = report["groups"]  # the hf tagger + its head, in-sample marks from the head's training files
+    windows = {name: len(cut_windows(*load_audio(root / name))) for name in ("whisp_field_engine.flac",
+                                                                                "oss_birds_10s.flac")}
+    assert gr["head"]["tagger_family"] == "hf" and gr["windows"] == sum(windows.values())
+    assert gr["in_sample"] == "partial"
+    assert gr["in_sample_files"] == {"in": 1, "out": 1, "files_in": ["whisp_field_engine.flac"]}
+    assert gr["in_sample_part"]["windows"] == windows["whisp_field_engine.flac"]
+    assert gr["out_of_sample_part"]["windows"] == windows["oss_birds_10s.flac"] == 2
+    assert "partly in-sample" in md
+    with open(out / "group_errors.csv", newline="") as fh:
+        errors = list(csv.DictReader(fh))
+    assert len(errors) == gr["wrong_windows"]
+    assert all(e["in_sample"] == str(e["file"] == "whisp_field_engine.flac") for e in errors)
+
+
+def test_evaluate_flags_take_an_hf_folder_and_refuse_what_does_not_fit(
+    bird_model: Path, hf_ast_tagger: Path, birdnet_dir: Path, fixture_audio: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--birds` takes an hf folder (its family from model.json); an hf tagger without a head, a bird folder as the
+    tagger and a species map for BirdNET are refused with what to do."""
+    shutil.copy(fixture_audio / "oss_birds_10s.flac", tmp_path / "b.flac")
+    labels = tmp_path / "labels.csv"
+    _labels_csv(labels, [{"file": "b.flac", "species": "Turdus merula", "group": "natural"}])
+    base = ["evaluate", "--labels", str(labels), "--no-progress"]
+
+    assert main([*base, "--out", str(tmp_path / "r1"), "--birds", str(bird_model), "--no-groups"]) == 0
+    capsys.readouterr()
+    sp = json.loads((tmp_path / "r1" / "report.json").read_text())["species"]
+    assert sp["model"] == "hf Wav2Vec2ForSequenceClassification" and sp["unfiltered"]["files"] == 1
+
+    assert main([*base, "--out", str(tmp_path / "r2"), "--birds", str(bird_model), "--tagger",
+                 str(hf_ast_tagger)]) == 3
+    assert "no head is shipped for the 'hf' tagger" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "r3"), "--birds", str(bird_model), "--tagger",
+                 str(bird_model)]) == 3
+    assert "exported as a birds model but --tagger uses it as tagger" in capsys.readouterr().err
+    (tmp_path / "map.yaml").write_text("x: null\n")
+    assert main([*base, "--out", str(tmp_path / "r4"), "--birds", str(birdnet_dir), "--species-map",
+                 str(tmp_path / "map.yaml"), "--no-groups"]) == 2
+    assert "is a BirdNET folder: its labels name their species already" in capsys.readouterr().err
