@@ -9,10 +9,11 @@ up to 0.78. This exporter converts with tf2onnx, then rewrites the graph so each
 input the way ai-edge-litert's default (XNNPACK) kernels do (per-row asymmetric int8, XNNPACK's rounding), and
 rebuilds the framing front end for a dynamic batch.
 
-`--arithmetic int8` (the default) runs those ops as integer products in ONNX Runtime (MatMulInteger, uint8 x int8:
-the VNNI product on CPUs that have it), as XNNPACK does; `--arithmetic float` multiplies the same integer values in
-float (the earlier export; about 2x slower). Neither reaches TFLite's speed: bench/RESULTS.md (2026-12-06) has the
-figures and the per-op profile that says why.
+`--arithmetic int8` (the default) runs those ops as integer products in ONNX Runtime (uint8 x int8
+MatMulIntegerToFloat, ONNX Runtime's contrib op, with the per-row and per-column scales in the same op: the VNNI
+product on CPUs that have it), as XNNPACK does; `--arithmetic float` multiplies the same integer values in float (the
+earlier export; about 2-3x slower). Neither reaches TFLite's speed: bench/RESULTS.md (2026-12-06 and 2026-12-07) has
+the figures and the per-op profiles that say why.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ HOP_SAMPLES = 7680  # 0.48 s: YAMNet's own frame hop
 LABEL_COUNT = 521
 EMBEDDING_SIZE = 1024
 OPSET = 17
+MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib ops (MatMulIntegerToFloat)
 # Parity target on probabilities. The issue asked for 1e-4; this model cannot meet it against any other
 # runtime (see module docstring and `extra.parity_note` of the sidecar): the same ONNX graph run by ONNX
 # Runtime with graph optimizations on vs off differs by up to 0.030 on the check audio, because a 1-ulp change
@@ -230,9 +232,12 @@ class _Graph:
         """int8 weights stored as int8 (a quarter of the size) and cast to float in the graph (exact)."""
         return self.op("Cast", [self.const(w, "w_int8", np.int8)], to=TensorProto.FLOAT)
 
-    def op(self, op_type: str, inputs: list[str], output: str | None = None, **attrs: Any) -> str:
+    def op(
+        self, op_type: str, inputs: list[str], output: str | None = None, domain: str | None = None, **attrs: Any
+    ) -> str:
         out = output or self.name(op_type.lower())
-        self.new_nodes.append(helper.make_node(op_type, inputs, [out], name=self.name(op_type), **attrs))
+        node = helper.make_node(op_type, inputs, [out], name=self.name(op_type), domain=domain, **attrs)
+        self.new_nodes.append(node)
         return out
 
     def int8_weight(self, tensor: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], int] | None:
@@ -284,18 +289,26 @@ class _Graph:
         bias: str | None,
         output: str | None = None,
         nonnegative: bool = False,
+        lead_shape: list[int] | None = None,
     ) -> str:
         """x [..., K] @ w [K, M] (+ bias) as XNNPACK's qd8 x int8 kernels compute it, in integers: each row of x
         quantized to uint8 with its own scale and zero point (`qd8`'s parameters; QuantizeLinear per row), the
-        product by the int8 weights in MatMulInteger (uint8 x int8: what VNNI runs), minus zero point x column sums
-        (exact in int32), then one float rescale per row and column. `w_scale`: one scale, or one per column.
+        product by the int8 weights (uint8 x int8: what VNNI runs), then one float rescale per row and column.
+        `w_scale`: one scale, or one per column.
+
+        `nonnegative` (every such op of YAMNet): zero point 0, so product and both rescales are one
+        MatMulIntegerToFloat. Otherwise (kept for a graph where a product's input can be negative): MatMulInteger,
+        minus zero point x column sums (exact in int32), then the rescale in float ops.
 
         Differs from `qd8` + a float product only in rounding ties: QuantizeLinear divides by 1 / scale where
         XNNPACK multiplies by scale, and a zero range gets a tiny one instead of scale 1 (same result: all zero).
 
         `nonnegative`: x is >= 0 by construction (a ReLU's or a square root's output). Then qd8's range is [0, max],
         its zero point -128, i.e. 0 after the shift, so the zero-point chain and correction drop out (an all-zero
-        row gets zero point 0 instead of qd8's 127: both quantize it to values whose product is 0)."""
+        row gets zero point 0 instead of qd8's 127: both quantize it to values whose product is 0).
+
+        `lead_shape`: x's leading dimensions when they are known (-1 for the batch); the output is reshaped to them
+        without reading x's shape at run time (a Shape of a transposed tensor makes ONNX Runtime compute it)."""
         w8 = w.astype(np.int8)
         k, m = w8.shape
         i64 = np.int64
@@ -304,10 +317,29 @@ class _Graph:
             mx = self.op("Max", [self.op("ReduceMax", [rows], keepdims=0, axes=[1]), self.const(1e-30)])
             inv_scale = self.op("Div", [mx, self.const(np.float32(_QMAX - _QMIN))])
             q = self.op("QuantizeLinear", [rows, inv_scale], axis=0)  # no zero point: uint8, zero point 0
-            acc_f = self.op(
-                "Cast", [self.op("MatMulInteger", [q, self.const(w8, "w_int8", np.int8)])], to=TensorProto.FLOAT
-            )
-            return self._rescale(x, acc_f, inv_scale, w_scale, bias, m, output)
+            # One op for the product and the row and column scales (ONNX Runtime's CPU kernel takes a per-row A
+            # scale and per-column B scales, 1.17 to 1.32 at least; only its zero points must be scalars). The bias
+            # is a separate Add: with a per-row A scale the kernel multiplies its bias input by that scale too.
+            row_scale = self.op("Unsqueeze", [inv_scale, self.const([1], "axes", i64)])
+            inputs = [q, self.const(w8, "w_int8", np.int8), row_scale, self.const(w_scale.reshape(-1))]
+            y = self.op("MatMulIntegerToFloat", inputs, domain=MS_DOMAIN)
+            if bias is not None:
+                y = self.op("Add", [y, bias])
+            if lead_shape is not None:
+                return self.op("Reshape", [y, self.const([*lead_shape, m], "shape", i64)], output)
+            lead = self.op("Shape", [x], start=0, end=-1)
+            out_shape = self.op("Concat", [lead, self.const([m], "m", i64)], axis=0)
+            return self.op("Reshape", [y, out_shape], output)
+        q, zp_u8, inv_scale = self.qd8_rows(rows)
+        acc = self.op("MatMulInteger", [q, self.const(w8, "w_int8", np.int8)])
+        zp_col = self.op("Unsqueeze", [self.op("Cast", [zp_u8], to=TensorProto.INT32), self.const([1], "axes", i64)])
+        column_sums = self.const(w8.astype(np.int32).sum(axis=0), "colsum", np.int32)
+        acc_f = self.op("Cast", [self.op("Sub", [acc, self.op("Mul", [zp_col, column_sums])])], to=TensorProto.FLOAT)
+        return self._rescale(x, acc_f, inv_scale, w_scale, bias, m, output)
+
+    def qd8_rows(self, rows: str) -> tuple[str, str, str]:
+        """`qd8` of each row of a [rows, K] tensor, as uint8 for the integer products: (q, zero point, 1 / scale);
+        q = x * scale rounded, plus the zero point (QuantizeLinear per row)."""
         mn = self.op("Min", [self.op("ReduceMin", [rows], keepdims=0, axes=[1]), self.const(0.0)])
         mx = self.op("Max", [self.op("ReduceMax", [rows], keepdims=0, axes=[1]), self.const(0.0)])
         rng = self.op("Max", [self.op("Sub", [mx, mn]), self.const(1e-30)])
@@ -319,12 +351,7 @@ class _Graph:
         zp = self.op("Round", [self.op("Clip", [zp, self.const(_QMIN), self.const(_QMAX)])])
         zp_u8 = self.op("Cast", [self.op("Add", [zp, self.const(128.0)])], to=TensorProto.UINT8)
         inv_scale = self.op("Div", [self.const(1.0), scale])
-        q = self.op("QuantizeLinear", [rows, inv_scale, zp_u8], axis=0)
-        acc = self.op("MatMulInteger", [q, self.const(w8, "w_int8", np.int8)])
-        zp_col = self.op("Unsqueeze", [self.op("Cast", [zp_u8], to=TensorProto.INT32), self.const([1], "axes", i64)])
-        column_sums = self.const(w8.astype(np.int32).sum(axis=0), "colsum", np.int32)
-        acc_f = self.op("Cast", [self.op("Sub", [acc, self.op("Mul", [zp_col, column_sums])])], to=TensorProto.FLOAT)
-        return self._rescale(x, acc_f, inv_scale, w_scale, bias, m, output)
+        return self.op("QuantizeLinear", [rows, inv_scale, zp_u8], axis=0), zp_u8, inv_scale
 
     def _rescale(
         self,
@@ -396,6 +423,7 @@ def rewrite(stock: ModelProto, arithmetic: str = "int8") -> ModelProto:
     model = ModelProto()
     model.CopyFrom(stock)
     g = _Graph(model.graph, integer=arithmetic == "int8")
+    shapes = _static_shapes(stock)
     nodes = list(model.graph.node)
     by_type: dict[str, list[NodeProto]] = {}
     for n in nodes:
@@ -425,9 +453,7 @@ def rewrite(stock: ModelProto, arithmetic: str = "int8") -> ModelProto:
     x = g.op("Gather", [x, g.const(frame_idx, "frames", np.int64)], axis=1)  # [N, 96, 5, 80]
     x = g.op("Reshape", [x, g.const([-1, 96, 400], "shape", np.int64)])
     x = g.op("Mul", [x, g.const(window)])
-    x = g.op("Pad", [x, g.const([0, 0, pad[1], 0, 0, pad[3]], "pads", np.int64)])
-    re, im = _dft(g, x, dft[0].input[1], dft[1].input[1])
-    power = g.op("Add", [g.op("Mul", [re, re]), g.op("Mul", [im, im])])
+    power = _power_spectrum(g, x, (int(pad[1]), int(pad[3])), dft[0].input[1], dft[1].input[1])
     magnitude = g.op("Sqrt", [power])
     mel_out = g.hybrid_matmul(magnitude, mel.input[1], mel.input[2], nonnegative=True)
     log_mel = g.op("Log", [mel_out])  # [N, 96, 64]
@@ -446,8 +472,10 @@ def rewrite(stock: ModelProto, arithmetic: str = "int8") -> ModelProto:
             continue  # float convolutions and depthwise ones (TFLite dequantizes those weights to float)
         w, w_scale, axis = found
         if g.integer:
-            _integer_pointwise_conv(g, conv, w, w_scale, axis)
-            dead.add(id(conv))
+            users = [n for n in nodes if conv.output[0] in n.input]
+            relu = users[0] if len(users) == 1 and users[0].op_type == "Relu" else None
+            _integer_pointwise_conv(g, conv, w, w_scale, axis, relu, shapes.get(conv.input[0]))
+            dead.update({id(conv), id(relu)} if relu is not None else {id(conv)})
             continue
         centred, inv_scale = g.dynamic_quant(conv.input[0], axes=_CONV_QUANT_AXES)
         attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
@@ -466,7 +494,8 @@ def rewrite(stock: ModelProto, arithmetic: str = "int8") -> ModelProto:
     if dense.op_type != "Gemm":
         raise ExportError("the tf2onnx graph's classifier is not a dense layer")
     embedding = dense.input[0]
-    g.hybrid_matmul(embedding, dense.input[1], dense.input[2], dense.output[0])
+    # The embedding is a global average of ReLU outputs: never negative, so qd8's zero point is 0 after the shift.
+    g.hybrid_matmul(embedding, dense.input[1], dense.input[2], dense.output[0], nonnegative=True)
     dead.add(id(dense))
     # ORT's Sigmoid flushes tiny scores to 0 (TFLite keeps 1e-20): spell it out so near-silence ranks the same.
     logits = sigmoids[0].input[0]
@@ -491,45 +520,87 @@ def rewrite(stock: ModelProto, arithmetic: str = "int8") -> ModelProto:
     del model.graph.value_info[:]
     _drop_unused(model.graph)
     _fold_constant_dequantize(model.graph)
+    if g.integer and not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     model.graph.name = "yamnet"
     model.producer_name = "soundmond.export.yamnet"
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
-def _dft(g: _Graph, frames: str, weight_re: str, weight_im: str) -> tuple[str, str]:
-    """The int8 DFT's two products. In integers, one product by both weight matrices side by side: the frames are
-    quantized once (the same per-row quantization that each of TFLite's two ops computes) and multiplied once."""
+def _power_spectrum(g: _Graph, frames: str, pad: tuple[int, int], weight_re: str, weight_im: str) -> str:
+    """|DFT|^2 of the windowed frames [N, 96, 400] zero-padded by `pad` (left, right) to the DFT's length, through
+    the int8 DFT's two products (TFLite quantizes the frames per row for each; both see the same quantization)."""
+    i64 = np.int64
     if not g.integer:
-        return g.hybrid_matmul(frames, weight_re, None), g.hybrid_matmul(frames, weight_im, None)
+        x = g.op("Pad", [frames, g.const([0, 0, pad[0], 0, 0, pad[1]], "pads", i64)])
+        re, im = g.hybrid_matmul(x, weight_re, None), g.hybrid_matmul(x, weight_im, None)
+        return g.op("Add", [g.op("Mul", [re, re]), g.op("Mul", [im, im])])
     found = [g.int8_weight(w) for w in (weight_re, weight_im)]
     if found[0] is None or found[1] is None or found[0][1].size != 1 or found[1][1].size != 1:
         raise ExportError("expected the DFT's two int8 weight matrices with one scale each; not the published YAMNet")
     (w_re, s_re, _), (w_im, s_im, _) = found
-    bins = w_re.shape[1]
-    scales = np.concatenate([np.full(bins, s_re.item()), np.full(w_im.shape[1], s_im.item())]).astype(np.float32)
-    both = g.integer_matmul(frames, np.concatenate([w_re, w_im], axis=1), scales, None)
-    re = g.op(
-        "Slice",
-        [both, g.const([0], "start", np.int64), g.const([bins], "end", np.int64), g.const([-1], "axis", np.int64)],
+    if w_re.shape != w_im.shape:
+        raise ExportError(f"the DFT's weight matrices differ in shape ({w_re.shape} vs {w_im.shape})")
+    k, bins = w_re.shape
+    w = np.concatenate([w_re, w_im], axis=1)
+    scales = np.concatenate([np.full(bins, s_re.item()), np.full(bins, s_im.item())]).astype(np.float32)
+    w, scales, extra = _fold_zero_point(w, scales)
+    # `extra` more zeros after the frame quantize to each row's zero point and carry the zero-point correction
+    x = g.op("Pad", [frames, g.const([0, 0, pad[0], 0, 0, pad[1] + extra], "pads", i64)])
+    rows = g.op("Reshape", [x, g.const([-1, k + extra], "shape", i64)])
+    q, _, inv_scale = g.qd8_rows(rows)
+    row_scale = g.op("Unsqueeze", [inv_scale, g.const([1], "axes", i64)])
+    both = g.op(
+        "MatMulIntegerToFloat",
+        [q, g.const(w, "w_int8", np.int8), row_scale, g.const(scales)],
+        domain=MS_DOMAIN,
     )
-    im = g.op(
-        "Slice",
-        [
-            both,
-            g.const([bins], "start", np.int64),
-            g.const([2 * bins], "end", np.int64),
-            g.const([-1], "axis", np.int64),
-        ],
-    )
-    return re, im
+    # [rows, 2 x bins] -> re^2 + im^2 [rows, bins] (ReduceSumSquare over a [rows, 2, bins] view: 3x slower)
+    axis = g.const([-1], "axis", i64)
+    re = g.op("Slice", [both, g.const([0], "start", i64), g.const([bins], "end", i64), axis])
+    im = g.op("Slice", [both, g.const([bins], "start", i64), g.const([2 * bins], "end", i64), axis])
+    power = g.op("Add", [g.op("Mul", [re, re]), g.op("Mul", [im, im])])
+    lead = g.op("Shape", [frames], start=0, end=-1)
+    return g.op("Reshape", [power, g.op("Concat", [lead, g.const([bins], "bins", i64)], axis=0)])
+
+
+def _fold_zero_point(
+    w: npt.NDArray[np.float32], scales: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], int]:
+    """Make x (quantized with a per-row zero point zp) @ w need no zero-point correction (zp x column sums).
+
+    The DFT's columns sum to 0 except constant ones (the cosine of bin 0: all 127). A constant column c becomes
+    ones with scale c x its scale (the same values), and `extra` rows of -128 in those columns (0 elsewhere) meet
+    `extra` inputs that quantize to zp (zeros appended to the frame): ones x q + (-128 x extra) x zp =
+    sum(q - zp) when 128 x extra = K. Returns (weights [K + extra, M], scales, extra)."""
+    k, m = w.shape
+    sums = w.sum(axis=0)
+    constant = np.all(w == w[:1], axis=0) & (sums != 0)
+    if np.any((sums != 0) & ~constant) or k % 128:
+        raise ExportError("the DFT weights are not those of YAMNet (columns with a nonzero sum that are not constant)")
+    extra = k // 128
+    scales = np.where(constant, scales * w[0], scales).astype(np.float32)
+    folded = np.where(constant[None, :], 1.0, w)
+    tail = np.where(constant[None, :], -128.0, 0.0).repeat(extra, axis=0)
+    return np.concatenate([folded, tail], axis=0).astype(np.float32), scales, extra
 
 
 def _integer_pointwise_conv(
-    g: _Graph, conv: NodeProto, w: npt.NDArray[np.float32], w_scale: npt.NDArray[np.float32], axis: int
+    g: _Graph,
+    conv: NodeProto,
+    w: npt.NDArray[np.float32],
+    w_scale: npt.NDArray[np.float32],
+    axis: int,
+    relu: NodeProto | None = None,
+    input_shape: list[int] | None = None,
 ) -> None:
     """A 1x1 int8-weight convolution [N, C, H, W] as an integer product over channels, channels last (ONNX
-    Runtime's ConvInteger is about 3x slower than its float Conv at these shapes; MatMulInteger about 4x faster)."""
+    Runtime's ConvInteger is about 3x slower than its float Conv at these shapes; MatMulInteger about 4x faster).
+
+    `relu`: the convolution's only consumer, a Relu; it then runs channels last before the transpose back, so the
+    transpose meets the next (depthwise) convolution directly and ONNX Runtime folds it into that convolution's
+    NCHWc reorder."""
     attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
     if (
         w.ndim != 4
@@ -543,8 +614,15 @@ def _integer_pointwise_conv(
     bias = conv.input[2] if len(conv.input) > 2 and conv.input[2] else None
     source = g.producer.get(conv.input[0])
     nonnegative = source is not None and source.op_type == "Relu"
-    y = g.integer_matmul(nhwc, np.ascontiguousarray(w[:, :, 0, 0].T), w_scale, bias, nonnegative=nonnegative)
-    g.op("Transpose", [y], conv.output[0], perm=[0, 3, 1, 2])
+    # [N, C, H, W] of the batch-1 graph -> the product's leading dimensions [-1, H, W] (static: see integer_matmul)
+    lead = [-1, *input_shape[2:]] if input_shape is not None and len(input_shape) == 4 else None
+    y = g.integer_matmul(
+        nhwc, np.ascontiguousarray(w[:, :, 0, 0].T), w_scale, bias, nonnegative=nonnegative, lead_shape=lead
+    )
+    if relu is not None:
+        g.op("Transpose", [g.op("Relu", [y])], relu.output[0], perm=[0, 3, 1, 2])
+    else:
+        g.op("Transpose", [y], conv.output[0], perm=[0, 3, 1, 2])
 
 
 def _fold_constant_dequantize(graph: GraphProto) -> None:
@@ -568,6 +646,17 @@ def _fold_constant_dequantize(graph: GraphProto) -> None:
     del graph.node[:]
     graph.node.extend(kept)
     _drop_unused(graph)
+
+
+def _static_shapes(model: ModelProto) -> dict[str, list[int]]:
+    """Tensor shapes of the batch-1 tf2onnx graph where shape inference knows every dimension."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {}
+    for info in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[info.name] = [d.dim_value for d in dims]
+    return shapes
 
 
 def _toposort(nodes: list[NodeProto], inputs: set[str]) -> list[NodeProto]:
@@ -815,7 +904,8 @@ def _sidecar_extra(result: ParityResult, class_map: Path, arithmetic: str) -> di
         "up to 0.78 (top-5 identical on 69 % of frames). Framing, padding and convolution layout are correct.",
         "fix": "tf2onnx conversion, then graph surgery: each int8-weight op gets XNNPACK's dynamic int8 "
         "quantization of its input (xnn_f32_qd8_asymmetric_quantization_params, round half to even) and "
-        "integer-valued weights, rescaled after the integer sum (arithmetic int8: uint8 x int8 MatMulInteger; "
+        "integer-valued weights, rescaled after the integer sum (arithmetic int8: uint8 x int8 "
+        "MatMulIntegerToFloat of ONNX Runtime's com.microsoft domain, per-row and per-column scales in the op; "
         "float: the same integers multiplied in float); the front end is rebuilt for [N, 15600]",
         "reference_runtime_note": "ai-edge-litert without XNNPACK (builtin hybrid kernels, symmetric int8) "
         "differs from the default XNNPACK interpreter by up to 0.93 on the same frames: the reference is the "

@@ -141,9 +141,9 @@ class BirdConfig(_Section):
     threads: Annotated[int, Field(ge=1, le=64)] = 1
     # Seconds between the starts of BirdNET's 3-s chunks on the stream grid (`soundmond.models.grid`): 3 is
     # BirdNET-Analyzer's default grid (no overlap), smaller strides overlap the chunks (BirdNET's overlap = 3 - stride).
-    stride_s: Annotated[float, Field(gt=0.0, le=3.0)] = 3.0
+    stride_s: Annotated[float, Field(ge=0.1, le=3.0)] = 3.0  # BirdNET-Analyzer allows overlap 0 to 2.9 s
     # The older spelling, accepted alone as stride_s = 3 - chunk_overlap_s; refused together with stride_s.
-    chunk_overlap_s: Annotated[float, Field(ge=0.0, lt=3.0)] | None = None
+    chunk_overlap_s: Annotated[float, Field(ge=0.0, le=2.9)] | None = None
     sensitivity: Annotated[float, Field(ge=0.5, le=1.5)] = 1.0
     min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
     include: list[str] = Field(default_factory=list)

@@ -544,3 +544,20 @@ def _times(start: float, end: float) -> Iterable[float]:
 def test_rule_span_longer_than_aggregation_is_refused() -> None:
     with pytest.raises(ValueError, match="longest aggregation span"):
         AlertEngine(AlertsConfig(), [60])
+
+
+@pytest.mark.parametrize(
+    ("confidence", "printed"),
+    [
+        pytest.param(0.4976, "at 0.498 in window", id="rounds-up-to-the-threshold-so-more-digits"),
+        pytest.param(0.41, "at 0.41 in window", id="two-digits-when-they-read-below"),
+        pytest.param(0.49996, "at 0.49996 in window", id="as-many-digits-as-it-takes"),
+    ],
+)
+def test_low_confidence_message_never_reads_as_the_threshold(confidence: float, printed: str) -> None:
+    """The message is "<value> ... (below 0.50)": a value printed as 0.50 would contradict it."""
+    alerts = [a for a in engine().on_window(win(T, [sp("Turdus merula", confidence)]), T + 5)
+              if a.type == "LOW_CONFIDENCE"]
+    assert len(alerts) == 1
+    assert printed in alerts[0].message
+    assert alerts[0].message.endswith("(below 0.50)")

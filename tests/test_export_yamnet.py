@@ -234,17 +234,58 @@ def test_stock_float_math_fails_parity(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_int8_export_runs_integer_products(exported: Path) -> None:
     # The default export runs the int8-weight ops (DFT, mel, 13 pointwise convolutions, classifier) as uint8 x int8
-    # MatMulInteger, not as float products of integer-valued floats; float weights are constants, not
-    # DequantizeLinear nodes that ONNX Runtime's optimizer cannot fold.
+    # MatMulIntegerToFloat (product and rescale in one op), not as float products of integer-valued floats; float
+    # weights are constants, not DequantizeLinear nodes that ONNX Runtime's optimizer cannot fold.
     sidecar = verify_folder(exported)
     assert sidecar.extra["arithmetic"] == "int8"
-    graph = onnx.load(str(exported / "model.onnx")).graph
+    model = onnx.load(str(exported / "model.onnx"))
+    graph = model.graph
     ops = Counter(n.op_type for n in graph.node)
-    assert ops["MatMulInteger"] == 16 and ops["QuantizeLinear"] == 16  # the DFT's two in one
+    assert ops["MatMulIntegerToFloat"] == 16 and ops["QuantizeLinear"] == 16  # the DFT's two in one
+    assert ops["MatMulInteger"] == 0  # no zero-point correction left: every product's zero point is 0 or folded
+    assert {o.domain: o.version for o in model.opset_import}.get(yamnet_model.MS_DOMAIN) == 1
     assert ops["MatMul"] == 0 and ops["DequantizeLinear"] == 0
     assert ops["Conv"] == 14  # the first full convolution and 13 depthwise ones stay float, as in TFLite
     int8_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) == 16
+
+
+def test_int8_graph_keeps_the_layout_in_onnx_runtime(exported: Path, tmp_path: Path) -> None:
+    # What ONNX Runtime makes of the graph: each pointwise product's ReLU runs channels last, so the transpose back
+    # meets the next depthwise convolution and folds into its blocked-layout reorder; the products' output shapes
+    # are constants, so no extra channels-first copy of a feature map is made to read its shape.
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(exported / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    if ops["ReorderInput"] == 0:
+        pytest.skip("ONNX Runtime uses no blocked (NCHWc) layout on this CPU")
+    assert ops["Transpose"] <= 1  # the first one only (the log-mel patch into the first convolution)
+    assert ops["ReorderOutput"] <= 14  # one per convolution (14), none for a Shape
+    assert ops["Shape"] <= 2
+
+
+def test_fold_zero_point_makes_the_correction_part_of_the_product() -> None:
+    # x quantized with a per-row zero point: (q - zp) @ w needs zp x column sums subtracted. With the DFT's kind of
+    # weights (columns summing to 0, plus a constant column), padding x with zeros (which quantize to zp) and w with
+    # the folded rows gives the exact product without any correction.
+    rng = np.random.default_rng(3)
+    k = 256
+    half = rng.integers(-127, 128, (k // 2, 5))
+    zero_sum = np.concatenate([half, -half])  # five columns that sum to exactly 0
+    w = np.concatenate([np.full((k, 1), 127), zero_sum], axis=1).astype(np.float32)  # + a constant column (DC)
+    scales = np.linspace(0.5, 1.5, w.shape[1]).astype(np.float32)
+    folded, folded_scales, extra = yamnet_model._fold_zero_point(w, scales)
+    assert extra == k // 128 and folded.shape == (k + extra, w.shape[1])
+    assert folded.min() >= -128 and folded.max() <= 127  # still int8
+    zp = rng.integers(0, 256, (10, 1))
+    q = np.clip(rng.integers(-100, 100, (10, k)) + zp, 0, 255)
+    exact = ((q - zp) @ w.astype(np.int64)) * scales
+    padded = np.concatenate([q, np.repeat(zp, extra, axis=1)], axis=1)
+    np.testing.assert_allclose((padded @ folded.astype(np.int64)) * folded_scales, exact, rtol=1e-6)
+    with pytest.raises(ExportError, match="not those of YAMNet"):
+        yamnet_model._fold_zero_point(np.ones((k, 2), np.float32) * np.arange(k)[:, None], scales[:2])
 
 
 def test_float_arithmetic_agrees_with_int8(tmp_path: Path, session: object) -> None:
@@ -260,7 +301,10 @@ def test_float_arithmetic_agrees_with_int8(tmp_path: Path, session: object) -> N
     int8_scores = session.run(["probabilities"], {"audio": frames})[0]  # type: ignore[attr-defined]
     float_scores = float_session.run(["probabilities"], {"audio": frames})[0]
     assert np.max(np.abs(int8_scores - float_scores)) <= yamnet_model.TARGET_MAX_ABS_DIFF
-    assert (np.argmax(int8_scores, axis=1) == np.argmax(float_scores, axis=1)).mean() >= 0.9
+    # top-1 the same up to near-ties (the export's own rule): frame 7 of this clip is one in TFLite itself
+    # (0.473 vs 0.466), and the int8 and float graphs may pick either class there
+    assert yamnet_model._top1_disagreements(float_scores, int8_scores, yamnet_model.TARGET_MAX_ABS_DIFF) == 0
+    assert (np.argmax(int8_scores, axis=1) == np.argmax(float_scores, axis=1)).mean() >= 0.85
 
 
 def test_unknown_arithmetic_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -347,8 +347,8 @@ class AlertEngine:
             return {}
         return {
             AlertType.LOW_CONFIDENCE: _Draft(
-                f"Uncertain identification: {_name(top.scientific_name, top.common_name)} at {top.confidence:.2f} "
-                f"in window {_short(r.window_id)} (below {threshold:.2f})",
+                f"Uncertain identification: {_name(top.scientific_name, top.common_name)} at "
+                f"{_below(top.confidence, threshold)} in window {_short(r.window_id)} (below {threshold:.2f})",
                 {
                     "window_id": r.window_id,
                     "start_unix_s": r.start_unix_s,
@@ -367,8 +367,9 @@ class AlertEngine:
         label = r.tagger_top[0].label if r.tagger_top else "none"
         return {
             AlertType.UNKNOWN_SOUND: _Draft(
-                f"Unidentified sound in window {_short(r.window_id)}: best tag {label} at {r.tagger_top_score:.2f}, "
-                f"best bird {r.bird_top_score:.2f}, both below {threshold:.2f}",
+                f"Unidentified sound in window {_short(r.window_id)}: best tag {label} at "
+                f"{_below(r.tagger_top_score, threshold)}, best bird {_below(r.bird_top_score, threshold)}, "
+                f"both below {threshold:.2f}",
                 {
                     "window_id": r.window_id,
                     "start_unix_s": r.start_unix_s,
@@ -570,6 +571,16 @@ def _not_after(t: float | None, now: float) -> float | None:
 
 def _short(window_id: str) -> str:
     return window_id[:8] + ".." if len(window_id) > 8 else window_id
+
+
+def _below(value: float, threshold: float) -> str:
+    """`value` printed with as few decimals (2 to 6) as it takes to read as below `threshold`: 0.4976 against 0.50
+    prints 0.498, never "0.50 (below 0.50)"."""
+    for digits in range(2, 7):
+        text = f"{value:.{digits}f}"
+        if float(text) < threshold:
+            return text
+    return repr(value)
 
 
 def _name(scientific: str, common: str | None) -> str:
