@@ -6,13 +6,16 @@ the classifier's dense layer). `--frames 512` sizes the model for 5-s windows by
 position-embedding grid; `--optimize fused` fuses the graph with ONNX Runtime's transformer optimizer (attention,
 residual LayerNorm, GELU and bias fusions: `export.ast_fusion`), checked against PyTorch like the unfused graph (not
 the default: no faster here, see `export.ast_fusion`); `--quantize int8` applies per-channel dynamic int8
-quantization to the exported graph (reported, not enforced, against the fp32 PyTorch model).
+quantization to the exported graph (reported, not enforced, against the fp32 PyTorch model); with it, `--attention
+int8` runs the attention's Q.K^T and softmax.V products as integer products too (`export.ast_int8_attention`; needs
+onnxruntime >= 1.19; its drift from the fp32 graph is checked).
 
 examples:
   python -m export ast --out models/ast
   python -m export ast --model MIT/ast-finetuned-audioset-10-10-0.4593 --revision main --frames 512 \\
       --quantize int8 --out models/ast-512-int8
   python -m export ast --model ./ast-checkout --out models/ast     (a local directory works offline)
+  python -m export ast --frames 512 --quantize int8 --attention int8 --out models/ast-512-int8att
 """
 
 from __future__ import annotations
