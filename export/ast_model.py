@@ -134,7 +134,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=ATTENTION_CHOICES[0],
         help="with --quantize int8: fp32 (default) keeps the attention's Q.K^T and softmax.V products in fp32 as "
         "quantize_dynamic leaves them; int8 runs them as integer products too (dynamic int8 Q, K, V; softmax in "
-        "fp32, its normalisation after the product: export.ast_int8_attention)",
+        "fp32, its probabilities as uint8 with one scale per row; about 1.13-1.19x faster on a VNNI CPU; needs "
+        "onnxruntime >= 1.19: export.ast_int8_attention)",
     )
 
 
