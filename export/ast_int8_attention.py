@@ -20,7 +20,7 @@ with the activations quantized dynamically, keeping the softmax in fp32 between 
 Each integer product is followed by `Cast` to float and one `Mul` by the product of the two scales, in the pattern
 ONNX Runtime fuses into one `MatMulIntegerToFloat` kernel when the scales are per tensor (per head they stay three
 ops: 11 % more kernel time in a full-size AST profile, for no better agreement, so the exporter uses "tensor").
-Measured (bench/RESULTS.md, 2026-12-07): the int8-512 window 1.18-1.20x faster than with fp32 attention products,
+Measured (bench/RESULTS.md, 2026-12-07): the int8-512 window 1.13-1.19x faster than with fp32 attention products,
 agreement with the fp32 graph about that of the int8 weights alone.
 """
 
