@@ -205,8 +205,9 @@ def int8_attention(model: Any, *, num_heads: int, granularity: Granularity = "te
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     replaced: dict[str, list[Any]] = {}  # first output of an old MatMul -> its new nodes
-    dropped: set[str] = set()  # first outputs of the nodes removed: the scalar Muls folded into the rescale, and
-    folded = 0  # the softmax where "exp" replaces it
+    # first outputs of the nodes removed: the scalar Muls folded into the rescale, and the softmax "exp" replaces
+    dropped: set[str] = set()
+    folded = 0  # scalar Muls folded
     for index, chain in enumerate(chains):
         b = _Builder(graph, f"/soundmond_int8_attention/{index}", num_heads)
         # scores = (Q c1) . (K^T c2): quantize Q and K^T, fold c1 c2 into the rescale
