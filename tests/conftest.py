@@ -32,8 +32,8 @@ SHARED_CORPUS = REPO.parent / "shared" / "data" / "corpus"
 _EXPORT_SOURCES = {
     "yamnet": ["export/yamnet_model.py", "export/tflite_tools.py", "export/common.py", "soundmond/models/sidecar.py"],
     "birdnet": ["export/birdnet_model.py", "export/tflite_tools.py", "export/common.py", "soundmond/models/sidecar.py"],
-    "ast-tiny": ["export/ast_model.py", "export/ast_fusion.py", "export/common.py", "soundmond/models/sidecar.py",
-                 "soundmond/models/features.py"],
+    "ast-tiny": ["export/ast_model.py", "export/ast_fusion.py", "export/ast_int8_attention.py", "export/common.py",
+                 "soundmond/models/sidecar.py", "soundmond/models/features.py"],
 }
 _EXPORT_NEEDS = {"yamnet": ("tensorflow", "tf2onnx"), "birdnet": ("tensorflow", "tf2onnx"), "ast-tiny": ("torch",)}
 

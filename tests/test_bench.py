@@ -225,7 +225,7 @@ def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path,
     report = json.loads((out / "bench.json").read_text())
 
     ast_keys = {r["key"] for r in report["ast"]["rows"]}
-    assert ast_keys == {"notebook", "fp32-1024", "int8-1024", "fp32-512", "int8-512"}
+    assert ast_keys == {"notebook", "fp32-1024", "int8-1024", "fp32-512", "int8-512", "int8att-512"}
     for r in report["ast"]["rows"]:
         assert r["ms"]["n"] >= 1 and r["load_s"] is not None
         if r["key"] != "notebook":
@@ -235,6 +235,9 @@ def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path,
         assert r["gflop_per_window"] > 0 and r["gflop_per_s"] > 0
     gflop = {r["key"]: r["gflop_per_window"] for r in report["ast"]["rows"]}
     assert gflop["notebook"] == gflop["fp32-1024"] == gflop["int8-1024"] > gflop["fp32-512"] == gflop["int8-512"]
+    assert gflop["int8att-512"] == gflop["int8-512"]
+    att = next(r for r in report["ast"]["rows"] if r["key"] == "int8att-512")
+    assert att["agreement_vs_onnx_fp32_same_frames"]["items"] == 2  # quantization alone, against fp32-512
     assert isinstance(report["machine"]["cpu_features"], list)
     assert "RANDOM weights" in report["ast"]["model"]
     gemm = report["gemm"]

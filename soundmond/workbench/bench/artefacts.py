@@ -44,8 +44,9 @@ def run_logged(cmd: Sequence[str], what: str, timeout: float = 1800) -> None:
 
 
 def ensure_ast_models(size: str, cache: Path = BENCH_CACHE) -> tuple[Path, dict[str, Path]]:
-    """A random AST checkpoint of `size` ("full" / "tiny", 1024 frames, seed 0) and its four exports (fp32 / int8,
-    1024 / 512 frames), made with `python -m export ast` once and cached by the exporter's source checksum."""
+    """A random AST checkpoint of `size` ("full" / "tiny", 1024 frames, seed 0) and its exports (fp32 / int8, 1024 /
+    512 frames; int8 with int8 attention products, 512 frames), made with `python -m export ast` once and cached by
+    the exporter's source checksum."""
     key = source_hash(AST_EXPORT_SOURCES, size, "seed0")
     root = cache / f"ast-{size}-{key}"
     checkpoint = root / "checkpoint"
@@ -69,8 +70,10 @@ def ensure_ast_models(size: str, cache: Path = BENCH_CACHE) -> tuple[Path, dict[
             shutil.rmtree(out, ignore_errors=True)
             cmd = [sys.executable, "-m", "export", "ast", "--model", str(checkpoint), "--frames", frames,
                    "--out", str(out), "--force"]
-            if quant == "int8":
+            if quant in ("int8", "int8att"):
                 cmd += ["--quantize", "int8"]
+            if quant == "int8att":
+                cmd += ["--attention", "int8"]
             logger.info("exporting the %s AST (%s); cached in %s", size, variant, out)
             run_logged(cmd, f"AST {size} {variant} export")
         folders[variant] = out

@@ -9,9 +9,11 @@ BENCH_CACHE = REPO / ".cache" / "bench-models"
 YAMNET_TFLITE = REPO.parent / "shared" / "models" / "yamnet" / "yamnet.tflite"
 SIDE_BY_SIDE_SUFFIX = ", 1 thread each, side by side"  # pipeline configurations with models.side_by_side on
 PIPELINE_BASES = ("AST int8-512 + BirdNET + head", "YAMNet + BirdNET + head")  # the targets' two configurations
-AST_VARIANTS = ("fp32-1024", "int8-1024", "fp32-512", "int8-512")
-AST_EXPORT_SOURCES = ("export/ast_model.py", "export/ast_fusion.py", "export/common.py", "soundmond/models/sidecar.py",
-                      "soundmond/models/features.py")
+# int8att-512: int8-512 with the attention's two products as integer products too (export --attention int8; opt-in,
+# not the exporter's default: bench/RESULTS.md, 2026-12-07)
+AST_VARIANTS = ("fp32-1024", "int8-1024", "fp32-512", "int8-512", "int8att-512")
+AST_EXPORT_SOURCES = ("export/ast_model.py", "export/ast_fusion.py", "export/ast_int8_attention.py", "export/common.py",
+                      "soundmond/models/sidecar.py", "soundmond/models/features.py")
 TARGETS = {
     "ast_onnx_fp32_speedup_min": 1.8,
     "ast_best_int8_speedup_min": 8.0,

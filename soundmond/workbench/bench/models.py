@@ -164,8 +164,8 @@ def bench_gemm(threads: int, repeats: int = 10, shape: tuple[int, int, int] = (6
 
 def bench_ast(checkpoint: Path, folders: dict[str, Path], audio: BenchAudio, agree_audio: BenchAudio, *,
               threads: int, repeats: int, size: str) -> dict[str, Any]:
-    """The notebook path vs soundmond's four ONNX AST variants, per 5-s window, interleaved; agreement of every
-    variant with the PyTorch fp32 original on the agreement windows."""
+    """The notebook path vs soundmond's ONNX AST variants (`AST_VARIANTS`), per 5-s window, interleaved; agreement
+    of every variant with the PyTorch fp32 original on the agreement windows."""
     notebook, load_nb = timed(lambda: NotebookAst(checkpoint, threads))
     variants = [Variant("notebook: transformers extractor + PyTorch eager (fp32, 1024 frames)",
                         lambda i: notebook(audio.at16k[i]), load_nb, {"key": "notebook"})]
@@ -193,7 +193,7 @@ def bench_ast(checkpoint: Path, folders: dict[str, Path], audio: BenchAudio, agr
         out = np.stack([tagger.tag(w).probabilities for w in agree_audio.at16k])
         row["agreement_vs_fp32_original"] = agreement(reference, out, probabilities=True)
         outs[row["key"]] = out
-    for q, f in (("int8-1024", "fp32-1024"), ("int8-512", "fp32-512")):  # quantization alone, same frames
+    for q, f in (("int8-1024", "fp32-1024"), ("int8-512", "fp32-512"), ("int8att-512", "fp32-512")):  # same frames
         find_row(rows, "key", q)["agreement_vs_onnx_fp32_same_frames"] = agreement(outs[f], outs[q], probabilities=True)
     feats = taggers["int8-512"].features
     t_feat = []
