@@ -152,6 +152,13 @@ def _ms(models: dict[str, Any], key: str) -> str:
     return ms_cell(rows[0]["ms"]) if rows else "-"
 
 
+def _evidence_cell(effects: dict[str, Any]) -> str:
+    """"32 / 3 (per_species_hour 3)": clips written / skipped, and why they were skipped."""
+    counts = effects.get("evidence", {})
+    why = ", ".join(f"{k} {v}" for k, v in sorted(effects.get("evidence_skipped", {}).items()))
+    return f"{counts.get('written', 0)} / {counts.get('skipped', 0)}" + (f" ({why})" if why else "")
+
+
 def budget_markdown(b: dict[str, Any]) -> list[str]:
     """The budget and one-core sections of a report."""
     lines = ["## Budget: this turn's features on, as the daemon (issue 21)", "",
@@ -160,11 +167,11 @@ def budget_markdown(b: dict[str, Any]) -> list[str]:
              "each daemon ran with:", ""]
     lines += [f"- {d['config']}: {features_text(d['features'])}" for d in b["daemons"]] + [""]
     lines += table(["configuration", "daemon RTF (compute)", "wall RTF", "peak RSS MB", "windows", "quiet windows",
-                    "windows with indices", "evidence clips written / skipped", "load avg before -> after", "exit"],
+                    "windows with indices", "evidence clips written / skipped (why)", "load avg before -> after",
+                    "exit"],
                    [[d["config"], d.get("analysis_rtf"), d.get("wall_rtf"), d.get("peak_rss_mb"), d.get("windows"),
                      d["effects"].get("quiet_windows"), d["effects"].get("windows_with_indices"),
-                     f"{d['effects'].get('evidence', {}).get('written', 0)} / "
-                     f"{d['effects'].get('evidence', {}).get('skipped', 0)}",
+                     _evidence_cell(d["effects"]),
                      f"{d['loadavg_before'][0]} -> {d['loadavg_after'][0]}", d.get("returncode")]
                     for d in b["daemons"]])
     lines += table(["target", "measured", "limit", "met"],

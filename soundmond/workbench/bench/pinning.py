@@ -163,10 +163,13 @@ def store_effects(db: Path) -> dict[str, Any]:
         quiet = conn.execute("SELECT COUNT(*) FROM windows WHERE \"group\" = 'quiet'").fetchone()[0]
         detections = conn.execute("SELECT COUNT(*) FROM detections").fetchone()[0]
         evidence = dict(conn.execute("SELECT status, COUNT(*) FROM evidence GROUP BY status").fetchall())
+        skipped = dict(conn.execute("SELECT COALESCE(reason, '-'), COUNT(*) FROM evidence WHERE status = 'skipped' "
+                                    "GROUP BY reason").fetchall())
     finally:
         conn.close()
     return {"windows_with_indices": int(with_indices), "quiet_windows": int(quiet), "detections": int(detections),
-            "evidence": {str(k): int(v) for k, v in evidence.items()}}
+            "evidence": {str(k): int(v) for k, v in evidence.items()},
+            "evidence_skipped": {str(k): int(v) for k, v in skipped.items()}}
 
 
 def run_daemon(spec: PipelineSpec, source: Path, work: Path, *, cpus: frozenset[int] | None = None,
