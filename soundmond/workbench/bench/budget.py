@@ -129,6 +129,9 @@ def run_budget(args: argparse.Namespace, tmp: Path, ast_int8: Path, ast_head: Pa
     if not files:
         raise BenchError("no audio files for the budget daemons: pass --corpus DIR")
     src = source_dir(files, tmp / "budget-audio")
+    if not hasattr(os, "sched_setaffinity"):
+        raise BenchError("the one-core figures pin processes with sched_setaffinity, which this OS lacks - run "
+                         "`soundmond bench --budget` on Linux")
     core = default_core() if args.one_core_cpu is None else args.one_core_cpu
     if core not in os.sched_getaffinity(0):
         raise BenchError(f"--one-core-cpu {core}: this process may not run there (allowed: "
