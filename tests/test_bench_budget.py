@@ -91,6 +91,7 @@ def test_budget_and_one_core_figures_from_real_daemons(tmp_path: Path, inputs: t
         assert (f["birds_stride_s"], f["quiet_below_dbfs"], f["indices"], f["evidence"], f["privacy"]) == (
             3.0, -75.0, True, True, True)
         assert d["effects"]["windows_with_indices"] == 2  # the indices really ran
+        assert set(f["models"]) == {"tagger", "birds"} and all("sha256:" in m for m in f["models"].values())
         assert d["affinity"]["cpus_allowed"] == allowed and d["affinity"]["samples"] > 0  # not pinned
     assert budget["daemons"][0]["features"]["side_by_side"] is True
     assert budget["daemons"][1]["features"]["tagger"] == "ast"

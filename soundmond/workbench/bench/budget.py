@@ -169,6 +169,8 @@ def budget_markdown(b: dict[str, Any]) -> list[str]:
              f"configuration from {b['config']}, evidence clips forced on. Features as read back from the config "
              "each daemon ran with:", ""]
     lines += [f"- {d['config']}: {features_text(d['features'])}" for d in b["daemons"]] + [""]
+    models = sorted({m for d in b["daemons"] for m in d["features"].get("models", {}).values()})
+    lines += ["Model folders: " + "; ".join(models), ""]
     lines += table(["configuration", "daemon RTF (compute)", "wall RTF", "peak RSS MB", "windows", "quiet windows",
                     "windows with indices", "evidence clips written / skipped (why)", "load avg before -> after",
                     "exit"],

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from soundmond.config import load_config
+from soundmond.models.sidecar import ModelFolderError, read_sidecar
 from soundmond.speed.inprocess import PipelineSpec
 from soundmond.speed.measure import SIMD_FEATURES, read_cpuinfo
 from soundmond.speed.processes import daemon_figures, start_daemon, watch_daemons
@@ -122,9 +123,12 @@ class AffinityProbe(threading.Thread):
 
 def features_used(config: Path) -> dict[str, Any]:
     """This turn's features as the config a daemon ran with has them (read back from that file, not from the spec)."""
-    cfg = load_config(config).config
+    loaded = load_config(config)
+    cfg = loaded.config
     birds = cfg.models.birds
+    folders = {"tagger": cfg.models.tagger.path, **({"birds": birds.path} if birds.enabled else {})}
     return {
+        "models": {role: model_identity(loaded.resolve(path)) for role, path in folders.items()},
         "tagger": cfg.models.tagger.family, "tagger_threads": cfg.models.tagger.threads,
         "birds": birds.enabled, "birds_threads": birds.threads, "side_by_side": cfg.models.side_by_side,
         "birds_stride_s": birds.stride_s, "birds_sensitivity": birds.sensitivity,
@@ -134,6 +138,17 @@ def features_used(config: Path) -> dict[str, Any]:
         "evidence_min_confidence": cfg.evidence.min_confidence, "evidence_alerts": cfg.evidence.alerts,
         "privacy": cfg.privacy.enabled, "privacy_mode": cfg.privacy.mode, "store": True, "mqtt": cfg.mqtt.enabled,
     }
+
+
+def model_identity(folder: Path) -> str:
+    """"<folder> model.onnx sha256:<12 hex>, <quantization>, exported <date>": which export a run used (a folder can be
+    re-exported between two runs)."""
+    try:
+        side = read_sidecar(folder)
+    except (ModelFolderError, OSError, ValueError) as exc:
+        return f"{folder}: {exc}"
+    return (f"{folder} model.onnx sha256:{side.files.get('model.onnx', '?')[:12]}, {side.quantization}, exported "
+            f"{side.created_utc}")
 
 
 def features_text(f: dict[str, Any]) -> str:
