@@ -277,10 +277,15 @@ def test_full_bench_short_with_tiny_ast_writes_a_complete_report(tmp_path: Path,
                       "ORT idle-thread spinning, two BirdNET sessions in turn"}
     targets = {t["target"] for t in report["target_checks"]}
     assert len(targets) == 7 and all(t["value"] is not None for t in report["target_checks"])
+    budget = report["budget"]  # the budget and one-core section (tests/test_bench_budget.py checks its figures)
+    assert [t["limit"] for t in budget["targets"]] == [0.03, 300.0, 0.08, 450.0]
+    assert all(t["value"] is not None for t in budget["targets"])
+    assert all(r["daemon"]["affinity"]["pinned_as_asked"] for r in budget["one_core"]["runs"])
     md = (out / "bench.md").read_text()
     assert "GFLOP per window / GFLOP/s reached" in md and "SIMD:" in md and "x fp32**" in md
     for heading in ("### AST tagger", "### BirdNET V2.4", "### YAMNet", "## Whole pipeline", "## Daemon process",
-                    "## Batch throughput", "## Levers", "## Targets"):
+                    "## Batch throughput", "## Levers", "## Budget: this turn's features on", "## One core",
+                    "## Targets"):
         assert heading in md
 
 

@@ -6,7 +6,7 @@
 - `soundmond bench` (`add_bench_arguments`, `run_bench`): `--quick` runs here: the configured models' load time and
   ms per window at 1 and 2 threads, the pipeline RTF, the peak RSS of a `soundmond run` process, and a verdict with
   suggested settings; `--batch` the dataset job's throughput (`analyze --format parquet`, 1 and 2 local workers, a
-  Dask cluster with `--batch-cluster`). The full comparison, `--soak` and `--hf-birds` are the workbench's
+  Dask cluster with `--batch-cluster`). The full comparison, `--soak`, `--hf-birds` and `--budget` are the workbench's
   (`soundmond.workbench.bench`), imported only for those runs; without it (or torch, transformers, scikit-learn...) the
   command says what to install, exit 2.
 

@@ -50,11 +50,16 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                       help="the daemon's peak RSS with a Wav2Vec2-base-sized hf bird model (random weights, fp32 and "
                            "int8) + YAMNet, beside YAMNet + BirdNET (sensor-like `soundmond run`; needs the export "
                            "extra the first time: the exports are cached)")
+    mode.add_argument("--budget", action="store_true",
+                      help="issue 21's budget: the shipped config with this turn's features (and the AST int8-512 "
+                           "one) as sensor-like daemons, RTF and peak RSS vs targets; and both pinned to one core "
+                           "(--one-core-cpu), 1 thread per model: RTF, ms per window per model, peak RSS")
     mode.add_argument("--batch", action="store_true",
                       help="the dataset job (`analyze --format parquet`, needs pyarrow): hours of audio per hour with "
                            "--batch-workers local workers (and --batch-cluster)")
     p.add_argument("--config", type=Path, default=None,
-                   help="--quick, --batch: the daemon config whose models are measured")
+                   help="--quick, --batch: the daemon config whose models are measured; --budget and the full run: "
+                        "the shipped configuration (default config.yaml)")
     p.add_argument("--out", type=Path, default=Path("reports/bench"), help="report folder (default reports/bench)")
     p.add_argument("--corpus", type=Path, default=None,
                    help=f"real audio (default {DEFAULT_CORPUS}; without it the test fixtures)")
@@ -72,6 +77,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline-files", type=int, default=16, help="corpus files replayed for the pipeline/daemon runs")
     p.add_argument("--throughput-files", type=int, default=60, help="corpus files replayed for batch throughput")
     p.add_argument("--gate-dbfs", type=float, default=-35.0, help="RMS gate level for the gate lever")
+    p.add_argument("--one-core-cpu", type=int, default=None, metavar="N",
+                   help="--budget and the full run: the core the one-core figures are pinned to (default: the "
+                        "highest-numbered CPU this process may use)")
     p.add_argument("--soak-seconds", type=float, default=3600.0, help="--soak: audio replayed at least (s)")
     p.add_argument("--soak-tagger", choices=("yamnet", "ast"), default="yamnet",
                    help="--soak: YAMNet + BirdNET (1 thread each, side by side), or the AST int8-512 + BirdNET "
@@ -131,7 +139,8 @@ def workbench_run(args: argparse.Namespace) -> Run | str:
         run = run_workbench
     if run is None or missing:
         extras = sorted({{**WORKBENCH_NEEDS, **HF_BIRDS_NEEDS}.get(m, "workbench") for m in missing})
-        what = "the soak" if args.soak else "--hf-birds" if args.hf_birds else "the full benchmark"
+        what = ("the soak" if args.soak else "--hf-birds" if args.hf_birds else "the budget run" if args.budget
+                else "the full benchmark")
         return (f"{what} needs {', '.join(missing)} (not installed): pip install 'soundmond[{','.join(extras)}]', "
                 "or run `soundmond bench --quick` on a sensor")
     return run

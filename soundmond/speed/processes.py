@@ -3,6 +3,7 @@ one configuration, read from /proc while it runs, from its log and from its stor
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -60,8 +61,10 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def start_daemon(config: Path, source: Path, log: Path, *, sensor_like: bool = False) -> subprocess.Popen[bytes]:
-    """`soundmond run --config --source` in a fresh process; `sensor_like`: without the export extra's packages."""
+def start_daemon(config: Path, source: Path, log: Path, *, sensor_like: bool = False,
+                 cpus: frozenset[int] | None = None) -> subprocess.Popen[bytes]:
+    """`soundmond run --config --source` in a fresh process; `sensor_like`: without the export extra's packages;
+    `cpus`: the only CPUs it (and every thread it starts) may run on, set before it executes anything."""
     if sensor_like:
         boot = _SENSOR_BOOT.replace("ABSENT", repr(set(SENSOR_ABSENT)))
         cmd = [sys.executable, "-c", boot, "run", "--config", str(config), "--source", str(source)]
@@ -70,7 +73,8 @@ def start_daemon(config: Path, source: Path, log: Path, *, sensor_like: bool = F
     env = dict(os.environ)  # this soundmond, installed or run from a checkout
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     with open(log, "wb") as fh:
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=fh, cwd=config.parent, env=env)
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=fh, cwd=config.parent, env=env,
+                                preexec_fn=None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus))
 
 
 def watch_daemons(procs: Sequence[subprocess.Popen[bytes]], sample_s: float, timeout_s: float

@@ -12,6 +12,7 @@ which holds the command's arguments and imports this package only for the full a
   variant's agreement with its fp32 original on real audio.
 - `--soak` replays >= 1 h of audio through `soundmond run` and samples RSS and open file descriptors.
 - `--hf-birds`: the daemon's peak RSS with a Hugging Face bird model of the seed study's size (`hf_birds`).
+- `--budget` (also part of the full run): the budget and one-core figures (`budget`).
 
 AST timings use a full-size AST with RANDOM weights (same compute as the real model; predictions meaningless, so
 AST agreement figures measure numerical drift only). Exports are cached by source checksum in `.cache/bench-models/`.
@@ -31,6 +32,12 @@ The modules, one job each:
   levers, the CPU's fp32 / int8 matrix-product rates).
 - `shared_audio`: the shared decode/resample lever.
 - `processes`: batch throughput (several `soundmond run` processes) and the soak.
+- `pinning`: processes pinned to CPUs (their threads' allowed CPUs read from /proc while they run, a core's CPU from
+  /proc/cpuinfo), a `soundmond run` process with the features its config had on and what they left in its store.
+- `pinned_models`: a config's models timed per window in a process of its own (`python -m ...`; pinned by `budget`).
+- `budget`: issue 21's budget (the shipped config with this turn's features on, and the AST int8-512 one, as
+  sensor-like daemons: RTF and peak RSS vs targets) and the one-core figures (`--budget`, and a section of the full
+  run).
 - `report`: levers, targets, `bench.md` and `soak.md`.
 - `hf_birds`: `--hf-birds`, the daemon's peak RSS with a Wav2Vec2-base-sized hf bird model (fp32, int8) + YAMNet.
 - `runs`: the full run, the soak and `--hf-birds` (`run_workbench`, called by `soundmond.speed.command.run_bench`).

@@ -43,10 +43,11 @@ def run_logged(cmd: Sequence[str], what: str, timeout: float = 1800) -> None:
     logger.info("%s done in %.0f s", what, time.perf_counter() - t0)
 
 
-def ensure_ast_models(size: str, cache: Path = BENCH_CACHE) -> tuple[Path, dict[str, Path]]:
-    """A random AST checkpoint of `size` ("full" / "tiny", 1024 frames, seed 0) and its exports (fp32 / int8, 1024 /
-    512 frames; int8 with int8 attention products, 512 frames), made with `python -m export ast` once and cached by
-    the exporter's source checksum."""
+def ensure_ast_models(size: str, cache: Path = BENCH_CACHE, variants: Sequence[str] = AST_VARIANTS
+                      ) -> tuple[Path, dict[str, Path]]:
+    """A random AST checkpoint of `size` ("full" / "tiny", 1024 frames, seed 0) and its exports (`variants`, default
+    all five: fp32 / int8, 1024 / 512 frames; int8 with int8 attention products, 512 frames), made with
+    `python -m export ast` once and cached by the exporter's source checksum."""
     key = source_hash(AST_EXPORT_SOURCES, size, "seed0")
     root = cache / f"ast-{size}-{key}"
     checkpoint = root / "checkpoint"
@@ -61,7 +62,7 @@ def ensure_ast_models(size: str, cache: Path = BENCH_CACHE) -> tuple[Path, dict[
         run_logged([sys.executable, "-c", code, str(tmp), size], f"random {size} AST checkpoint")
         tmp.rename(checkpoint)
     folders = {}
-    for variant in AST_VARIANTS:
+    for variant in variants:
         quant, frames = variant.split("-")
         out = root / variant
         try:

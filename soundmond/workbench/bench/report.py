@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from soundmond.speed.report import header_lines, ms_cell, pipeline_and_daemon_lines, table
+from soundmond.workbench.bench.budget import budget_markdown
 from soundmond.workbench.bench.common import PIPELINE_BASES, SIDE_BY_SIDE_SUFFIX, TARGETS
 from soundmond.workbench.bench.measure import find_row
 
@@ -157,6 +158,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = header_lines(report)
     if report["mode"] == "soak":
         return "\n".join(lines + soak_markdown(report))
+    if report["mode"] == "budget":
+        return "\n".join(lines + budget_markdown(report["budget"]))
     lines += ["## Per model, side by side (same run, interleaved)", ""]
     lines += _model_section("AST tagger", report["ast"], "notebook path")
     lines.append(f"numpy feature extraction (soundmond): {ms_cell(report['ast']['numpy_features_ms'])} ms per "
@@ -185,6 +188,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += table(["lever", "off", "on", "off value", "on value", "unit", "gain (off/on)", "note"],
                        [[lv["lever"], lv["off"], lv["on"], lv["off_value"], lv["on_value"], lv["unit"], lv["gain"],
                          lv["note"]] for lv in report["levers"]])
+    if report.get("budget"):
+        lines += budget_markdown(report["budget"])
     if report.get("target_checks"):
         lines += ["## Targets", ""]
         lines += table(["target", "measured", "limit", "met"],

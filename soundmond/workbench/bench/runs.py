@@ -16,6 +16,7 @@ from soundmond.speed.measure import machine_info
 from soundmond.speed.processes import bench_daemon
 from soundmond.workbench.bench.artefacts import bench_head, embedding_size, ensure_ast_models
 from soundmond.workbench.bench.audio import pipeline_files
+from soundmond.workbench.bench.budget import run_budget
 from soundmond.workbench.bench.common import BENCH_CACHE, SIDE_BY_SIDE_SUFFIX, TARGETS
 from soundmond.workbench.bench.hf_birds import hf_birds_markdown, run_hf_birds
 from soundmond.workbench.bench.models import bench_ast, bench_birdnet, bench_gemm, bench_yamnet
@@ -97,6 +98,8 @@ def run_full(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             if s.threads == 1 and cores > 1:
                 logger.info("throughput: %s, %d workers", s.name, cores)
                 report["throughput"].append(bench_throughput(s, tfiles, tmp, cores))
+    logger.info("budget: this turn's features as the daemon, and one core")
+    report["budget"] = run_budget(args, tmp, ast["int8-512"], head)
     report["levers"] = collect_levers(report)
     report["target_checks"] = check_targets(report)
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -125,14 +128,29 @@ def run_soak_command(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return report
 
 
+def run_budget_command(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """`--budget`: the budget and one-core sections alone (`soundmond.workbench.bench.budget`)."""
+    _, ast = ensure_ast_models(args.ast_size, variants=("int8-512",))
+    side = read_sidecar(ast["int8-512"])
+    head = bench_head(BENCH_CACHE, "ast", side.label_count, embedding_size(side))
+    report: dict[str, Any] = {"mode": "budget", "machine": machine_info(), "targets": TARGETS,
+                              "audio": {"source": audio_folder(args.corpus)[0]}}
+    report["budget"] = run_budget(args, tmp, ast["int8-512"], head)
+    report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return report
+
+
 def run_workbench(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], str, str]:
-    """The full run, the soak with `args.soak`, the hf bird model's RSS with `args.hf_birds`: (the report, its
-    markdown, the file stem of the report)."""
+    """The full run, the soak with `args.soak`, the hf bird model's RSS with `args.hf_birds`, the budget with
+    `args.budget`: (the report, its markdown, the file stem of the report)."""
     if args.soak:
         report = run_soak_command(args, tmp)
         return report, markdown(report), "soak"
     if getattr(args, "hf_birds", False):
         report = run_hf_birds(args, tmp)
         return report, hf_birds_markdown(report), "bench-hf-birds"
+    if getattr(args, "budget", False):
+        report = run_budget_command(args, tmp)
+        return report, markdown(report), "bench-budget"
     report = run_full(args, tmp)
     return report, markdown(report), "bench"
