@@ -46,7 +46,7 @@ COMMANDS: dict[str, Command] = {
     "analyze": Command(
         "soundmond.commands.analyze", "add_arguments", "run",
         "analyse recordings and print one record per window (JSON lines or CSV) on stdout",
-        "soundmond analyze field/20260501_053000.WAV --format csv --summary"),
+        "soundmond analyze field/20260501_053000.WAV --summary > windows.jsonl"),
     "check-config": Command(
         "soundmond.commands.check_config", "add_arguments", "run",
         "check a config file and what it points at, as `run` would before it starts; prints "

@@ -191,7 +191,7 @@ def test_where_each_format_may_go(tmp_path: Path) -> None:
     out = tmp_path / "out"
     ok = [("raven", out, two, True), ("birdnet-csv", None, two, False), ("birdnet-csv", out, two, True),
           ("audacity", None, one, False), ("audacity", out, two, False), ("jsonl", None, two, True),
-          ("csv", None, two, False)]
+          ("csv", None, two, False), ("jsonl", None, two, True)]
     for fmt, where, paths, summary in ok:
         assert where_problem(fmt, where, paths, summary=summary) is None, (fmt, where, paths, summary)
     refused = [
@@ -199,6 +199,7 @@ def test_where_each_format_may_go(tmp_path: Path) -> None:
         ("audacity", None, [tmp_path / "two"], False, "no file column and these paths hold 2 recordings - give --out"),
         ("birdnet-csv", None, one, True, "--summary would mix JSON into the birdnet-csv table on stdout - give --out"),
         ("jsonl", out, one, False, "--out is for the bird formats .* - redirect stdout"),
+        ("csv", None, two, True, "--summary would mix JSON into the CSV table on stdout - use the default jsonl"),
         ("raven", one[0], one, False, "is a file - give a folder"),
         ("raven", out, [clash], False, "would both write a.BirdNET.selection.table.txt - analyse them"),
     ]

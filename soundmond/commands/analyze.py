@@ -195,10 +195,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"soundmond analyze: {summary['windows_outside_spans']} of {totals.windows} windows are older than "
                   "the longest aggregation span before the newest window; the summary's 'analysed' figures count "
                   "every window", file=sys.stderr)
-        if writer:
-            print("# " + json.dumps(summary), file=out)
-        else:
-            out.write(json.dumps(summary) + "\n")
+        out.write(json.dumps(summary) + "\n")  # jsonl only: a table on stdout with --summary is refused above
     for path, failure in errors:
         print(f"soundmond analyze: {path}: {failure}", file=sys.stderr)
     return ExitCode.PARTIAL if errors else ExitCode.OK

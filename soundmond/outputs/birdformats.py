@@ -147,6 +147,9 @@ def where_problem(fmt: str, out_dir: Path | None, paths: Sequence[Path], *, summ
         if out_dir is not None:
             return (f"--out is for the bird formats ({', '.join(FORMATS)}) and parquet; {fmt} goes to stdout - "
                     "redirect stdout to a file instead")
+        if fmt == "csv" and summary:
+            return ("--summary would mix JSON into the CSV table on stdout - use the default jsonl format for the "
+                    "records and the summary, or leave out --summary")
         return None
     recordings = [f for p in paths if p.exists() for f in find_audio_files(p)]
     if out_dir is None:
