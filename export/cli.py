@@ -97,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not getattr(args, "force", False):
+        # refused before the conversion and its parity check (minutes for the AST), not after them
+        print(f"export {args.family}: {out} already exists; pass --force to replace it", file=sys.stderr)
+        return EXIT_USAGE
     try:
         folder = args.run(args)
     except ExportError as exc:

@@ -384,3 +384,22 @@ def test_the_rewriter_computes_only_the_bins_the_mel_matrix_uses(
 def test_the_factored_dft_needs_a_power_of_two(length: int) -> None:
     with pytest.raises(ValueError, match="power-of-two"):
         dft_factors(length)
+
+
+@pytest.mark.parametrize("family", ["birdnet", "yamnet", "ast", "hf"])
+def test_an_existing_folder_is_refused_before_any_conversion(
+    family: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every exporter refuses an existing --out before it converts and checks parity (which takes seconds to
+    minutes): the model given does not even exist here, and the refusal still names --force, not the model."""
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me\n")
+    args = {"birdnet": ["--tflite", str(tmp_path / "missing.tflite")],
+            "yamnet": ["--tflite", str(tmp_path / "missing.tflite")],
+            "ast": ["--model", str(tmp_path / "missing-checkpoint")],
+            "hf": ["--model", str(tmp_path / "missing-checkpoint")]}[family]
+    assert main([family, *args, "--out", str(out)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{out} already exists; pass --force to replace it" in err and "missing" not in err
+    assert (out / "notes.txt").read_text() == "keep me\n"
