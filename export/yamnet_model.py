@@ -862,6 +862,7 @@ def run(args: argparse.Namespace) -> Path:
             labels_file="labels.csv",
             label_count=LABEL_COUNT,
             output_kind="probabilities",
+            quantization="int8",  # the TFLite file's int8 weights, in both arithmetics (extra.arithmetic says how)
             files=file_checksums(folder),
             tool_versions=_tool_versions(),
             parity=result.parity,

@@ -73,6 +73,7 @@ def test_folder_is_complete_and_verifies(exported: Path) -> None:
     ]
     assert sidecar.labels_file == "labels.csv" and sidecar.label_count == 521
     assert sidecar.output_kind == "probabilities"
+    assert sidecar.quantization == "int8" and sidecar.extra["arithmetic"] == "int8"  # the TFLite file's int8 weights
     assert {"tensorflow", "tf2onnx", "ai-edge-litert", "onnxruntime"} <= set(sidecar.tool_versions)
     assert {"stock_conversion_error", "fix", "pooling", "parity_note"} <= set(sidecar.extra)
     with open(exported / "labels.csv", newline="") as fh:
