@@ -74,7 +74,8 @@ COMMANDS: dict[str, Command] = {
     "bench": Command(
         "soundmond.speed", "add_bench_arguments", "run_bench",
         "measure models and pipeline on this machine: ms per window, RTF, RSS, load time, throughput",
-        "soundmond bench --quick --config /etc/soundmond/config.yaml"),
+        "soundmond bench --quick --config /etc/soundmond/config.yaml\n"
+        "  soundmond bench --budget --one-core-cpu 1   # RTF and peak RSS with every feature on, and on one core"),
     "listen": Command(
         "soundmond.outputs.listen", "add_listen_arguments", "run_listen",
         "print alerts and soundscape updates from one or many stations (MQTT subscriber)",

@@ -221,6 +221,18 @@ def test_memory_stays_bounded_and_old_windows_are_dropped() -> None:
     assert agg.sizes() == sizes
 
 
+def test_windows_older_than_the_history_are_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    agg = Aggregator([60, 3600, 86400], history_days=2)
+    agg.add(win(T + 10 * DAY_S))
+    with caplog.at_level("WARNING", logger="soundmond.soundscape.aggregate"):
+        for k in range(5):
+            agg.add(win(T + 5 * k))
+    assert agg.too_old == 5
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "2023-11-14T08:00:00Z" in warnings[0] and "counted, not logged" in warnings[0]
+
+
 def test_late_windows_are_placed_in_order() -> None:
     agg = fed([win(T + 10), win(T), win(T + 5, "industrial", [OWL])])
     assert agg.span(60, T + 15).windows == 3

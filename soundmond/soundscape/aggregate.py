@@ -45,6 +45,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Any
 
 from soundmond.data import GROUPS, WindowResult
@@ -54,6 +55,10 @@ from soundmond.soundscape.species import RunSpecies, SpeciesSpans, SpeciesSummar
 logger = logging.getLogger(__name__)
 
 DAY_S = 86400
+
+
+def _utc(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 _NO_GROUP = -1
 _QUIET = -2
 _GROUP_INDEX: dict[str, int] = {g: i for i, g in enumerate(GROUPS)}
@@ -298,6 +303,7 @@ class Aggregator:
         self._common_names: dict[str, str] = {}
         self._species = SpeciesSpans(self.spans_s[-1])
         self._indices = IndexHistory(self.spans_s[-1])  # per-window acoustic indices over the longest span
+        self.too_old = 0  # windows dropped as older than the kept history (the first one is logged)
 
     # --- feeding -------------------------------------------------------------------------------------------------
 
@@ -309,10 +315,13 @@ class Aggregator:
             logger.warning("window %s has no valid start time (%s); not aggregated", result.window_id, start)
             return
         if self._newest_unix_s is not None and start < self._newest_unix_s - self.retention_s:
-            logger.warning(
-                "window %s starts at %s, older than the kept history (newest %s); not aggregated",
-                result.window_id, start, self._newest_unix_s,
-            )
+            self.too_old += 1
+            if self.too_old == 1:  # one line, not one per window (a folder of old recordings gave dozens)
+                logger.warning(
+                    "window %s starts at %s, older than the kept history (newest window %s, history %.0f days); "
+                    "not aggregated, nor are later windows that old (counted, not logged)", result.window_id,
+                    _utc(start), _utc(self._newest_unix_s), self.retention_s / DAY_S,
+                )
             return
         if self.raw_horizon_s:
             if not self._raw or start >= self._raw[-1].start_unix_s:
