@@ -6,8 +6,10 @@ carries its wall-clock time: from the recording's start time in its name when kn
 `YYYYMMDD_HHMMSS.WAV`, UTC; also `YYYYMMDD_HHMM`), else from the file's modification time minus its duration.
 
 A file that cannot be decoded is reported through `on_error` with its name and the reason, and the replay goes on with
-the next file. A file's tail shorter than a window is analysed zero-padded when it holds at least `min_tail_s` of audio
-not covered by an earlier window; the padding is recorded (`AudioWindow.padded_samples`). A file's last window is
+the next file. A file's tail that holds at least `min_tail_s` of audio not covered by an earlier window gets one more
+window ending at the file's end (so it overlaps the window before it: a 6-s file gives 0-5 s and 1-6 s, and the
+aggregate counts both windows); only a file shorter than one window is zero-padded, the padding recorded
+(`AudioWindow.padded_samples`). A file's last window is
 marked `final` (the bird chunk grid closes the file's last chunk there): windows are handed on one behind the decoding.
 
 Window ids derive from the station, the file's content (SHA-256, hashed before decoding), the window settings (and
