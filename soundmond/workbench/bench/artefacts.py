@@ -43,6 +43,20 @@ def run_logged(cmd: Sequence[str], what: str, timeout: float = 1800) -> None:
     logger.info("%s done in %.0f s", what, time.perf_counter() - t0)
 
 
+def ensure_checkpoint(root: Path, code: str, size: str, what: str) -> Path:
+    """`root/checkpoint`, made once by `python -c code <folder> <size>` in a child process (torch and transformers
+    stay out of the bench's own process) into a temporary folder renamed into place: an interrupted build leaves no
+    half checkpoint."""
+    checkpoint = root / "checkpoint"
+    if not (checkpoint / "config.json").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        run_logged([sys.executable, "-c", code, str(tmp), size], what)
+        tmp.rename(checkpoint)
+    return checkpoint
+
+
 def ensure_ast_models(size: str, cache: Path = BENCH_CACHE, variants: Sequence[str] = AST_VARIANTS
                       ) -> tuple[Path, dict[str, Path]]:
     """A random AST checkpoint of `size` ("full" / "tiny", 1024 frames, seed 0) and its exports (`variants`, default
@@ -50,17 +64,9 @@ def ensure_ast_models(size: str, cache: Path = BENCH_CACHE, variants: Sequence[s
     `python -m export ast` once and cached by the exporter's source checksum."""
     key = source_hash(AST_EXPORT_SOURCES, size, "seed0")
     root = cache / f"ast-{size}-{key}"
-    checkpoint = root / "checkpoint"
-    if not (checkpoint / "config.json").is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        code = (
-            "import sys; from export.ast_model import make_random_checkpoint; "
-            "make_random_checkpoint(sys.argv[1], sys.argv[2], max_length=1024, seed=0)"
-        )
-        tmp = root / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        run_logged([sys.executable, "-c", code, str(tmp), size], f"random {size} AST checkpoint")
-        tmp.rename(checkpoint)
+    checkpoint = ensure_checkpoint(root, "import sys; from export.ast_model import make_random_checkpoint; "
+                                   "make_random_checkpoint(sys.argv[1], sys.argv[2], max_length=1024, seed=0)",
+                                   size, f"random {size} AST checkpoint")
     folders = {}
     for variant in variants:
         quant, frames = variant.split("-")

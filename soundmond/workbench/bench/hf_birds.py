@@ -31,7 +31,7 @@ from soundmond.speed.inprocess import PipelineSpec, find_model_dirs
 from soundmond.speed.measure import machine_info
 from soundmond.speed.processes import bench_daemon
 from soundmond.speed.report import header_lines, pipeline_and_daemon_lines, table
-from soundmond.workbench.bench.artefacts import run_logged, source_hash
+from soundmond.workbench.bench.artefacts import ensure_checkpoint, run_logged, source_hash
 from soundmond.workbench.bench.audio import pipeline_files
 from soundmond.workbench.bench.common import BENCH_CACHE, SIDE_BY_SIDE_SUFFIX
 
@@ -50,16 +50,10 @@ def ensure_hf_bird_models(size: str, cache: Path = BENCH_CACHE) -> dict[str, Pat
     `python -m export hf`, made once and cached by the exporter's source checksum: {"fp32": folder, "int8": folder}."""
     key = source_hash(HF_EXPORT_SOURCES, size, "seed0", str(HF_LABELS))
     root = cache / f"hf-wav2vec2-{size}-{key}"
-    checkpoint = root / "checkpoint"
-    if not (checkpoint / "config.json").is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        code = ("import sys; from export.hf_model import make_random_checkpoint; "
-                f"make_random_checkpoint(sys.argv[1], 'wav2vec2', size=sys.argv[2], "
-                f"labels=[f'Species {{i:02d}}' for i in range({HF_LABELS})])")
-        tmp = root / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        run_logged([sys.executable, "-c", code, str(tmp), size], f"random {size} Wav2Vec2 bird checkpoint")
-        tmp.rename(checkpoint)
+    checkpoint = ensure_checkpoint(root, "import sys; from export.hf_model import make_random_checkpoint; "
+                                   "make_random_checkpoint(sys.argv[1], 'wav2vec2', size=sys.argv[2], "
+                                   f"labels=[f'Species {{i:02d}}' for i in range({HF_LABELS})])",
+                                   size, f"random {size} Wav2Vec2 bird checkpoint")
     folders = {}
     for quant in QUANTIZATIONS:
         out = root / quant
