@@ -190,7 +190,8 @@ def test_a_missing_input_is_bad_usage_refused_before_any_model_loads(tmp_path: P
     """As `run --source`: a path that does not exist is exit 2, named with a hint; the models are not loaded (the
     config's bird model folder does not exist either: loading it would exit 3)."""
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n  birds: {{path: {tmp_path / 'no-model'}}}\n")
+    cfg.write_text(f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n"
+                   f"  birds: {{path: {tmp_path / 'no-model'}}}\n")
     missing = tmp_path / "missing.wav"
     proc = analyze(str(fixture_audio / "whisp_field_horn.flac"), str(missing), "--config", str(cfg))
     assert proc.returncode == 2, proc.stderr[-2000:]

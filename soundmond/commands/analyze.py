@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
     source = FileSource(args.paths, cfg.windows.length_s, cfg.windows.hop_s, station=cfg.station.id, ledger=store,
                         reanalyze=args.reanalyze, on_error=failed,
-                        bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None)
+                        bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None,
+                        models=session.model_versions)
     evidence = None
     if args.evidence is not None:
         tagger = session.analyzer.tagger
