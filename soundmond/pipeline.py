@@ -495,9 +495,8 @@ class Daemon:
         return ExitCode.OK if flushed else ExitCode.FATAL
 
 
-def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override: Path | None,
-                 realtime: bool, store: Store, reanalyze: bool,
-                 on_input_error: Callable[[Path, str], None] | None,
+def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override: Path | None, realtime: bool,
+                 store: Store, reanalyze: bool, on_input_error: Callable[[Path, str], None] | None,
                  models: Mapping[str, Any] | None = None) -> tuple[AudioSource, bool]:
     cfg = loaded.config
     w = cfg.windows
@@ -507,9 +506,8 @@ def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override
         source_override, realtime = loaded.resolve(src.path), src.realtime
     if source_override is not None:  # a replay: the store says what is already analysed
         return FileSource([source_override], w.length_s, w.hop_s, realtime=realtime, station=station, ledger=store,
-                          reanalyze=reanalyze, on_error=on_input_error,
-                          bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None,
-                          models=models), realtime
+                          reanalyze=reanalyze, on_error=on_input_error, models=models,
+                          bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None), realtime
     assert isinstance(src, MicSourceConfig)
 
     def on_event(event: CaptureEvent) -> None:
