@@ -1,7 +1,8 @@
 """Ids derived from what a thing is, so a replay or a restart yields the same ids and nothing is counted twice.
 
     window     station + source identity + the window's length/hop (in samples, at the source's rate) + its first
-               sample's offset. A file's identity is the SHA-256 of its bytes (and the channel analysed); a
+               sample's offset. A file's identity is the SHA-256 of its bytes (and the channel analysed, the bird
+               chunk stride when not 3 s and the models that analysed it: `models_identity`); a
                microphone's is its device plus a capture session id drawn at random when the source is made, so a
                microphone window never equals a file window, nor a window of an earlier daemon start.
     detection  the window id + the species' scientific name.
@@ -18,10 +19,15 @@ Every id is 32 hex characters (the first 128 bits of a SHA-256), the length of t
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 ID_CHARS = 32
+MODELS_META = "models@"  # the store's meta key of the models with one identity: `models@<models_identity>`
+LEGACY_MODELS = "legacy"  # ... of the models that analysed what a store held before model identities
 HASH_CHUNK_BYTES = 1 << 20  # a file is hashed 1 MiB at a time: a long recording never sits whole in memory
 
 
@@ -43,6 +49,12 @@ def file_sha256(path: Path | str) -> str:
 def file_source_identity(sha256: str, channel: int | None) -> str:
     """What a file source is: its content (and which channel of it is analysed, None = the mix of all)."""
     return f"file:{sha256}:{'mix' if channel is None else channel}"
+
+
+def models_identity(versions: Mapping[str, Any]) -> str:
+    """16 hex characters naming a set of models (`Session.model_versions`: each model's family, source, revision or
+    checksum, quantization; the head): the same models give the same identity, any other model another."""
+    return derive_id("models", json.dumps(dict(versions), sort_keys=True, default=str))[:16]
 
 
 def mic_source_identity(device: str, session: str | None = None) -> str:

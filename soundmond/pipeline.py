@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -495,9 +495,9 @@ class Daemon:
         return ExitCode.OK if flushed else ExitCode.FATAL
 
 
-def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override: Path | None,
-                 realtime: bool, store: Store, reanalyze: bool,
-                 on_input_error: Callable[[Path, str], None] | None) -> tuple[AudioSource, bool]:
+def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override: Path | None, realtime: bool,
+                 store: Store, reanalyze: bool, on_input_error: Callable[[Path, str], None] | None,
+                 models: Mapping[str, Any] | None = None) -> tuple[AudioSource, bool]:
     cfg = loaded.config
     w = cfg.windows
     src = cfg.source
@@ -506,7 +506,7 @@ def _make_source(loaded: LoadedConfig, daemon_ref: list[Daemon], source_override
         source_override, realtime = loaded.resolve(src.path), src.realtime
     if source_override is not None:  # a replay: the store says what is already analysed
         return FileSource([source_override], w.length_s, w.hop_s, realtime=realtime, station=station, ledger=store,
-                          reanalyze=reanalyze, on_error=on_input_error,
+                          reanalyze=reanalyze, on_error=on_input_error, models=models,
                           bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None), realtime
     assert isinstance(src, MicSourceConfig)
 
@@ -570,7 +570,8 @@ def run_daemon(
         publisher.start()
     daemon_ref: list[Daemon] = []
     try:
-        source, live = _make_source(loaded, daemon_ref, source_override, realtime, store, reanalyze, on_input_error)
+        source, live = _make_source(loaded, daemon_ref, source_override, realtime, store, reanalyze, on_input_error,
+                                    session.model_versions)
         source.open()  # a replay: files hashed, looked up, earlier rows deleted with --reanalyze
     except CaptureError as exc:
         print(f"soundmond: {exc}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -152,4 +152,8 @@ class ReplayLedger(Protocol):
     def forget_source(self, sha256: str) -> dict[str, int]:
         """Delete what was stored of this content (windows, detections, alerts, their outbox rows, the records):
         `--reanalyze`. Returns rows deleted per table."""
+        ...
+
+    def recorded_models(self, identity: str) -> dict[str, Any] | None:
+        """The model versions recorded under this models identity (`identity.models_identity`), None if unknown."""
         ...

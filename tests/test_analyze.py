@@ -123,6 +123,7 @@ def test_csv_output_and_bad_files_exit_1(config: Path, fixture_audio: Path, tmp_
                    "--format", "csv")
     assert proc.returncode == 1
     assert "broken.wav" in proc.stderr and "Traceback" not in proc.stderr
+    assert "soundmond analyze: 1 input(s) could not be analysed; the rest was processed" in proc.stderr.splitlines()
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
     assert [Path(r["file"]).name for r in rows] == ["tone.wav", "whisp_field_horn.flac"]
     assert rows[1]["group"] == "industrial"
@@ -182,3 +183,18 @@ def test_bird_head_with_birds_disabled_exits_3(tmp_path: Path, yamnet_dir: Path,
     assert proc.returncode == 3
     assert "models.head.path" in proc.stderr and "models.birds.enabled" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_a_missing_input_is_bad_usage_refused_before_any_model_loads(tmp_path: Path, fixture_audio: Path,
+                                                                     yamnet_dir: Path) -> None:
+    """As `run --source`: a path that does not exist is exit 2, named with a hint; the models are not loaded (the
+    config's bird model folder does not exist either: loading it would exit 3)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"models:\n  tagger: {{family: yamnet, path: {yamnet_dir}}}\n"
+                   f"  birds: {{path: {tmp_path / 'no-model'}}}\n")
+    missing = tmp_path / "missing.wav"
+    proc = analyze(str(fixture_audio / "whisp_field_horn.flac"), str(missing), "--config", str(cfg))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.splitlines() == [f"soundmond analyze: no such file or folder: {missing} - give analyze "
+                                        "recordings or folders of recordings that exist"]
+    assert proc.stdout == ""

@@ -30,6 +30,7 @@ from soundmond.data import (
     WindowResult,
 )
 from soundmond.errors import ExitCode
+from soundmond.identity import models_identity
 from soundmond.outputs.store import Store
 
 STATION = "station-7"
@@ -120,8 +121,9 @@ def test_an_import_stores_what_the_daemons_write_path_stores_and_twice_adds_noth
     first = comparable(imported)
     assert first == comparable(daemon)
     assert [d["chunk_start_s"] for d in first["detections"] if d["window_id"] == "a0"] == [1.5, 1.5]  # best chunks
-    assert replay_records(imported) == [("a" * 64, ANALYSIS, "/archive/a.wav", "a2", 3),
-                                        ("b" * 64, ANALYSIS, "/archive/b.wav", "b0", 1)]
+    keyed = f"{ANALYSIS};models={models_identity({'tagger': 'yamnet test'})}"  # each file's models, as a replay keys
+    assert replay_records(imported) == [("a" * 64, keyed, "/archive/a.wav", "a2", 3),
+                                        ("b" * 64, keyed, "/archive/b.wav", "b0", 1)]
     with Store(imported, StoreConfig()) as store:
         meta = store.meta()
     assert (meta["station_id"], meta["models"]) == (STATION, '{"tagger":"yamnet test"}')

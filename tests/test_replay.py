@@ -57,6 +57,11 @@ def test_window_ids_derive_from_content_offset_settings_and_station(tmp_path: Pa
     assert not set(first) & set(ids([spinetail], station="s2"))  # another station
     assert not set(first) & set(ids([spinetail], station="s1", hop_s=2.5))  # other window settings
     assert not set(first) & set(ids([spinetail], station="s1", channel=0))  # a chosen channel, not the mix
+    birdnet, other = {"tagger": "yamnet", "birds": "birdnet a"}, {"tagger": "yamnet", "birds": "hf b"}
+    by_birdnet = ids([spinetail], station="s1", models=birdnet)
+    assert ids([renamed], station="s1", models=dict(birdnet)) == by_birdnet  # the same models, the same ids
+    assert not set(by_birdnet) & set(ids([spinetail], station="s1", models=other))  # another bird model
+    assert not set(by_birdnet) & set(first)
 
 
 def test_a_microphone_never_shares_an_id_with_a_file(fixture_audio: Path) -> None:

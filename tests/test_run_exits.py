@@ -66,7 +66,7 @@ def test_inputs_that_cannot_be_decoded_exit_1_and_the_rest_is_analysed(
     assert named[:2] == [f"soundmond run: {recordings / 'broken.wav'}: " + named[0].split(": ", 2)[2],
                          f"soundmond run: {recordings / 'empty.flac'}: the file is empty (0 bytes)"]
     assert "cannot decode" in named[0]
-    assert named[2] == "soundmond run: 2 input(s) could not be analysed; the rest was"
+    assert named[2] == "soundmond run: 2 input(s) could not be analysed; the rest was processed"
     stored = store_rows.windows(tmp_path / "soundmond.db")
     assert sorted(Path(w["source"]).name for w in stored) == ["horn.flac", "tone.wav"]
 

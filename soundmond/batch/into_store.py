@@ -7,8 +7,9 @@ one partition (station, UTC day) at a time: its windows and detections rebuilt a
 one recording, whatever the dataset's size. The rows keep their ids, and the store ignores an id it holds (INSERT OR
 IGNORE), so an import run twice, or one a crash interrupted and run again, adds nothing twice.
 
-Each imported file also gets the store's replay record (content hash, the dataset's window settings, path, last
-window), as `soundmond analyze --store` or `run --source` would write it: those then skip the file, and `import`
+Each imported file also gets the store's replay record (content hash, the dataset's window settings and the file's
+models, path, last window), as `soundmond analyze --store` or `run --source` would write it: those then skip the file,
+and `import`
 skips a file such a record says the store holds complete with the same settings (its windows are there already, and
 its alerts are the ones the store's own session raised across files; the dataset's are per file). A file the store
 holds with other settings is imported beside it, with a warning, as a replay does.
@@ -29,7 +30,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from soundmond.batch import dataset, tables
+from soundmond.capture.replay import models_part
 from soundmond.errors import HintedError
+from soundmond.identity import models_identity
 from soundmond.outputs.store import Store, StoreDataError
 from soundmond.outputs.store.rows import alert_from_row, results_from_rows
 
@@ -157,6 +160,12 @@ def unfinished_files(root: Path, finished: set[str]) -> int:
     return len(seen - finished)
 
 
+def record_key(analysis: str, record: dataset.FileRecord) -> str:
+    """The store's analysis key of one file: the dataset's settings and the models that analysed it (as a replay
+    keys it: `capture.replay`)."""
+    return analysis + models_part(models_identity(record.models)) if record.models else analysis
+
+
 def import_dataset(root: Path, store: Store, progress: Callable[[ImportReport], None] | None = None
                    ) -> ImportReport:
     """Every finished file of the dataset at `root` into `store` (see the module docstring). Raises
@@ -167,8 +176,8 @@ def import_dataset(root: Path, store: Store, progress: Callable[[ImportReport], 
     records = list(dataset.markers(root))
     check_columns(root, [part for r in records for part in r.parts])
     report = ImportReport(files=len(records), unfinished=unfinished_files(root, {r.sha256 for r in records}))
-    analysis = meta["analysis"]
     for record in records:
+        analysis = record_key(meta["analysis"], record)
         held = store.replay_progress(record.sha256)
         if any(r.analysis == analysis and r.complete for r in held):
             report.held += 1

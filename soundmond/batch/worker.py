@@ -104,7 +104,8 @@ def _analyse(path: str, sha: str, root: Path, config: str | None, started: float
     cfg = state.loaded.config
     problems: list[str] = []
     source = FileSource([path], cfg.windows.length_s, cfg.windows.hop_s, station=cfg.station.id,
-                        on_error=lambda p, problem: problems.append(problem), bird_stride_s=bird_stride(state.loaded))
+                        on_error=lambda p, problem: problems.append(problem), bird_stride_s=bird_stride(state.loaded),
+                        models=state.models[3])  # window ids as `analyze --store` makes them
     session = build_session(state.loaded, models=state.models)
     results: list[WindowResult] = []
     alerts: list[Alert] = []

@@ -13,8 +13,9 @@ aggregate counts both windows); only a file shorter than one window is zero-padd
 marked `final` (the bird chunk grid closes the file's last chunk there): windows are handed on one behind the decoding.
 
 Window ids derive from the station, the file's content (SHA-256, hashed before decoding), the window settings (and
-the bird chunk stride when it is not 3 s) and the window's sample offset (`soundmond.identity`): the same recording
-yields the same ids however often it is replayed.
+the bird chunk stride when it is not 3 s, and the models when given) and the window's sample offset
+(`soundmond.identity`): the same recording analysed by the same models yields the same ids however often it is
+replayed, and other models other ids.
 With a `ledger` (the store), `open()` hashes every file and looks it up (`soundmond.capture.replay`): files already
 analysed are skipped without decoding, a file a crash interrupted resumes after its stored windows.
 """
@@ -27,17 +28,25 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 from soundmond.capture.audio import AudioError, check_finite, find_audio_files, to_mono
-from soundmond.capture.replay import FilePlan, ReplayReport, analysis_key, bird_stride_part, plan_files
+from soundmond.capture.replay import (
+    FilePlan,
+    ReplayReport,
+    analysis_key,
+    bird_stride_part,
+    models_part,
+    plan_files,
+)
 from soundmond.capture.windowing import WindowCutter
 from soundmond.data import AudioWindow, CaptureStats
-from soundmond.identity import file_sha256, file_source_identity, window_id
+from soundmond.identity import file_sha256, file_source_identity, models_identity, window_id
 from soundmond.protocols import ReplayLedger
 
 logger = logging.getLogger(__name__)
@@ -109,10 +118,12 @@ class FileSource:
         ledger: ReplayLedger | None = None,
         reanalyze: bool = False,
         bird_stride_s: float | None = None,
+        models: Mapping[str, Any] | None = None,
     ) -> None:
         """`ledger`: the store's replay records, to skip what is stored (`reanalyze`: replace it instead).
         `bird_stride_s`: the bird model's chunk stride (None: no bird model); part of the analysis key and the window
-        ids, so a file analysed again at another stride is analysed, and stored, anew."""
+        ids, so a file analysed again at another stride is analysed, and stored, anew. `models`: the session's model
+        versions (`Session.model_versions`), the same for the same reason (None: ids without them)."""
         self.paths = [Path(p) for p in paths]
         self.window_s = window_s
         self.hop_s = hop_s
@@ -128,7 +139,8 @@ class FileSource:
         self.ledger = ledger
         self.reanalyze = reanalyze
         self.bird_stride_s = bird_stride_s
-        self.analysis = analysis_key(station, window_s, hop_s, channel, bird_stride_s)
+        self.models = models_identity(models) if models is not None else None
+        self.analysis = analysis_key(station, window_s, hop_s, channel, bird_stride_s, self.models)
         self.report = ReplayReport()
         self._plans: list[FilePlan] | None = None
 
@@ -205,7 +217,7 @@ class FileSource:
     def _skip(self, plan: FilePlan) -> None:
         if plan.state == "done":
             self.report.done += 1
-            logger.info("%s: already analysed (same content, same window settings): skipped", plan.path)
+            logger.info("%s: already analysed (same content, same window settings and models): skipped", plan.path)
         else:
             self.report.duplicates += 1
             logger.info("%s: the same bytes as an earlier file of this replay: skipped", plan.path)
@@ -213,13 +225,14 @@ class FileSource:
     def _file_windows(self, plan: FilePlan, stop: threading.Event) -> Iterator[AudioWindow]:
         """The file's windows, those already stored left out (a partial file), its decoding recorded in the ledger."""
         path = plan.path
+        analysis = plan.analysis or self.analysis  # a record from before model identities goes on with its key
         if self.ledger is not None:
-            self.ledger.replay_started(plan.sha256, self.analysis, str(path))
+            self.ledger.replay_started(plan.sha256, analysis, str(path))
         last: AudioWindow | None = None
         count = 0
         skipped = 0
         before: list[AudioWindow] = []  # the last skipped windows: the lead-in of the first window analysed
-        for window in self._decode(path, plan.sha256, stop):
+        for window in self._decode(path, plan.sha256, stop, legacy=analysis != self.analysis):
             last = window
             count += 1
             if plan.state == "partial" and self.ledger is not None and self.ledger.has_window(window.window_id):
@@ -236,10 +249,12 @@ class FileSource:
         if stop.is_set() or last is None:
             return
         if self.ledger is not None:
-            self.ledger.replay_decoded(plan.sha256, self.analysis, str(path), last.window_id, count)
+            self.ledger.replay_decoded(plan.sha256, analysis, str(path), last.window_id, count)
 
-    def _decode(self, path: Path, sha256: str, stop: threading.Event) -> Iterator[AudioWindow]:
-        source_id = file_source_identity(sha256, self.channel) + bird_stride_part(self.bird_stride_s)
+    def _decode(self, path: Path, sha256: str, stop: threading.Event, legacy: bool = False) -> Iterator[AudioWindow]:
+        """`legacy`: the window ids of a record from before model identities (without the models)."""
+        source_id = (file_source_identity(sha256, self.channel) + bird_stride_part(self.bird_stride_s)
+                     + models_part(None if legacy else self.models))
         if path.stat().st_size == 0:
             raise AudioError(path, "the file is empty (0 bytes)")
         try:

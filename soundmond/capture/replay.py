@@ -6,9 +6,15 @@ hashed (SHA-256 of its bytes, read 1 MiB at a time) and looked up in the store's
     done       decoding finished and its last window is stored: skipped without decoding
     partial    started but not complete (a crash, a stop): decoded again, the windows already stored skipped
                (their ids derive from the content and the offset, so they are recognised), the rest analysed
-    new        never analysed with these window settings and bird chunk stride (a file analysed with other settings
-               is analysed again, with a warning: its earlier rows stay unless `--reanalyze`)
+    new        never analysed with these window settings, bird chunk stride and models (a file analysed with other
+               settings or other models is analysed again, with a warning naming what changed: its earlier rows stay
+               unless `--reanalyze`)
     duplicate  the same bytes as an earlier file of this replay: skipped
+
+The models are part of the analysis key (`;models=<identity>`, `identity.models_identity` of the session's model
+versions: tagger, bird model, head) and of the window ids, so the rows of other models never share an id with the
+earlier ones. Records from before model identities (no `models=` part; also a Parquet dataset's, imported) count as
+made by the models the store named then (`models@legacy` in its meta, `Store.record_run`); unknown: the same.
 
 With `reanalyze`, the earlier rows of every file seen before are deleted first (`ReplayLedger.forget_source`) and the
 file is analysed as new. What was skipped is logged, e.g. `12 files already analysed, skipped; 1 resumed at 35 s`.
@@ -22,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from soundmond.identity import file_sha256
+from soundmond.identity import LEGACY_MODELS, file_sha256, models_identity
 from soundmond.protocols import ReplayLedger
 
 logger = logging.getLogger(__name__)
@@ -41,12 +47,57 @@ def bird_stride_part(bird_stride_s: float | None) -> str:
     return f";bird_stride_s={bird_stride_s:g}"
 
 
+def models_part(models: str | None) -> str:
+    """What the models (`identity.models_identity`) add to an analysis key and a file's window identity."""
+    return "" if models is None else f";models={models}"
+
+
 def analysis_key(station: str, window_s: float, hop_s: float, channel: int | None,
-                 bird_stride_s: float | None = None) -> str:
+                 bird_stride_s: float | None = None, models: str | None = None) -> str:
     """The settings a file's window ids derive from, besides its content: a file analysed with other settings
-    yields other windows. The bird model's chunk stride is one (other chunks, other detections)."""
+    yields other windows. The bird model's chunk stride is one (other chunks, other detections), the models another
+    (other scores, other detections)."""
     return (f"station={station};window_s={window_s:g};hop_s={hop_s:g};channel={'mix' if channel is None else channel}"
-            + bird_stride_part(bird_stride_s))
+            + bird_stride_part(bird_stride_s) + models_part(models))
+
+
+def key_parts(analysis: str) -> dict[str, str]:
+    """An analysis key's settings by name (the stride is given when it is the default 3 s)."""
+    parts = dict(part.partition("=")[::2] for part in analysis.split(";") if part)
+    parts.setdefault("bird_stride_s", f"{DEFAULT_BIRD_STRIDE_S:g}")
+    return parts
+
+
+MODEL_ROLES = {"tagger": "the tagger", "birds": "the bird model", "head": "the head"}
+
+
+def what_changed(before: str, now: str, ledger: ReplayLedger) -> str:
+    """The settings and models that differ between two analysis keys, in words, e.g. `the bird model (birdnet
+    BirdNET-Analyzer@... -> hf org/model@...)` or `hop_s 5 -> 2.5`."""
+    old, new = key_parts(before), key_parts(now)
+    changes = [f"{name} {old.get(name, '-')} -> {new.get(name, '-')}" for name in sorted(set(old) | set(new))
+               if name != "models" and old.get(name) != new.get(name)]
+    if "models" in new and old.get("models", LEGACY_MODELS) != new["models"]:
+        was = ledger.recorded_models(old.get("models", LEGACY_MODELS))
+        is_ = ledger.recorded_models(new["models"]) or {}
+        if was is None:
+            changes.append(f"the models (not recorded then; now {', '.join(f'{k}: {v}' for k, v in is_.items())})")
+        else:
+            changes.extend(f"{MODEL_ROLES.get(role, role)} ({was.get(role) or 'none'} -> {is_.get(role) or 'none'})"
+                           for role in sorted(set(was) | set(is_)) if was.get(role) != is_.get(role))
+    return "; ".join(changes) or "other settings"
+
+
+def legacy_key(analysis: str) -> str | None:
+    """The key a record from before model identities has for these settings (None: no models in `analysis`)."""
+    base, found, _ = analysis.partition(";models=")
+    return base if found else None
+
+
+def legacy_is_ours(ledger: ReplayLedger, analysis: str) -> bool:
+    """Were records without a models part made by these models? (the store's `models@legacy`; unknown: yes)"""
+    before = ledger.recorded_models(LEGACY_MODELS)
+    return before is None or models_identity(before) == key_parts(analysis).get("models")
 
 
 @dataclass(frozen=True)
@@ -54,6 +105,7 @@ class FilePlan:
     path: Path
     sha256: str
     state: FileState
+    analysis: str | None = None  # the key its records and window ids go by when not the source's (a legacy record)
 
 
 @dataclass
@@ -64,6 +116,7 @@ class ReplayReport:
     done: int = 0  # files already analysed, skipped without decoding
     duplicates: int = 0  # files with the same bytes as an earlier one of this replay
     reanalysed: int = 0  # files whose earlier rows were deleted (--reanalyze)
+    changed: int = 0  # files analysed before with other settings or models, analysed again beside those rows
     resumed: list[tuple[Path, float]] = field(default_factory=list)  # (file, seconds where analysis went on)
     windows_skipped: int = 0  # windows of partial files already stored
 
@@ -77,6 +130,9 @@ class ReplayReport:
             parts.append(f"{self.windows_skipped} windows already stored, skipped")
         if self.duplicates:
             parts.append(f"{self.duplicates} duplicate file{'s' * (self.duplicates != 1)} (same bytes), skipped")
+        if self.changed:
+            parts.append(f"{self.changed} analysed before with other settings or models: analysed again, the earlier "
+                         "rows kept")
         if self.reanalysed:
             parts.append(f"{self.reanalysed} analysed again (--reanalyze: earlier rows replaced)")
         return "; ".join(parts) or "nothing of it was analysed before"
@@ -104,16 +160,22 @@ def plan_files(paths: Iterable[Path], ledger: ReplayLedger, analysis: str, *, re
             report.reanalysed += 1
             logger.info("%s: --reanalyze: its earlier rows deleted (%s)", path, deleted)
             records = []
+        key: str | None = None
         mine = [r for r in records if r.analysis == analysis]
+        old = legacy_key(analysis)
+        if not mine and old is not None and (legacy := [r for r in records if r.analysis == old]):
+            if legacy_is_ours(ledger, analysis):
+                mine, key = legacy, old
         if any(r.complete for r in mine):
-            plans.append(FilePlan(path, sha, "done"))
+            plans.append(FilePlan(path, sha, "done", key))
         elif mine:
-            plans.append(FilePlan(path, sha, "partial"))
+            plans.append(FilePlan(path, sha, "partial", key))
         else:
             if records:
-                logger.warning("%s was analysed before with other window settings or bird chunk stride (%s): "
-                               "analysed again with %s; its earlier rows are kept (--reanalyze replaces them)", path,
-                               records[0].analysis, analysis)
+                report.changed += 1
+                logger.warning("%s was analysed before with other settings or models: %s. It is analysed again; "
+                               "its earlier rows are kept (--reanalyze replaces them)", path,
+                               what_changed(records[-1].analysis, analysis, ledger))
             plans.append(FilePlan(path, sha, "new"))
     counts = {state: sum(p.state == state for p in plans) for state in ("done", "partial", "new", "duplicate")}
     logger.info("replay of %d files: %d already analysed (skipped), %d partly analysed (resumed), %d new, "

@@ -1,6 +1,7 @@
 """`soundmond analyze`: recordings through the same `Session.process` as the daemon, one record per window on stdout
 (JSON lines or CSV, `soundmond.outputs.records`), the aggregate and the alerts with `--summary` (figures over every
-window analysed, and how many fall outside the rolling spans); files that cannot be decoded are named on stderr
+window analysed, and how many fall outside the rolling spans); a path that does not exist is bad usage (exit 2, before
+any model loads); files that cannot be decoded are named on stderr
 (exit 1) and the others analysed. With `--store DB` the windows, detections and alerts are also written to that
 store, idempotently: files the store already holds are skipped (the same ids), a file a crash interrupted resumes,
 and stderr says what was skipped; `--reanalyze` replaces the earlier rows instead. `--format raven|birdnet-csv|audacity`
@@ -67,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
     if (problem := analyze_dataset.usage_problem(args)) is not None:
         print(f"soundmond analyze: {problem}", file=sys.stderr)
         return ExitCode.USAGE
+    if missing := [p for p in args.paths if not p.exists()]:  # bad usage, as `run --source`: before any model loads
+        for path in missing:
+            print(f"soundmond analyze: no such file or folder: {path} - give analyze recordings or folders of "
+                  "recordings that exist", file=sys.stderr)
+        return ExitCode.USAGE
     if args.format == analyze_dataset.PARQUET:
         return analyze_dataset.run(args)
     if args.reanalyze and args.store is None:
@@ -109,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
     source = FileSource(args.paths, cfg.windows.length_s, cfg.windows.hop_s, station=cfg.station.id, ledger=store,
                         reanalyze=args.reanalyze, on_error=failed,
-                        bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None)
+                        bird_stride_s=cfg.models.birds.stride_s if cfg.models.birds.enabled else None,
+                        models=session.model_versions)
     evidence = None
     if args.evidence is not None:
         tagger = session.analyzer.tagger
@@ -198,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
         out.write(json.dumps(summary) + "\n")  # jsonl only: a table on stdout with --summary is refused above
     for path, failure in errors:
         print(f"soundmond analyze: {path}: {failure}", file=sys.stderr)
+    if errors:
+        print(f"soundmond analyze: {len(errors)} input(s) could not be analysed; the rest was processed",
+              file=sys.stderr)
     return ExitCode.PARTIAL if errors else ExitCode.OK
 
 

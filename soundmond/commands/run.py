@@ -51,6 +51,6 @@ def with_input_failures(code: int, failed: list[tuple[Path, str]]) -> int:
     for path, problem in failed:
         print(f"soundmond run: {path}: {problem}", file=sys.stderr)
     if failed and code == ExitCode.OK:
-        print(f"soundmond run: {len(failed)} input(s) could not be analysed; the rest was", file=sys.stderr)
+        print(f"soundmond run: {len(failed)} input(s) could not be analysed; the rest was processed", file=sys.stderr)
         return ExitCode.PARTIAL
     return code

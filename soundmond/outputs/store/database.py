@@ -32,6 +32,7 @@ from typing import Any
 
 from soundmond.config import StoreConfig
 from soundmond.data import Alert, ClipRecord, ClipSkip, ClipStatus, OutboxCounts, ReplayProgress, WindowResult
+from soundmond.identity import LEGACY_MODELS, MODELS_META, models_identity
 from soundmond.outputs.store.evidence import EvidenceOutbox, evidence_deleted, evidence_skipped, write_evidence
 from soundmond.outputs.store.replays import forget_source, replay_decoded, replay_progress, replay_started
 from soundmond.outputs.store.rows import (
@@ -258,10 +259,29 @@ class Store:
 
     def record_run(self, station_id: str, models: Mapping[str, str | None]) -> None:
         """Note in `meta` which station and models write this store (`station_id`, `models` as JSON), replacing
-        what an earlier run noted: `soundmond report` names them."""
+        what an earlier run noted: `soundmond report` names them. Every set of models is also kept under
+        `models@<identity>` (`identity.models_identity`, the `models=` part of a replay record's analysis key), so
+        the models that analysed each replayed recording stay known; in a store from before these keys, the models
+        it named first move to `models@legacy` (the models of its replay records without a `models=` part)."""
         with self._wlock, self._transaction(self._wconn, "recording the station and models"):
-            self._wconn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                                    [("station_id", station_id), ("models", dumps(dict(models)))])
+            held = dict(self._wconn.execute("SELECT key, value FROM meta").fetchall())
+            rows = [("station_id", station_id), ("models", dumps(dict(models))),
+                    (f"{MODELS_META}{models_identity(models)}", dumps(dict(models)))]
+            if "models" in held and not any(str(k).startswith(MODELS_META) for k in held):
+                rows.append((f"{MODELS_META}{LEGACY_MODELS}", held["models"]))
+            self._wconn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", rows)
+
+    def recorded_models(self, identity: str) -> dict[str, Any] | None:
+        """The models `record_run` kept under `models@<identity>` (`LEGACY_MODELS`: of records from before model
+        identities), or None when this store never recorded them."""
+        found = self._query("SELECT value FROM meta WHERE key = ?", (f"{MODELS_META}{identity}",))
+        if not found:
+            return None
+        try:
+            value = json.loads(found[0][0])
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
 
     def write_aggregate(self, ts_unix_s: float, snapshot: SoundscapeSnapshot) -> None:
         """Store the aggregator's snapshot (its `to_dict()` as JSON) at `ts_unix_s`."""
