@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from PIL import Image
 
 os.environ.setdefault("USE_TF", "0")
@@ -173,7 +174,39 @@ def test_evaluate_flags_take_an_hf_folder_and_refuse_what_does_not_fit(
 
     assert main([*base, "--out", str(tmp_path / "r2"), "--birds", str(bird_model), "--tagger",
                  str(hf_ast_tagger)]) == 3
-    assert "no head is shipped for the 'hf' tagger" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no head is shipped for the 'hf' tagger" in err
+    # the hint names the key and the command that trains one, not a shipped path the user never wrote
+    assert "heads/hf.onnx" not in err and "train_default_head" not in err
+    assert "`soundmond train-head --labels CSV --tagger TAGGER_FOLDER --out HEAD.onnx`" in err
+    assert "set models.head.path to HEAD.onnx (evaluate: --head HEAD.onnx)" in err
+    # ... and the hint can be followed: train-head takes the hf tagger, evaluate takes the head
+    head = tmp_path / "hf-head.onnx"
+    train = tmp_path / "train"
+    train.mkdir()
+    rows = [{"file": n, "group": g} for n, g in (("whisp_field_engine.flac", "industrial"),
+                                                  ("whisp_field_horn.flac", "industrial"),
+                                                  ("oss_birds_10s.flac", "natural"),
+                                                  ("whisp_field_wind.flac", "natural"))]
+    for row in rows:
+        shutil.copy(fixture_audio / row["file"], train / row["file"])
+    night, rate = sf.read(fixture_audio / hf_models.NIGHT, dtype="float32")
+    for i in range(2):  # two quiet recordings as "other": grouped CV needs two sources per group
+        sf.write(train / f"night{i}.wav", night[i * 5 * rate:(i + 1) * 5 * rate], rate)
+        rows.append({"file": f"night{i}.wav", "group": "other"})
+    with open(train / "labels.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["file", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    code = main(["train-head", "--labels", str(train / "labels.csv"), "--out", str(head), "--tagger",
+                 str(hf_ast_tagger), "--features", "probs", "--folds", "2", "--models", "logreg_C0.1", "--no-cache",
+                 "--no-progress"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "r2b"), "--birds", str(bird_model), "--tagger", str(hf_ast_tagger),
+                 "--head", str(head)]) == 0, capsys.readouterr().err[-2000:]
+    report = json.loads((tmp_path / "r2b" / "report.json").read_text())
+    assert report["groups"]["head"]["tagger_family"] == "hf" and report["groups"]["windows"] == 2
     assert main([*base, "--out", str(tmp_path / "r3"), "--birds", str(bird_model), "--tagger",
                  str(bird_model)]) == 3
     assert "exported as a birds model but --tagger uses it as tagger" in capsys.readouterr().err
@@ -213,6 +246,14 @@ def test_evaluate_says_once_why_labelled_species_are_left_out_and_exits_0(
     assert summary["problems"] == 0 and summary["species_left_out_files"] == 3 and summary["species"]["files"] == 1
     md = (out / "report.md").read_text()
     assert "'Turdus merula_Eurasian Blackbird' to null" in md
+
+
+def test_evaluate_help_has_an_hf_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = capsys.readouterr().out
+    assert "examples:\n  soundmond evaluate --labels" in text
+    assert "soundmond evaluate --labels labels.csv --birds models/dima806 --species-map species.yaml" in text
 
 
 def test_evaluate_says_how_to_set_the_stride_it_has_no_flag_for(
