@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
             family,
             help=module.__doc__.strip().splitlines()[0] if module.__doc__ else family,
             description=module.__doc__,
-            epilog=EPILOG,
+            epilog=family_epilog(family, module.__doc__),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.add_argument("--out", type=Path, required=True, help="the model folder to write")
@@ -80,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
         runner: Callable[[argparse.Namespace], Path] = module.run
         p.set_defaults(run=runner)
     return parser
+
+
+def family_epilog(family: str, description: str | None) -> str:
+    """`EPILOG` for one family's --help: its own example lines only, none when its description has an examples block
+    already (so --help shows examples once)."""
+    examples, _, rest = EPILOG.partition("\n\n")
+    if description is not None and "\nexamples:\n" in description:
+        return rest
+    mine = [line for line in examples.splitlines()[1:] if line.strip().startswith(f"python -m export {family} ")]
+    return "\n".join(["examples:", *mine]) + "\n\n" + rest if mine else rest
 
 
 def _unavailable(family: str, exc: ImportError) -> Callable[[argparse.Namespace], Path]:

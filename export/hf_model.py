@@ -168,6 +168,16 @@ def optimum_audio_classification_types() -> set[str]:
     return {name for name, exporters in supported.items() if TASK in exporters.get("onnx", {})}
 
 
+def audio_classification_class(model_type: str) -> str:
+    """The transformers class of `model_type`'s audio classifier, from transformers' own auto mapping
+    (`AutoModelForAudioClassification`): wav2vec2 -> Wav2Vec2ForSequenceClassification, whisper ->
+    WhisperForAudioClassification."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
+
+    name = MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES.get(model_type)
+    return str(name) if name else f"a {model_type} audio-classification class"
+
+
 def inspect_checkpoint(model_dir: Path) -> Checkpoint:
     """Refuse, naming the architecture, anything that is not an audio classifier optimum and soundmond can run."""
     try:
@@ -195,7 +205,7 @@ def inspect_checkpoint(model_dir: Path) -> Checkpoint:
     if not heads:
         raise ExportError(
             f"{architecture} has no audio-classification head (architectures {architectures}); export a "
-            f"checkpoint fine-tuned for classification ({model_type} ...ForAudioClassification)"
+            f"checkpoint fine-tuned for classification ({audio_classification_class(model_type)})"
         )
     return Checkpoint(model_type=model_type, architecture=heads[0], kind=FEATURE_KIND[model_type])
 

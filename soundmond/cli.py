@@ -88,7 +88,9 @@ COMMANDS: dict[str, Command] = {
         "soundmond.workbench.evaluate", "add_evaluate_arguments", "run_evaluate",
         "score the bird model's species (BirdNET or hf) and the head's groups against a labels CSV; report + plots",
         "soundmond evaluate --labels ../shared/data/corpus/labels.csv --audio-root ../shared/data/corpus "
-        "--out eval-report"),
+        "--out eval-report\n"
+        "  soundmond evaluate --labels labels.csv --birds models/dima806 --species-map species.yaml --no-groups "
+        "--out eval-dima806"),  # an hf bird model from `python -m export hf`
     "report": Command(
         "soundmond.workbench.station_report.command", "add_report_arguments", "run_report",
         "a static HTML report of one station's day or range from its store: shares, species, alerts, health",
@@ -147,7 +149,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text,
-                              epilog=f"example:\n  {example}\n\n{EXIT_CODES_HELP}", formatter_class=raw)
+                              epilog=f"example{'s' * (chr(10) in example)}:\n  {example}\n\n{EXIT_CODES_HELP}",
+                              formatter_class=raw)
 
     for name, lazy in COMMANDS.items():
         p = add(name, lazy.help, lazy.example)

@@ -188,7 +188,8 @@ def _head_problems(loaded: LoadedConfig, tagger_label_count: int | None) -> list
         load_head(configured, cfg.tagger.family, tagger_label_count, birds_enabled=birdnet_embedding)
     except HeadError as exc:
         key = exc.config_keys[0] if configured is not None or len(exc.config_keys) == 1 else exc.config_keys[-1]
-        return [loaded.problem(key, f"{exc.path}: {exc.problem}", exc.hint)]
+        where = f"{exc.path}: " if exc.where else ""  # a head no file was named for has no path to show
+        return [loaded.problem(key, f"{where}{exc.problem}", exc.hint)]
     return []
 
 

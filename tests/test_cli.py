@@ -58,7 +58,7 @@ def test_a_command_help_imports_only_its_module(capsys: pytest.CaptureFixture[st
     modules, proc = _modules_after(statement)
     assert "soundmond.workbench.evaluate" in modules
     assert not {"soundmond.workbench.train_head", "soundmond.workbench.collect", "httpx"} & modules
-    assert "--labels CSV" in proc.stdout and "example:\n  soundmond evaluate" in proc.stdout
+    assert "--labels CSV" in proc.stdout and "examples:\n  soundmond evaluate" in proc.stdout
     assert EXIT_CODES_HELP in proc.stdout
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from PIL import Image
 
 os.environ.setdefault("USE_TF", "0")
@@ -92,8 +93,10 @@ def test_evaluate_with_an_hf_bird_model_and_an_hf_tagger(
     code = main(["evaluate", "--labels", str(labels), "--audio-root", str(root), "--out", str(out),
                  "--config", str(cfg), "--no-progress"])
     captured = capsys.readouterr()
-    assert code == 1, captured.err  # the species the model does not know is named, the rest evaluated
-    assert "'Bucephala albeola' is not in hf Wav2Vec2ForSequenceClassification's label list" in captured.err
+    assert code == 0, captured.err  # every file analysed: the species the model cannot name is said once
+    assert ("1 file of 1 labelled species hf Wav2Vec2ForSequenceClassification cannot name left out of the species "
+            "figures: 'Bucephala albeola' (1 file: not in hf Wav2Vec2ForSequenceClassification's labels)"
+            ) in captured.err
     assert "the labels have coordinates, but BirdNET's location / season filter needs its meta model" in captured.err
     report = json.loads((out / "report.json").read_text())
     assert report["bird_model"]["family"] == "hf" and report["models"]["from"] == str(cfg)
@@ -102,6 +105,8 @@ def test_evaluate_with_an_hf_bird_model_and_an_hf_tagger(
     sp = report["species"]
     assert sp["model"] == "hf Wav2Vec2ForSequenceClassification"
     assert sp["unknown_to_model"] == ["Bucephala albeola"]
+    assert sp["left_out"] == [{"species": "Bucephala albeola", "files": 1,
+                               "reason": "not in hf Wav2Vec2ForSequenceClassification's labels"}]
     u = sp["unfiltered"]
     assert u["files"] == 4 == json.loads(captured.out)["species"]["files"]
     assert 0.0 <= u["top1_accuracy"] <= u["top3_accuracy"] <= 1.0
@@ -169,7 +174,39 @@ def test_evaluate_flags_take_an_hf_folder_and_refuse_what_does_not_fit(
 
     assert main([*base, "--out", str(tmp_path / "r2"), "--birds", str(bird_model), "--tagger",
                  str(hf_ast_tagger)]) == 3
-    assert "no head is shipped for the 'hf' tagger" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no head is shipped for the 'hf' tagger" in err
+    # the hint names the key and the command that trains one, not a shipped path the user never wrote
+    assert "heads/hf.onnx" not in err and "train_default_head" not in err
+    assert "`soundmond train-head --labels CSV --tagger TAGGER_FOLDER --out HEAD.onnx`" in err
+    assert "set models.head.path to HEAD.onnx (evaluate: --head HEAD.onnx)" in err
+    # ... and the hint can be followed: train-head takes the hf tagger, evaluate takes the head
+    head = tmp_path / "hf-head.onnx"
+    train = tmp_path / "train"
+    train.mkdir()
+    rows = [{"file": n, "group": g} for n, g in (("whisp_field_engine.flac", "industrial"),
+                                                  ("whisp_field_horn.flac", "industrial"),
+                                                  ("oss_birds_10s.flac", "natural"),
+                                                  ("whisp_field_wind.flac", "natural"))]
+    for row in rows:
+        shutil.copy(fixture_audio / row["file"], train / row["file"])
+    night, rate = sf.read(fixture_audio / hf_models.NIGHT, dtype="float32")
+    for i in range(2):  # two quiet recordings as "other": grouped CV needs two sources per group
+        sf.write(train / f"night{i}.wav", night[i * 5 * rate:(i + 1) * 5 * rate], rate)
+        rows.append({"file": f"night{i}.wav", "group": "other"})
+    with open(train / "labels.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["file", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    code = main(["train-head", "--labels", str(train / "labels.csv"), "--out", str(head), "--tagger",
+                 str(hf_ast_tagger), "--features", "probs", "--folds", "2", "--models", "logreg_C0.1", "--no-cache",
+                 "--no-progress"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "r2b"), "--birds", str(bird_model), "--tagger", str(hf_ast_tagger),
+                 "--head", str(head)]) == 0, capsys.readouterr().err[-2000:]
+    report = json.loads((tmp_path / "r2b" / "report.json").read_text())
+    assert report["groups"]["head"]["tagger_family"] == "hf" and report["groups"]["windows"] == 2
     assert main([*base, "--out", str(tmp_path / "r3"), "--birds", str(bird_model), "--tagger",
                  str(bird_model)]) == 3
     assert "exported as a birds model but --tagger uses it as tagger" in capsys.readouterr().err
@@ -177,3 +214,67 @@ def test_evaluate_flags_take_an_hf_folder_and_refuse_what_does_not_fit(
     assert main([*base, "--out", str(tmp_path / "r4"), "--birds", str(birdnet_dir), "--species-map",
                  str(tmp_path / "map.yaml"), "--no-groups"]) == 2
     assert "is a BirdNET folder: its labels name their species already" in capsys.readouterr().err
+
+
+def test_evaluate_says_once_why_labelled_species_are_left_out_and_exits_0(
+    bird_model: Path, fixture_audio: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A species the species map sets to null is left out because of the map (not "not in the label list"), and
+    labelled species the model cannot name are one stderr line, not one per file: every file was analysed (exit 0)."""
+    for i in range(3):
+        shutil.copy(fixture_audio / "oss_birds_10s.flac", tmp_path / f"b{i}.flac")
+    labels = tmp_path / "labels.csv"
+    _labels_csv(labels, [{"file": "b0.flac", "species": "Turdus merula"},
+                         {"file": "b1.flac", "species": "Turdus merula"},
+                         {"file": "b2.flac", "species": "Amazilia yucatanensis"},
+                         {"file": "b2.flac", "species": "Bucephala albeola"}])
+    species_map = tmp_path / "species.yaml"
+    species_map.write_text("Turdus merula_Eurasian Blackbird: null\n")
+    out = tmp_path / "r"
+    code = main(["evaluate", "--labels", str(labels), "--out", str(out), "--birds", str(bird_model),
+                 "--species-map", str(species_map), "--no-groups", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    said = [line for line in captured.err.splitlines() if "left out" in line]
+    assert said == [
+        "soundmond evaluate: 3 files of 2 labelled species hf Wav2Vec2ForSequenceClassification cannot name left out "
+        "of the species figures: 'Bucephala albeola' (1 file: not in hf Wav2Vec2ForSequenceClassification's labels); "
+        f"'Turdus merula' (2 files: the species map {species_map} sets its label 'Turdus merula_Eurasian Blackbird' "
+        "to null) (all of them: report.json species.left_out)"]
+    assert "label list" not in captured.err
+    summary = json.loads(captured.out)
+    assert summary["problems"] == 0 and summary["species_left_out_files"] == 3 and summary["species"]["files"] == 1
+    md = (out / "report.md").read_text()
+    assert "'Turdus merula_Eurasian Blackbird' to null" in md
+
+
+def test_evaluate_help_has_an_hf_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = capsys.readouterr().out
+    assert "examples:\n  soundmond evaluate --labels" in text
+    assert "soundmond evaluate --labels labels.csv --birds models/dima806 --species-map species.yaml" in text
+
+
+def test_evaluate_says_how_to_set_the_stride_it_has_no_flag_for(
+    hf_exports: dict[str, Path], fixture_audio: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The tiny AST's 1.015-s clip is shorter than the 3-s stride: without --config the hint names --config FILE
+    (evaluate has no stride flag); with one, the key in that file."""
+    shutil.copy(fixture_audio / "oss_birds_10s.flac", tmp_path / "b.flac")
+    labels = tmp_path / "labels.csv"
+    _labels_csv(labels, [{"file": "b.flac", "species": "Turdus merula"}])
+    ast = hf_exports["audio-spectrogram-transformer"]
+    base = ["evaluate", "--labels", str(labels), "--out", str(tmp_path / "r"), "--no-groups", "--no-progress"]
+    assert main([*base, "--birds", str(ast)]) == 2
+    err = capsys.readouterr().err
+    assert "3 s is longer than the hf model's 1.015-s clip" in err
+    assert ("pass --config FILE whose models.birds has stride_s: 1.015 (or less); without --config it is 3 s"
+            in err)
+    assert "set models.birds.stride_s to at most" not in err
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"models:\n  birds: {{family: hf, path: {ast}, stride_s: 2.0}}\n")
+    assert main([*base, "--config", str(cfg)]) == 2
+    assert f"set models.birds.stride_s to at most 1.015 in {cfg}" in capsys.readouterr().err
+    cfg.write_text(f"models:\n  birds: {{family: hf, path: {ast}, stride_s: 1.0}}\n")
+    assert main([*base, "--config", str(cfg)]) == 0, capsys.readouterr().err

@@ -207,7 +207,10 @@ def _config_only(folder: Path, text: str) -> Path:
         ('{"model_type": "speech_to_text", "architectures": ["Speech2TextForConditionalGeneration"]}',
          "Speech2TextForConditionalGeneration (model_type 'speech_to_text') is an audio architecture optimum cannot"),
         ('{"model_type": "wav2vec2", "architectures": ["Wav2Vec2ForCTC"]}',
-         "Wav2Vec2ForCTC has no audio-classification head"),
+         "Wav2Vec2ForCTC has no audio-classification head (architectures ['Wav2Vec2ForCTC']); export a checkpoint "
+         "fine-tuned for classification (Wav2Vec2ForSequenceClassification)"),
+        ('{"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"]}',
+         "fine-tuned for classification (WhisperForAudioClassification)"),
     ],
 )
 def test_refused_architectures_name_themselves_and_write_nothing(config: str, message: str, tmp_path: Path) -> None:
@@ -229,6 +232,18 @@ def test_cli_refusal_exit_code_and_message(tmp_path: Path, capsys: pytest.Captur
     message = "export hf: ViTForImageClassification (model_type 'vit') is not an audio-classification model"
     assert message in captured.err
     assert captured.out == "" and not out.exists()
+
+
+def test_help_shows_the_examples_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m export hf --help`: the module's own examples, not the family list's again; a family whose module has
+    none gets its own lines of the family list."""
+    for family, example in (("hf", "python -m export hf --model dima806/bird_sounds_classification"),
+                            ("yamnet", "python -m export yamnet --tflite")):
+        with pytest.raises(SystemExit):
+            export_main([family, "--help"])
+        text = capsys.readouterr().out
+        assert text.count("examples:") == 1 and text.count(example) == 1, family
+        assert "python -m export birdnet --out" not in text and "exit codes:" in text
 
 
 def test_no_licence_is_refused(hf_checkpoints: dict[str, Path], hf_check_audio: Path, tmp_path: Path) -> None:
@@ -303,4 +318,6 @@ def test_check_config_knows_hf_folders(hf_exports: dict[str, Path], yamnet_dir: 
     assert len(found) == 2
     assert found[0].startswith("models.tagger.path: ") and "exported as a birds model" in found[0]
     assert "--role tagger" in found[0]
-    assert found[1].startswith("models.head.path: ") and "no head is shipped for the 'hf' tagger" in found[1]
+    assert found[1].startswith("models.head.path: no head is shipped for the 'hf' tagger")
+    assert "heads/hf" not in found[1]
+    assert "soundmond train-head" in found[1]

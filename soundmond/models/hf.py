@@ -5,10 +5,12 @@ A folder holds `model.onnx` (outputs `logits` and `embedding`), `labels.txt` and
 
 Clips: the model's clip is `chunk_samples` (5 s by default for waveform models, the extractor's length for AST and
 Whisper). In the daemon a bird model gets the stream grid's chunks of that length (`detect_chunks`, a chunk every
-`models.birds.stride_s`, as BirdNET). On a window (`detect`, `HfTagger.tag`, `top`): a window no longer than the clip is
-one model input, as the transformers pipeline feeds a whole clip (waveform models take it at its own length, AST /
-Whisper features pad it); a longer window is split into clips every `hop` samples from its start, plus one clip aligned
-to its end when they stop short of it. All clips go through ONNX Runtime in one batched call.
+`models.birds.stride_s`, as BirdNET; a file's last chunk is zero-padded when it holds at least half a clip of audio, and
+its detections end where the file's audio does, as BirdNET-Analyzer reports its last chunk). On a window (`detect`,
+`HfTagger.tag`, `top`): a window no longer than the clip is one model input, as the transformers pipeline feeds a whole
+clip (waveform models take it at its own length, AST / Whisper features pad it); a longer window is split into clips
+every `hop` samples from its start, plus one clip aligned to its end when they stop short of it. All clips go through
+ONNX Runtime in one batched call.
 
 Scores per clip: the exported activation of `sensitivity * logits` (softmax for single-label models, as the pipeline,
 sigmoid for multi-label ones; sensitivity 1 gives the pipeline's scores exactly). A bird model's species confidence
@@ -174,6 +176,10 @@ class HfClassifier:
         self._dynamic = has_dynamic_batch(self._session, self.input_name)
         self.model_sha256 = model_digest(sidecar, MODEL_FILE)
         self.architecture = str(hf.get("architecture", "?"))
+        nyquist = self.sample_rate_hz / 2
+        top = min(float(settings.get("max_frequency_hz", nyquist)), nyquist)
+        # (low, high) Hz the model hears: 0 to its Nyquist, or to the top of its mel filters (Whisper's fmax)
+        self.band_hz: tuple[float, float] = (0, int(top) if top.is_integer() else top)
 
     def clip_starts(self, n_samples: int, hop: int) -> list[int]:
         return frame_starts(n_samples, self.chunk_samples, hop)
@@ -318,6 +324,7 @@ class HfBirdModel:
         self.labels = self.model.labels
         self.model_sha256 = self.model.model_sha256
         self.chunk_samples = self.model.chunk_samples
+        self.band_hz = self.model.band_hz  # the raven table's Low / High Freq (`soundmond.outputs.birdformats`)
         if (problem := stride_problem(self.sidecar, config)) is not None:
             raise ConfigError("configuration", [problem])
         self.stride_s = config.stride_s  # the stream grid's stride (`soundmond.models.grid`), as for BirdNET
@@ -379,7 +386,8 @@ class HfBirdModel:
         detections = tuple(
             ChunkDetection(
                 scientific_name=s.scientific_name, common_name=s.common_name, confidence=s.confidence,
-                start_s=chunk.start_s, end_s=chunk.end_s, start_unix_s=chunk.start_unix_s, end_unix_s=chunk.end_unix_s,
+                start_s=chunk.start_s, end_s=chunk.audio_end_s, start_unix_s=chunk.start_unix_s,
+                end_unix_s=chunk.start_unix_s + (chunk.audio_end_s - chunk.start_s),
             )
             for chunk, scores in zip(chunks, per_clip, strict=False)
             for s in self._species(scores)

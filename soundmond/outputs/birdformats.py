@@ -9,9 +9,11 @@ chunk's times within its file. Conventions taken from BirdNET-Analyzer:
 - row order: by chunk start, then by confidence, highest first (within a chunk);
 - file names: `<recording stem>.BirdNET.selection.table.txt` (raven), `<stem>.BirdNET.results.csv` (birdnet-csv),
   `<stem>.BirdNET.results.txt` (audacity), UTF-8, "\\n" line ends;
-- raven: `Selection` counts from 1 per file, `View` "Spectrogram 1", `Channel` 1, `Low Freq (Hz)` 0 and
-  `High Freq (Hz)` min(file sample rate / 2, 15000) (BirdNET V2.4's band, written as BirdNET computes it: "15000"
-  for a 48-kHz file, "11025.0" for a 22.05-kHz one), `Begin Path` the file as soundmond read it, `File Offset (s)` the
+- raven: `Selection` counts from 1 per file, `View` "Spectrogram 1", `Channel` 1, `Low Freq (Hz)` and
+  `High Freq (Hz)` the band of the model that made the detections (`model_band_hz`), the high edge capped at the
+  file's Nyquist: BirdNET V2.4's 0-15000 Hz, written as BirdNET computes it ("15000" for a 48-kHz file, "11025.0" for
+  a 22.05-kHz one); an hf model (`soundmond.models.hf`) 0 to its own Nyquist, or to the top of its mel filters
+  ("8000" for a 16-kHz model), `Begin Path` the file as soundmond read it, `File Offset (s)` the
   chunk start. `Species Code`: BirdNET-Analyzer writes the eBird code from its own code list and, for a label it has
   no code for, the label itself ("Scientific name_Common name"); soundmond's model folder carries no eBird codes, so
   it always writes that fallback. A recording with no detection gets BirdNET-Analyzer's placeholder row (`nocall`,
@@ -61,6 +63,16 @@ SUFFIXES: dict[str, str] = {
 }
 SIG_FMIN_HZ = 0  # BirdNET V2.4's frequency band (its SIG_FMIN / SIG_FMAX, and the default bandpass)
 SIG_FMAX_HZ = 15000
+BIRDNET_BAND_HZ: tuple[float, float] = (SIG_FMIN_HZ, SIG_FMAX_HZ)
+
+
+def model_band_hz(birds: object | None) -> tuple[float, float]:
+    """(low, high) Hz the bird model hears: its `band_hz` (an hf model's), else BirdNET V2.4's band."""
+    band = getattr(birds, "band_hz", None)
+    if band is None:
+        return BIRDNET_BAND_HZ
+    low, high = band
+    return low, high
 
 
 def seconds_text(s: float) -> str:
@@ -72,14 +84,15 @@ def confidence_text(c: float) -> str:
     return f"{float(c):.4f}"
 
 
-def high_freq_text(sample_rate_hz: int | None) -> str:
-    """The Raven table's High Freq (Hz), as BirdNET-Analyzer computes it from the file's own sample rate."""
+def high_freq_text(sample_rate_hz: int | None, fmax_hz: float = SIG_FMAX_HZ) -> str:
+    """The Raven table's High Freq (Hz), as BirdNET-Analyzer computes it from the file's own sample rate: the
+    model's upper band edge `fmax_hz`, capped at the file's Nyquist."""
     if sample_rate_hz is None:
-        return str(SIG_FMAX_HZ)
+        return str(fmax_hz)
     high: float = sample_rate_hz / 2
-    if high > SIG_FMAX_HZ:
-        high = SIG_FMAX_HZ
-    return str(min(high, SIG_FMAX_HZ))
+    if high > fmax_hz:
+        return str(fmax_hz)
+    return str(high)
 
 
 def ordered(detections: Iterable[ChunkDetection]) -> list[ChunkDetection]:
@@ -95,9 +108,10 @@ def _common(d: ChunkDetection) -> str:
     return d.common_name or d.scientific_name
 
 
-def raven_table(path: str, detections: Sequence[ChunkDetection], sample_rate_hz: int | None) -> str:
-    """A Raven selection table for one recording (header included)."""
-    high, low = high_freq_text(sample_rate_hz), str(SIG_FMIN_HZ)
+def raven_table(path: str, detections: Sequence[ChunkDetection], sample_rate_hz: int | None,
+                band_hz: tuple[float, float] = BIRDNET_BAND_HZ) -> str:
+    """A Raven selection table for one recording (header included); `band_hz`: the model's (`model_band_hz`)."""
+    high, low = high_freq_text(sample_rate_hz, band_hz[1]), str(band_hz[0])
     lines = ["\t".join(RAVEN_HEADER)]
     for i, d in enumerate(ordered(detections), start=1):
         start = seconds_text(d.start_s)
@@ -179,12 +193,15 @@ class BirdFormatWriter:
     done (the next recording starts, or `close`). Windows must come recording by recording, as `FileSource` yields
     them."""
 
-    def __init__(self, fmt: str, out_dir: Path | None, stdout: TextIO) -> None:
+    def __init__(self, fmt: str, out_dir: Path | None, stdout: TextIO,
+                 band_hz: tuple[float, float] = BIRDNET_BAND_HZ) -> None:
+        """`band_hz`: the bird model's band (`model_band_hz`), the raven table's Low / High Freq."""
         if fmt not in FORMATS:
             raise ValueError(f"unknown bird format {fmt!r} (known: {', '.join(FORMATS)})")
         self.fmt = fmt
         self.out_dir = out_dir
         self.stdout = stdout
+        self.band_hz = band_hz
         self.written: list[Path] = []
         self._source: str | None = None
         self._rate: int | None = None
@@ -215,7 +232,7 @@ class BirdFormatWriter:
             return
         path, dets = self._source, self._detections
         if self.fmt == "raven":
-            text = raven_table(path, dets, self._rate)
+            text = raven_table(path, dets, self._rate, self.band_hz)
         elif self.fmt == "birdnet-csv":
             header = self.out_dir is not None or not self._header_done
             text = csv_text(csv_rows(path, dets), header=header)

@@ -25,12 +25,14 @@ from soundmond.capture.audio import load_audio, resample
 from soundmond.config import BIRDNET_CHUNK_S
 from soundmond.identity import file_sha256
 from soundmond.models.birds import BirdnetModel
+from soundmond.models.hf import HfTagger
 from soundmond.models.taggers import AstTagger, YamnetTagger
 from soundmond.progress import show_progress
 from soundmond.workbench.corpus import Clip
 
 WINDOW_S = 5.0
 HOP_S = 5.0
+TrainingTagger = YamnetTagger | AstTagger | HfTagger  # the taggers a head is trained on
 FEATURE_CACHE_VERSION = 2  # bump when the windowing or the stored features change
 
 # Per-window feature blocks computed for training. The first three are what the daemon supplies to a head
@@ -73,7 +75,7 @@ def cached_features(
 
 
 def clip_features(
-    tagger: YamnetTagger | AstTagger, birds: BirdnetModel | None, path: Path, cache_dir: Path | None
+    tagger: TrainingTagger, birds: BirdnetModel | None, path: Path, cache_dir: Path | None
 ) -> ClipFeatures:
     """Every feature block for every window of one clip (see module docstring), cached per model.
 
@@ -148,7 +150,7 @@ class Dataset:
 
 def build_dataset(
     clips: Sequence[Clip],
-    tagger: YamnetTagger | AstTagger,
+    tagger: TrainingTagger,
     birds: BirdnetModel | None,
     cache_dir: Path | None,
     progress: bool = True,

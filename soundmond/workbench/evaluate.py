@@ -9,20 +9,23 @@ Models: `--birds` (BirdNET, or a Hugging Face classifier exported by `python -m 
 `--tagger` (YAMNet, AST or an hf tagger) and `--head`, or the models of a daemon config (`--config`: models.birds
 family / path / species_map / sensitivity, models.tagger, models.head); `soundmond.workbench.evaluate_models`.
 
-Species (rows with `species`), per file: the file is cut into 5-s windows (hop 5 s, as the daemon; a file shorter
-than 5 s is zero-padded), each window into the bird model's chunks (BirdNET's 3-s chunks, the daemon's
+Species (rows with `species`), per file: the file is cut into 5-s windows (hop 5 s, as the daemon; a file shorter than
+5 s is zero-padded), each window into the bird model's chunks (BirdNET's 3-s chunks, the daemon's
 `BirdnetModel.chunk_outputs`; an hf model's clips of its own length every `stride_s`, `HfBirdModel.clip_scores`), and
 a species' file score is its highest confidence (BirdNET: sigmoid of the logit; hf: the model's softmax or sigmoid, as
 the transformers pipeline) over every chunk. Non-species classes (BirdNET's Engine, Dog, ...; labels an hf species map
 sets to null) are never predictions. Top-1 is the best-scoring species, top-3 the three best; no confidence threshold
-(the daemon's `min_confidence` decides what it reports, not what ranks first). Labelled species the model does not
-know are listed and left out. Per-species precision / recall / F1 (over the true and predicted species; a table in
-report.md), macro and weighted F1 (over the labelled species, weighted by their file counts), the confusion matrix of
-the most-confused species and a species-frequency chart. In-sample: unknown (no bird model folder records its training
-files); the report says so. Where coordinates are known and the model is BirdNET, the same files are scored again with
-the location filter: species whose BirdNET meta-model occurrence at (latitude, longitude, week of `date`, or the whole
-year when no date) is below `--filter-threshold` (the daemon's default 0.03) are removed before ranking. An hf bird
-model has no meta model: the report says the filter does not apply (and a warning when the labels have coordinates).
+(the daemon's `min_confidence` decides what it reports, not what ranks first). Labelled species the model cannot name
+(not among its labels, a label its species map sets to null, one of BirdNET's non-species classes) are left out,
+counted, and said once with the reason (one stderr line; report.json `species.left_out`): nothing about those files
+failed, so they do not change the exit code. Per-species precision / recall / F1 (over the true and predicted species;
+a table in report.md), macro and weighted F1 (over the labelled species, weighted by their file counts), the confusion
+matrix of the most-confused species and a species-frequency chart. In-sample: unknown (no bird model folder records
+its training files); the report says so. Where coordinates are known and the model is BirdNET, the same files are
+scored again with the location filter: species whose BirdNET meta-model occurrence at (latitude, longitude, week of
+`date`, or the whole year when no date) is below `--filter-threshold` (the daemon's default 0.03) are removed before
+ranking. An hf bird model has no meta model: the report says the filter does not apply (and a warning when the labels
+have coordinates).
 
 Groups (rows with `group`), per 5-s window: the tagger + head in use (the daemon's features and head), scored with
 `training.evaluate` (3-class and natural-vs-industrial balanced accuracy, per-class precision / recall / F1, confusion
@@ -37,7 +40,8 @@ Output folder (written atomically): `report.md` (figures embedded), `report.json
 (file, species, predicted, score, top-3, ...), `species_confusion.png`, `species_frequency.png`,
 `group_confusion.png`, `group_errors.csv`. The JSON summary goes to stdout too.
 
-Exit codes: 0 evaluated, 1 some rows could not be evaluated (named on stderr), 2 bad usage (labels file missing or
+Exit codes: 0 evaluated (labelled species the model cannot name included), 1 some rows could not be evaluated (a
+missing or undecodable file, an unknown group: named on stderr), 2 bad usage (labels file missing or
 without the needed columns), 3 a model folder or head is missing or damaged.
 """
 
@@ -204,6 +208,16 @@ def most_confused(
     return rows, cols, matrix
 
 
+def left_out_line(left_out: Sequence[dict[str, Any]], model: str, shown: int = 8) -> str:
+    """One line for the labelled species `model` cannot name (`evaluate_species`' `left_out`): how many files, and
+    the first `shown` species with their file counts and why."""
+    files = sum(e["files"] for e in left_out)
+    parts = [f"{e['species']!r} ({e['files']} file{'s' * (e['files'] != 1)}: {e['reason']})" for e in left_out[:shown]]
+    more = f"; and {len(left_out) - shown} more" if len(left_out) > shown else ""
+    return (f"{files} file{'s' * (files != 1)} of {len(left_out)} labelled species {model} cannot name left out of the "
+            f"species figures: {'; '.join(parts)}{more} (all of them: report.json species.left_out)")
+
+
 def evaluate_species(
     rows: Sequence[Row], birds: SpeciesModel, threshold: float, progress: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, str]]]:
@@ -217,11 +231,8 @@ def evaluate_species(
     truth, tops, truth_geo, tops_geo, tops_geo_filtered = [], [], [], [], []
     for row in tqdm([r for r in rows if r.species], desc=f"{birds.name} species", unit="file", file=sys.stderr,
                     disable=not show_progress(progress)):
-        if row.species not in known:
+        if row.species not in known:  # counted, said once (`left_out_line`): not a file that failed
             unknown.append(row.species)
-            problems.append({"file": row.file, "line": str(row.line),
-                             "problem": f"{row.file}: species {row.species!r} is not in {birds.name}'s label list "
-                             "(left out of the species figures)"})
             continue
         try:
             scores = file_species_scores(birds, row.path)
@@ -254,6 +265,8 @@ def evaluate_species(
         "method": birds.method,
         "unfiltered": species_metrics(truth, tops),
         "unknown_to_model": sorted(set(unknown)),
+        "left_out": [{"species": name, "files": n, "reason": birds.unknown_reason(name)}
+                     for name, n in sorted(Counter(unknown).items())],
         "in_sample": None,
         "in_sample_basis": f"unknown: {birds.name}'s folder records no training files, so whether it was trained on "
                            "these recordings cannot be checked (xeno-canto recordings may well be in its training set)",
@@ -491,9 +504,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if "in_sample_files" in g:
             summary["groups"]["in_sample_files"] = {k: g["in_sample_files"][k] for k in ("in", "out")}
     summary["problems"] = len(problems)
+    if left_out := report.get("species", {}).get("left_out"):
+        summary["species_left_out_files"] = sum(e["files"] for e in left_out)
     print(json.dumps(summary, indent=2))
     for p in problems:
         print(f"soundmond evaluate: {p['problem']}", file=sys.stderr)
+    if left_out:
+        print(f"soundmond evaluate: {left_out_line(left_out, report['species']['model'])}", file=sys.stderr)
     return ExitCode.PARTIAL if problems else ExitCode.OK
 
 

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from soundmond.config import BirdConfig, ConfigError, ConfigProblem, load_config
 from soundmond.models.birds import BirdnetMetaModel, BirdnetModel
-from soundmond.models.hf import HfBirdModel, check_hf_sidecar
+from soundmond.models.hf import HfBirdModel, check_hf_sidecar, label_names, stride_problem
 from soundmond.models.sessions import sigmoid
 from soundmond.models.sidecar import ModelFolderError, read_sidecar
 
@@ -58,6 +58,11 @@ class SpeciesModel:
     meta: BirdnetMetaModel | None = None
     no_filter_reason: str | None = None  # why the location filter cannot be evaluated
     info: dict[str, Any] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)  # a name of a class that is not a species -> why
+
+    def unknown_reason(self, species: str) -> str:
+        """Why `species` (a labelled file's) is not one the model can name."""
+        return self.excluded.get(species, f"not in {self.name}'s labels")
 
     @property
     def sample_rate_hz(self) -> int:
@@ -109,12 +114,29 @@ def load_species_model(models: EvalModels) -> SpeciesModel:
     """The bird model of `models`, loaded by the daemon's own classes. Raises `ModelFolderError`, `ConfigError`."""
     cfg = models.bird_config
     if cfg.family == "hf":
-        return _hf(HfBirdModel(models.birds, cfg, models.species_map))
+        _check_stride(models)
+        return _hf(HfBirdModel(models.birds, cfg, models.species_map), models.species_map)
     if models.species_map is not None:
         raise ConfigError("--species-map", [ConfigProblem(
             "--species-map", f"{models.birds} is a BirdNET folder: its labels name their species already", None,
             "leave out --species-map, or pass an hf bird folder (`python -m export hf`) as --birds")])
     return _birdnet(BirdnetModel(models.birds, cfg))
+
+
+def _check_stride(models: EvalModels) -> None:
+    """An hf clip shorter than the bird stride, refused with what `evaluate` itself takes: the stride comes only from
+    a daemon config (`--config`; 3 s without one), so that is where the hint points."""
+    sidecar = check_hf_sidecar(models.birds, key="--birds", role="birds")
+    problem = stride_problem(sidecar, models.bird_config)
+    if problem is None:
+        return
+    clip = f"{sidecar.chunk_samples / sidecar.sample_rate_hz:g}"
+    if models.source == "flags":
+        hint = (f"evaluate takes the stride from a daemon config: pass --config FILE whose models.birds has "
+                f"stride_s: {clip} (or less); without --config it is {models.bird_config.stride_s:g} s")
+        raise ConfigError("--birds", [ConfigProblem("--birds", f"{models.birds}: {problem.problem}", None, hint)])
+    raise ConfigError(models.source, [ConfigProblem(
+        problem.key, problem.problem, None, f"set models.birds.stride_s to at most {clip} in {models.source}")])
 
 
 def _birdnet(birds: BirdnetModel) -> SpeciesModel:
@@ -129,18 +151,21 @@ def _birdnet(birds: BirdnetModel) -> SpeciesModel:
     except ModelFolderError as exc:
         reason = f"{exc}"
         logger.warning("%s: the location filter cannot be evaluated", exc)
+    non_species = ~np.asarray(birds.sound_class_mask)
     return SpeciesModel(
         "birdnet", "BirdNET", birds.folder, birds, list(birds.scientific_names),
-        ~np.asarray(birds.sound_class_mask), window_scores,
+        non_species, window_scores,
         "file score = max over 5-s windows and 3-s BirdNET chunks of sigmoid(sensitivity-scaled logit); non-species "
         "classes excluded; no confidence threshold; macro/weighted F1 over the labelled species",
         meta, reason,
         {"family": "birdnet", "folder": str(birds.folder), "model_sha256": birds.model_sha256,
          "source": birds.sidecar.source.id},
+        {name: "one of BirdNET's non-species classes"
+         for name, species in zip(birds.scientific_names, non_species, strict=True) if not species},
     )
 
 
-def _hf(birds: HfBirdModel) -> SpeciesModel:
+def _hf(birds: HfBirdModel, species_map: Path | None) -> SpeciesModel:
     def window_scores(window: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         _, scores = birds.clip_scores(window)
         return scores.max(axis=0).astype(np.float32)
@@ -157,5 +182,18 @@ def _hf(birds: HfBirdModel) -> SpeciesModel:
         None, HF_NO_META,
         {"family": "hf", "architecture": arch, "folder": str(birds.folder), "model_sha256": birds.model_sha256,
          "source": birds.sidecar.source.id, "activation": birds.model.activation, "clip_s": clip_s,
-         "species_map": str(birds.config.species_map) if birds.config.species_map else None},
+         "species_map": str(species_map) if species_map else None},
+        _hf_excluded(birds, species_map),
     )
+
+
+def _hf_excluded(birds: HfBirdModel, species_map: Path | None) -> dict[str, str]:
+    """The names of the labels the species map sets to null (the label, and its scientific name when it has one)
+    -> why a labelled file of that species is left out."""
+    out: dict[str, str] = {}
+    for label, species in zip(birds.labels, birds.species_mask, strict=True):
+        if not species:
+            why = f"the species map {species_map} sets its label {label!r} to null"
+            for name in dict.fromkeys((label, label_names(label)[0])):
+                out[name] = why
+    return out

@@ -30,8 +30,9 @@ def species_markdown(sp: dict[str, Any]) -> list[str]:
         f"- top-3 accuracy: **{u['top3_accuracy']:.3f}** ({u['top3_correct']}/{u['files']})",
         f"- macro F1: {u['macro_f1']:.3f}, weighted F1: {u['weighted_f1']:.3f}",
     ]
-    if sp["unknown_to_model"]:
-        lines.append(f"- labelled species unknown to {model} (left out): {', '.join(sp['unknown_to_model'])}")
+    if sp.get("left_out"):
+        lines.append(f"- labelled species {model} cannot name (left out): " + "; ".join(
+            f"{e['species']} ({e['files']} files: {e['reason']})" for e in sp["left_out"]))
     lines.append(f"- in-sample: {sp['in_sample_basis']}")
     lf = sp["location_filter"]
     if not lf["applies"]:

@@ -13,8 +13,8 @@ Input, either:
 
 Features are those of the daemon, and the training path the one of `scripts/train_default_head.py`
 (`soundmond.workbench.training.train`): every clip is cut into 5-s windows (hop 5 s), each window goes through the
-tagger (`--tagger` folder, YAMNet or AST) and, with `--birdnet`, BirdNET; the per-window blocks are cached per (file
-sha256, model sha256) in `--cache`.
+tagger (`--tagger` folder: YAMNet, AST or an hf `--role tagger` export) and, with `--birdnet`, BirdNET; the per-window
+blocks are cached per (file sha256, model sha256) in `--cache`.
 `--features` picks the head's input: `probs` (tagger probabilities), `embedding`, `both`, any '+'-joined set of
 `probabilities`, `embedding`, `birdnet_embedding`, or `compare` (default: every feature set available, and the best is
 shipped). Every model of `--models` (default: logistic regression at four C, an RBF SVM with Platt scaling, a random
@@ -305,7 +305,8 @@ def add_train_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, default=None, metavar="DIR", help="report folder (default HEAD-report/)")
     p.add_argument("--features", default="compare",
                    help="probs | embedding | both | all | a '+'-joined set | compare (default: compare all available)")
-    p.add_argument("--tagger", type=Path, default=Path("models/yamnet"), help="tagger model folder (yamnet or ast)")
+    p.add_argument("--tagger", type=Path, default=Path("models/yamnet"),
+                   help="tagger model folder: yamnet, ast or hf (`python -m export hf --role tagger`)")
     p.add_argument("--birdnet", type=Path, default=None, help="BirdNET folder: adds its embedding as a feature")
     p.add_argument("--mapping", type=Path, default=None,
                    help="category -> group YAML (default: the shipped ESC-50 mapping, used for 'category' columns)")

@@ -39,6 +39,7 @@ from soundmond.data import GROUPS
 from soundmond.head.meta import HEAD_CLASSES, HeadMeta, needs_birds, utc_now_iso
 from soundmond.head.save import HeadFiles, save_head
 from soundmond.models.birds import BirdnetModel
+from soundmond.models.hf import HfTagger
 from soundmond.models.sidecar import ModelFolderError, verify_folder
 from soundmond.models.taggers import AstTagger, YamnetTagger
 from soundmond.workbench.corpus import Clip, read_corpus, training_data_sha256, training_files_sha256
@@ -61,7 +62,7 @@ from soundmond.workbench.crossval import (
     source_breakdown,
     source_held_out,
 )
-from soundmond.workbench.dataset import HOP_S, WINDOW_S, Dataset, build_dataset, window_starts
+from soundmond.workbench.dataset import HOP_S, WINDOW_S, Dataset, TrainingTagger, build_dataset, window_starts
 from soundmond.workbench.ontology import (
     INDUSTRIAL_BRANCHES,
     NATURAL_BRANCHES,
@@ -100,13 +101,19 @@ class TrainedHead:
 
 def load_training_models(
     tagger_dir: Path, birdnet_dir: Path | None, threads: int = 2
-) -> tuple[YamnetTagger | AstTagger, BirdnetModel | None]:
-    """The tagger (YAMNet or AST, with the daemon's default mean pooling) and, when given, BirdNET."""
+) -> tuple[TrainingTagger, BirdnetModel | None]:
+    """The tagger (YAMNet, AST or an hf folder exported with `--role tagger`, with the daemon's default mean
+    pooling) and, when given, BirdNET."""
     sidecar = verify_folder(tagger_dir)
-    if sidecar.family not in ("yamnet", "ast"):
-        raise ModelFolderError(tagger_dir, f"is a {sidecar.family} folder, not a tagger", "pass a YAMNet or AST folder")
+    if sidecar.family not in ("yamnet", "ast", "hf"):
+        raise ModelFolderError(tagger_dir, f"is a {sidecar.family} folder, not a tagger",
+                               "pass a YAMNet, AST or hf (`python -m export hf --role tagger`) folder")
     config = TaggerConfig(family=sidecar.family, path=tagger_dir, threads=threads, pooling="mean")
-    tagger = AstTagger(tagger_dir, config) if sidecar.family == "ast" else YamnetTagger(tagger_dir, config)
+    tagger: TrainingTagger
+    if sidecar.family == "hf":
+        tagger = HfTagger(tagger_dir, config)
+    else:
+        tagger = AstTagger(tagger_dir, config) if sidecar.family == "ast" else YamnetTagger(tagger_dir, config)
     birds = None
     if birdnet_dir is not None:
         birds = BirdnetModel(birdnet_dir, BirdConfig(path=birdnet_dir, threads=threads))
@@ -114,7 +121,7 @@ def load_training_models(
 
 
 def train(
-    clips: Sequence[Clip], tagger: YamnetTagger | AstTagger, birds: BirdnetModel | None, out: Path, *,
+    clips: Sequence[Clip], tagger: TrainingTagger, birds: BirdnetModel | None, out: Path, *,
     data_name: str, training_data_sha256: str, feature_sets: Sequence[str], models: Sequence[str] | None = None,
     folds: int = CV_FOLDS, clip_folds: Sequence[int] | None = None, cache_dir: Path | None = None,
     progress: bool = True, session_cv: bool = False, nested: bool = False, ontology: Path | None = None,
