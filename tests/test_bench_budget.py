@@ -113,7 +113,9 @@ def test_budget_and_one_core_figures_from_real_daemons(tmp_path: Path, inputs: t
         assert aff["pinned_as_asked"] and aff["thread_cpu_sets"] == [[core]] and aff["threads_max"] >= 3
         m = r["models"]
         assert m["pinned_as_asked"] and m["affinity"]["sched_getaffinity"] == [core]
-        assert m["affinity"]["threads"] >= 2  # the side-by-side worker or ORT's own threads exist at the read
+        # every thread the timing child had when it read them could run on the one core only (how many it has at that
+        # moment depends on whether the side-by-side worker is still alive: CI saw 1, a quiet run 2)
+        assert m["affinity"]["thread_cpu_sets"] == [[core]] and m["affinity"]["threads"] >= 1
         ms = {row["model"]: row["ms"]["median"] for row in m["rows"]}
         assert set(ms) == {"tagger", "birds", "head", "indices", "window"} and all(v > 0 for v in ms.values())
         assert m["peak_rss_mb"] > 50
