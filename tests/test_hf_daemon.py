@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ pytest.importorskip("optimum.exporters.onnx")
 
 import hf_models  # noqa: E402
 from hf_models import ARCHITECTURES  # noqa: E402
+from store_rows import detections, windows  # noqa: E402
 
 from soundmond.cli import main  # noqa: E402
 from soundmond.models.hf import label_names  # noqa: E402
@@ -36,14 +36,6 @@ def _config(tmp_path: Path, tagger: str, birds: str, head: Path | None = None) -
     return cfg
 
 
-def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
 def _analyze_and_run(cfg: Path, species: set[str], capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
     """`analyze` then `run --source` on the recording: both exit 0 with two windows whose species are the model's."""
     code = main(["analyze", str(RECORDING), "--config", str(cfg)])
@@ -58,8 +50,8 @@ def _analyze_and_run(cfg: Path, species: set[str], capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert code == 0, err[-3000:]
     db = cfg.parent / "store.db"
-    assert _query(db, "SELECT start_s, status FROM windows ORDER BY start_s") == [(0.0, "ok"), (5.0, "ok")]
-    stored = {row[0] for row in _query(db, "SELECT scientific_name FROM detections")}
+    assert [(w["start_s"], w["status"]) for w in windows(db)] == [(0.0, "ok"), (5.0, "ok")]
+    stored = {d["scientific_name"] for d in detections(db)}
     assert stored and stored <= species
     return records
 
@@ -89,7 +81,7 @@ def test_an_hf_tagger_with_its_head_in_analyze_and_run(
     records = _analyze_and_run(cfg, species, capsys)
     assert {r["group"] for r in records} <= {"natural", "industrial", "other"}
     db = tmp_path / "store.db"
-    assert {row[0] for row in _query(db, "SELECT \"group\" FROM windows")} <= {"natural", "industrial", "other"}
+    assert {w["group"] for w in windows(db)} <= {"natural", "industrial", "other"}
 
 
 def test_check_config_says_what_an_hf_bird_model_does_not_use(
