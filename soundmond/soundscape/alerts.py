@@ -364,6 +364,10 @@ class AlertEngine:
         threshold = self.config.unknown_sound_below
         if r.status != "ok" or r.tagger_top_score >= threshold or r.bird_top_score >= threshold:
             return {}
+        head_below = self.config.unknown_sound_head_below
+        head_p = max(r.group.probabilities.values()) if r.group is not None and r.group.probabilities else None
+        if head_below is not None and head_p is not None and head_p >= head_below:
+            return {}  # the head recognised it (its summed ontology evidence), even if no single label reached 0.3
         label = r.tagger_top[0].label if r.tagger_top else "none"
         return {
             AlertType.UNKNOWN_SOUND: _Draft(
@@ -378,6 +382,8 @@ class AlertEngine:
                     "bird_top_score": r.bird_top_score,
                     "rms_dbfs": r.rms_dbfs,
                     "unknown_sound_below": threshold,
+                    "head_probability": head_p,
+                    "unknown_sound_head_below": head_below,
                 },
             )
         }
