@@ -270,7 +270,7 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["collect", "--help"])
     out = capsys.readouterr().out
-    assert "example:" in out and "XC_API_KEY" in out
+    assert "examples:" in out and "XC_API_KEY" in out  # two examples: xeno-canto and esc50
 
 
 def test_species_from_model(birdnet_dir: Path) -> None:
