@@ -580,13 +580,8 @@ def _short(window_id: str) -> str:
 
 
 def _below(value: float, threshold: float) -> str:
-    """`value` printed with as few decimals (2 to 6) as it takes to read as below `threshold`: 0.4976 against 0.50
-    prints 0.498, never "0.50 (below 0.50)"."""
-    for digits in range(2, 7):
-        text = f"{value:.{digits}f}"
-        if float(text) < threshold:
-            return text
-    return repr(value)
+    """`value` with as few decimals (2 to 6) as read below `threshold`: 0.4976 vs 0.50 gives 0.498, not 0.50."""
+    return next((t for d in range(2, 7) if float(t := f"{value:.{d}f}") < threshold), repr(value))
 
 
 def _name(scientific: str, common: str | None) -> str:
