@@ -26,7 +26,12 @@ from pathlib import Path
 from soundmond.analysis import ModelLoadError, build_session
 from soundmond.capture.files import FileSource
 from soundmond.commands import analyze_dataset
-from soundmond.commands.common import add_config_argument, load_with_logging, report_config_error
+from soundmond.commands.common import (
+    add_config_argument,
+    load_with_logging,
+    report_config_error,
+    with_input_failures,
+)
 from soundmond.config import ConfigError
 from soundmond.data import Alert
 from soundmond.errors import ExitCode
@@ -205,12 +210,7 @@ def run(args: argparse.Namespace) -> int:
                   "the longest aggregation span before the newest window; the summary's 'analysed' figures count "
                   "every window", file=sys.stderr)
         out.write(json.dumps(summary) + "\n")  # jsonl only: a table on stdout with --summary is refused above
-    for path, failure in errors:
-        print(f"soundmond analyze: {path}: {failure}", file=sys.stderr)
-    if errors:
-        print(f"soundmond analyze: {len(errors)} input(s) could not be analysed; the rest was processed",
-              file=sys.stderr)
-    return ExitCode.PARTIAL if errors else ExitCode.OK
+    return with_input_failures(ExitCode.OK, errors, "analyze")
 
 
 def batch_summary(snapshot: SoundscapeSnapshot | None, totals: RunTotals) -> dict[str, object]:

@@ -1,4 +1,5 @@
-"""What the commands share: loading the config with logging set up, and printing a config that does not load."""
+"""What the commands share: loading the config with logging set up, printing a config that does not load, and the
+exit code once the recordings that could not be decoded are known."""
 
 from __future__ import annotations
 
@@ -33,3 +34,15 @@ def report_config_error(exc: ConfigError) -> ExitCode:
 
 def add_config_argument(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument("--config", type=Path, default=None, help=help_text)
+
+
+def with_input_failures(code: int, failed: list[tuple[Path, str]], command: str) -> int:
+    """The exit code of `soundmond <command>` (run, analyze) once the recordings that could not be decoded are known:
+    each named on stderr and exit 1 when the command otherwise succeeded; a worse code stays."""
+    for path, problem in failed:
+        print(f"soundmond {command}: {path}: {problem}", file=sys.stderr)
+    if failed and code == ExitCode.OK:
+        print(f"soundmond {command}: {len(failed)} input(s) could not be analysed; the rest was processed",
+              file=sys.stderr)
+        return ExitCode.PARTIAL
+    return code

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from soundmond.commands.common import add_config_argument, load_with_logging, report_config_error
+from soundmond.commands.common import (
+    add_config_argument,
+    load_with_logging,
+    report_config_error,
+    with_input_failures,
+)
 from soundmond.config import ConfigError
-from soundmond.errors import ExitCode
 from soundmond.pipeline import run_daemon
 from soundmond.preflight import preflight
 
@@ -42,15 +45,4 @@ def run(args: argparse.Namespace) -> int:
     failed: list[tuple[Path, str]] = []  # appended on the capture thread, read once the daemon has returned
     code = run_daemon(loaded, source_override=args.source, realtime=args.realtime, reanalyze=args.reanalyze,
                       on_input_error=lambda path, problem: failed.append((path, problem)))
-    return with_input_failures(code, failed)
-
-
-def with_input_failures(code: int, failed: list[tuple[Path, str]]) -> int:
-    """The run's exit code once the recordings that could not be decoded are known: each named on stderr (as
-    `analyze` does) and exit 1 when the run otherwise succeeded; a worse code stays."""
-    for path, problem in failed:
-        print(f"soundmond run: {path}: {problem}", file=sys.stderr)
-    if failed and code == ExitCode.OK:
-        print(f"soundmond run: {len(failed)} input(s) could not be analysed; the rest was processed", file=sys.stderr)
-        return ExitCode.PARTIAL
-    return code
+    return with_input_failures(code, failed, "run")
