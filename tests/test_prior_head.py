@@ -53,6 +53,20 @@ def test_a_heavily_regularised_head_is_the_three_sided_rule() -> None:
     assert (head.predict_proba(p).argmax(axis=1) == sums.argmax(axis=1)).all()
 
 
+def test_the_correction_never_moves_natural_against_industrial() -> None:
+    """Between natural and industrial the fitted head always says what the rule says: its correction moves "other"
+    only, so log(P(natural) / P(industrial)) is exactly a * (S_natural - S_industrial), however far it learns."""
+    p, y = windows(90)
+    params = PriorParams(a=10.0, w_other=0.5, lam=0.01)
+    head = OntologyPriorHead(matrices(), params).fit(p, y)
+    assert np.abs(head.coef_[:, HEAD_CLASSES.index("other")]).max() > 0.1  # it learnt something
+    n, i = HEAD_CLASSES.index("natural"), HEAD_CLASSES.index("industrial")
+    assert np.all(head.coef_[:, [n, i]] == 0)
+    proba = head.predict_proba(p)
+    sums = p @ matrices().sides
+    assert np.log(proba[:, n] / proba[:, i]) == pytest.approx(params.a * (sums[:, n] - sums[:, i]), abs=1e-9)
+
+
 def test_the_fitted_head_folds_into_the_onnx_head(tmp_path: Path) -> None:
     p, y = windows(90)
     head = OntologyPriorHead(matrices(), PriorParams(a=10.0, w_other=0.5, lam=0.1)).fit(p, y)

@@ -12,7 +12,7 @@ import pytest
 
 from soundmond.head.meta import HEAD_CLASSES, HEADS_DIR
 from soundmond.workbench.corpus import Clip, read_corpus, training_files_sha256
-from soundmond.workbench.crossval import TrainError, source_held_out_splits
+from soundmond.workbench.crossval import TrainError, clip_figures, per_clip, source_held_out_splits
 from soundmond.workbench.dataset import Dataset
 from soundmond.workbench.ontology import Ontology, ontology_rule
 
@@ -50,6 +50,33 @@ def test_every_source_is_held_out_whole_and_esc50_by_recording() -> None:
             assert set(datasets[test]) == {name} and name not in set(datasets[train])
     esc_folds = [set(data.groups[test]) for (_, test), n in zip(splits, names, strict=True) if n.startswith("esc50")]
     assert sum(len(f) for f in esc_folds) == 15 and all(f for f in esc_folds)
+
+
+def test_per_clip_figures_average_each_clips_windows() -> None:
+    """Issue 15's unit: one call per clip from its windows' mean probabilities; "binary" takes the larger of natural
+    and industrial (the rule's decision), the 3-class decision counts "other" for a natural clip as wrong."""
+    clips = [_clip(0, "natural", "XC0", "xeno-canto"), _clip(1, "natural", "XC1", "xeno-canto"),
+             _clip(2, "industrial", "dcase:0", "dcase2020t2"), _clip(3, "other", "maad:b", "scikit-maad")]
+    data = _dataset(clips)  # two windows per clip
+    n, i, o = (HEAD_CLASSES.index(g) for g in ("natural", "industrial", "other"))
+    proba = np.zeros((8, 3))
+    rows = [  # (window, natural, industrial, other)
+        (0, 0.9, 0.1, 0.0), (1, 0.3, 0.7, 0.0),  # clip 0: mean natural 0.6: natural
+        (2, 0.2, 0.1, 0.7), (3, 0.3, 0.1, 0.6),  # clip 1: "other" wins, natural still above industrial
+        (4, 0.4, 0.6, 0.0), (5, 0.1, 0.9, 0.0),  # clip 2: industrial
+        (6, 0.5, 0.0, 0.5), (7, 0.0, 0.0, 1.0),  # clip 3: other
+    ]
+    for w, pn, pi, po in rows:
+        proba[w, [n, i, o]] = pn, pi, po
+    assert per_clip(data, proba)[:, n] == pytest.approx([0.6, 0.25, 0.25, 0.25])
+    figures = clip_figures(data, proba)
+    ni = figures["natural_vs_industrial"]
+    assert figures["windows"] == 4  # clips
+    assert ni["natural_recall"] == 0.5 and ni["industrial_recall"] == 1.0 and ni["balanced_accuracy"] == 0.75
+    assert ni["binary_balanced_accuracy"] == 1.0
+    assert figures["per_source"]["xeno-canto"] == {"clips": 2, "natural_clips": 2, "natural_recall": 0.5,
+                                                  "natural_binary_recall": 1.0}
+    assert figures["per_source"]["scikit-maad"] == {"clips": 1, "other_clips": 1, "other_recall": 1.0}
 
 
 def test_a_single_source_is_refused() -> None:
@@ -94,8 +121,13 @@ def test_shipped_reports_hold_source_held_out_figures_and_training_hashes(shared
     assert set(head["per_source"]) == {"BirdNET-Analyzer", "dcase2020t2", "esc50", "opensoundscape", "scikit-maad",
                                        "whisp", "xeno-canto"}
     assert head["windows"] == rule["windows"] == report["data"]["windows"]
-    # measured, not assumed: neither shipped head reaches the 0.95 target under this protocol, the rule does better
-    assert head["natural_vs_industrial"]["balanced_accuracy"] < rule["natural_vs_industrial"]["balanced_accuracy"]
+    # measured, not assumed: per window with the 3-class decision (a natural window called "other" is wrong) neither
+    # shipped head reaches 0.95 and the rule, which never says "other", does better; per clip on natural vs industrial
+    # alone (issue 15's protocol, the target) both heads reach it
+    strict = "balanced_accuracy"
+    assert head["natural_vs_industrial"][strict] < rule["natural_vs_industrial"][strict] < 0.95
+    assert head["per_clip"]["natural_vs_industrial"]["binary_balanced_accuracy"] >= 0.95
+    assert report["cv_target"]["met"] is True
 
 
 def test_target_needs_the_source_held_out_figure_too() -> None:

@@ -73,6 +73,7 @@ def _check_outputs(out: Path, report_dir: Path, features: str) -> dict[str, obje
     assert all(len(v) == 64 for v in head.meta.training_files_sha256.values())
     source = report["source_held_out_cv"]["head"]  # the source-held-out CV of the chosen head, pooled and per source
     assert sum(v["windows"] for v in source["per_source"].values()) == source["windows"] == report["data"]["windows"]
+    assert source["per_clip"]["windows"] == report["data"]["clips"]  # and per clip, issue 15's unit
     assert head.meta.cv_metrics["source_held_out_natural_vs_industrial_balanced_accuracy"] == (
         source["natural_vs_industrial"]["balanced_accuracy"])
     return report

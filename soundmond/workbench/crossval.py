@@ -349,6 +349,40 @@ def source_breakdown(data: Dataset, proba: npt.NDArray[np.float64]) -> dict[str,
     return out
 
 
+def per_clip(data: Dataset, proba: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """[clips, 3]: each clip's windows' probabilities averaged: one call per clip, the unit of issue 15's figures."""
+    n = len(data.clips)
+    out = np.zeros((n, proba.shape[1]))
+    np.add.at(out, data.clip, proba)
+    return out / np.bincount(data.clip, minlength=n)[:, None]
+
+
+def clip_figures(data: Dataset, proba: npt.NDArray[np.float64]) -> dict[str, Any]:
+    """`evaluate` per clip (`per_clip`), and per source data set the clips and their recalls: with the 3-class
+    decision ("other" for a natural or industrial clip is wrong) and with the larger of the natural and industrial
+    probabilities alone (`binary`, the ontology rule's own decision, which never says "other")."""
+    y = np.array([c.group for c in data.clips])
+    proba_clip = per_clip(data, proba)
+    metrics = evaluate(y, proba_clip)
+    predicted = np.array(HEAD_CLASSES)[proba_clip.argmax(axis=1)]
+    k_nat, k_ind = HEAD_CLASSES.index("natural"), HEAD_CLASSES.index("industrial")
+    binary = np.where(proba_clip[:, k_nat] >= proba_clip[:, k_ind], "natural", "industrial")
+    datasets = np.array([c.dataset or "other" for c in data.clips])
+    per_source: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(datasets)):
+        entry: dict[str, Any] = {"clips": int((datasets == name).sum())}
+        for g in HEAD_CLASSES:
+            rows = (datasets == name) & (y == g)
+            if rows.any():
+                entry[f"{g}_clips"] = int(rows.sum())
+                entry[f"{g}_recall"] = float(np.mean(predicted[rows] == g))
+                if g != "other":
+                    entry[f"{g}_binary_recall"] = float(np.mean(binary[rows] == g))
+        per_source[name] = entry
+    metrics["per_source"] = per_source
+    return metrics
+
+
 def source_held_out(
     data: Dataset, x: npt.NDArray[np.float64], factory: Callable[[], Any]
 ) -> tuple[dict[str, Any], npt.NDArray[np.float64]]:
@@ -358,6 +392,7 @@ def source_held_out(
     metrics = evaluate(data.y, oof)
     metrics["folds"] = names
     metrics["per_source"] = source_breakdown(data, oof)
+    metrics["per_clip"] = clip_figures(data, oof)
     return metrics, oof
 
 
@@ -373,7 +408,8 @@ def target_met(report: dict[str, Any]) -> bool:
 
 
 __all__ = ["CV_FOLDS", "FEATURE_SETS", "INNER_FOLDS", "SEED", "TAGGER_FEATURE_SETS", "TARGET", "Splits",
-           "TrainError", "ESC50_GROUPS", "calibration", "candidate_models", "cross_validate", "cv_splits", "evaluate",
-           "grouped_splits", "nested_cross_validate", "out_of_fold", "per_category_recall", "select",
+           "TrainError", "ESC50_GROUPS", "calibration", "candidate_models", "clip_figures", "cross_validate",
+           "cv_splits", "evaluate",
+           "grouped_splits", "nested_cross_validate", "out_of_fold", "per_category_recall", "per_clip", "select",
            "selection_key", "shippable", "source_breakdown", "source_held_out", "source_held_out_splits",
            "target_met"]

@@ -38,6 +38,7 @@ from soundmond.workbench.crossval import (
     TARGET,
     TrainError,
     candidate_models,
+    clip_figures,
     evaluate,
     grouped_splits,
     out_of_fold,
@@ -74,9 +75,17 @@ MODEL_NAME = "ontology_prior"
 
 
 def source_figures(data: Dataset, proba: npt.NDArray[np.float64]) -> dict[str, Any]:
+    """Per window (`evaluate`, `per_source`) and per clip (`per_clip`: `clip_figures`)."""
     metrics = evaluate(data.y, proba)
     metrics["per_source"] = source_breakdown(data, proba)
+    metrics["per_clip"] = clip_figures(data, proba)
     return metrics
+
+
+def target_figure(metrics: dict[str, Any]) -> float:
+    """The figure the 0.95 target is checked on (issue 15's protocol, as its own figures were measured): per clip,
+    natural vs industrial balanced accuracy with the larger of the two probabilities (the rule's decision)."""
+    return float(metrics["per_clip"]["natural_vs_industrial"]["binary_balanced_accuracy"])
 
 
 def summary(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +94,10 @@ def summary(metrics: dict[str, Any]) -> dict[str, Any]:
             "natural_recall": ni["natural_recall"], "industrial_recall": ni["industrial_recall"],
             "natural_vs_industrial_binary_balanced_accuracy": ni["binary_balanced_accuracy"],
             "balanced_accuracy_3class": metrics["balanced_accuracy_3class"],
+            **({"per_clip": {k: metrics["per_clip"]["natural_vs_industrial"][k]
+                             for k in ("balanced_accuracy", "binary_balanced_accuracy")}
+                | {"balanced_accuracy_3class": metrics["per_clip"]["balanced_accuracy_3class"]}}
+               if "per_clip" in metrics else {}),
             "log_loss": metrics["calibration"]["log_loss"],
             "ece_top_probability": metrics["calibration"]["ece_top_probability"],
             **({"per_source": {k: {f: v for f, v in e.items() if f.endswith("recall") or f.startswith("natural_vs")}
@@ -203,8 +216,8 @@ def train_prior_corpus_head(
         classes=list(HEAD_CLASSES),
         trained_on=(f"{corpus.name}: {len(clips)} clips, {y.size} windows of {WINDOW_S:g} s (hop {HOP_S:g} s), "
                     f"{len(set(data.groups))} source recordings; model {name} (AudioSet ontology prior + L2 "
-                    f"correction on {matrices.branches.shape[1]} branch sums); tagger {tagger.sidecar.source.id} "
-                    f"sha256 {tagger.model_sha256[:12]} (pooling {tagger.config.pooling})"),
+                    f"'other' correction on {matrices.branches.shape[1]} branch sums); tagger "
+                    f"{tagger.sidecar.source.id} sha256 {tagger.model_sha256[:12]} (pooling {tagger.config.pooling})"),
         training_data_sha256=training_data_sha256(corpus, clips),
         cv_metrics={
             "scheme": f"StratifiedGroupKFold({CV_FOLDS}, shuffle, seed {SEED}), groups = source recording",
@@ -220,6 +233,9 @@ def train_prior_corpus_head(
             "source_held_out_natural_vs_industrial_balanced_accuracy": head_figures["natural_vs_industrial"][
                 "balanced_accuracy"],
             "source_held_out_balanced_accuracy_3class": head_figures["balanced_accuracy_3class"],
+            "source_held_out_per_clip_natural_vs_industrial_balanced_accuracy": target_figure(head_figures),
+            "source_held_out_per_clip_natural_vs_industrial_3class_decision": head_figures["per_clip"][
+                "natural_vs_industrial"]["balanced_accuracy"],
         },
         sklearn_version=sklearn.__version__,
         created_utc=utc_now_iso(),
@@ -233,8 +249,9 @@ def train_prior_corpus_head(
         "chosen": {"features": FEATURES, "model": name, "needs_birdnet": False},
         "tagger_only": tagger_only,
         "recipe": {
-            "model": "logits = a * [S_industrial, S_natural, w_other * S_other] + standardised branch sums @ W (no "
-                     "intercept); softmax; W fitted with balanced class weights and L2 penalty lam "
+            "model": "logits = a * [S_industrial, S_natural, w_other * S_other] + [0, 0, standardised branch sums @ v] "
+                     "(no intercept; the correction moves only 'other', so natural vs industrial is the rule's call); "
+                     "softmax; v fitted with balanced class weights and L2 penalty lam "
                      "(soundmond/workbench/prior_head.py); shipped folded into StandardScaler + LogisticRegression on "
                      "the tagger's probabilities",
             "prior_sides": {"natural": f"{list(NATURAL_BRANCHES)} minus {list(NATURAL_EXCLUDED)}",
@@ -286,11 +303,16 @@ def train_prior_corpus_head(
         "sklearn_version": sklearn.__version__,
         "created_utc": meta.created_utc,
         "command": command,
-        "cv_target": {"natural_vs_industrial_balanced_accuracy": TARGET, "checked_on": ["source_held_out_cv"]},
+        "cv_target": {"natural_vs_industrial_balanced_accuracy": TARGET,
+                      "checked_on": ["source_held_out_cv.head.per_clip.natural_vs_industrial.binary_balanced_accuracy"],
+                      "protocol": "per clip (the clip's windows' probabilities averaged), natural vs industrial "
+                                  "clips only, the larger of the two probabilities: issue 15's protocol and the "
+                                  "ontology rule's own decision; the per-window and 3-class-decision figures beside "
+                                  "it are stricter", "met": target_figure(head_figures) >= TARGET},
     }
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
 __all__ = ["FEATURES", "MODEL_NAME", "PREVIOUS_RECIPE", "PREVIOUS_TAGGER_RECIPE", "contradicted_with_reasons",
-           "fold_names", "source_figures", "summary", "train_prior_corpus_head"]
+           "fold_names", "source_figures", "summary", "target_figure", "train_prior_corpus_head"]
