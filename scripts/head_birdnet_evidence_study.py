@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Issue 15's next lever, measured: does BirdNET's own evidence lift the natural-vs-industrial call above the
-ontology-prior head's source-held-out 0.903 (per 5-s window)?
+ontology-prior head's source-held-out figure (per 5-s window: 0.903 with the free correction of 2026-12-06, 0.911
+with the "other"-only correction shipped since 2026-12-07)?
 
 The shipped head reads the tagger alone. Most natural windows it calls industrial are windows the tagger hears as
 vehicles or engines (sea waves as boats, wind as aircraft, distant traffic in forest soundscapes) while a bird calls in
