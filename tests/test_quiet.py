@@ -46,6 +46,10 @@ def stamp(unix_s: float) -> str:
     return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).strftime("%Y%m%d_%H%M%S")
 
 
+def strict_json(constant: str) -> None:
+    raise AssertionError(f"{constant} in JSON output: strict JSON parsers (JavaScript, Go) refuse it")
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "soundmond.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
@@ -61,7 +65,7 @@ def test_analyze_calls_silence_and_hiss_quiet(tmp_path: Path, yamnet_dir: Path, 
     cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir, "alerts: {silent_recorder_s: 60}\n")
     proc = cli("analyze", str(audio), "--config", str(cfg), "--summary")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    lines = [json.loads(line, parse_constant=strict_json) for line in proc.stdout.splitlines()]  # no -Infinity
     windows = [r for r in lines if "window_id" in r]
     assert len(windows) == 26
     assert {(r["group"], r["status"]) for r in windows} == {("quiet", "skipped_quiet")}
@@ -73,6 +77,7 @@ def test_analyze_calls_silence_and_hiss_quiet(tmp_path: Path, yamnet_dir: Path, 
     assert summary["analysed"]["windows_with_group"] == 0 and summary["analysed"]["shares"] == {}
     silent = [a for a in summary["alerts"] if a["type"] == "RECORDER_SILENT"]
     assert [a["key"] for a in silent] == ["RECORDER_SILENT:1"]  # zeros and hiss are one quiet episode
+    assert "rms_dbfs" in proc.stdout.splitlines()[-1]  # the alert's level: digital zeros' -inf dBFS written as null
 
     (tmp_path / "off").mkdir()
     off = daemon_config(tmp_path / "off", yamnet_dir, birdnet_dir, "windows: {quiet_below_dbfs: null}\n")

@@ -38,10 +38,16 @@ from soundmond.errors import ExitCode
 from soundmond.outputs import birdformats, records
 from soundmond.outputs.evidence import EvidenceStage
 from soundmond.outputs.store import Store, StoreError
+from soundmond.outputs.store.rows import clean
 from soundmond.preflight import preflight
 from soundmond.progress import AudioProgress
 from soundmond.soundscape.aggregate import RunTotals, SoundscapeSnapshot
 
+
+def json_line(obj: object) -> str:
+    """One line of strict JSON (`clean`: a non-finite number, such as the -inf dBFS of digital silence, is null, as
+    in the store and on MQTT; Python's default would write -Infinity, which JSON parsers refuse)."""
+    return json.dumps(clean(obj), allow_nan=False) + "\n"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", type=Path, help="audio files or folders (wav, flac, mp3, ogg, opus)")
@@ -166,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
             elif writer:
                 writer.writerow(records.csv_row(rec))
             else:
-                out.write(json.dumps(rec) + "\n")
+                out.write(json_line(rec))
             out.flush()
             progress.window(window.source, window.start_s + window.duration_s)
         if bird is not None:
@@ -209,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"soundmond analyze: {summary['windows_outside_spans']} of {totals.windows} windows are older than "
                   "the longest aggregation span before the newest window; the summary's 'analysed' figures count "
                   "every window", file=sys.stderr)
-        out.write(json.dumps(summary) + "\n")  # jsonl only: a table on stdout with --summary is refused above
+        out.write(json_line(summary))  # jsonl only: a table on stdout with --summary is refused above
     return with_input_failures(ExitCode.OK, errors, "analyze")
 
 
