@@ -71,9 +71,14 @@ def peak(samples: np.ndarray) -> float:
 
 
 def rms_dbfs(samples: np.ndarray) -> float:
+    """The window's level, dB re full scale, without its DC offset: an offset is not sound (a recorder's ADC offset
+    read as level kept a dead microphone's file at -40 dBFS, never quiet). The microphone path removes DC before
+    (`source.remove_dc`); for files it is removed here. The acoustic indices' `leq_dbfs` keeps scikit-maad's
+    definition (no DC removal)."""
     if samples.size == 0:
         return -math.inf
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    x = np.asarray(samples, dtype=np.float64)
+    rms = float(np.sqrt(np.mean(np.square(x - x.mean()))))
     return 20.0 * math.log10(rms) if rms > 0 else -math.inf
 
 
@@ -171,10 +176,11 @@ class Analyzer:
                      if birds is not None else None)
 
     def is_quiet(self, samples: np.ndarray, level_dbfs: float) -> bool:
-        """Digital silence (peak under one 16-bit step), or an RMS level under `quiet_below_dbfs`."""
+        """Digital silence (peak under one 16-bit step once any DC offset is removed: a constant is no sound), or an
+        RMS level (`rms_dbfs`, without DC) under `quiet_below_dbfs`."""
         if self.quiet_below_dbfs is not None and level_dbfs < self.quiet_below_dbfs:
             return True
-        return peak(samples) < DIGITAL_SILENCE_PEAK
+        return peak(samples - samples.mean()) < DIGITAL_SILENCE_PEAK if samples.size else True
 
     @property
     def side_by_side(self) -> bool:

@@ -103,11 +103,11 @@ class WindowConfig(_Section):
     min_rms_dbfs: Annotated[float, Field(le=0)] | None = None  # quiet windows below this skip the models (counted)
     # Windows below this RMS level (and digital silence, whatever the floor) are "quiet": no model runs, the group is
     # "quiet", no species. Null: only digital zeros are quiet. Chosen by measurement (README "Quiet windows"): the
-    # shipped YAMNet head calls digital zeros and -90 dBFS white/pink noise "industrial" (p 0.5-0.8), -80/-70 dBFS
-    # noise "natural", BirdNET names Dryobates minor (~0.5) on white noise at every level; the quietest 5-s window of
-    # the corpus's natural clips is at -66.0 dBFS (a Manx shearwater BirdNET names at 1.0), none of its 296 natural
-    # windows is below -67. -75 lies 9 dB under that and 15 dB over -90 dBFS hiss. YAMNet's `Silence` score does not
-    # separate them (0.98 on that shearwater, 1.0 on the corpus's quiet forest nights), so it is not used.
+    # YAMNet head shipped before issue 15 called digital zeros and -90 dBFS white/pink noise "industrial" (p 0.5-0.8),
+    # -80/-70 dBFS noise "natural" (the shipped one: "other", p 0.61), BirdNET names Dryobates minor (~0.5) on white
+    # noise at every level; the quietest of the corpus's 469 natural 5-s windows is at -67.0 dBFS without DC (a Manx
+    # shearwater BirdNET names at 1.0). -75 lies 8 dB under that and 15 dB over -90 dBFS hiss. YAMNet's `Silence`
+    # score does not separate them (0.98 on that shearwater, 1.0 on the corpus's quiet forest nights): not used.
     quiet_below_dbfs: Annotated[float, Field(le=0)] | None = -75.0
     backlog_windows: Annotated[int, Field(ge=1, le=1000)] = 12
     backlog_policy: Literal["drop_oldest", "thin"] = "drop_oldest"

@@ -124,7 +124,7 @@ def test_the_daemon_stores_quiet_windows_and_one_recorder_silent_per_episode(
 
 
 def test_the_quiet_floor_leaves_the_corpus_natural_recordings_alone(shared_corpus: Path) -> None:
-    """Every 5-s window of the corpus's natural clips is above the default floor (the quietest measured at -66 dBFS)."""
+    """Every 5-s window of the corpus's natural clips is above the default floor (the quietest: -67 dBFS, no DC)."""
     floor = WindowConfig().quiet_below_dbfs
     assert floor is not None
     analyzer = Analyzer(None, None, None, quiet_below_dbfs=floor)
@@ -137,3 +137,25 @@ def test_the_quiet_floor_leaves_the_corpus_natural_recordings_alone(shared_corpu
         levels.append(rms_dbfs(real))
         assert not analyzer.is_quiet(real, levels[-1]), (w.source, w.start_s, levels[-1])
     assert len(levels) > 250 and min(levels) > floor + 5
+
+
+@pytest.mark.parametrize(
+    ("offset", "signal_dbfs", "level", "quiet"),
+    [
+        (0.0, None, -math.inf, True),  # digital zeros
+        (0.01, None, -math.inf, True),  # a dead microphone behind an ADC offset: a constant is no sound
+        (-0.2, None, -math.inf, True),
+        (0.01, -90.0, -90.0, True),  # hiss under the floor, on an offset
+        (0.3, -40.0, -40.0, False),  # a real sound keeps its level whatever the offset
+        (0.0, -40.0, -40.0, False),
+    ],
+)
+def test_a_dc_offset_is_not_sound(offset: float, signal_dbfs: float | None, level: float, quiet: bool) -> None:
+    """A file's DC offset neither raises its level nor hides its silence (the microphone path removes DC itself)."""
+    samples = np.full(5 * RATE, offset, np.float32)
+    if signal_dbfs is not None:
+        samples += hiss(5, signal_dbfs)
+    measured = rms_dbfs(samples)
+    assert measured == pytest.approx(level, abs=0.05) if math.isfinite(level) else measured == level
+    assert Analyzer(None, None, None, quiet_below_dbfs=-75.0).is_quiet(samples, measured) is quiet
+    assert Analyzer(None, None, None, quiet_below_dbfs=None).is_quiet(samples, measured) is (signal_dbfs is None)

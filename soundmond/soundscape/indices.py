@@ -28,15 +28,17 @@ Each field, the maad call it equals, and what it measures:
 - `ht`: `temporal_entropy(s, compatibility="QUT", mode="fast", Nt=512)`: the entropy of the squared envelope (the max
   of |s| over every 512 samples), 0..1.
 - `h`: `hf * ht`, Sueur's acoustic entropy index H, 0..1.
-- `leq_dbfs`: the equivalent continuous level of the window, 10 log10(mean(s^2)), dB re full scale (an RMS of 1); the
-  same number as `rms_dbfs`.
+- `leq_dbfs`: the equivalent continuous level of the window without its DC offset, 10 log10(mean((s - mean(s))^2)),
+  dB re full scale (an RMS of 1); the same number as `rms_dbfs`.
 - `leq_db_spl`: leq_dbfs + `source.calibration_db`, dB SPL re 20 uPa (None without a calibration); equals
   `maad.spl.wav2leq(s, fs, gain=0, Vadc=2, sensitivity=94 - calibration_db, dBref=94)` energy-averaged over the window.
 
 ADI and AEI bands stop at the highest whole band under the Nyquist frequency (`fmax` 8000 at 16 kHz, 10000 at
 22.05 kHz and above); maad is called with the same `fmax` in the tests (above the Nyquist frequency maad would count
 the top row again for every missing band). One deliberate difference: a frequency row that is zero in every frame
-adds 0 to ACI where maad divides 0 by 0 (NaN).
+adds 0 to ACI where maad divides 0 by 0 (NaN). Another: the levels are taken without the window's DC offset (an
+ADC offset is not sound: it put a quiet night clip of the corpus at -30.7 dBFS instead of -53.3), so `leq_db_spl`
+equals maad's `wav2leq` of the window minus its mean.
 
 On the corpus (first 5 s of each of its 347 recordings), NDSI has a median of 0.42 on natural recordings (p10 -0.60,
 p90 0.98; 248 files), -0.30 on industrial ones (p10 -0.73, p90 0.23; 61) and 0.03 on the others (38): it leans the
@@ -189,7 +191,7 @@ def compute(samples: npt.NDArray[np.floating], rate_hz: int, calibration_db: flo
     envelope = np.max(np.abs(x[: n_env * ENVELOPE_FRAME].reshape(n_env, ENVELOPE_FRAME)), axis=1)
     hf = entropy(np.mean(power, axis=1))
     ht = entropy(envelope**2)
-    leq = 10.0 * math.log10(max(float(np.mean(np.square(x))), _MIN))
+    leq = 10.0 * math.log10(max(float(np.mean(np.square(x - x.mean()))), _MIN))  # without DC: not sound
     return AcousticIndices(
         ndsi=ndsi(power, fn),
         aci=aci,
