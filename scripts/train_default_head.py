@@ -31,8 +31,9 @@ Every head is written twice (`soundmond.head.save.save_head`): `<name>.onnx`, wh
 scikit-learn import; embedded checksum; refused unless it matches scikit-learn's probabilities to 1e-9 on random rows
 and the training features), and `<name>.skops`, the fitted scikit-learn pipeline (the training artefact).
 `--convert SKOPS` writes the `.onnx` beside an existing (untouched) `.skops` head and records in the
-`.json` beside it which files hold the head and the conversion's parity (`files`). Two runs give byte-identical
-`.onnx` files.
+`.json` beside it which files hold the head and the conversion's parity (`files`). Two runs give the same
+weights and figures; their `.onnx` files differ only in the embedded `created_utc`, unless `SOURCE_DATE_EPOCH` is
+set (then they are byte-identical).
 
 `--tagger-only` (logreg recipe) restricts the candidates to feature sets the tagger alone supplies (YAMNet
 probabilities and embeddings; BirdNET is never loaded, `--birdnet` is ignored): the head the daemon picks when

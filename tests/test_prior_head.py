@@ -95,6 +95,34 @@ def test_nested_choice_sees_only_the_training_part(monkeypatch: pytest.MonkeyPat
     grid = (PriorParams(10.0, 0.5, 1000.0), PriorParams(10.0, 0.5, 1.0))
     oof, chosen = nested_source_held_out(matrices(), p, y, fold, splits, grid)
     assert seen == [{"b", "c"}, {"a", "c"}, {"a", "b"}]  # never the held-out fold
-    assert len(chosen) == 3 and set(chosen) <= {g.text() for g in grid}
+    assert len(chosen) == 3 and {c.split(", T=")[0] for c in chosen} <= {g.text() for g in grid}
+    assert all(0.5 <= float(c.split(", T=")[1]) <= 20 for c in chosen)  # a temperature fitted in every fold
     assert np.allclose(oof.sum(axis=1), 1.0)  # every window predicted once, out of its fold
     assert (np.array(HEAD_CLASSES)[oof.argmax(axis=1)] == y).mean() > 0.9
+
+
+def test_the_temperature_changes_no_decision_and_is_fitted_out_of_fold() -> None:
+    """Dividing the logits by T keeps every decision and the folded ONNX form; `calibrate` picks the T whose
+    leave-one-source-out predictions have the lowest log loss (an overconfident head on noisy windows: T > 1)."""
+    p, y = windows(90, seed=2)
+    flip = np.arange(90) % 9 == 0  # every ninth window's label is wrong: a head that is always sure pays for it
+    y = np.where(flip, np.roll(y, 1), y)
+    params = PriorParams(a=40.0, w_other=0.5, lam=1.0)
+    cold = OntologyPriorHead(matrices(), params).fit(p, y)
+    warm = OntologyPriorHead(matrices(), params, temperature=4.0).fit(p, y)
+    assert (cold.predict_proba(p).argmax(axis=1) == warm.predict_proba(p).argmax(axis=1)).all()
+    assert warm.predict_proba(p).max(axis=1).mean() < cold.predict_proba(p).max(axis=1).mean()
+    assert np.abs(warm.to_pipeline(p, y).predict_proba(p) - warm.predict_proba(p)).max() < 1e-12
+    fold = np.repeat(np.array(["a", "b", "c"], dtype=object), 30)
+    t = prior_head.calibrate(matrices(), p, y, fold, params)
+    assert 1.0 < t <= 20.0
+    oof = prior_head.oof_proba(p, y, prior_head.leave_one_fold_out(fold, np.arange(90)),
+                               prior_head.prior_factory(matrices(), params))
+    onehot = y[:, None] == np.array(HEAD_CLASSES)[None, :]
+
+    def log_loss(temperature: float) -> float:
+        return -float(np.mean(np.log(prior_head.tempered(oof, temperature)[onehot])))
+
+    assert log_loss(t) < min(log_loss(1.0), log_loss(t * 1.5), log_loss(t / 1.5))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        OntologyPriorHead(matrices(), params, temperature=0.0)

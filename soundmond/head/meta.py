@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -203,4 +204,10 @@ def check_tagger(
 
 
 def utc_now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    """Now (UTC, to the second), or `SOURCE_DATE_EPOCH` when set (the reproducible-builds convention: two trainings
+    of the same head then write byte-identical files, `created_utc` being the only field that differs otherwise)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch and not epoch.isdigit():
+        raise ValueError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix time in whole seconds - unset it or fix it")
+    when = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch else dt.datetime.now(dt.timezone.utc)
+    return when.replace(microsecond=0).isoformat()

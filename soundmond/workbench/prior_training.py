@@ -59,6 +59,7 @@ from soundmond.workbench.prior_head import (
     OTHER_BRANCHES,
     OntologyMatrices,
     OntologyPriorHead,
+    calibrate,
     choose,
     nested_source_held_out,
     oof_proba,
@@ -203,11 +204,13 @@ def train_prior_corpus_head(
     session = evaluate(y, session_oof)
 
     # 5. the head
-    head = OntologyPriorHead(matrices, params).fit(p, y)
+    temperature = calibrate(matrices, p, y, fold, params)
+    logger.info("temperature (leave-one-source-out log loss): %g", temperature)
+    head = OntologyPriorHead(matrices, params, temperature).fit(p, y)
     pipeline = head.to_pipeline(p, y)
     if not np.allclose(pipeline.predict_proba(p), head.predict_proba(p), rtol=0, atol=1e-9):
         raise TrainError("the folded head differs from the ontology-prior head (internal error)")
-    name = f"{MODEL_NAME}({params.text()})"
+    name = f"{MODEL_NAME}({params.text()}, T={temperature:g})"
     meta = HeadMeta(
         tagger_family=tagger.sidecar.family,
         tagger_label_count=len(labels),
@@ -216,8 +219,9 @@ def train_prior_corpus_head(
         classes=list(HEAD_CLASSES),
         trained_on=(f"{corpus.name}: {len(clips)} clips, {y.size} windows of {WINDOW_S:g} s (hop {HOP_S:g} s), "
                     f"{len(set(data.groups))} source recordings; model {name} (AudioSet ontology prior + L2 "
-                    f"'other' correction on {matrices.branches.shape[1]} branch sums); tagger "
-                    f"{tagger.sidecar.source.id} sha256 {tagger.model_sha256[:12]} (pooling {tagger.config.pooling})"),
+                    f"'other' correction on {matrices.branches.shape[1]} branch sums); tagger exported from "
+                    f"{tagger.sidecar.source.id}, ONNX sha256 {tagger.model_sha256[:12]} "
+                    f"(pooling {tagger.config.pooling})"),
         training_data_sha256=training_data_sha256(corpus, clips),
         cv_metrics={
             "scheme": f"StratifiedGroupKFold({CV_FOLDS}, shuffle, seed {SEED}), groups = source recording",
@@ -258,7 +262,9 @@ def train_prior_corpus_head(
                             "industrial": list(INDUSTRIAL_BRANCHES),
                             "other": f"{list(OTHER_BRANCHES)} (labels not on another side)"},
             "correction_branches": list(matrices.branch_names),
-            "params": {"a": params.a, "w_other": params.w_other, "lam": params.lam},
+            "params": {"a": params.a, "w_other": params.w_other, "lam": params.lam, "temperature": temperature},
+            "temperature": "every logit divided by T (no decision changes): the T with the lowest log loss of the "
+                           "chosen head's leave-one-source-out predictions of the training data (prior_head.calibrate)",
             "grid": [g.text() for g in GRID],
             "choice": "the grid point with the best mean of natural-vs-industrial and 3-class balanced accuracy "
                       "under leave-one-source-out CV of the training data (ties: the earlier)",
