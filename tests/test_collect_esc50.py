@@ -395,6 +395,41 @@ def test_a_whole_archive_is_reused_only_for_its_own_url(server: Server, archive:
     _assert_complete(out2, archive[1])
 
 
+def test_a_failed_unpack_keeps_only_the_whole_archive(server: Server, archive: tuple[bytes, dict[str, bytes]],
+                                                      tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*args: object, **kwargs: object) -> None:  # a full disk cannot be had for real here
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "ESC-50"
+    with monkeypatch.context() as patch:
+        patch.setattr(zipfile.ZipFile, "extractall", full)
+        assert _collect(server, out) == 5
+    err = capsys.readouterr().err
+    work = work_dir(out)
+    assert "No space left on device" in err
+    assert f"kept the whole archive {work / ARCHIVE} ({len(archive[0])} bytes from {server.url})" in err
+    assert sorted(p.name for p in work.iterdir()) == sorted([ARCHIVE, SOURCE])  # the staging folder is gone
+    assert _collect(server, out) == 0
+    assert server.ranges == [None]  # unpacked from the kept archive, not fetched again
+    _assert_complete(out, archive[1])
+
+
+def test_an_interrupt_keeps_what_a_rerun_resumes(server: Server, archive: tuple[bytes, dict[str, bytes]],
+                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:  # Ctrl-C half-way through unpacking
+        raise KeyboardInterrupt
+
+    out = tmp_path / "ESC-50"
+    with monkeypatch.context() as patch:
+        patch.setattr(zipfile.ZipFile, "extractall", interrupted)
+        assert _collect(server, out) == 130
+    assert sorted(p.name for p in work_dir(out).iterdir()) == sorted([ARCHIVE, SOURCE])
+    assert _collect(server, out) == 0
+    assert server.ranges == [None]
+    _assert_complete(out, archive[1])
+
+
 def test_help_shows_values_not_constant_names(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["collect", "esc50", "--help"])
