@@ -370,7 +370,9 @@ def evaluate_groups(
     paths = {r.file: r.path for r in rows if r.group}
     file_by = {f: seen.match(paths[f]) if seen is not None else None for f in scored}
     for f, counts in per_file.items():
-        counts |= {"in_sample": file_by[f] is not None if f in file_by else None, "in_sample_by": file_by.get(f)}
+        # None: not scored (quiet throughout), or the head records no files (the labels-file checksum decides)
+        counts |= {"in_sample": file_by[f] is not None if f in file_by and seen is not None else None,
+                   "in_sample_by": file_by.get(f)}
     errors = [
         {"file": f, "start_s": s, "end_s": s + WINDOW_S, "true": t, "predicted": p,
          **{f"p_{c}": round(float(proba[i, j]), 4) for j, c in enumerate(HEAD_CLASSES)},
