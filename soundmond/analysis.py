@@ -82,6 +82,16 @@ def rms_dbfs(samples: np.ndarray) -> float:
     return 20.0 * math.log10(rms) if rms > 0 else -math.inf
 
 
+def is_quiet(samples: np.ndarray, level_dbfs: float, quiet_below_dbfs: float | None) -> bool:
+    """Whether a window is quiet (no model runs on it): digital silence (peak under one 16-bit step once any DC offset
+    is removed: a constant is no sound), or an RMS level (`rms_dbfs` of the same samples, without DC) under
+    `quiet_below_dbfs` (None: only digital silence). The daemon's decision (`Analyzer.is_quiet`), also applied by
+    `soundmond evaluate`."""
+    if quiet_below_dbfs is not None and level_dbfs < quiet_below_dbfs:
+        return True
+    return peak(samples - samples.mean()) < DIGITAL_SILENCE_PEAK if samples.size else True
+
+
 def clipped_fraction(samples: np.ndarray) -> float:
     if samples.size == 0:
         return 0.0
@@ -176,11 +186,8 @@ class Analyzer:
                      if birds is not None else None)
 
     def is_quiet(self, samples: np.ndarray, level_dbfs: float) -> bool:
-        """Digital silence (peak under one 16-bit step once any DC offset is removed: a constant is no sound), or an
-        RMS level (`rms_dbfs`, without DC) under `quiet_below_dbfs`."""
-        if self.quiet_below_dbfs is not None and level_dbfs < self.quiet_below_dbfs:
-            return True
-        return peak(samples - samples.mean()) < DIGITAL_SILENCE_PEAK if samples.size else True
+        """Digital silence or an RMS level under `quiet_below_dbfs`: the module function `is_quiet`."""
+        return is_quiet(samples, level_dbfs, self.quiet_below_dbfs)
 
     @property
     def side_by_side(self) -> bool:

@@ -146,7 +146,8 @@ def test_evaluate_with_an_hf_bird_model_and_an_hf_tagger(
                                                                                 "oss_birds_10s.flac")}
     assert gr["head"]["tagger_family"] == "hf" and gr["windows"] == sum(windows.values())
     assert gr["in_sample"] == "partial"
-    assert gr["in_sample_files"] == {"in": 1, "out": 1, "files_in": ["whisp_field_engine.flac"]}
+    assert gr["in_sample_files"] == {"in": 1, "out": 1, "files_in": ["whisp_field_engine.flac"], "by_audio": 0,
+                                     "files_by_audio": []}
     assert gr["in_sample_part"]["windows"] == windows["whisp_field_engine.flac"]
     assert gr["out_of_sample_part"]["windows"] == windows["oss_birds_10s.flac"] == 2
     assert "partly in-sample" in md

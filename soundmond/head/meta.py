@@ -85,6 +85,10 @@ class HeadMeta:
     # every training file's content hash (sha256 of its bytes) by its name in the labels; heads trained before this
     # field hold it in the .json report beside them (`training_files_sha256` there), if anywhere
     training_files_sha256: dict[str, str] = field(default_factory=dict)
+    # every training file's audio hash (`soundmond.workbench.audio_hash.audio_sha256`: sample rate, channels and the
+    # decoded int32 samples) by its name in the labels, so that a re-encoded copy (a WAV of a FLAC clip) is known too;
+    # empty in heads trained before this field (then only the bytes' sha256 identifies a training file)
+    training_audio_sha256: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, path: Path, data: object) -> HeadMeta:
@@ -105,11 +109,12 @@ class HeadMeta:
 
 
 def meta_dict(meta: HeadMeta) -> dict[str, Any]:
-    """The meta as stored in a head file: an empty `training_files_sha256` is left out, so that a head trained
-    before that field converts to the same bytes as before."""
+    """The meta as stored in a head file: an empty `training_files_sha256` or `training_audio_sha256` is left out, so
+    that a head trained before those fields converts to the same bytes as before."""
     data = asdict(meta)
-    if not data["training_files_sha256"]:
-        del data["training_files_sha256"]
+    for key in ("training_files_sha256", "training_audio_sha256"):
+        if not data[key]:
+            del data[key]
     return data
 
 

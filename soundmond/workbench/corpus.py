@@ -32,6 +32,7 @@ from pathlib import Path
 
 from soundmond.data import GROUPS
 from soundmond.identity import file_sha256
+from soundmond.workbench.audio_hash import audio_sha256
 from soundmond.workbench.labels import LabelsError, read_label_rows
 
 
@@ -161,6 +162,13 @@ def training_files_sha256(clips: Sequence[Clip]) -> dict[str, str]:
     return {clip.file: file_sha256(clip.path) for clip in clips}
 
 
+def training_audio_sha256(clips: Sequence[Clip]) -> dict[str, str]:
+    """Every training clip's audio hash (`soundmond.workbench.audio_hash.audio_sha256`: sample rate, channels and the
+    decoded int32 samples), by its name in the labels: recorded with a head beside `training_files_sha256`, so that
+    `evaluate` also recognises a training clip stored in another container (a WAV of a FLAC clip)."""
+    return {clip.file: audio_sha256(clip.path) for clip in clips}
+
+
 def training_data_sha256(corpus: Path, clips: Sequence[Clip]) -> str:
     """The corpus head's training-data checksum: labels.csv and every clip's file (what `evaluate` compares)."""
     digest = hashlib.sha256((corpus / "labels.csv").read_bytes())
@@ -169,6 +177,7 @@ def training_data_sha256(corpus: Path, clips: Sequence[Clip]) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["ESC50", "Clip", "CorpusError", "esc50_sessions", "source_dataset", "training_files_sha256",
+__all__ = ["ESC50", "Clip", "CorpusError", "esc50_sessions", "source_dataset", "training_audio_sha256",
+           "training_files_sha256",
            "read_corpus", "session_group", "source_group",
            "training_data_sha256"]

@@ -27,21 +27,32 @@ scored again with the location filter: species whose BirdNET meta-model occurren
 ranking. An hf bird model has no meta model: the report says the filter does not apply (and a warning when the labels
 have coordinates).
 
-Groups (rows with `group`), per 5-s window: the tagger + head in use (the daemon's features and head), scored with
-`training.evaluate` (3-class and natural-vs-industrial balanced accuracy, per-class precision / recall / F1, confusion
-matrix, calibration) and the windows it got wrong. What the head saw: each evaluated file's content sha256 is looked up
-in the head's training files (`HeadMeta.training_files_sha256`, or `data.training_files_sha256` in the .json report
-beside the head), and `groups.in_sample` is true (all files were trained on), false (none) or "partial", with the counts
-(`in_sample_files`) and the figures of each part (`in_sample_part`, `out_of_sample_part`); `group_errors.csv` marks
-each window. A copy re-encoded or cut differently has other bytes and counts as unseen. A head that records no
-training files is in-sample only when its training-data checksum matches this labels file and its files.
+Groups (rows with `group`), per 5-s window: first the daemon's quiet decision (`soundmond.analysis.is_quiet`, the
+same function: digital silence, or an RMS level under `windows.quiet_below_dbfs`, --config's floor, else the default
+-75 dBFS). The daemon stores a quiet window as group "quiet" and runs no model on it, so it is not scored here either:
+it is counted (`groups.quiet`: windows, per group, the floor; `quiet_windows` per file in `groups.per_file` and
+`group_files.csv`), and a file whose every window is quiet is named in a warning (stderr, `groups.warnings`, report.md:
+its group cannot be evaluated; the exit code is not changed). The other windows go through the tagger + head in use
+(the daemon's features and head), scored with `training.evaluate` (3-class and natural-vs-industrial balanced
+accuracy, per-class precision / recall / F1, confusion matrix, calibration), with the windows it got wrong. What the
+head saw (`soundmond.workbench.evaluate_seen`): a file is in-sample when the sha256 of its bytes is among the head's
+training files (`HeadMeta.training_files_sha256`), or else its audio hash (`workbench.audio_hash`: sample rate,
+channels and decoded int32 samples) among `HeadMeta.training_audio_sha256` (a WAV of a training FLAC clip; either
+taken from the .json report beside the head when the head lacks it). `groups.in_sample` is true (all files were
+trained on), false (none) or "partial", with `in_sample_basis`, the counts (`in_sample_files`, with the files known by
+their audio only: `by_audio`, `files_by_audio`) and the figures of each part (`in_sample_part`, `out_of_sample_part`);
+`group_errors.csv` and `group_files.csv` mark each window / file (`in_sample_by`: bytes / audio). A resampled,
+gain-changed or cut copy is other audio and counts as unseen; so does a re-encoded copy for a head that records no
+audio hashes (the basis says so). A head that records no training files is in-sample only when its training-data
+checksum matches this labels file and its files.
 
 Output folder (written atomically): `report.md` (figures embedded), `report.json` (every number), `species_results.csv`
 (file, species, predicted, score, top-3, ...), `species_confusion.png`, `species_frequency.png`,
-`group_confusion.png`, `group_errors.csv`. The JSON summary goes to stdout too.
+`group_confusion.png`, `group_errors.csv`, `group_files.csv` (per file: windows, quiet windows, in-sample and by
+what). The JSON summary goes to stdout too.
 
 Exit codes: 0 evaluated (labelled species the model cannot name included), 1 some rows could not be evaluated (a
-missing or undecodable file, an unknown group: named on stderr), 2 bad usage (labels file missing or
+missing or undecodable file, an unknown group: named on stderr), 2 bad usage (labels file missing, a folder, or
 without the needed columns), 3 a model folder or head is missing or damaged.
 """
 
@@ -64,13 +75,13 @@ import numpy.typing as npt
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 from tqdm import tqdm
 
+from soundmond.analysis import is_quiet, rms_dbfs
 from soundmond.capture.audio import AudioError, load_audio, resample
 from soundmond.config import ConfigError, TaggerConfig
 from soundmond.data import GROUPS
 from soundmond.errors import ExitCode
 from soundmond.head.loader import load_head
 from soundmond.head.meta import HEAD_CLASSES, HeadError, head_features
-from soundmond.identity import file_sha256
 from soundmond.logs import setup_logging
 from soundmond.models.birds import birdnet_week
 from soundmond.models.sidecar import ModelFolderError
@@ -80,6 +91,7 @@ from soundmond.workbench.corpus import training_data_sha256
 from soundmond.workbench.crossval import evaluate
 from soundmond.workbench.dataset import HOP_S, WINDOW_S, cut_windows
 from soundmond.workbench.evaluate_models import (
+    DEFAULT_QUIET_BELOW_DBFS,
     EvalModels,
     SpeciesModel,
     load_species_model,
@@ -87,6 +99,7 @@ from soundmond.workbench.evaluate_models import (
     tagger_family,
 )
 from soundmond.workbench.evaluate_report import write_report
+from soundmond.workbench.evaluate_seen import in_sample_figures, training_hashes
 from soundmond.workbench.labels import LabelsError, read_label_rows
 from soundmond.workbench.report import output_folder_problem
 
@@ -300,12 +313,15 @@ def load_tagger_and_head(models: EvalModels, threads: int) -> tuple[Any, Any]:
 
 
 def evaluate_groups(
-    rows: Sequence[Row], tagger: Any, head: Any, birds: Any, progress: bool
+    rows: Sequence[Row], tagger: Any, head: Any, birds: Any, progress: bool,
+    quiet_below_dbfs: float | None = DEFAULT_QUIET_BELOW_DBFS,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, str]]]:
     y: list[str] = []
     probas: list[npt.NDArray[np.float64]] = []
     where: list[tuple[str, float]] = []
     problems: list[dict[str, str]] = []
+    per_file: dict[str, dict[str, Any]] = {}
+    quiet_per_group: Counter[str] = Counter()
     for row in tqdm([r for r in rows if r.group], desc="tagger + head", unit="file", file=sys.stderr,
                     disable=not show_progress(progress)):
         try:
@@ -313,7 +329,16 @@ def evaluate_groups(
         except AudioError as exc:
             problems.append({"file": row.file, "line": str(row.line), "problem": str(exc)})
             continue
+        counts = per_file.setdefault(row.file, {"file": row.file, "group": row.group, "windows": 0,
+                                                "quiet_windows": 0})
+        win, hop = int(round(WINDOW_S * rate)), int(round(HOP_S * rate))
         for k, window in enumerate(cut_windows(samples, rate)):
+            counts["windows"] += 1
+            real = samples[k * hop: k * hop + win]  # the daemon decides on the real samples, not the zero padding
+            if is_quiet(real, rms_dbfs(real), quiet_below_dbfs):  # the daemon stores it as "quiet", runs no model
+                counts["quiet_windows"] += 1
+                quiet_per_group[row.group] += 1
+                continue
             out = tagger.tag(resample(window, rate, tagger.sample_rate_hz))
             bird_out = None
             if head.needs_birds:
@@ -321,67 +346,49 @@ def evaluate_groups(
             probas.append(head.predict_proba(head_features(out, head.meta.features, bird_out))[0])
             y.append(row.group)
             where.append((row.file, k * HOP_S))
+    for counts in per_file.values():
+        counts["scored_windows"] = counts["windows"] - counts["quiet_windows"]
+    all_quiet = sorted(f for f, c in per_file.items() if c["windows"] and c["quiet_windows"] == c["windows"])
+    quiet = {"windows": sum(quiet_per_group.values()), "per_group": dict(sorted(quiet_per_group.items())),
+             "below_dbfs": quiet_below_dbfs, "files_entirely_quiet": all_quiet,
+             "rule": "the daemon's (`soundmond.analysis.is_quiet`): digital silence (peak under one 16-bit step)"
+                     + ("" if quiet_below_dbfs is None else f" or an RMS level under {quiet_below_dbfs:g} dBFS "
+                        "(windows.quiet_below_dbfs)") + "; the daemon stores such windows as group 'quiet' and runs "
+                     "no model on them, so they are not scored here"}
+    floor = "" if quiet_below_dbfs is None else f" or an RMS level under {quiet_below_dbfs:g} dBFS"
+    warnings = [f"{f}: all {per_file[f]['windows']} windows are quiet (digital silence{floor}): the daemon stores "
+                f"them as group 'quiet' and runs no model, so its group {per_file[f]['group']!r} cannot be evaluated"
+                for f in all_quiet]
     if not y:
-        return {"windows": 0}, [], problems
+        return {"windows": 0, "quiet": quiet, "warnings": warnings, "per_file": list(per_file.values())}, [], problems
     proba = np.stack(probas)
     y_true = np.array(y)
     metrics = evaluate(y_true, proba)
     predicted = np.array(HEAD_CLASSES)[proba.argmax(axis=1)]
     seen = training_hashes(head)
-    file_in = {f: seen is not None and file_sha256(path) in seen for f, path in
-               {r.file: r.path for r in rows if r.group}.items() if f in {w for w, _ in where}}
+    scored = sorted({f for f, _ in where})
+    paths = {r.file: r.path for r in rows if r.group}
+    file_by = {f: seen.match(paths[f]) if seen is not None else None for f in scored}
+    for f, counts in per_file.items():
+        # None: not scored (quiet throughout), or the head records no files (the labels-file checksum decides)
+        counts |= {"in_sample": file_by[f] is not None if f in file_by and seen is not None else None,
+                   "in_sample_by": file_by.get(f)}
     errors = [
         {"file": f, "start_s": s, "end_s": s + WINDOW_S, "true": t, "predicted": p,
          **{f"p_{c}": round(float(proba[i, j]), 4) for j, c in enumerate(HEAD_CLASSES)},
-         "in_sample": file_in.get(f, False)}
+         "in_sample": file_by.get(f) is not None, "in_sample_by": file_by.get(f) or ""}
         for i, ((f, s), t, p) in enumerate(zip(where, y_true, predicted, strict=True)) if t != p
     ]
-    metrics["files"] = len({f for f, _ in where})
+    metrics["files"] = len(scored)
+    metrics["quiet"] = quiet
+    metrics["warnings"] = warnings
+    metrics["per_file"] = list(per_file.values())
     metrics["head"] = {"path": str(head.path), "tagger_family": head.meta.tagger_family,
                        "features": head.meta.features, "trained_on": head.meta.trained_on,
                        "training_data_sha256": head.meta.training_data_sha256}
     if seen is not None:
-        in_rows = np.array([file_in[f] for f, _ in where])
-        n_in = sum(file_in.values())
-        metrics["in_sample"] = True if n_in == len(file_in) else False if n_in == 0 else "partial"
-        metrics["in_sample_basis"] = ("content sha256 of each file against the head's training files "
-                                      f"({len(seen)} recorded)")
-        metrics["in_sample_files"] = {"in": n_in, "out": len(file_in) - n_in,
-                                      "files_in": sorted(f for f, v in file_in.items() if v)}
-        metrics["in_sample_part"] = part_metrics(y_true[in_rows], predicted[in_rows], n_in)
-        metrics["out_of_sample_part"] = part_metrics(y_true[~in_rows], predicted[~in_rows], len(file_in) - n_in)
+        metrics |= in_sample_figures(seen, file_by, [f for f, _ in where], y_true, predicted)
     return metrics, errors, problems
-
-
-def training_hashes(head: Any) -> set[str] | None:
-    """The content hashes of the files `head` was trained on: its meta's `training_files_sha256`, else those in the
-    report beside it (`<head>.json`, `data.training_files_sha256`) when that report is this head's (same
-    training-data checksum); None when the head records none (then the labels-file checksum decides, `_in_sample`)."""
-    recorded = dict(getattr(head.meta, "training_files_sha256", {}) or {})
-    if not recorded:
-        report_path = Path(head.path).with_suffix(".json")
-        try:
-            data = json.loads(report_path.read_text()).get("data", {})
-        except (OSError, ValueError, AttributeError):
-            return None
-        if not isinstance(data, dict) or data.get("training_data_sha256") != head.meta.training_data_sha256:
-            return None
-        recorded = data.get("training_files_sha256") or {}
-    return {str(v) for v in recorded.values()} or None
-
-
-def part_metrics(y_true: npt.NDArray[np.str_], predicted: npt.NDArray[np.str_], files: int) -> dict[str, Any]:
-    """Accuracy figures of one part (in-sample or out-of-sample windows): None where the part has no such windows."""
-    recalls = {g: float(np.mean(predicted[y_true == g] == g)) for g in HEAD_CLASSES if (y_true == g).any()}
-    return {
-        "files": files,
-        "windows": int(y_true.size),
-        "accuracy_3class": float(np.mean(predicted == y_true)) if y_true.size else None,
-        "recall": recalls,
-        "balanced_accuracy_3class": float(np.mean(list(recalls.values()))) if recalls else None,
-        "natural_vs_industrial_balanced_accuracy": (
-            (recalls["natural"] + recalls["industrial"]) / 2 if {"natural", "industrial"} <= set(recalls) else None),
-    }
 
 
 def _in_sample(head_sha: str, labels: Path, rows: Sequence[Row]) -> bool:
@@ -469,7 +476,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 report["birdnet"] = {k: birds.info[k] for k in ("folder", "model_sha256", "source")}
         if want_groups:
             gr, group_errors, gr_problems = evaluate_groups(rows, tagger, head, birds.model if birds else None,
-                                                             progress)
+                                                             progress, models.quiet_below_dbfs)
             problems += gr_problems
             if gr.get("windows"):
                 gr["wrong_windows"] = len(group_errors)
@@ -502,13 +509,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
                              "natural_vs_industrial_balanced_accuracy":
                                  g["natural_vs_industrial"]["balanced_accuracy"], "in_sample": g["in_sample"]}
         if "in_sample_files" in g:
-            summary["groups"]["in_sample_files"] = {k: g["in_sample_files"][k] for k in ("in", "out")}
+            summary["groups"]["in_sample_files"] = {k: g["in_sample_files"][k] for k in ("in", "out", "by_audio")}
+    if "quiet" in report.get("groups", {}):
+        summary.setdefault("groups", {})["quiet_windows"] = report["groups"]["quiet"]["windows"]
     summary["problems"] = len(problems)
     if left_out := report.get("species", {}).get("left_out"):
         summary["species_left_out_files"] = sum(e["files"] for e in left_out)
     print(json.dumps(summary, indent=2))
     for p in problems:
         print(f"soundmond evaluate: {p['problem']}", file=sys.stderr)
+    for warning in report.get("groups", {}).get("warnings", []):
+        print(f"soundmond evaluate: warning: {warning}", file=sys.stderr)
     if left_out:
         print(f"soundmond evaluate: {left_out_line(left_out, report['species']['model'])}", file=sys.stderr)
     return ExitCode.PARTIAL if problems else ExitCode.OK

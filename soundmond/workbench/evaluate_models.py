@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from soundmond.config import BirdConfig, ConfigError, ConfigProblem, load_config
+from soundmond.config import BirdConfig, ConfigError, ConfigProblem, WindowConfig, load_config
 from soundmond.models.birds import BirdnetMetaModel, BirdnetModel
 from soundmond.models.hf import HfBirdModel, check_hf_sidecar, label_names, stride_problem
 from soundmond.models.sessions import sigmoid
@@ -27,6 +27,8 @@ from soundmond.models.sidecar import ModelFolderError, read_sidecar
 logger = logging.getLogger(__name__)
 
 TAGGER_FAMILIES = ("yamnet", "ast", "hf")
+DEFAULT_QUIET_BELOW_DBFS: float | None = WindowConfig().quiet_below_dbfs  # the daemon's default quiet floor
+
 HF_NO_META = ("BirdNET's location / season filter needs its meta model; an hf bird model has none (the species "
               "figures are unfiltered)")
 
@@ -41,6 +43,8 @@ class EvalModels:
     bird_config: BirdConfig
     species_map: Path | None = None
     source: str = "flags"  # "flags", or the config file the models were read from
+    # the daemon's quiet floor (windows.quiet_below_dbfs): --config's, else the default
+    quiet_below_dbfs: float | None = DEFAULT_QUIET_BELOW_DBFS
 
 
 @dataclass
@@ -77,7 +81,8 @@ def models_from_args(args: Any) -> EvalModels:
         birds = args.birds or Path("models/birdnet")
         family = bird_family(birds)
         config = BirdConfig(family=family, path=birds, threads=threads, min_confidence=0.0)  # type: ignore[arg-type]
-        return EvalModels(birds, args.tagger or Path("models/yamnet"), args.head, config, args.species_map)
+        return EvalModels(birds, args.tagger or Path("models/yamnet"), args.head, config, args.species_map,
+                          quiet_below_dbfs=DEFAULT_QUIET_BELOW_DBFS)
     loaded = load_config(args.config)
     models = loaded.config.models
     birds = args.birds or loaded.resolve(models.birds.path)
@@ -87,7 +92,7 @@ def models_from_args(args: Any) -> EvalModels:
                                              "min_confidence": 0.0, "species_map": species_map})
     head = args.head or (loaded.resolve(models.head.path) if models.head.path else None)
     return EvalModels(birds, args.tagger or loaded.resolve(models.tagger.path), head, config, species_map,
-                      str(loaded.path or args.config))
+                      str(loaded.path or args.config), loaded.config.windows.quiet_below_dbfs)
 
 
 def bird_family(folder: Path) -> str:

@@ -66,15 +66,27 @@ def f3(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def quiet_markdown(gr: dict[str, Any]) -> list[str]:
+    """The quiet windows (not scored, as the daemon runs no model on them) and the files that are quiet throughout."""
+    quiet = gr.get("quiet")
+    if not quiet:
+        return []
+    per_group = ", ".join(f"{g} {n}" for g, n in quiet["per_group"].items()) or "none"
+    lines = [f"- quiet windows (not scored): {quiet['windows']} (per labelled group: {per_group}); rule: "
+             f"{quiet['rule']}"]
+    return lines + [f"- **warning**: {w}" for w in gr.get("warnings", [])]
+
+
 def groups_markdown(gr: dict[str, Any]) -> list[str]:
     lines = ["## Groups (natural / industrial / other: tagger + head)", ""]
     if not gr.get("windows"):
-        return [*lines, "No file with a group was evaluated.", ""]
+        return [*lines, "No window with a group was scored.", "", *quiet_markdown(gr), ""]
     ni = gr["natural_vs_industrial"]
     lines += [
         f"Head: `{gr['head']['path']}` ({gr['head']['tagger_family']}, features `{gr['head']['features']}`).",
         "",
-        f"- windows: {gr['windows']} from {gr['files']} files",
+        f"- windows scored: {gr['windows']} from {gr['files']} files",
+        *quiet_markdown(gr),
         f"- accuracy (3 classes): {gr['accuracy_3class']:.3f}, balanced accuracy: {gr['balanced_accuracy_3class']:.3f}",
         f"- natural vs industrial balanced accuracy: **{f3(ni['balanced_accuracy'])}** "
         f"(natural recall {f3(ni['natural_recall'])}, industrial recall {f3(ni['industrial_recall'])})",
@@ -87,6 +99,12 @@ def groups_markdown(gr: dict[str, Any]) -> list[str]:
         files = gr["in_sample_files"]
         lines.append(f"- **partly in-sample**: the head was trained on {files['in']} of these files "
                      f"({files['out']} it never saw); only the out-of-sample part is a test")
+    if gr.get("in_sample_files", {}).get("by_audio"):
+        files = gr["in_sample_files"]
+        lines.append(f"- {files['by_audio']} of the in-sample files are known by their audio only (other bytes, the "
+                     f"same decoded samples: a re-encoded training file): {', '.join(files['files_by_audio'])}")
+    if "in_sample_basis" in gr:
+        lines.append(f"- in-sample basis: {gr['in_sample_basis']}")
     for key, title in (("in_sample_part", "in-sample part (trained on)"),
                        ("out_of_sample_part", "out-of-sample part (never seen)")):
         part = gr.get(key)
@@ -132,13 +150,16 @@ def write_report(out: Path, report: dict[str, Any], species_rows: list[dict[str,
             write_csv(tmp / "species_results.csv", species_rows, fields)
             figures += ["species_confusion.png", "species_frequency.png"]
         gr = report.get("groups")
+        if gr is not None and gr.get("per_file"):
+            write_csv(tmp / "group_files.csv", gr["per_file"],
+                      ["file", "group", "windows", "quiet_windows", "scored_windows", "in_sample", "in_sample_by"])
         if gr is not None and gr.get("windows"):
             plot_confusion(gr["confusion_matrix"]["rows_true_columns_predicted"], HEAD_CLASSES, HEAD_CLASSES,
                            tmp / "group_confusion.png", title="Groups: true vs predicted (5-s windows)",
                            xlabel="predicted group", ylabel="true group", unit="windows")
             write_csv(tmp / "group_errors.csv", group_errors,
                       ["file", "start_s", "end_s", "true", "predicted", "p_industrial", "p_natural", "p_other",
-                       "in_sample"])
+                       "in_sample", "in_sample_by"])
             figures.append("group_confusion.png")
         report["figures"] = figures
         write_json(tmp / "report.json", report)

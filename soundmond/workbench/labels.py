@@ -43,6 +43,10 @@ def read_label_rows(
     labels: Path, audio_root: Path, *, one_of: Sequence[str] = (), joiner: str = "or"
 ) -> list[LabelRow]:
     """Every row of `labels` (needs a `file` column and, when `one_of` is given, at least one of those columns)."""
+    if labels.is_dir():
+        columns = "a 'file' column" + (f" and a {f' {joiner} '.join(repr(c) for c in one_of)} column" if one_of else "")
+        raise LabelsError(f"{labels} is a folder, not a labels file",
+                          f"pass a labels CSV file (a header row with {columns}; one row per audio file)")
     if not labels.is_file():
         raise LabelsError(f"{labels}: no such labels file")
     try:

@@ -31,7 +31,12 @@ import sklearn
 
 from soundmond.head.meta import HEAD_CLASSES, HeadMeta, utc_now_iso
 from soundmond.head.save import save_head
-from soundmond.workbench.corpus import read_corpus, training_data_sha256, training_files_sha256
+from soundmond.workbench.corpus import (
+    read_corpus,
+    training_audio_sha256,
+    training_data_sha256,
+    training_files_sha256,
+)
 from soundmond.workbench.crossval import (
     CV_FOLDS,
     SEED,
@@ -244,6 +249,7 @@ def train_prior_corpus_head(
         sklearn_version=sklearn.__version__,
         created_utc=utc_now_iso(),
         training_files_sha256=training_files_sha256(clips),
+        training_audio_sha256=training_audio_sha256(clips),
     )
     files = save_head(out, pipeline, meta, features=p)
     scheme = f"StratifiedGroupKFold({CV_FOLDS}, shuffle, seed {SEED}), groups = source recording"
@@ -301,6 +307,7 @@ def train_prior_corpus_head(
             "source_recordings": len(set(data.groups)), "sessions": len(set(data.sessions)),
             "window_s": WINDOW_S, "hop_s": HOP_S, "training_data_sha256": meta.training_data_sha256,
             "training_files_sha256": meta.training_files_sha256,
+            "training_audio_sha256": meta.training_audio_sha256,
         },
         "tagger": {"family": tagger.sidecar.family, "model_sha256": tagger.model_sha256,
                    "source": tagger.sidecar.source.id, "pooling": tagger.config.pooling},

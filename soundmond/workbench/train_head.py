@@ -225,6 +225,8 @@ def cli_report(result: TrainedHead, labelled: Labelled, out: Path, mapping_path:
                  "windows": int(data.y.size), "windows_per_group": {g: int((data.y == g).sum()) for g in HEAD_CLASSES},
                  "source_recordings": len(set(data.groups)),
                  "training_data_sha256": result.meta.training_data_sha256,
+                 "training_files_sha256": result.meta.training_files_sha256,
+                 "training_audio_sha256": result.meta.training_audio_sha256,
                  "mapping": str(mapping_path) if mapping_path else None, "skipped_rows": labelled.problems},
         "tagger": {"family": tagger.sidecar.family, "folder": str(tagger.folder), "model_sha256": tagger.model_sha256},
         "birdnet": None if birds is None else {"folder": str(birds.folder), "model_sha256": birds.model_sha256},

@@ -12,8 +12,8 @@
 4. The chosen candidate is fitted on every window and written with `head.meta.save_head`: `<out>.onnx` (what the
    daemon loads) and `<out>.skops` (the training artefact), the ONNX one checked against scikit-learn on the training
    features. The head's metadata: tagger family and label count, features, what it was trained on, the training-data
-   checksum, every training file's sha256 (`training_files_sha256`, what `evaluate` marks in-sample) and the CV
-   figures.
+   checksum, every training file's sha256 (`training_files_sha256`) and audio hash (`training_audio_sha256`:
+   `workbench.audio_hash`, the decoded samples; what `evaluate` marks in-sample by) and the CV figures.
 
 `train_corpus_head` is the corpus frontend (`scripts/train_default_head.py`): `corpus.read_corpus`, every feature set
 and model compared, the session-grouped figure and the nested CV, and the report written beside the head as .json
@@ -42,7 +42,13 @@ from soundmond.models.birds import BirdnetModel
 from soundmond.models.hf import HfTagger
 from soundmond.models.sidecar import ModelFolderError, verify_folder
 from soundmond.models.taggers import AstTagger, YamnetTagger
-from soundmond.workbench.corpus import Clip, read_corpus, training_data_sha256, training_files_sha256
+from soundmond.workbench.corpus import (
+    Clip,
+    read_corpus,
+    training_audio_sha256,
+    training_data_sha256,
+    training_files_sha256,
+)
 from soundmond.workbench.crossval import (
     CV_FOLDS,
     FEATURE_SETS,
@@ -179,8 +185,9 @@ def train(
         feature_dim=int(x.shape[1]),
         classes=list(HEAD_CLASSES),
         trained_on=(f"{data_name}: {len(clips)} clips, {data.y.size} windows of {WINDOW_S:g} s (hop {HOP_S:g} s), "
-                    f"{len(set(data.groups))} source recordings; model {name}; tagger {tagger.sidecar.source.id} "
-                    f"sha256 {tagger.model_sha256[:12]} (pooling {tagger.config.pooling}){birds_text}"),
+                    f"{len(set(data.groups))} source recordings; model {name}; tagger exported from "
+                    f"{tagger.sidecar.source.id}, ONNX sha256 {tagger.model_sha256[:12]} "
+                    f"(pooling {tagger.config.pooling}){birds_text}"),
         training_data_sha256=training_data_sha256,
         cv_metrics={
             "scheme": scheme,
@@ -199,6 +206,7 @@ def train(
         sklearn_version=sklearn.__version__,
         created_utc=utc_now_iso(),
         training_files_sha256=training_files_sha256(clips),
+        training_audio_sha256=training_audio_sha256(clips),
     )
     files = save_head(out, model, meta, features=x)
     return TrainedHead(data, scheme, comparison, oofs, kind, name, session, nested_result, source_cv, meta, files)
@@ -329,6 +337,7 @@ def train_corpus_head(
             "hop_s": HOP_S,
             "training_data_sha256": result.meta.training_data_sha256,
             "training_files_sha256": result.meta.training_files_sha256,
+            "training_audio_sha256": result.meta.training_audio_sha256,
         },
         "tagger": {
             "family": tagger.sidecar.family,
@@ -402,6 +411,7 @@ def validate_head_report(
     source_cv["measured_by"] = command
     report["source_held_out_cv"] = source_cv
     report["data"]["training_files_sha256"] = training_files_sha256(clips)
+    report["data"]["training_audio_sha256"] = training_audio_sha256(clips)
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     return source_cv
 
