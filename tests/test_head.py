@@ -496,7 +496,8 @@ def test_analyzer_passes_the_bird_output_to_the_head() -> None:
     head = FixedHead(needs_birds=True)
     assert isinstance(head, GroupHead)
     analyzer = Analyzer(StaticTagger(), FixedBirds(), head)
-    window = AudioWindow("w", "test", 0.0, 0.0, 16000, np.zeros(80000, np.float32) + 0.01)
+    tone = (0.01 * np.sin(2 * np.pi * 440 * np.arange(80000) / 16000)).astype(np.float32)  # a sound (not a constant)
+    window = AudioWindow("w", "test", 0.0, 0.0, 16000, tone)
     analysis = analyzer.analyze(window)
     assert analysis.result.status == "ok" and analysis.result.group is not None
     assert head.seen == [analysis.bird_output] and analysis.bird_output is not None

@@ -199,7 +199,12 @@ def train_prior_corpus_head(
     # 4. grouped CV (as the previous heads report it)
     params, choice_scores = choose(matrices, p, y, fold)
     logger.info("chosen on the whole corpus: %s", params.text())
-    factory = prior_factory(matrices, params)
+    temperature = calibrate(matrices, p, y, fold, params)
+    logger.info("temperature (leave-one-source-out log loss): %g", temperature)
+
+    def factory() -> OntologyPriorHead:
+        return OntologyPriorHead(matrices, params, temperature)
+
     grouped = grouped_splits(y, data.groups, CV_FOLDS)
     cv_oof = oof_proba(p, y, grouped, factory)
     cv = evaluate(y, cv_oof)
@@ -209,8 +214,6 @@ def train_prior_corpus_head(
     session = evaluate(y, session_oof)
 
     # 5. the head
-    temperature = calibrate(matrices, p, y, fold, params)
-    logger.info("temperature (leave-one-source-out log loss): %g", temperature)
     head = OntologyPriorHead(matrices, params, temperature).fit(p, y)
     pipeline = head.to_pipeline(p, y)
     if not np.allclose(pipeline.predict_proba(p), head.predict_proba(p), rtol=0, atol=1e-9):
