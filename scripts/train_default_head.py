@@ -81,7 +81,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from soundmond.errors import ExitCode  # noqa: E402
-from soundmond.head.meta import HeadError  # noqa: E402
+from soundmond.head.meta import HeadError, utc_now_iso  # noqa: E402
 from soundmond.head.save import convert_head  # noqa: E402
 from soundmond.models.sidecar import ModelFolderError  # noqa: E402
 from soundmond.workbench.crossval import TARGET, TrainError, target_met  # noqa: E402
@@ -134,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         args.out = REPO / "soundmond" / "heads" / ("yamnet-tagger.onnx" if args.tagger_only else "yamnet.onnx")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     command = "python scripts/train_default_head.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    try:
+        utc_now_iso()  # a bad SOURCE_DATE_EPOCH is refused before any work, not after the training
+    except ValueError as exc:
+        print(f"train_default_head: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     if args.convert is not None:
         return convert(args.convert, command)
     ontology = args.ontology if args.ontology.is_file() else None

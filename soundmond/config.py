@@ -262,6 +262,8 @@ class AlertsConfig(_Section):
     cooldown_s: Annotated[float, Field(ge=0)] = 3600.0
     clear_after_s: Annotated[float, Field(ge=0)] = 600.0
     silent_recorder_s: Annotated[float, Field(gt=0)] = 600.0  # quiet windows in a row for this long: RECORDER_SILENT
+    # sound this long without a quiet window ends a quiet episode; shorter (a dead microphone's clicks) does not
+    silent_recorder_break_s: Annotated[float, Field(gt=0)] = 60.0
     disabled: list[AlertName] = Field(default_factory=list)
 
     def rules(self) -> dict[str, _BaselineRule]:

@@ -24,9 +24,24 @@ def test_flac_and_wav_of_the_same_samples_hash_the_same(tmp_path: Path) -> None:
     x = _samples()
     sf.write(tmp_path / "a.flac", x, 16000, subtype="PCM_16")
     sf.write(tmp_path / "a.wav", x, 16000, subtype="PCM_16")
+    sf.write(tmp_path / "a24.flac", x.astype(np.int32) << 16, 16000, subtype="PCM_24")  # the same samples in 24 bits
+    sf.write(tmp_path / "f32.wav", x / np.float32(32768), 16000, subtype="FLOAT")  # ... and as 32-bit floats
     assert file_sha256(tmp_path / "a.flac") != file_sha256(tmp_path / "a.wav")  # other bytes ...
-    assert audio_sha256(tmp_path / "a.flac") == audio_sha256(tmp_path / "a.wav")  # ... the same audio
+    hashes = {audio_sha256(tmp_path / n) for n in ("a.flac", "a.wav", "a24.flac", "f32.wav")}
+    assert len(hashes) == 1  # ... the same audio
     assert len(audio_sha256(tmp_path / "a.wav")) == 64
+
+
+def test_float_files_hash_their_samples(tmp_path: Path) -> None:
+    """Different float WAVs hash differently (v1 decoded them as int32, which libsndfile does not scale for float
+    files: every one read as zeros and they all hashed alike, so evaluate called unseen clips in-sample)."""
+    rng = np.random.default_rng(3)
+    for k in range(3):
+        sf.write(tmp_path / f"noise{k}.wav", (rng.standard_normal(16000) * 0.3).astype(np.float32), 16000,
+                 subtype="FLOAT")
+    sf.write(tmp_path / "zeros.wav", np.zeros(16000, np.int16), 16000, subtype="PCM_16")
+    hashes = {audio_sha256(p) for p in tmp_path.iterdir()}
+    assert len(hashes) == 4
 
 
 def test_other_audio_hashes_differently(tmp_path: Path) -> None:
@@ -43,11 +58,11 @@ def test_other_audio_hashes_differently(tmp_path: Path) -> None:
 
 
 def test_the_hash_is_the_documented_one(tmp_path: Path) -> None:
-    """sha256 of the version line, "rate:channels\\n" and the int32 samples (16-bit s -> s << 16), little-endian."""
+    """sha256 of the version line, "rate:channels\\n" and the float64 samples (16-bit s -> s / 32768), little-endian."""
     x = np.array([0, 1, -1, 32767, -32768], dtype=np.int16)
     sf.write(tmp_path / "a.wav", x, 8000, subtype="PCM_16")
-    expected = hashlib.sha256(b"soundmond-audio-sha256-v1\n" + b"8000:1\n"
-                              + (x.astype("<i4") << 16).astype("<i4").tobytes()).hexdigest()
+    expected = hashlib.sha256(b"soundmond-audio-sha256-v2\n" + b"8000:1\n"
+                              + (x.astype("<f8") / 32768.0).astype("<f8").tobytes()).hexdigest()
     assert audio_sha256(tmp_path / "a.wav") == expected
 
 

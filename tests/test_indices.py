@@ -103,10 +103,13 @@ def test_the_indices_tell_a_dawn_chorus_from_a_machine(shared_corpus: Path) -> N
 def test_digital_silence_and_short_tails_have_no_indices() -> None:
     assert indices.compute(np.zeros(48000, np.float32), 48000) is None
     assert indices.compute(np.full(48000, 1e-6, np.float32), 48000) is None  # under one 16-bit step
+    assert indices.compute(np.full(48000, 0.01, np.float32), 48000) is None  # a DC offset alone: no sound (was junk)
     rng = np.random.default_rng(0)
     assert indices.compute(rng.normal(0, 0.1, 1500).astype(np.float32), 48000) is None  # 1 spectrogram frame
     quiet_noise = indices.compute(rng.normal(0, 1e-4, 48000).astype(np.float32), 48000)  # -80 dBFS: a quiet window
     assert quiet_noise is not None and quiet_noise.leq_dbfs == pytest.approx(-80, abs=0.1)
+    on_offset = indices.compute(rng.normal(0, 1e-4, 48000).astype(np.float32) + 0.2, 48000)  # the same on a DC offset
+    assert on_offset is not None and on_offset.leq_dbfs == pytest.approx(-80, abs=0.1)
 
 
 def _windows(path: Path) -> list[AudioWindow]:

@@ -91,8 +91,9 @@ def test_the_daemon_stores_quiet_windows_and_one_recorder_silent_per_episode(
     tmp_path: Path, yamnet_dir: Path, birdnet_dir: Path, fixture_audio: Path
 ) -> None:
     """Zeros for 2 min, a bird for 10 s, then hiss and zeros for 2 min: two quiet episodes, each raising
-    RECORDER_SILENT once (silent_recorder_s 60), the bird's windows end the first; quiet windows are stored with their
-    group and no probabilities, and the stored aggregate carries the quiet share."""
+    RECORDER_SILENT once (silent_recorder_s 60), the bird's 10 s end the first (silent_recorder_break_s 10; by default
+    a minute of sound does); quiet windows are stored with their group and no probabilities, and the stored aggregate
+    carries the quiet share."""
     audio = tmp_path / "audio"
     start = math.floor(time.time()) - 600  # named by their start times, minutes ago: inside the stored 24-h span
     zeros, bird_name, hiss_name = (audio / f"site_{stamp(start + s)}.flac" for s in (0, 120, 130))
@@ -100,7 +101,8 @@ def test_the_daemon_stores_quiet_windows_and_one_recorder_silent_per_episode(
     bird, rate = sf.read(fixture_audio / "oss_birds_10s.flac", dtype="float32", always_2d=True)
     sf.write(bird_name, bird, rate)
     write(hiss_name, np.concatenate([hiss(10, -90), np.zeros(110 * RATE, np.float32)]))
-    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir, "alerts: {silent_recorder_s: 60}\n")
+    alerts = "alerts: {silent_recorder_s: 60, silent_recorder_break_s: 10}\n"
+    cfg = daemon_config(tmp_path, yamnet_dir, birdnet_dir, alerts)
     proc = cli("run", "--config", str(cfg), "--source", str(audio))
     assert proc.returncode == 0, proc.stderr[-3000:]
     db = tmp_path / "soundmond.db"

@@ -212,7 +212,13 @@ def utc_now_iso() -> str:
     """Now (UTC, to the second), or `SOURCE_DATE_EPOCH` when set (the reproducible-builds convention: two trainings
     of the same head then write byte-identical files, `created_utc` being the only field that differs otherwise)."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if epoch and not epoch.isdigit():
-        raise ValueError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix time in whole seconds - unset it or fix it")
-    when = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch else dt.datetime.now(dt.timezone.utc)
-    return when.replace(microsecond=0).isoformat()
+    if not epoch:
+        return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    problem = ValueError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix time in whole seconds (0 up to year 9999) - "
+                         "unset it or fix it")
+    if not epoch.isdigit():
+        raise problem
+    try:
+        return dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc).isoformat()
+    except (OverflowError, OSError, ValueError) as exc:
+        raise problem from exc

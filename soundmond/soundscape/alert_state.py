@@ -56,7 +56,8 @@ class EngineState:
             "saved_unix_s": self.saved_unix_s,
             "keys": [k.to_dict() for k in self.keys],
             "episodes": dict(self.episodes),
-            "silence": {"quiet_since_s": self.silence.quiet_since_s, "fired": self.silence.fired},
+            "silence": {"quiet_since_s": self.silence.quiet_since_s, "fired": self.silence.fired,
+                        "sound_since_s": self.silence.sound_since_s},
         }
 
     @classmethod
@@ -96,7 +97,8 @@ class EngineState:
         if not isinstance(raw_silence, Mapping) or not isinstance(raw_silence.get("fired", False), bool):
             raise ValueError("'silence' is not an object with a boolean 'fired' and 'quiet_since_s' (seconds or null)")
         silence = SilenceState(_time(raw_silence.get("quiet_since_s"), "silence.quiet_since_s"),
-                               bool(raw_silence.get("fired", False)))
+                               bool(raw_silence.get("fired", False)),
+                               _time(raw_silence.get("sound_since_s"), "silence.sound_since_s"))  # absent before
         return cls(saved, tuple(keys), dict(raw_episodes), silence), unknown
 
 

@@ -141,7 +141,7 @@ class AlertEngine:
         self._rare_names = {n.strip().casefold() for n in config.rare_species if n.strip()}
         self._states: dict[str, _KeyState] = {}
         self._episodes: dict[str, int] = {}
-        self._silence = SilenceWatch(config.silent_recorder_s)
+        self._silence = SilenceWatch(config.silent_recorder_s, break_after_s=config.silent_recorder_break_s)
 
     def enabled(self, alert_type: AlertType) -> bool:
         return alert_type not in self._disabled

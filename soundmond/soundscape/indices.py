@@ -173,9 +173,10 @@ def top_band_hz(rate_hz: float, wanted_hz: float, step_hz: float) -> float:
 def compute(samples: npt.NDArray[np.floating], rate_hz: int, calibration_db: float | None = None
             ) -> AcousticIndices | None:
     """Every index of one window of mono samples in [-1, 1] (see the module docstring); None when the window is too
-    short for MIN_FRAMES spectrogram frames or is digital silence."""
+    short for MIN_FRAMES spectrogram frames or is digital silence (once any DC offset is removed: a constant is no
+    sound, and its indices would be junk, e.g. leq_dbfs -3076 and entropies of 1)."""
     x = np.asarray(samples, dtype=np.float64)
-    if x.size == 0 or float(np.max(np.abs(x))) < DIGITAL_SILENCE_PEAK:
+    if x.size == 0 or float(np.max(np.abs(x - x.mean()))) < DIGITAL_SILENCE_PEAK:
         return None
     amplitude, fn = spectrogram(x, rate_hz)
     if amplitude.shape[1] < MIN_FRAMES or len(x) < ENVELOPE_FRAME:

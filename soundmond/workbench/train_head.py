@@ -53,7 +53,7 @@ import yaml
 
 from soundmond.data import GROUPS
 from soundmond.errors import ExitCode
-from soundmond.head.meta import HEAD_CLASSES, HEAD_SUFFIXES, HeadError, feature_parts
+from soundmond.head.meta import HEAD_CLASSES, HEAD_SUFFIXES, HeadError, feature_parts, utc_now_iso
 from soundmond.identity import file_sha256
 from soundmond.logs import setup_logging
 from soundmond.models.sidecar import ModelFolderError
@@ -327,6 +327,11 @@ def add_train_head_arguments(p: argparse.ArgumentParser) -> None:
 def run_train_head(args: argparse.Namespace) -> int:
     setup_logging("DEBUG" if args.verbose else "INFO")
     command = "soundmond train-head " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    try:
+        utc_now_iso()  # a bad SOURCE_DATE_EPOCH is refused before any work, not after the training
+    except ValueError as exc:
+        print(f"soundmond train-head: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     try:
         if args.out.suffix.lower() not in HEAD_SUFFIXES:
             raise TrainError(f"--out {args.out}: a head file ends in .onnx or .skops (both are written)")
