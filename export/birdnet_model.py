@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from export.canonical import canonicalise
 from export.common import (
     ExportError,
     ParityError,
@@ -412,6 +413,7 @@ def run(args: argparse.Namespace) -> Path:
         import onnx
 
         species, dft_bins = convert_species(sources.species, DFT_PRECISION)
+        species = canonicalise(species)  # the same bytes from every conversion (export/canonical.py)
         logger.info("spectrogram bins computed (of the full spectrum): %s", dft_bins)
         # The weights go to a file beside the graph: ONNX Runtime then maps them instead of copying them out of the
         # parsed protobuf, which lowered the daemon's peak RSS by about 20 MB (and its steady RSS by about 55 MB).
@@ -423,7 +425,7 @@ def run(args: argparse.Namespace) -> Path:
         parity, figures = species_parity(sources.species, tmp / "model.onnx", names, chunks)
 
         logger.info("converting %s", sources.meta)
-        onnx.save(convert_meta(sources.meta, meta_in, meta_out), tmp / "meta.onnx")
+        onnx.save(canonicalise(convert_meta(sources.meta, meta_in, meta_out)), tmp / "meta.onnx")
         meta_figures = meta_parity(sources.meta, tmp / "meta.onnx")
 
         shutil.copyfile(sources.labels, tmp / "labels.txt")

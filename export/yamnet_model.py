@@ -32,6 +32,7 @@ import numpy.typing as npt
 import onnx
 from onnx import GraphProto, ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
+from export.canonical import canonicalise
 from export.common import (
     REPO_ROOT,
     ExportError,
@@ -835,7 +836,7 @@ def run(args: argparse.Namespace) -> Path:
     runner = _open_tflite(tflite)
 
     arithmetic = getattr(args, "arithmetic", ARITHMETIC[0])
-    model = rewrite(convert_stock(tflite), arithmetic)
+    model = canonicalise(rewrite(convert_stock(tflite), arithmetic))  # the same bytes from every conversion
     model_bytes = model.SerializeToString()
     session = _ort_session(model_bytes)
     result = check_parity(runner, session, args.check_audio)
