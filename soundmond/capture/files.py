@@ -220,7 +220,11 @@ class FileSource:
             logger.info("%s: already analysed (same content, same window settings and models): skipped", plan.path)
         else:
             self.report.duplicates += 1
-            logger.info("%s: the same bytes as an earlier file of this replay: skipped", plan.path)
+            # a warning: a recorder that writes digital silence writes byte-identical files, and their time is not
+            # analysed (RECORDER_SILENT counts the first one only)
+            logger.warning("%s: the same bytes as %s: skipped, its time not analysed (byte-identical recordings are "
+                           "what a recorder writing digital silence makes: check it)", plan.path,
+                           plan.same_as or "an earlier file of this replay")
 
     def _file_windows(self, plan: FilePlan, stop: threading.Event) -> Iterator[AudioWindow]:
         """The file's windows, those already stored left out (a partial file), its decoding recorded in the ledger."""

@@ -106,6 +106,7 @@ class FilePlan:
     sha256: str
     state: FileState
     analysis: str | None = None  # the key its records and window ids go by when not the source's (a legacy record)
+    same_as: Path | None = None  # a duplicate: the earlier file of this replay with the same bytes
 
 
 @dataclass
@@ -142,7 +143,7 @@ def plan_files(paths: Iterable[Path], ledger: ReplayLedger, analysis: str, *, re
                report: ReplayReport, on_error: Callable[[Path, str], None]) -> list[FilePlan]:
     """Hash every file and decide what to do with it (see the module docstring); unreadable files go to `on_error`."""
     plans: list[FilePlan] = []
-    seen: set[str] = set()
+    seen: dict[str, Path] = {}
     report.planned = True
     for path in paths:
         try:
@@ -151,9 +152,9 @@ def plan_files(paths: Iterable[Path], ledger: ReplayLedger, analysis: str, *, re
             on_error(path, f"cannot read ({exc.strerror or exc})")
             continue
         if sha in seen:
-            plans.append(FilePlan(path, sha, "duplicate"))
+            plans.append(FilePlan(path, sha, "duplicate", same_as=seen[sha]))
             continue
-        seen.add(sha)
+        seen[sha] = path
         records = ledger.replay_progress(sha)
         if records and reanalyze:
             deleted = ledger.forget_source(sha)
