@@ -73,8 +73,8 @@ def peak(samples: np.ndarray) -> float:
 def rms_dbfs(samples: np.ndarray) -> float:
     """The window's level, dB re full scale, without its DC offset: an offset is not sound (a recorder's ADC offset
     read as level kept a dead microphone's file at -40 dBFS, never quiet). The microphone path removes DC before
-    (`source.remove_dc`); for files it is removed here. The acoustic indices' `leq_dbfs` keeps scikit-maad's
-    definition (no DC removal)."""
+    (`source.remove_dc`); for files it is removed here. The acoustic indices' `leq_dbfs` is the same number
+    (`soundscape.indices`)."""
     if samples.size == 0:
         return -math.inf
     x = np.asarray(samples, dtype=np.float64)

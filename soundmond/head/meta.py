@@ -86,7 +86,7 @@ class HeadMeta:
     # field hold it in the .json report beside them (`training_files_sha256` there), if anywhere
     training_files_sha256: dict[str, str] = field(default_factory=dict)
     # every training file's audio hash (`soundmond.workbench.audio_hash.audio_sha256`: sample rate, channels and the
-    # decoded int32 samples) by its name in the labels, so that a re-encoded copy (a WAV of a FLAC clip) is known too;
+    # decoded samples) by its name in the labels, so that a re-encoded copy (a WAV of a FLAC clip) is known too;
     # empty in heads trained before this field (then only the bytes' sha256 identifies a training file)
     training_audio_sha256: dict[str, str] = field(default_factory=dict)
 

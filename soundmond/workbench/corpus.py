@@ -164,7 +164,7 @@ def training_files_sha256(clips: Sequence[Clip]) -> dict[str, str]:
 
 def training_audio_sha256(clips: Sequence[Clip]) -> dict[str, str]:
     """Every training clip's audio hash (`soundmond.workbench.audio_hash.audio_sha256`: sample rate, channels and the
-    decoded int32 samples), by its name in the labels: recorded with a head beside `training_files_sha256`, so that
+    decoded samples), by its name in the labels: recorded with a head beside `training_files_sha256`, so that
     `evaluate` also recognises a training clip stored in another container (a WAV of a FLAC clip)."""
     return {clip.file: audio_sha256(clip.path) for clip in clips}
 

@@ -37,7 +37,7 @@ its group cannot be evaluated; the exit code is not changed). The other windows 
 accuracy, per-class precision / recall / F1, confusion matrix, calibration), with the windows it got wrong. What the
 head saw (`soundmond.workbench.evaluate_seen`): a file is in-sample when the sha256 of its bytes is among the head's
 training files (`HeadMeta.training_files_sha256`), or else its audio hash (`workbench.audio_hash`: sample rate,
-channels and decoded int32 samples) among `HeadMeta.training_audio_sha256` (a WAV of a training FLAC clip; either
+channels and the decoded samples) among `HeadMeta.training_audio_sha256` (a WAV of a training FLAC clip; either
 taken from the .json report beside the head when the head lacks it). `groups.in_sample` is true (all files were
 trained on), false (none) or "partial", with `in_sample_basis`, the counts (`in_sample_files`, with the files known by
 their audio only: `by_audio`, `files_by_audio`) and the figures of each part (`in_sample_part`, `out_of_sample_part`);

@@ -2,7 +2,7 @@
 
 A head records its training files twice (`HeadMeta`, or the `data` block of the .json report beside it when that
 report is this head's, same training-data checksum): `training_files_sha256` (sha256 of each file's bytes) and
-`training_audio_sha256` (`soundmond.workbench.audio_hash.audio_sha256`: sample rate, channels and the decoded int32
+`training_audio_sha256` (`soundmond.workbench.audio_hash.audio_sha256`: sample rate, channels and the decoded
 samples). An evaluated file is in-sample when its bytes' sha256 is among the first (`"bytes"`), else when its audio
 hash is among the second (`"audio"`: the same audio in another container, e.g. the WAV of a corpus FLAC clip). A head
 trained before audio hashes has none: then only the bytes decide, and a re-encoded copy counts as unseen (the report
@@ -51,8 +51,8 @@ class TrainingHashes:
     def basis(self) -> str:
         """`in_sample_basis`: what decided."""
         if self.audio:
-            return (f"sha256 of each file's bytes, else of its decoded audio (sample rate, channels, int32 samples: "
-                    f"a re-encoded copy of a training file counts as seen), against the head's training files "
+            return (f"sha256 of each file's bytes, else of its decoded audio (sample rate, channels, float64 "
+                    f"samples: a re-encoded copy of a training file counts as seen), against the head's training files "
                     f"({len(self.files)} byte hashes, {len(self.audio)} audio hashes recorded)")
         return (f"sha256 of each file's bytes against the head's training files ({len(self.files)} recorded); the "
                 "head records no audio hashes (trained before them), so a re-encoded copy of a training file counts "
