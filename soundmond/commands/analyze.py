@@ -49,6 +49,7 @@ def json_line(obj: object) -> str:
     in the store and on MQTT; Python's default would write -Infinity, which JSON parsers refuse)."""
     return json.dumps(clean(obj), allow_nan=False) + "\n"
 
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", type=Path, help="audio files or folders (wav, flac, mp3, ogg, opus)")
     add_config_argument(p, "config file (models, windows, alert rules)")

@@ -176,7 +176,10 @@ def compute(samples: npt.NDArray[np.floating], rate_hz: int, calibration_db: flo
     short for MIN_FRAMES spectrogram frames or is digital silence (once any DC offset is removed: a constant is no
     sound, and its indices would be junk, e.g. leq_dbfs -3076 and entropies of 1)."""
     x = np.asarray(samples, dtype=np.float64)
-    if x.size == 0 or float(np.max(np.abs(x - x.mean()))) < DIGITAL_SILENCE_PEAK:
+    if x.size == 0:
+        return None
+    sound = x - x.mean()  # without DC: an offset is no sound
+    if float(np.max(np.abs(sound))) < DIGITAL_SILENCE_PEAK:
         return None
     amplitude, fn = spectrogram(x, rate_hz)
     if amplitude.shape[1] < MIN_FRAMES or len(x) < ENVELOPE_FRAME:
@@ -192,7 +195,7 @@ def compute(samples: npt.NDArray[np.floating], rate_hz: int, calibration_db: flo
     envelope = np.max(np.abs(x[: n_env * ENVELOPE_FRAME].reshape(n_env, ENVELOPE_FRAME)), axis=1)
     hf = entropy(np.mean(power, axis=1))
     ht = entropy(envelope**2)
-    leq = 10.0 * math.log10(max(float(np.mean(np.square(x - x.mean()))), _MIN))  # without DC: not sound
+    leq = 10.0 * math.log10(max(float(np.mean(np.square(sound))), _MIN))
     return AcousticIndices(
         ndsi=ndsi(power, fn),
         aci=aci,
