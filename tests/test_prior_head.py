@@ -114,10 +114,11 @@ def test_the_temperature_changes_no_decision_and_is_fitted_out_of_fold() -> None
     assert warm.predict_proba(p).max(axis=1).mean() < cold.predict_proba(p).max(axis=1).mean()
     assert np.abs(warm.to_pipeline(p, y).predict_proba(p) - warm.predict_proba(p)).max() < 1e-12
     fold = np.repeat(np.array(["a", "b", "c"], dtype=object), 30)
-    t = prior_head.calibrate(matrices(), p, y, fold, params)
+    chosen, _, oof = prior_head.choose(matrices(), p, y, fold, (params,))
+    assert chosen == params and np.array_equal(oof, prior_head.oof_proba(
+        p, y, prior_head.leave_one_fold_out(fold, np.arange(90)), prior_head.prior_factory(matrices(), params)))
+    t = prior_head.calibrate(oof, y)
     assert 1.0 < t <= 20.0
-    oof = prior_head.oof_proba(p, y, prior_head.leave_one_fold_out(fold, np.arange(90)),
-                               prior_head.prior_factory(matrices(), params))
     onehot = y[:, None] == np.array(HEAD_CLASSES)[None, :]
 
     def log_loss(temperature: float) -> float:

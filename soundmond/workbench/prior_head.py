@@ -211,14 +211,16 @@ def oof_proba(
 def choose(
     matrices: OntologyMatrices, p: npt.NDArray[np.float64], y: npt.NDArray[np.str_], fold: npt.NDArray[Any],
     grid: Sequence[PriorParams] = GRID,
-) -> tuple[PriorParams, dict[str, float]]:
+) -> tuple[PriorParams, dict[str, float], npt.NDArray[np.float64]]:
     """The parameters of `grid` with the best `selection_score` under leave-one-source-out CV of these rows (`fold`:
-    each row's source-held-out fold name); ties: the earlier (the grid starts with the most regularised)."""
+    each row's source-held-out fold name; ties: the earlier, the grid starts with the most regularised), every grid
+    point's score, and the chosen head's leave-one-source-out probabilities of these rows (what `calibrate` reads)."""
     rows = np.arange(y.size)
     splits = leave_one_fold_out(fold, rows)
-    scores = {g.text(): selection_score(y, oof_proba(p, y, splits, prior_factory(matrices, g))) for g in grid}
+    oofs = {g.text(): oof_proba(p, y, splits, prior_factory(matrices, g)) for g in grid}
+    scores = {text: selection_score(y, oof) for text, oof in oofs.items()}
     best = max(grid, key=lambda g: scores[g.text()])
-    return best, scores
+    return best, scores, oofs[best.text()]
 
 
 def tempered(proba: npt.NDArray[np.float64], temperature: float) -> npt.NDArray[np.float64]:
@@ -229,13 +231,9 @@ def tempered(proba: npt.NDArray[np.float64], temperature: float) -> npt.NDArray[
     return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
-def calibrate(
-    matrices: OntologyMatrices, p: npt.NDArray[np.float64], y: npt.NDArray[np.str_], fold: npt.NDArray[Any],
-    params: PriorParams,
-) -> float:
-    """The temperature (0.5-20) with the lowest log loss of the head's leave-one-source-out predictions of these
-    rows (`fold`: each row's source fold name): how sure the head may say it is at a source it has not seen."""
-    oof = oof_proba(p, y, leave_one_fold_out(fold, np.arange(y.size)), prior_factory(matrices, params))
+def calibrate(oof: npt.NDArray[np.float64], y: npt.NDArray[np.str_]) -> float:
+    """The temperature (0.5-20) with the lowest log loss of a head's leave-one-source-out probabilities `oof` of rows
+    whose groups are `y` (`choose` returns them): how sure the head may say it is at a source it has not seen."""
     onehot = y[:, None] == np.array(HEAD_CLASSES)[None, :]
 
     def loss(log_t: float) -> float:
@@ -255,8 +253,8 @@ def nested_source_held_out(
     out = np.zeros((y.size, len(HEAD_CLASSES)))
     chosen = []
     for train, test in splits:
-        params, _ = choose(matrices, p[train], y[train], fold[train], grid)
-        temperature = calibrate(matrices, p[train], y[train], fold[train], params)
+        params, _, inner_oof = choose(matrices, p[train], y[train], fold[train], grid)
+        temperature = calibrate(inner_oof, y[train])
         chosen.append(f"{params.text()}, T={temperature:g}")
         head = OntologyPriorHead(matrices, params, temperature).fit(p[train], y[train])
         out[test] = head.predict_proba(p[test])

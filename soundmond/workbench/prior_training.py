@@ -197,9 +197,9 @@ def train_prior_corpus_head(
                   for g in GRID}
 
     # 4. grouped CV (as the previous heads report it)
-    params, choice_scores = choose(matrices, p, y, fold)
+    params, choice_scores, choice_oof = choose(matrices, p, y, fold)
     logger.info("chosen on the whole corpus: %s", params.text())
-    temperature = calibrate(matrices, p, y, fold, params)
+    temperature = calibrate(choice_oof, y)
     logger.info("temperature (leave-one-source-out log loss): %g", temperature)
 
     def factory() -> OntologyPriorHead:
