@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from soundmond.head.meta import HEAD_CLASSES  # noqa: E402
 from soundmond.workbench.corpus import read_corpus  # noqa: E402
-from soundmond.workbench.crossval import candidate_models, evaluate, out_of_fold  # noqa: E402
+from soundmond.workbench.crossval import candidate_models, evaluate, out_of_fold, per_clip  # noqa: E402
 from soundmond.workbench.dataset import build_dataset  # noqa: E402
 from soundmond.workbench.ontology import INDUSTRIAL_BRANCHES, NATURAL_BRANCHES, NATURAL_EXCLUDED, Ontology  # noqa: E402
 from soundmond.workbench.prior_training import fold_names  # noqa: E402
@@ -57,24 +57,18 @@ def main() -> int:
     clip_fold = np.empty(n, dtype=object)
     clip_fold[data.clip] = fold
     clip_splits = [(np.flatnonzero(clip_fold != f), np.flatnonzero(clip_fold == f)) for f in names]
-    counts = np.bincount(data.clip, minlength=n)[:, None]
-
-    def per_clip(a: np.ndarray) -> np.ndarray:
-        out = np.zeros((n, a.shape[1]))
-        np.add.at(out, data.clip, a)
-        return out / counts
 
     logreg = candidate_models()["logreg_C0.1"]
     x = data.features("probabilities+embedding+birdnet_embedding")
     print(line("logreg C0.1, YAMNet + BirdNET, per window", data.y, out_of_fold(x, data.y, splits, logreg)))
     print(line("logreg C0.1, YAMNet + BirdNET, per clip (clip-mean features)", clip_y,
-               out_of_fold(per_clip(x), clip_y, clip_splits, logreg)))
+               out_of_fold(per_clip(data, x), clip_y, clip_splits, logreg)))
     ontology = Ontology(args.ontology)
     p = data.features("probabilities")
     industrial = ontology.mask(tagger.labels, INDUSTRIAL_BRANCHES)
     for label, exclude in (("minus pets and livestock", NATURAL_EXCLUDED), ("with pets and livestock", ())):
         natural = ontology.mask(tagger.labels, NATURAL_BRANCHES, exclude)
-        for unit, probs, y in (("per window", p, data.y), ("per clip", per_clip(p), clip_y)):
+        for unit, probs, y in (("per window", p, data.y), ("per clip", per_clip(data, p), clip_y)):
             nat, ind = probs[:, natural].sum(axis=1), probs[:, industrial].sum(axis=1)
             proba = np.zeros((y.size, len(HEAD_CLASSES)))
             proba[:, HEAD_CLASSES.index("natural")] = nat >= ind

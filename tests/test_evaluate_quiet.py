@@ -8,6 +8,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,6 +52,17 @@ def _audio(tmp_path: Path, shared_corpus: Path) -> tuple[Path, list[dict[str, st
     return root, rows
 
 
+def _evaluate(capsys: pytest.CaptureFixture[str], labels: Path, root: Path, out: Path,
+              *models: str) -> tuple[pytest.CaptureResult[str], dict[str, Any]]:
+    """`soundmond evaluate` of the groups (no species); asserts exit 0 (a quiet file is a warning, not a failed row)
+    and returns what it printed and report.json's `groups`."""
+    code = main(["evaluate", "--labels", str(labels), "--audio-root", str(root), "--out", str(out), *models,
+                 "--no-species", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured, json.loads((out / "report.json").read_text())["groups"]
+
+
 @pytest.mark.shared
 def test_quiet_windows_are_not_scored_and_are_reported(
     tmp_path: Path, shared_corpus: Path, yamnet_dir: Path, birdnet_dir: Path, capsys: pytest.CaptureFixture[str],
@@ -59,14 +71,10 @@ def test_quiet_windows_are_not_scored_and_are_reported(
     labels = tmp_path / "labels.csv"
     _write_csv(labels, rows)
     out = tmp_path / "report"
-    code = main(["evaluate", "--labels", str(labels), "--audio-root", str(root), "--out", str(out),
-                 "--tagger", str(yamnet_dir), "--no-species", "--no-progress"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err  # a quiet file is a warning, not a failed row
+    captured, gr = _evaluate(capsys, labels, root, out, "--tagger", str(yamnet_dir))
     assert "warning: zeros.wav: all 12 windows are quiet" in captured.err
     assert "warning: hiss.wav: all 2 windows are quiet" in captured.err and "-75 dBFS" in captured.err
     assert "rain.flac" not in captured.err and "rain_then_zeros" not in captured.err
-    gr = json.loads((out / "report.json").read_text())["groups"]
     quiet = gr["quiet"]
     assert quiet["below_dbfs"] == -75.0  # the daemon's default floor
     assert quiet["windows"] == 12 + 2 + 1 and quiet["per_group"] == {"industrial": 2, "natural": 13}
@@ -89,12 +97,7 @@ def test_quiet_windows_are_not_scored_and_are_reported(
     # the config's floor: null = only digital silence is quiet, so the -90 dBFS hiss is scored
     (tmp_path / "cfg").mkdir()
     cfg = daemon_config(tmp_path / "cfg", yamnet_dir, birdnet_dir, "windows: {quiet_below_dbfs: null}\n")
-    out2 = tmp_path / "report2"
-    code = main(["evaluate", "--labels", str(labels), "--audio-root", str(root), "--out", str(out2),
-                 "--config", str(cfg), "--no-species", "--no-progress"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    gr = json.loads((out2 / "report.json").read_text())["groups"]
+    captured, gr = _evaluate(capsys, labels, root, tmp_path / "report2", "--config", str(cfg))
     assert gr["quiet"]["below_dbfs"] is None and gr["quiet"]["files_entirely_quiet"] == ["zeros.wav"]
     assert gr["quiet"]["windows"] == 13 and gr["windows"] == 5
     assert "hiss.wav" not in captured.err and "warning: zeros.wav" in captured.err
@@ -108,11 +111,7 @@ def test_only_quiet_files_give_a_report_that_says_so(
     labels = tmp_path / "labels.csv"
     _write_csv(labels, [r for r in rows if r["file"] in ("zeros.wav", "hiss.wav")])
     out = tmp_path / "report"
-    code = main(["evaluate", "--labels", str(labels), "--audio-root", str(root), "--out", str(out),
-                 "--tagger", str(yamnet_dir), "--no-species", "--no-progress"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    gr = json.loads((out / "report.json").read_text())["groups"]
+    _, gr = _evaluate(capsys, labels, root, out, "--tagger", str(yamnet_dir))
     assert gr["windows"] == 0 and gr["quiet"]["windows"] == 14
     md = (out / "report.md").read_text()
     assert "No window with a group was scored" in md and "quiet windows (not scored): 14" in md
