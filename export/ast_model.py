@@ -82,6 +82,12 @@ EMBEDDING_WHAT = (
 )
 
 
+# what the int8 export quantizes: the products with a constant weight (and the fused graph's Attention, as QAttention).
+# The patch embedding's Conv stays fp32: ONNX Runtime's ConvInteger took 7.4 ms of a 406-ms int8-512 window at 1
+# thread where the float Conv takes 1-2 ms (the window 1.03x faster on 2 threads; bench/RESULTS.md, 2026-12-07)
+INT8_OP_TYPES = ("MatMul", "Attention")
+
+
 def _torch_only() -> None:
     """transformers would also import TensorFlow when it is installed (slow, noisy): this exporter is PyTorch only."""
     os.environ.setdefault("USE_TF", "0")
@@ -425,6 +431,7 @@ def _quantize_int8(fp32_path: Path, out_path: Path) -> dict[str, Any]:
 
     settings: dict[str, Any] = {"method": "onnxruntime.quantization.quantize_dynamic", "per_channel": True}
     settings["weight_type"] = "QInt8"
+    settings["op_types"] = list(INT8_OP_TYPES)
     import onnx
 
     with _root_logging_at(logging.WARNING):
@@ -434,6 +441,7 @@ def _quantize_int8(fp32_path: Path, out_path: Path) -> dict[str, Any]:
             out_path,
             per_channel=True,
             weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(INT8_OP_TYPES),
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     return settings
