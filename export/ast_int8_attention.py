@@ -17,6 +17,10 @@ with the activations quantized dynamically, keeping the softmax in fp32 between 
   row's probabilities (about 1/600 each) to 0 and loses the model (top-1 agreement 0.19 on the full-size AST);
   `V` as `K` (int8, symmetric, per tensor or per head).
 
+Each scale comes from max(max x, -min x) (two reductions, no |x| tensor), and Q, K and V are quantized before the
+transposes that split them into heads, which then move a quarter of the bytes (per tensor: the same numbers, the
+graph's outputs unchanged; 1.02x faster per window at 1 thread, bench/RESULTS.md, 2026-12-07, second session).
+
 Each integer product is followed by `Cast` to float and one `Mul` by the product of the two scales, in the pattern
 ONNX Runtime fuses into one `MatMulIntegerToFloat` kernel when the scales are per tensor (per head they stay three
 ops: 11 % more kernel time in a full-size AST profile, for no better agreement, so the exporter uses "tensor").
@@ -127,14 +131,27 @@ class _Builder:
     def symmetric_scale(self, x: str, granularity: Granularity) -> str:
         """max |x| / 127 over the tensor (a scalar) or over each head ([heads]: axis 1 of [batch, heads, rows,
         cols])."""
-        absolute = self.node("Abs", [x], "abs")
-        if granularity == "tensor":
-            peak = self.node("ReduceMax", [absolute], "peak", keepdims=0)
-        else:
-            axes = self.const("axes", np.array([0, 2, 3], dtype=np.int64))
-            peak = self.node("ReduceMax", [absolute, axes], "peak", keepdims=0)
-        peak = self.node("Max", [peak, self.const("floor", np.array(TINY, dtype=np.float32))], "peak_floor")
+        # max(max x, -min x): two reads of x, where Abs then ReduceMax wrote |x| first (a third of a layer's
+        # quantization time in the full-size AST's profile)
+        axes = [] if granularity == "tensor" else [self.const("axes", np.array([0, 2, 3], dtype=np.int64))]
+        high = self.node("ReduceMax", [x, *axes], "high", keepdims=0)
+        low = self.node("Neg", [self.node("ReduceMin", [x, *axes], "low", keepdims=0)], "minus_low")
+        peak = self.node("Max", [high, low, self.const("floor", np.array(TINY, dtype=np.float32))], "peak")
         return self.node("Mul", [peak, self.const("inv_127", np.array(1.0 / 127.0, dtype=np.float32))], "scale")
+
+    def quantize_symmetric(self, x: str, transpose: Any | None, zero_point: int, dtype: type,
+                           granularity: Granularity) -> tuple[str, str]:
+        """(x quantized, its scale). With `transpose` (the Transpose whose output x is; per tensor only), the
+        Transpose's input is quantized and the 8-bit result transposed: the same values, a quarter of the bytes
+        moved by the transpose."""
+        if transpose is None:
+            scale = self.symmetric_scale(x, granularity)
+            return self.quantize(x, scale, zero_point, dtype, granularity), scale
+        source = transpose.input[0]
+        scale = self.symmetric_scale(source, "tensor")
+        x8 = self.quantize(source, scale, zero_point, dtype, "tensor")
+        perm = [int(p) for a in transpose.attribute if a.name == "perm" for p in a.ints]
+        return self.node("Transpose", [x8], "transposed", perm=perm), scale
 
     def quantize(self, x: str, scale: str, zero_point: int, dtype: type, granularity: Granularity) -> str:
         """QuantizeLinear of x (per tensor, or per head along axis 1)."""
@@ -182,6 +199,16 @@ def _scalar_factor(graph: Any, producer: dict[str, Any], consumers: dict[str, li
     return name, 1.0
 
 
+def _only_transpose(producer: dict[str, Any], consumers: dict[str, list[Any]], name: str,
+                    granularity: Granularity) -> Any | None:
+    """The Transpose that makes `name` when nothing else reads it (so it can move after the quantization); None
+    otherwise, and always per head (the head axis is only axis 1 after the transpose)."""
+    node = producer.get(name)
+    if granularity != "tensor" or node is None or node.op_type != "Transpose" or len(consumers.get(name, [])) != 1:
+        return None
+    return node
+
+
 def int8_attention(model: Any, *, num_heads: int, granularity: Granularity = "tensor",
                    probabilities: Probabilities = "row") -> dict[str, Any]:
     """Rewrite the attention products of an int8 (quantize_dynamic) AST graph in place; what it did.
@@ -208,6 +235,7 @@ def int8_attention(model: Any, *, num_heads: int, granularity: Granularity = "te
     # first outputs of the nodes removed: the scalar Muls folded into the rescale, and the softmax "exp" replaces
     dropped: set[str] = set()
     folded = 0  # scalar Muls folded
+    transposed = 0  # Q, K, V transposed after quantization instead of before
     for index, chain in enumerate(chains):
         b = _Builder(graph, f"/soundmond_int8_attention/{index}", num_heads)
         # scores = (Q c1) . (K^T c2): quantize Q and K^T, fold c1 c2 into the rescale
@@ -217,18 +245,20 @@ def int8_attention(model: Any, *, num_heads: int, granularity: Granularity = "te
             if bare != original:
                 dropped.add(original)
                 folded += 1
-        q_scale = b.symmetric_scale(q, granularity)
-        k_scale = b.symmetric_scale(k, granularity)
-        q8 = b.quantize(q, q_scale, Q_ZERO_POINT, np.uint8, granularity)
-        k8 = b.quantize(k, k_scale, 0, np.int8, granularity)
+        q_t = _only_transpose(producer, consumers, q, granularity)
+        k_t = _only_transpose(producer, consumers, k, granularity)
+        q8, q_scale = b.quantize_symmetric(q, q_t, Q_ZERO_POINT, np.uint8, granularity)
+        k8, k_scale = b.quantize_symmetric(k, k_t, 0, np.int8, granularity)
         q_zp = b.const("q_zp_scalar", np.array(Q_ZERO_POINT, dtype=np.uint8))
         q_scale_c = b.node("Mul", [q_scale, b.const("folded", np.array(c1 * c2, dtype=np.float32))], "scale_c")
         b.product(q8, k8, q_zp, q_scale_c, k_scale, granularity, chain.scores.output[0])
         replaced[chain.scores.output[0]] = b.nodes
         b.nodes = []
         v = chain.context.input[1]
-        v_scale = b.symmetric_scale(v, granularity)
-        v8 = b.quantize(v, v_scale, 0, np.int8, granularity)
+        v_t = _only_transpose(producer, consumers, v, granularity)
+        v8, v_scale = b.quantize_symmetric(v, v_t, 0, np.int8, granularity)
+        dropped.update(t.output[0] for t in (q_t, k_t, v_t) if t is not None)
+        transposed += sum(t is not None for t in (q_t, k_t, v_t))
         p_scale = b.const("p_scale", np.array(PROBABILITY_SCALE, dtype=np.float32))
         p_zp = b.const("p_zp", np.array(0, dtype=np.uint8))
         if probabilities == "fixed":
@@ -291,6 +321,7 @@ def int8_attention(model: Any, *, num_heads: int, granularity: Granularity = "te
         "probabilities": probabilities,
         "probabilities_what": PROBABILITY_WHAT[probabilities],
         "folded_scalar_muls": folded,
+        "transposed_as_int8": transposed,
     }
 
 
