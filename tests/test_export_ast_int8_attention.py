@@ -88,6 +88,12 @@ def test_int8_attention_matches_fp32_attention(spread: float, probabilities: str
         assert ops.count("MatMulInteger") == 2 and "MatMul" not in ops
         assert ops.count("Softmax") == (1 if probabilities == "row" else 0)  # "exp" computes its own
         assert info["layers"] == 1 and info["folded_scalar_muls"] == 2
+        # per tensor, K^T's transpose moves after the quantization (int8 bytes); per head it cannot (the head axis)
+        producer = {o: n for n in model.graph.node for o in n.output}
+        transposes = [n for n in model.graph.node if n.op_type == "Transpose"]
+        assert info["transposed_as_int8"] == (1 if granularity == "tensor" else 0) == len(
+            [t for t in transposes if t.input[0] in producer and producer[t.input[0]].op_type == "QuantizeLinear"])
+        assert "Abs" not in ops  # scales from max(max x, -min x)
         errors[granularity] = _head_errors(model, feeds, reference)
     # int8 Q, K, V and 8-bit probabilities scaled per row: a few percent of the context's size, for diffuse (0.02)
     # and peaked (1.0) attention
