@@ -144,12 +144,11 @@ class _Builder:
         """(x quantized, its scale). With `transpose` (the Transpose whose output x is; per tensor only), the
         Transpose's input is quantized and the 8-bit result transposed: the same values, a quarter of the bytes
         moved by the transpose."""
+        source = x if transpose is None else transpose.input[0]
+        scale = self.symmetric_scale(source, granularity)
+        x8 = self.quantize(source, scale, zero_point, dtype, granularity)
         if transpose is None:
-            scale = self.symmetric_scale(x, granularity)
-            return self.quantize(x, scale, zero_point, dtype, granularity), scale
-        source = transpose.input[0]
-        scale = self.symmetric_scale(source, "tensor")
-        x8 = self.quantize(source, scale, zero_point, dtype, "tensor")
+            return x8, scale
         perm = [int(p) for a in transpose.attribute if a.name == "perm" for p in a.ints]
         return self.node("Transpose", [x8], "transposed", perm=perm), scale
 
